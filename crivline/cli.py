@@ -1,0 +1,145 @@
+"""The ``crivline`` command: one subcommand per part of the system.
+
+::
+
+    crivline up [--data-dir DIR]          the whole stack on this machine
+    crivline migrate                      apply the central schema's migrations
+    crivline tenant create KEY [--name]   a tenant and its first management token
+    crivline control | syncd | proxy      run one part (when this build has it)
+
+Settings come from ``CRIVLINE_*`` variables; flags override them. Deliberate failures
+(bad settings, a port in use, an unreachable database …) print one line and exit 1;
+a usage error exits 2. Nothing prints a traceback at an operator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from crivline.errors import CrivlineError
+from crivline.settings import Settings, redact_url
+
+PARTS = ("control", "syncd", "proxy")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crivline", description="Crivline Edge")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run the whole stack on this machine")
+    up.add_argument("--data-dir", help="where embedded servers keep data (default .crivline)")
+
+    sub.add_parser("migrate", help="apply the central schema's migrations")
+
+    tenant = sub.add_parser("tenant", help="tenant bootstrap")
+    tenant_sub = tenant.add_subparsers(dest="tenant_command", required=True, metavar="ACTION")
+    create = tenant_sub.add_parser("create", help="create a tenant and a management token")
+    create.add_argument("key", help="tenant key: lowercase letters, digits and dashes")
+    create.add_argument("--name", help="display name (default: the key)")
+
+    control = sub.add_parser("control", help="run the control API")
+    control.add_argument("--port", type=int, dest="control_port")
+
+    syncd = sub.add_parser("syncd", help="run the sync daemon beside an edge")
+    syncd.add_argument("--port", type=int, dest="syncd_port")
+    syncd.add_argument("--tenant", dest="scope_tenant", help="only this tenant (key)")
+    syncd.add_argument("--project", dest="scope_project", help="only this project (key)")
+    syncd.add_argument("--environment", dest="scope_environment", help="only this environment")
+
+    proxy = sub.add_parser("proxy", help="run the edge proxy")
+    proxy.add_argument("--port", type=int, dest="proxy_port")
+    proxy.add_argument("--workers", type=int, dest="proxy_workers", help="processes on one port")
+    return parser
+
+
+_SETTINGS_FLAGS = (
+    "data_dir", "control_port", "syncd_port", "proxy_port", "proxy_workers",
+    "scope_tenant", "scope_project", "scope_environment",
+)  # fmt: skip
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in _SETTINGS_FLAGS
+        if getattr(args, name, None) is not None
+    }
+    return Settings.from_env(**overrides)
+
+
+def _cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
+    from crivline.up import Stack
+
+    return Stack(settings).run()
+
+
+def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from crivline.up import _migrate
+
+    url = settings.require_database()
+    applied = asyncio.run(_migrate(url))
+    shown = ", ".join(applied) if applied else "nothing to apply, schema is up to date"
+    print(f"migrated {redact_url(url)}: {shown}")
+    return 0
+
+
+def _cmd_tenant(settings: Settings, args: argparse.Namespace) -> int:
+    from crivline.seed import create_tenant
+    from crivline.up import _connect
+
+    async def create() -> int:
+        conn = await _connect(settings.require_database())
+        try:
+            tenant = await create_tenant(conn, args.key, args.name)
+        finally:
+            await conn.close()
+        print(f"tenant {tenant.key} created")
+        print(f"  id                {tenant.id}")
+        print(f"  management token  {tenant.token}")
+        print("  (the token is shown only now; only its hash is stored)")
+        return 0
+
+    return asyncio.run(create())
+
+
+def _cmd_part(part: str) -> Callable[[Settings, argparse.Namespace], int]:
+    def run(settings: Settings, _args: argparse.Namespace) -> int:
+        try:
+            module = importlib.import_module(f"{part}.main")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{part}.main":
+                raise
+            raise CrivlineError(f"this build of Crivline has no {part} yet") from None
+        result: int = module.run(settings)
+        return result
+
+    return run
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "up": _cmd_up,
+    "migrate": _cmd_migrate,
+    "tenant": _cmd_tenant,
+    **{part: _cmd_part(part) for part in PARTS},
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        return COMMANDS[args.command](settings, args)
+    except CrivlineError as exc:
+        print(f"crivline {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

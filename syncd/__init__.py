@@ -1,0 +1,1 @@
+"""Crivline Edge."""

@@ -1,0 +1,205 @@
+"""The ``crivline`` command as an operator runs it: real processes, real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import asyncpg
+import orjson
+import pytest
+
+from crivline import tokens
+from crivline.embedded import free_port
+from crivline.errors import StartupError
+from crivline.settings import Settings
+from crivline.up import Stack
+
+
+def run(
+    argv: list[str], env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CRIVLINE_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        argv, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def assert_one_clear_line(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_bad_setting_is_one_line_naming_the_variable(crivline_cmd: list[str]) -> None:
+    result = run([*crivline_cmd, "migrate"], {"CRIVLINE_PROXY_PORT": "eighty"})
+    assert_one_clear_line(result, "CRIVLINE_PROXY_PORT", "eighty")
+
+
+def test_missing_database_url_is_named(crivline_cmd: list[str]) -> None:
+    result = run([*crivline_cmd, "migrate"])
+    assert_one_clear_line(result, "CRIVLINE_DATABASE_URL is not set")
+
+
+def test_unreachable_database_is_one_line(crivline_cmd: list[str]) -> None:
+    url = f"postgresql://postgres:pw@127.0.0.1:{free_port()}/crivline"
+    result = run([*crivline_cmd, "migrate"], {"CRIVLINE_DATABASE_URL": url})
+    assert_one_clear_line(result, "cannot connect to postgresql://postgres:***@127.0.0.1")
+    assert ":pw@" not in result.stderr
+
+
+def test_migrate_and_tenant_create(crivline_cmd: list[str], database_url: str) -> None:
+    env = {"CRIVLINE_DATABASE_URL": database_url}
+    migrated = run([*crivline_cmd, "migrate"], env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "up to date" in migrated.stdout
+
+    created = run([*crivline_cmd, "tenant", "create", "acme", "--name", "Acme Inc"], env)
+    assert created.returncode == 0, created.stderr
+    token = next(w for w in created.stdout.split() if w.startswith("crv_mgt_"))
+
+    again = run([*crivline_cmd, "tenant", "create", "acme"], env)
+    assert_one_clear_line(again, "already exists")
+    bad = run([*crivline_cmd, "tenant", "create", "Not Valid!"], env)
+    assert_one_clear_line(bad, "not valid")
+
+    async def check() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            row = await conn.fetchrow(
+                "SELECT t.name, m.token_hash FROM tenants t JOIN management_tokens m"
+                " ON m.tenant_id = t.id WHERE t.key = 'acme'"
+            )
+        finally:
+            await conn.close()
+        assert row["name"] == "Acme Inc"
+        assert bytes(row["token_hash"]) == tokens.digest(token)
+
+    asyncio.run(check())
+
+
+def _up_env() -> dict[str, str]:
+    return {
+        "CRIVLINE_PROXY_PORT": str(free_port()),
+        "CRIVLINE_CONTROL_PORT": str(free_port()),
+        "CRIVLINE_SYNCD_PORT": str(free_port()),
+        "XDG_RUNTIME_DIR": "/tmp",
+    }
+
+
+def _start_up(
+    crivline_cmd: list[str], data_dir: Path, env: dict[str, str]
+) -> subprocess.Popen[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CRIVLINE_")}
+    full_env.update(env)
+    return subprocess.Popen(
+        [*crivline_cmd, "up", "--data-dir", str(data_dir)],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_for_stack(proc: subprocess.Popen[str], data_dir: Path, timeout: float = 60) -> dict:
+    stack_file = data_dir / "stack.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stack_file.exists():
+            return orjson.loads(stack_file.read_bytes())
+        if proc.poll() is not None:
+            pytest.fail(f"crivline up exited early: {proc.stdout.read() if proc.stdout else ''}")
+        time.sleep(0.05)
+    pytest.fail("stack.json was not written in time")
+
+
+def _reap(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=30)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.timeout(180)
+def test_up_runs_refuses_a_second_and_stops_cleanly(
+    crivline_cmd: list[str], tmp_path: Path
+) -> None:
+    env = _up_env()
+    data_dir = tmp_path / "stack"
+    proc = _start_up(crivline_cmd, data_dir, env)
+    try:
+        stack = _wait_for_stack(proc, data_dir)
+        assert stack["demo"]["token"].startswith("crv_mgt_")
+        assert stack["demo"]["keys"]["development"]["server"].startswith("crv_srv_")
+        assert stack["ports"]["proxy"] == int(env["CRIVLINE_PROXY_PORT"])
+        pids = orjson.loads((data_dir / "pids.json").read_bytes())
+        assert all(_alive(entry["pid"]) for entry in pids.values())
+
+        second = run([*crivline_cmd, "up", "--data-dir", str(data_dir)], env)
+        assert_one_clear_line(second, "already running")
+
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        assert "demo token" in out
+        assert "Traceback" not in out
+        assert not any(_alive(entry["pid"]) for entry in pids.values())
+    finally:
+        _reap(proc)
+
+
+@pytest.mark.timeout(180)
+def test_up_recovers_from_a_killed_run(crivline_cmd: list[str], tmp_path: Path) -> None:
+    env = _up_env()
+    data_dir = tmp_path / "stack"
+    first = _start_up(crivline_cmd, data_dir, env)
+    stack = _wait_for_stack(first, data_dir)
+    first.kill()  # no cleanup at all: its servers are orphaned, its lock dies with it
+    _reap(first)
+    (data_dir / "stack.json").rename(data_dir / "stack.old.json")
+    second = _start_up(crivline_cmd, data_dir, env)
+    try:
+        again = _wait_for_stack(second, data_dir)
+        assert again["demo"] != {}
+        assert again["database_url"].rsplit("/", 1)[1] == stack["database_url"].rsplit("/", 1)[1]
+        second.send_signal(signal.SIGINT)
+        out, _ = second.communicate(timeout=60)
+        assert second.returncode == 0
+        assert "left over from an earlier run" in out
+    finally:
+        _reap(second)
+
+
+def test_up_with_an_unwritable_data_dir_is_one_line(
+    crivline_cmd: list[str], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run([*crivline_cmd, "up", "--data-dir", str(blocker / "data")], _up_env())
+    assert_one_clear_line(result, "not writable")
+
+
+def test_a_port_in_use_is_named(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        settings = Settings.from_env({"CRIVLINE_SYNCD_PORT": str(port)}, data_dir=str(tmp_path))
+        with pytest.raises(StartupError, match=f"port {port} \\(CRIVLINE_SYNCD_PORT, for syncd\\)"):
+            Stack(settings).check_ports(["syncd"])
