@@ -1,0 +1,111 @@
+"""Every Redis name Crivline uses, in one place: the contract between syncd and proxy.
+
+All names start with a configurable prefix (``CRIVLINE_KEY_PREFIX``, default
+``crivline:``). Everything here can be rebuilt from the central Postgres; an edge whose
+Redis is flushed heals by itself (syncd notices the missing epoch and resyncs).
+
+Per environment (``env`` is the environment's uuid):
+
+``{p}env:{env}``  hash — the environment as served, always written whole and atomically:
+    ``version``       the replication clock (environments.version), decimal
+    ``flagset``       the flag set, canonical flagd JSON bytes (sorted keys)
+    ``tenant``, ``project``, ``environment``   ids (uuids)
+    ``tenant_key``, ``project_key``, ``environment_key``   slugs
+    ``committed_at``  epoch seconds of the change in Postgres (for propagation lag)
+    ``applied_at``    epoch seconds when syncd wrote it
+
+``{p}env:{env}:deltas``  stream, capped — one entry per applied version, fields:
+    ``v``     the version this entry brings the environment to
+    ``base``  the version it was computed against (the one before it in Redis)
+    ``delta`` JSON ``{"flags": {key: definition}, "removed": [key…],
+              "evaluators": {name: fragment}, "removedEvaluators": [name…]}``
+    ``at``    commit time, epoch seconds
+    A stream client resuming from version X is sent the entries after X only if they form
+    an unbroken chain (the first one's ``base`` is X, each next ``base`` is the previous
+    ``v``); otherwise it gets the full flag set. ``base`` differs from the previous ``v``
+    when a writer found an unexpected version in Redis (another syncd, a flush).
+
+``{p}env:{env}:keys``  set — hex SHA-256 of each live API key of the environment.
+
+``{p}key:{sha256}``  hash — one live API key:
+    ``environment``, ``project``, ``tenant`` (uuids), ``kind`` (server|client),
+    ``id`` (the key's uuid), ``expires_at`` (epoch seconds, or empty for never)
+
+Per edge (``edge`` is ``CRIVLINE_EDGE_ID``):
+
+``{p}edge:{edge}:environments``  set — ids of the environments this edge serves.
+``{p}edge:{edge}:sync``  hash — ``epoch`` (random, written at full sync: its absence
+    means Redis lost our data), ``full_sync_at``, ``reconciled_at`` (epoch seconds).
+``{p}edge:{edge}:heartbeat``  string with a TTL — syncd is alive while it exists.
+
+Channels:
+
+``{p}changes``  pub/sub on the edge Redis — every applied change, JSON
+    ``{"e": env, "v": version, "at": commit time, "keys": bool}`` (``keys`` true when
+    the set of live keys changed, so proxies drop cached key lookups for ``e``), and
+    ``{"e": env, "v": 0, "removed": true}`` when an environment leaves the edge.
+``{p}bus``  pub/sub on the central bus (``CRIVLINE_BUS_URL``) — control publishes the
+    same payload it sends with pg_notify after each commit.
+
+Postgres: ``crivline_changes`` is the LISTEN/NOTIFY channel; payload
+``{"e": env, "v": version, "t": tenant, "p": project, "at": epoch seconds}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PG_CHANNEL = "crivline_changes"
+DELTA_LOG_LENGTH = 1000
+
+# Fields of the environment hash.
+F_VERSION = "version"
+F_FLAGSET = "flagset"
+F_TENANT = "tenant"
+F_PROJECT = "project"
+F_ENVIRONMENT = "environment"
+F_TENANT_KEY = "tenant_key"
+F_PROJECT_KEY = "project_key"
+F_ENVIRONMENT_KEY = "environment_key"
+F_COMMITTED_AT = "committed_at"
+F_APPLIED_AT = "applied_at"
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    """Redis names for one prefix and one edge."""
+
+    prefix: str = "crivline:"
+    edge_id: str = "edge"
+
+    def environment(self, env: str) -> str:
+        return f"{self.prefix}env:{env}"
+
+    def deltas(self, env: str) -> str:
+        return f"{self.prefix}env:{env}:deltas"
+
+    def environment_keys(self, env: str) -> str:
+        return f"{self.prefix}env:{env}:keys"
+
+    def api_key(self, key_hash: str) -> str:
+        return f"{self.prefix}key:{key_hash}"
+
+    @property
+    def served(self) -> str:
+        return f"{self.prefix}edge:{self.edge_id}:environments"
+
+    @property
+    def sync_state(self) -> str:
+        return f"{self.prefix}edge:{self.edge_id}:sync"
+
+    @property
+    def heartbeat(self) -> str:
+        return f"{self.prefix}edge:{self.edge_id}:heartbeat"
+
+    @property
+    def changes(self) -> str:
+        return f"{self.prefix}changes"
+
+    @property
+    def bus(self) -> str:
+        return f"{self.prefix}bus"
