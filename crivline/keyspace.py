@@ -18,7 +18,10 @@ Per environment (``env`` is the environment's uuid):
     ``v``     the version this entry brings the environment to
     ``base``  the version it was computed against (the one before it in Redis)
     ``delta`` JSON ``{"flags": {key: definition}, "removed": [key…],
-              "evaluators": {name: fragment}, "removedEvaluators": [name…]}``
+              "evaluators": {name: fragment}, "removedEvaluators": [name…]}``, plus
+              ``"metadata"`` (the new top-level flag-set metadata, whole) only when that
+              changed; applied to the flag set of version ``base`` it gives that of ``v``
+              (an entry may be empty: a version that changed only keys)
     ``at``    commit time, epoch seconds
     A stream client resuming from version X is sent the entries after X only if they form
     an unbroken chain (the first one's ``base`` is X, each next ``base`` is the previous
@@ -29,13 +32,18 @@ Per environment (``env`` is the environment's uuid):
 
 ``{p}key:{sha256}``  hash — one live API key:
     ``environment``, ``project``, ``tenant`` (uuids), ``kind`` (server|client),
-    ``id`` (the key's uuid), ``expires_at`` (epoch seconds, or empty for never)
+    ``id`` (the key's uuid), ``expires_at`` (epoch seconds, or empty for never); a key
+    with an expiry also carries it as the hash's TTL, so Redis drops it on time.
 
 Per edge (``edge`` is ``CRIVLINE_EDGE_ID``):
 
 ``{p}edge:{edge}:environments``  set — ids of the environments this edge serves.
 ``{p}edge:{edge}:sync``  hash — ``epoch`` (random, written at full sync: its absence
-    means Redis lost our data), ``full_sync_at``, ``reconciled_at`` (epoch seconds).
+    means Redis lost our data), ``full_sync_at``, ``reconciled_at`` (epoch seconds), and
+    ``pending:{token}`` fields while a full sync runs (the epoch is only written if its
+    marker survived, i.e. Redis lost nothing meanwhile). This edge's data is complete
+    and fresh while ``epoch`` exists and ``reconciled_at`` is recent (a few reconcile
+    intervals). A new ``epoch`` value means Redis was rebuilt from empty.
 ``{p}edge:{edge}:heartbeat``  string with a TTL — syncd is alive while it exists.
 
 Channels:
@@ -49,6 +57,9 @@ Channels:
 
 Postgres: ``crivline_changes`` is the LISTEN/NOTIFY channel; payload
 ``{"e": env, "v": version, "t": tenant, "p": project, "at": epoch seconds}``.
+
+Writes go through :class:`crivline.edge_store.EdgeStore` (atomic Lua scripts, guarded
+by version); it also has readers for all of the above.
 """
 
 from __future__ import annotations

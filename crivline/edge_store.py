@@ -1,0 +1,554 @@
+"""The edge Redis as a store: syncd's atomic, version-guarded writes and the reads both sides need.
+
+The layout is :mod:`crivline.keyspace`'s; this module is the only code that writes it.
+Every write that changes what an edge serves is one Lua script (``EVALSHA``, loaded
+again by the client when a restarted Redis has forgotten it), so a reader never sees an
+environment half written:
+
+- :meth:`EdgeStore.apply` — environment hash, delta-log entry, live keys (revoked ones
+  removed), membership of the served set and the announcement on the changes channel,
+  all only if the new version is greater than the stored one. An older version never
+  overwrites a newer one, so several syncd processes may write one edge's Redis.
+- :meth:`EdgeStore.remove` — an environment that left the edge (deleted, out of scope).
+- :meth:`EdgeStore.begin_full_sync` / :meth:`EdgeStore.finish_full_sync` — the epoch
+  is written only when a full sync completed without Redis losing data meanwhile.
+- :meth:`EdgeStore.touch_reconciled` / :meth:`EdgeStore.heartbeat`.
+
+The delta of an entry is computed here, in Python, against the flag set read from Redis
+just before the write; the entry's ``base`` is the version of that flag set. If another
+writer got in between, the entry's ``base`` is not the previous entry's ``v`` and stream
+clients get a full flag set instead — a race costs a bigger message, never a wrong patch.
+
+The proxy reads with :meth:`EdgeStore.read_environment`, :meth:`EdgeStore.deltas_since`,
+:meth:`EdgeStore.read_api_key` and :meth:`EdgeStore.sync_state` (or with plain commands,
+as the keyspace docstring documents).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from crivline import keyspace as ks
+from crivline.keyspace import Keyspace
+from crivline.snapshot import EnvironmentSnapshot
+
+JSON = Any
+
+# Arguments before the per-key groups of the apply script, and the size of each group.
+_APPLY_FIXED_ARGS = 16
+_KEY_GROUP = 5
+
+_APPLY = """
+local version = tonumber(ARGV[1])
+local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if current >= version then
+  return {0, current, 0}
+end
+local key_prefix = ARGV[8]
+local env = ARGV[10]
+-- Live keys: rewrite each one whole; drop the ones that are no longer live.
+local n = tonumber(ARGV[16])
+local live = {}
+local i = 17
+for _ = 1, n do
+  local h = ARGV[i]
+  live[h] = true
+  local name = key_prefix .. h
+  redis.call('DEL', name)
+  redis.call('HSET', name, 'environment', env, 'project', ARGV[12], 'tenant', ARGV[11],
+             'id', ARGV[i + 1], 'kind', ARGV[i + 2], 'expires_at', ARGV[i + 3])
+  if ARGV[i + 4] ~= '' then
+    redis.call('PEXPIREAT', name, ARGV[i + 4])
+  end
+  i = i + 5
+end
+local keys_changed = false
+local old = redis.call('SMEMBERS', KEYS[3])
+if #old ~= n then
+  keys_changed = true
+end
+for _, h in ipairs(old) do
+  if not live[h] then
+    redis.call('DEL', key_prefix .. h)
+    keys_changed = true
+  end
+end
+redis.call('DEL', KEYS[3])
+local batch = {}
+i = 17
+for _ = 1, n do
+  batch[#batch + 1] = ARGV[i]
+  if #batch == 500 then
+    redis.call('SADD', KEYS[3], unpack(batch))
+    batch = {}
+  end
+  i = i + 5
+end
+if #batch > 0 then
+  redis.call('SADD', KEYS[3], unpack(batch))
+end
+-- The environment, whole.
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'flagset', ARGV[3],
+           'tenant', ARGV[11], 'project', ARGV[12], 'environment', env,
+           'tenant_key', ARGV[13], 'project_key', ARGV[14], 'environment_key', ARGV[15],
+           'committed_at', ARGV[5], 'applied_at', ARGV[6])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*',
+           'v', ARGV[1], 'base', ARGV[2], 'delta', ARGV[4], 'at', ARGV[5])
+redis.call('SADD', KEYS[4], env)
+local flag = 'false'
+if keys_changed then
+  flag = 'true'
+end
+redis.call('PUBLISH', ARGV[9], '{"e":"' .. env .. '","v":' .. ARGV[1] .. ',"at":' ..
+           ARGV[5] .. ',"keys":' .. flag .. '}')
+if keys_changed then
+  return {1, current, 1}
+end
+return {1, current, 0}
+"""
+
+_REMOVE = """
+local existed = redis.call('EXISTS', KEYS[1]) + redis.call('SREM', KEYS[4], ARGV[3])
+local old = redis.call('SMEMBERS', KEYS[3])
+for _, h in ipairs(old) do
+  redis.call('DEL', ARGV[1] .. h)
+end
+existed = existed + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+if existed > 0 then
+  redis.call('PUBLISH', ARGV[2], '{"e":"' .. ARGV[3] .. '","v":0,"removed":true}')
+  return 1
+end
+return 0
+"""
+
+_FINISH_FULL_SYNC = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
+  return false
+end
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2])
+redis.call('HSET', KEYS[1], 'full_sync_at', ARGV[3], 'reconciled_at', ARGV[3])
+-- Markers that crashed syncd processes left behind.
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  if string.sub(fields[i], 1, 8) == 'pending:' and
+     tonumber(fields[i + 1]) < tonumber(ARGV[3]) - tonumber(ARGV[4]) then
+    redis.call('HDEL', KEYS[1], fields[i])
+  end
+end
+return redis.call('HGET', KEYS[1], 'epoch')
+"""
+
+_TOUCH_RECONCILED = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if epoch and epoch == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'reconciled_at', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+PENDING_PREFIX = "pending:"
+STALE_PENDING_SECONDS = 3600
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _number(value: float) -> str:
+    """A float as a JSON number (never ``inf``/``nan``, which JSON has not)."""
+    return repr(round(value, 6))
+
+
+# -- the delta ---------------------------------------------------------------------------
+
+
+def _canonical(value: JSON) -> bytes:
+    # Compare serialised forms: in Python 1 == 1.0 == True, in JSON they are three values.
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def _diff(old: Mapping[str, JSON], new: Mapping[str, JSON]) -> tuple[dict[str, JSON], list[str]]:
+    changed = {
+        key: value
+        for key, value in new.items()
+        if key not in old or _canonical(old[key]) != _canonical(value)
+    }
+    removed = sorted(key for key in old if key not in new)
+    return changed, removed
+
+
+def compute_delta(old: Mapping[str, JSON] | None, new: Mapping[str, JSON]) -> dict[str, JSON]:
+    """What turns flag set ``old`` into ``new`` (``old`` None: everything is new).
+
+    ``{"flags": {key: definition}, "removed": [key…], "evaluators": {name: fragment},
+    "removedEvaluators": [name…]}``, plus ``"metadata"`` (the whole new top-level
+    metadata) only when that changed.
+    """
+    before: Mapping[str, JSON] = old or {}
+    flags, removed = _diff(before.get("flags") or {}, new.get("flags") or {})
+    evaluators, removed_evaluators = _diff(
+        before.get("$evaluators") or {}, new.get("$evaluators") or {}
+    )
+    delta: dict[str, JSON] = {
+        "flags": flags,
+        "removed": removed,
+        "evaluators": evaluators,
+        "removedEvaluators": removed_evaluators,
+    }
+    new_metadata = new.get("metadata") or {}
+    if old is not None and _canonical(before.get("metadata") or {}) != _canonical(new_metadata):
+        delta["metadata"] = new_metadata
+    return delta
+
+
+def apply_delta(flag_set: Mapping[str, JSON], delta: Mapping[str, JSON]) -> dict[str, JSON]:
+    """``flag_set`` with ``delta`` applied (what a stream client does with a patch)."""
+    flags = dict(flag_set.get("flags") or {})
+    for key in delta.get("removed", ()):
+        flags.pop(key, None)
+    flags.update(delta.get("flags") or {})
+    evaluators = dict(flag_set.get("$evaluators") or {})
+    for name in delta.get("removedEvaluators", ()):
+        evaluators.pop(name, None)
+    evaluators.update(delta.get("evaluators") or {})
+    out: dict[str, JSON] = {k: v for k, v in flag_set.items() if k != "$evaluators"}
+    out["flags"] = flags
+    if "metadata" in delta:
+        out["metadata"] = delta["metadata"]
+    if evaluators:
+        out["$evaluators"] = evaluators
+    return out
+
+
+# -- what the store returns --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    applied: bool  # False: Redis already held this version or a newer one
+    previous: int  # the version Redis held before (0: none)
+    keys_changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEnvironment:
+    environment_id: str
+    version: int
+    flag_set_bytes: bytes
+    tenant_id: str
+    project_id: str
+    tenant_key: str
+    project_key: str
+    environment_key: str
+    committed_at: float
+    applied_at: float
+
+    def flag_set(self) -> dict[str, JSON]:
+        doc: dict[str, JSON] = orjson.loads(self.flag_set_bytes)
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaEntry:
+    version: int  # ``v``
+    base: int
+    delta: dict[str, JSON]
+    committed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    key_hash: str
+    environment_id: str
+    project_id: str
+    tenant_id: str
+    id: str
+    kind: str
+    expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncState:
+    epoch: str | None
+    full_sync_at: float | None
+    reconciled_at: float | None
+
+
+def _decode_fields(raw: Mapping[Any, Any]) -> dict[str, bytes]:
+    return {
+        (k.decode() if isinstance(k, bytes) else str(k)): (
+            v if isinstance(v, bytes) else str(v).encode()
+        )
+        for k, v in raw.items()
+    }
+
+
+def _optional_float(raw: bytes | None) -> float | None:
+    return float(raw) if raw else None
+
+
+class EdgeStore:
+    """syncd's writes to, and everyone's reads of, one edge Redis.
+
+    ``redis`` may decode responses or not; flag sets are handed back as bytes either way.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keyspace: Keyspace,
+        *,
+        delta_log_length: int = ks.DELTA_LOG_LENGTH,
+    ) -> None:
+        self.redis = redis
+        self.keys = keyspace
+        self.delta_log_length = delta_log_length
+        self._apply = redis.register_script(_APPLY)
+        self._remove = redis.register_script(_REMOVE)
+        self._finish = redis.register_script(_FINISH_FULL_SYNC)
+        self._touch = redis.register_script(_TOUCH_RECONCILED)
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def apply(
+        self,
+        snapshot: EnvironmentSnapshot,
+        *,
+        base_version: int,
+        base_flag_set: Mapping[str, JSON] | None,
+        committed_at: float,
+        applied_at: float | None = None,
+    ) -> ApplyResult:
+        """Write ``snapshot`` if its version is newer than Redis's, atomically.
+
+        ``base_version``/``base_flag_set`` are what :meth:`read_current` returned just
+        before: the delta is computed against that flag set and recorded with that base.
+        """
+        env = snapshot.environment_id
+        delta = compute_delta(base_flag_set if base_version > 0 else None, snapshot.flag_set)
+        args: list[str | bytes | int] = [
+            snapshot.version,
+            base_version,
+            snapshot.flag_set_bytes(),
+            orjson.dumps(delta, option=orjson.OPT_SORT_KEYS),
+            _number(committed_at),
+            _number(time.time() if applied_at is None else applied_at),
+            self.delta_log_length,
+            self.keys.api_key(""),
+            self.keys.changes,
+            env,
+            snapshot.tenant_id,
+            snapshot.project_id,
+            snapshot.tenant_key,
+            snapshot.project_key,
+            snapshot.environment_key,
+            len(snapshot.keys),
+        ]
+        assert len(args) == _APPLY_FIXED_ARGS
+        for key in snapshot.keys:
+            expires = "" if key.expires_at is None else _number(key.expires_at)
+            expires_ms = "" if key.expires_at is None else str(int(key.expires_at * 1000))
+            args += [key.key_hash, key.id, key.kind, expires, expires_ms]
+        result = await self._apply(
+            keys=[
+                self.keys.environment(env),
+                self.keys.deltas(env),
+                self.keys.environment_keys(env),
+                self.keys.served,
+            ],
+            args=args,
+        )
+        applied, previous, keys_changed = (int(x) for x in result)
+        return ApplyResult(bool(applied), previous, bool(keys_changed))
+
+    async def remove(self, environment_id: str) -> bool:
+        """Forget an environment (its flag set, deltas and keys); announce it if it was here."""
+        env = environment_id
+        removed = await self._remove(
+            keys=[
+                self.keys.environment(env),
+                self.keys.deltas(env),
+                self.keys.environment_keys(env),
+                self.keys.served,
+            ],
+            args=[self.keys.api_key(""), self.keys.changes, env],
+        )
+        return bool(removed)
+
+    async def begin_full_sync(self, now: float | None = None) -> str:
+        """Mark a full sync as under way; returns the marker for :meth:`finish_full_sync`."""
+        marker = PENDING_PREFIX + secrets.token_hex(8)
+        await self.redis.hset(
+            self.keys.sync_state, marker, _number(time.time() if now is None else now)
+        )
+        return marker
+
+    async def finish_full_sync(self, marker: str, now: float | None = None) -> str | None:
+        """Write the epoch (a new one if Redis has none) and the full-sync time.
+
+        Returns the epoch, or None when the marker is gone — Redis lost data while the
+        sync ran, so the sync is not complete and must run again.
+        """
+        epoch = await self._finish(
+            keys=[self.keys.sync_state],
+            args=[
+                marker,
+                secrets.token_hex(16),
+                _number(time.time() if now is None else now),
+                STALE_PENDING_SECONDS,
+            ],
+        )
+        return _text(epoch)
+
+    async def touch_reconciled(self, epoch: str, now: float | None = None) -> bool:
+        """Record a finished reconciliation, only if Redis still holds ``epoch``."""
+        done = await self._touch(
+            keys=[self.keys.sync_state],
+            args=[epoch, _number(time.time() if now is None else now)],
+        )
+        return bool(done)
+
+    async def heartbeat(self, ttl: float, info: Mapping[str, JSON]) -> None:
+        await self.redis.set(self.keys.heartbeat, orjson.dumps(info), px=max(1, int(ttl * 1000)))
+
+    async def clear_heartbeat(self) -> None:
+        await self.redis.delete(self.keys.heartbeat)
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def read_current(self, environment_id: str) -> tuple[int, dict[str, JSON] | None]:
+        """The version Redis holds for an environment (0: none) and its flag set."""
+        version, flag_set = await self.redis.hmget(
+            self.keys.environment(environment_id), [ks.F_VERSION, ks.F_FLAGSET]
+        )
+        if version is None:
+            return 0, None
+        doc = orjson.loads(flag_set) if flag_set is not None else None
+        return int(version), doc
+
+    async def versions(self, environment_ids: Sequence[str]) -> dict[str, int]:
+        """The version Redis holds for each environment (0: none), in one round trip."""
+        if not environment_ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for env in environment_ids:
+                pipe.hget(self.keys.environment(env), ks.F_VERSION)
+            raw = await pipe.execute()
+        return {
+            env: int(v) if v is not None else 0 for env, v in zip(environment_ids, raw, strict=True)
+        }
+
+    async def served(self) -> set[str]:
+        members: Iterable[bytes | str] = await self.redis.smembers(self.keys.served)
+        return {m.decode() if isinstance(m, bytes) else m for m in members}
+
+    async def sync_state(self) -> SyncState:
+        raw = _decode_fields(await self.redis.hgetall(self.keys.sync_state))
+        epoch = raw.get("epoch")
+        return SyncState(
+            epoch=epoch.decode() if epoch else None,
+            full_sync_at=_optional_float(raw.get("full_sync_at")),
+            reconciled_at=_optional_float(raw.get("reconciled_at")),
+        )
+
+    async def read_environment(self, environment_id: str) -> StoredEnvironment | None:
+        raw = _decode_fields(await self.redis.hgetall(self.keys.environment(environment_id)))
+        if ks.F_VERSION not in raw:
+            return None
+        return StoredEnvironment(
+            environment_id=raw[ks.F_ENVIRONMENT].decode(),
+            version=int(raw[ks.F_VERSION]),
+            flag_set_bytes=raw[ks.F_FLAGSET],
+            tenant_id=raw[ks.F_TENANT].decode(),
+            project_id=raw[ks.F_PROJECT].decode(),
+            tenant_key=raw[ks.F_TENANT_KEY].decode(),
+            project_key=raw[ks.F_PROJECT_KEY].decode(),
+            environment_key=raw[ks.F_ENVIRONMENT_KEY].decode(),
+            committed_at=float(raw[ks.F_COMMITTED_AT]),
+            applied_at=float(raw[ks.F_APPLIED_AT]),
+        )
+
+    async def read_api_key(self, key_hash: str) -> StoredKey | None:
+        raw = _decode_fields(await self.redis.hgetall(self.keys.api_key(key_hash)))
+        if "environment" not in raw:
+            return None
+        return StoredKey(
+            key_hash=key_hash,
+            environment_id=raw["environment"].decode(),
+            project_id=raw["project"].decode(),
+            tenant_id=raw["tenant"].decode(),
+            id=raw["id"].decode(),
+            kind=raw["kind"].decode(),
+            expires_at=_optional_float(raw.get("expires_at")),
+        )
+
+    async def environment_key_hashes(self, environment_id: str) -> set[str]:
+        members: Iterable[bytes | str] = await self.redis.smembers(
+            self.keys.environment_keys(environment_id)
+        )
+        return {m.decode() if isinstance(m, bytes) else m for m in members}
+
+    async def delta_log(self, environment_id: str) -> list[DeltaEntry]:
+        """The whole delta log, oldest first."""
+        entries = await self.redis.xrange(self.keys.deltas(environment_id)) or []
+        return [_entry(fields) for _id, fields in entries if fields is not None]
+
+    async def deltas_since(
+        self, environment_id: str, version: int, *, page: int = 64
+    ) -> list[DeltaEntry] | None:
+        """The entries that take a client from ``version`` to the newest logged version.
+
+        ``[]`` when the client is already there; None when the log cannot prove an
+        unbroken chain from ``version`` (too old, trimmed, or a writer race) — send the
+        full flag set then. The caller compares the last entry's version with the one it
+        serves.
+        """
+        name = self.keys.deltas(environment_id)
+        newer: list[DeltaEntry] = []
+        upper: str = "+"
+        while True:
+            batch = await self.redis.xrevrange(name, max=upper, min="-", count=page)
+            if not batch:
+                break
+            for _entry_id, fields in batch:
+                if fields is None:  # an entry deleted while we read
+                    continue
+                entry = _entry(fields)
+                if entry.version <= version:
+                    return _chain(newer[::-1], version)
+                newer.append(entry)
+            last_id = _text(batch[-1][0])
+            assert last_id is not None
+            upper = "(" + last_id
+        # Every logged entry is newer than ``version``: the oldest must start from it.
+        return _chain(newer[::-1], version) if newer else None
+
+
+def _entry(fields: Mapping[Any, Any]) -> DeltaEntry:
+    raw = _decode_fields(fields)
+    return DeltaEntry(
+        version=int(raw["v"]),
+        base=int(raw["base"]),
+        delta=orjson.loads(raw["delta"]),
+        committed_at=float(raw["at"]),
+    )
+
+
+def _chain(entries: list[DeltaEntry], version: int) -> list[DeltaEntry] | None:
+    expected = version
+    for entry in entries:
+        if entry.base != expected:
+            return None
+        expected = entry.version
+    return entries

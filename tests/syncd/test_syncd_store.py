@@ -1,0 +1,238 @@
+"""The edge store on a real Valkey: the version guard, the delta chain, keys, removal."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from crivline.edge_store import EdgeStore, apply_delta, compute_delta
+from crivline.keyspace import Keyspace
+from crivline.snapshot import EdgeKey, EnvironmentSnapshot
+
+ENV = "00000000-0000-0000-0000-00000000000e"
+
+
+def snapshot(
+    version: int, flags: dict[str, Any], keys: tuple[EdgeKey, ...] = ()
+) -> EnvironmentSnapshot:
+    return EnvironmentSnapshot(
+        environment_id=ENV,
+        environment_key="production",
+        project_id="00000000-0000-0000-0000-00000000000p",
+        project_key="app",
+        tenant_id="00000000-0000-0000-0000-00000000000t",
+        tenant_key="acme",
+        version=version,
+        flag_set={"flags": flags, "metadata": {"flagSetId": "app/production"}},
+        keys=keys,
+    )
+
+
+def flag(value: Any) -> dict[str, Any]:
+    return {"state": "ENABLED", "variants": {"a": value}, "defaultVariant": "a"}
+
+
+@pytest.fixture
+async def store(redis: aioredis.Redis) -> EdgeStore:
+    return EdgeStore(redis, Keyspace("t:", "edge-1"))
+
+
+async def write(store: EdgeStore, snap: EnvironmentSnapshot) -> bool:
+    base, flag_set = await store.read_current(snap.environment_id)
+    result = await store.apply(snap, base_version=base, base_flag_set=flag_set, committed_at=1.5)
+    return result.applied
+
+
+@pytest.fixture
+async def announcements(redis_url: str) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+    client = aioredis.from_url(redis_url)
+    pubsub = client.pubsub()
+    await pubsub.subscribe("t:changes")
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def pump() -> None:
+        async for message in pubsub.listen():
+            if message["type"] == "message":
+                queue.put_nowait(orjson.loads(message["data"]))
+
+    task = asyncio.create_task(pump())
+    try:
+        yield queue
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await pubsub.aclose()
+        await client.aclose()
+
+
+async def test_apply_writes_everything_and_announces(
+    store: EdgeStore, announcements: asyncio.Queue[dict[str, Any]]
+) -> None:
+    key = EdgeKey("ab" * 32, "key-1", "server", None)
+    assert await write(store, snapshot(3, {"f": flag(True)}, (key,)))
+    stored = await store.read_environment(ENV)
+    assert stored is not None
+    assert stored.version == 3
+    assert stored.flag_set() == snapshot(3, {"f": flag(True)}).flag_set
+    assert stored.flag_set_bytes == snapshot(3, {"f": flag(True)}).flag_set_bytes()
+    assert (stored.tenant_key, stored.project_key, stored.environment_key) == (
+        "acme", "app", "production",
+    )  # fmt: skip
+    assert stored.committed_at == 1.5
+    assert await store.served() == {ENV}
+    assert await store.environment_key_hashes(ENV) == {"ab" * 32}
+    api_key = await store.read_api_key("ab" * 32)
+    assert api_key is not None
+    assert (api_key.environment_id, api_key.kind, api_key.id, api_key.expires_at) == (
+        ENV, "server", "key-1", None,
+    )  # fmt: skip
+    message = await asyncio.wait_for(announcements.get(), 5)
+    assert message == {"e": ENV, "v": 3, "at": 1.5, "keys": True}
+
+
+async def test_guard_refuses_the_same_or_an_older_version(store: EdgeStore) -> None:
+    assert await write(store, snapshot(5, {"f": flag("new")}))
+    stale = snapshot(4, {"f": flag("old")})
+    result = await store.apply(stale, base_version=0, base_flag_set=None, committed_at=1.0)
+    assert not result.applied
+    assert result.previous == 5
+    again = await store.apply(snapshot(5, {}), base_version=0, base_flag_set=None, committed_at=1)
+    assert not again.applied
+    stored = await store.read_environment(ENV)
+    assert stored is not None
+    assert stored.version == 5
+    assert stored.flag_set()["flags"] == {"f": flag("new")}
+    assert len(await store.delta_log(ENV)) == 1
+
+
+async def test_delta_chain_replays_to_the_current_flag_set(store: EdgeStore) -> None:
+    versions = [
+        {"a": flag(1), "b": flag("x")},
+        {"a": flag(1.0), "b": flag("x")},  # 1 -> 1.0 is a change in JSON
+        {"a": flag(True), "c": flag({"k": [1]})},
+        {"a": flag(True), "c": flag({"k": [1]})},  # keys-only bump: an empty delta
+    ]
+    for number, flags in enumerate(versions, start=1):
+        assert await write(store, snapshot(number, flags))
+    log = await store.delta_log(ENV)
+    assert [(e.version, e.base) for e in log] == [(1, 0), (2, 1), (3, 2), (4, 3)]
+    assert log[1].delta["flags"] == {"a": flag(1.0)}
+    assert log[2].delta["removed"] == ["b"]
+    assert log[3].delta == {"flags": {}, "removed": [], "evaluators": {}, "removedEvaluators": []}
+    resumed = await store.deltas_since(ENV, 1)
+    assert resumed is not None
+    assert [e.version for e in resumed] == [2, 3, 4]
+    state = snapshot(1, versions[0]).flag_set
+    for entry in resumed:
+        state = apply_delta(state, entry.delta)
+    assert (
+        orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
+        == snapshot(4, versions[3]).flag_set_bytes()
+    )
+    assert await store.deltas_since(ENV, 4) == []
+    assert await store.deltas_since(ENV, 0) is not None  # from nothing: the first entry has base 0
+
+
+async def test_a_racing_writer_breaks_the_chain_instead_of_sending_a_wrong_patch(
+    store: EdgeStore,
+) -> None:
+    assert await write(store, snapshot(1, {"a": flag(1)}))
+    # Writer A read version 1; writer B moves Redis to 2 before A writes 3.
+    base, old = await store.read_current(ENV)
+    assert await write(store, snapshot(2, {"a": flag(2)}))
+    result = await store.apply(
+        snapshot(3, {"a": flag(1), "b": flag(3)}), base_version=base, base_flag_set=old,
+        committed_at=1.0,
+    )  # fmt: skip
+    assert result.applied
+    assert result.previous == 2
+    log = await store.delta_log(ENV)
+    assert [(e.version, e.base) for e in log] == [(1, 0), (2, 1), (3, 1)]
+    assert await store.deltas_since(ENV, 2) is None  # resuming from 2 needs a full flag set
+    assert await store.deltas_since(ENV, 1) is None  # 1 -> 2 -> 3 is not the chain either
+
+
+async def test_revoked_keys_disappear_and_are_announced(
+    store: EdgeStore, announcements: asyncio.Queue[dict[str, Any]]
+) -> None:
+    k1, k2 = EdgeKey("01" * 32, "k1", "server", None), EdgeKey("02" * 32, "k2", "client", None)
+    assert await write(store, snapshot(1, {}, (k1, k2)))
+    assert await write(store, snapshot(2, {"f": flag(1)}, (k1, k2)))
+    assert await write(store, snapshot(3, {"f": flag(1)}, (k2,)))
+    assert await store.read_api_key("01" * 32) is None
+    assert await store.read_api_key("02" * 32) is not None
+    assert await store.environment_key_hashes(ENV) == {"02" * 32}
+    seen = [await asyncio.wait_for(announcements.get(), 5) for _ in range(3)]
+    assert [(m["v"], m["keys"]) for m in seen] == [(1, True), (2, False), (3, True)]
+
+
+async def test_expiring_keys_carry_their_expiry_and_a_ttl(
+    store: EdgeStore, redis: aioredis.Redis
+) -> None:
+    key = EdgeKey("03" * 32, "k3", "server", 4102444800.0)  # 2100-01-01
+    assert await write(store, snapshot(1, {}, (key,)))
+    stored = await store.read_api_key("03" * 32)
+    assert stored is not None
+    assert stored.expires_at == 4102444800.0
+    assert await redis.pexpiretime("t:key:" + "03" * 32) == 4102444800000
+
+
+async def test_remove_forgets_the_environment_and_announces_it(
+    store: EdgeStore, redis: aioredis.Redis, announcements: asyncio.Queue[dict[str, Any]]
+) -> None:
+    key = EdgeKey("04" * 32, "k4", "server", None)
+    assert await write(store, snapshot(2, {"f": flag(1)}, (key,)))
+    assert await store.remove(ENV)
+    assert await store.read_environment(ENV) is None
+    assert await store.read_api_key("04" * 32) is None
+    assert await store.served() == set()
+    assert await redis.keys("t:env:*") == []
+    assert not await store.remove(ENV)  # nothing left: nothing announced
+    seen = [await asyncio.wait_for(announcements.get(), 5) for _ in range(2)]
+    assert seen[1] == {"e": ENV, "v": 0, "removed": True}
+    assert announcements.empty()
+
+
+async def test_full_sync_epoch_survives_restarts_but_not_a_flush(
+    store: EdgeStore, redis: aioredis.Redis
+) -> None:
+    marker = await store.begin_full_sync()
+    epoch = await store.finish_full_sync(marker)
+    assert epoch
+    state = await store.sync_state()
+    assert state.epoch == epoch
+    assert state.full_sync_at is not None
+    # A second full sync (a syncd restart) keeps the epoch.
+    assert await store.finish_full_sync(await store.begin_full_sync()) == epoch
+    assert await store.touch_reconciled(epoch, now=123.0)
+    assert (await store.sync_state()).reconciled_at == 123.0
+    # Redis loses its data while a full sync runs: the sync is not complete.
+    marker = await store.begin_full_sync()
+    await redis.flushall()
+    assert await store.finish_full_sync(marker) is None
+    assert not await store.touch_reconciled(epoch)
+    assert await store.sync_state() == type(state)(None, None, None)
+
+
+async def test_scripts_survive_a_script_cache_flush(
+    store: EdgeStore, redis: aioredis.Redis
+) -> None:
+    assert await write(store, snapshot(1, {}))
+    await redis.script_flush()
+    assert await write(store, snapshot(2, {"f": flag(1)}))
+
+
+def test_compute_delta_treats_metadata_and_evaluators() -> None:
+    old = {"flags": {}, "$evaluators": {"s": {"in": [1, [1]]}}, "metadata": {"flagSetId": "a"}}
+    new = {"flags": {"f": flag(1)}, "metadata": {"flagSetId": "b"}}
+    delta = compute_delta(old, new)
+    assert delta["removedEvaluators"] == ["s"]
+    assert delta["metadata"] == {"flagSetId": "b"}
+    assert apply_delta(old, delta) == new
+    assert "metadata" not in compute_delta(None, new)
