@@ -45,6 +45,11 @@ Per edge (``edge`` is ``CRIVLINE_EDGE_ID``):
     and fresh while ``epoch`` exists and ``reconciled_at`` is recent (a few reconcile
     intervals). A new ``epoch`` value means Redis was rebuilt from empty.
 ``{p}edge:{edge}:heartbeat``  string with a TTL — syncd is alive while it exists.
+``{p}edge:{edge}:ticket-secret``  string — the proxies' shared secret for signing browser
+    stream tickets when ``CRIVLINE_TICKET_SECRET`` is unset (the first proxy sets it with
+    NX, every other process at the edge adopts it; a flush just makes them pick a new one).
+``{p}ratelimit:{key_id}:{second}``  string with a TTL — requests of one API key in one
+    epoch second, summed over every proxy process (each adds its local count in batches).
 
 Channels:
 
@@ -112,6 +117,13 @@ class Keyspace:
     @property
     def heartbeat(self) -> str:
         return f"{self.prefix}edge:{self.edge_id}:heartbeat"
+
+    @property
+    def ticket_secret(self) -> str:
+        return f"{self.prefix}edge:{self.edge_id}:ticket-secret"
+
+    def rate_limit(self, key_id: str, second: int) -> str:
+        return f"{self.prefix}ratelimit:{key_id}:{second}"
 
     @property
     def changes(self) -> str:
