@@ -427,6 +427,11 @@ class EdgeStore:
 
     # -- reads -------------------------------------------------------------------------
 
+    async def version(self, environment_id: str) -> int:
+        """The version Redis holds for an environment (0: none)."""
+        raw = await self.redis.hget(self.keys.environment(environment_id), ks.F_VERSION)
+        return int(raw) if raw is not None else 0
+
     async def read_current(self, environment_id: str) -> tuple[int, dict[str, JSON] | None]:
         """The version Redis holds for an environment (0: none) and its flag set."""
         version, flag_set = await self.redis.hmget(

@@ -1,0 +1,51 @@
+"""syncd's own configuration, derived from the shared settings (or built directly in tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from crivline.keyspace import Keyspace
+from crivline.settings import Settings
+from syncd.scope import Scope
+
+
+@dataclass(frozen=True, slots=True)
+class SyncdConfig:
+    keyspace: Keyspace = field(default_factory=Keyspace)
+    scope: Scope = field(default_factory=Scope)
+    reconcile_interval: float = 5.0
+    heartbeat_ttl: float = 15.0
+    host: str = "127.0.0.1"
+    port: int = 8082  # 0: any free port (tests)
+    # LISTEN on Postgres. Off only in tests that prove reconciliation alone suffices.
+    listen: bool = True
+    # Rebuilds of different environments that may run at once.
+    concurrency: int = 4
+    # How long a lagging read replica may keep us waiting before we read the primary.
+    replica_wait: float = 2.0
+    # Postgres/Redis calls that take longer than this count as failures.
+    io_timeout: float = 10.0
+    # On SIGTERM, how long the writes in flight may take to finish.
+    shutdown_grace: float = 10.0
+    # How often the dedicated LISTEN connection is probed (a dead peer is not always noticed).
+    listen_probe_interval: float = 5.0
+
+    @property
+    def stale_after(self) -> float:
+        """A reconciliation older than this makes syncd not ready."""
+        return max(3 * self.reconcile_interval, self.reconcile_interval + 2.0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SyncdConfig:
+        return cls(
+            keyspace=Keyspace(settings.key_prefix, settings.edge_id),
+            scope=Scope(
+                tenant=settings.scope_tenant,
+                project=settings.scope_project,
+                environment=settings.scope_environment,
+            ),
+            reconcile_interval=settings.reconcile_interval,
+            heartbeat_ttl=settings.heartbeat_ttl,
+            host=settings.host,
+            port=settings.syncd_port,
+        )

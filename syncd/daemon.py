@@ -1,0 +1,316 @@
+"""The sync daemon: wires the parts together and owns their lifecycle.
+
+``Daemon(config, primary=…, redis=…, …)`` takes its I/O clients ready-made (``main``
+builds them from the settings; tests hand in their own). ``await daemon.run()`` serves
+until ``request_stop()``/``close()``; then it stops following, lets the writes in flight
+finish (bounded by ``shutdown_grace``), stops its HTTP server and returns. The clients
+it was given are the caller's to close.
+
+Tasks: the reconciler (full sync at start, then every ``reconcile_interval`` and after
+any reconnect), ``concurrency`` rebuild workers, the Postgres listener, the bus
+listener (when a bus is configured), and a heartbeat that also notices Redis coming
+back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from crivline.edge_store import EdgeStore
+from crivline.logs import fields
+from syncd.backoff import Backoff, is_io_error
+from syncd.config import SyncdConfig
+from syncd.follow import BusListener, PostgresListener, Wakeup
+from syncd.http import build_app
+from syncd.metrics import SyncdMetrics
+from syncd.reconcile import Reconciler, RedisLostData
+from syncd.replicate import Replicator, Want
+from syncd.scope import ScopeView
+from syncd.source import Source
+from syncd.work import WorkQueue, worker
+
+log = logging.getLogger("crivline.syncd")
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: SyncdConfig,
+        *,
+        primary: asyncpg.Pool,
+        redis: Redis,
+        replica: asyncpg.Pool | None = None,
+        bus: Redis | None = None,
+        listen_connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
+        metrics: SyncdMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or SyncdMetrics()
+        self.store = EdgeStore(redis, config.keyspace)
+        self.source = Source(
+            primary,
+            replica,
+            config.scope,
+            self.metrics,
+            replica_wait=config.replica_wait,
+            timeout=config.io_timeout,
+        )
+        self.view = ScopeView(config.scope)
+        self.replicator = Replicator(self.source, self.store, config.scope, self.metrics)
+        self.queue = WorkQueue(self.replicator.known, self.metrics)
+        self.reconciler = Reconciler(
+            self.source,
+            self.store,
+            self.replicator,
+            self.queue,
+            self.view,
+            self.metrics,
+            concurrency=config.concurrency,
+            grace=config.shutdown_grace,
+        )
+        self.listener: PostgresListener | None = None
+        if config.listen and listen_connect is not None:
+            self.listener = PostgresListener(
+                listen_connect,
+                self._wakeup,
+                self.trigger_reconcile,
+                self.metrics,
+                probe_interval=config.listen_probe_interval,
+                timeout=config.io_timeout,
+            )
+        self.bus: BusListener | None = None
+        if bus is not None:
+            self.bus = BusListener(
+                bus, config.keyspace.bus, self._wakeup, self.trigger_reconcile, self.metrics
+            )
+        self.port: int | None = None
+        self.started_at = time.time()
+        self._trigger = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._running = False
+        self._tasks: dict[str, list[asyncio.Task[None]]] = {}
+        self._runner: web.AppRunner | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until asked to stop. Raises if a part of the daemon died of a bug."""
+        if self._running or self._stopped.is_set():
+            raise RuntimeError("a Daemon runs once")
+        self._running = True
+        failure: BaseException | None = None
+        try:
+            await self._start_http()
+            self._start_tasks()
+            log.info(
+                "syncd started",
+                extra=fields(
+                    scope=self.config.scope.describe(),
+                    edge=self.config.keyspace.edge_id,
+                    port=self.port,
+                    listen=self.listener is not None,
+                    bus=self.bus is not None,
+                ),
+            )
+            stop = asyncio.create_task(self._stop.wait(), name="syncd-stop")
+            everything = [task for group in self._tasks.values() for task in group]
+            try:
+                done, _ = await asyncio.wait(
+                    [stop, *everything], return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                stop.cancel()
+                await asyncio.wait({stop})
+            for task in done:
+                if task is not stop:
+                    failure = task.exception() or RuntimeError(f"{task.get_name()} ended")
+                    log.error(
+                        "a syncd task died, stopping",
+                        extra=fields(task=task.get_name()),
+                        exc_info=failure,
+                    )
+                    break
+        finally:
+            await self._shutdown()
+        if failure is not None:
+            raise RuntimeError(f"syncd stopped: {failure}") from failure
+
+    def request_stop(self) -> None:
+        """Ask ``run()`` to finish (safe from a signal handler)."""
+        self._stop.set()
+
+    async def close(self) -> None:
+        """Stop and wait until ``run()`` has wound down (a no-op if it never ran)."""
+        self.request_stop()
+        if self._running:
+            await self._stopped.wait()
+
+    def trigger_reconcile(self) -> None:
+        self._trigger.set()
+
+    async def _start_http(self) -> None:
+        app = build_app(self.health, self.readiness, self.metrics.registry)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runner = runner
+        site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
+        await site.start()
+        addresses = runner.addresses
+        self.port = int(addresses[0][1]) if addresses else self.config.port
+
+    def _start_tasks(self) -> None:
+        def spawn(group: str, name: str, coro: Any) -> None:
+            self._tasks.setdefault(group, []).append(asyncio.create_task(coro, name=name))
+
+        if self.listener is not None:
+            spawn("follow", "syncd-listen", self.listener.run())
+        if self.bus is not None:
+            spawn("follow", "syncd-bus", self.bus.run())
+        spawn("reconcile", "syncd-reconcile", self._reconcile_loop())
+        for number in range(self.config.concurrency):
+            spawn(
+                "work",
+                f"syncd-worker-{number}",
+                worker(
+                    self.queue,
+                    self.replicator,
+                    self.view,
+                    self.metrics,
+                    grace=self.config.shutdown_grace,
+                ),
+            )
+        spawn("heartbeat", "syncd-heartbeat", self._heartbeat_loop())
+
+    async def _shutdown(self) -> None:
+        try:
+            # Stop taking work first, then let the writes in flight finish (each rebuild
+            # is shielded for up to shutdown_grace), then the rest.
+            for group in ("follow", "reconcile", "work", "heartbeat"):
+                tasks = self._tasks.get(group, [])
+                for task in tasks:
+                    task.cancel()
+                if tasks:
+                    await asyncio.wait(tasks)
+                    for task in tasks:
+                        if not task.cancelled() and task.exception() is not None:
+                            log.debug(
+                                "task ended with an error", extra=fields(task=task.get_name())
+                            )
+            if self._runner is not None:
+                await self._runner.cleanup()
+                self._runner = None
+        finally:
+            self.metrics.ready.set(0)
+            self._stopped.set()
+            log.info("syncd stopped")
+
+    # -- following ---------------------------------------------------------------------
+
+    def _wakeup(self, wakeup: Wakeup, source: str) -> None:
+        if not self.view.admits(wakeup.environment, wakeup.tenant, wakeup.project):
+            self.metrics.wakeups.labels(source, "ignored").inc()
+            return
+        fate = self.queue.offer(
+            wakeup.environment, Want(wakeup.version, wakeup.at, wakeup.received, source)
+        )
+        self.metrics.wakeups.labels(source, fate).inc()
+
+    # -- loops -------------------------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        interval = self.config.reconcile_interval
+        backoff = Backoff(base=0.1, cap=min(5.0, interval))
+        while True:
+            self._trigger.clear()
+            try:
+                await self.reconciler.run_once()
+            except RedisLostData as exc:
+                self.metrics.reconciliations.labels("error").inc()
+                log.warning("reconciliation restarts", extra=fields(why=str(exc)))
+                delay = 0.05
+            except Exception as exc:
+                self.metrics.reconciliations.labels("error").inc()
+                delay = backoff.next()
+                log.warning(
+                    "reconciliation failed, will retry",
+                    extra=fields(
+                        error=f"{type(exc).__name__}: {exc}",
+                        retry_in=round(delay, 3),
+                        full_sync=not self.reconciler.synced,
+                    ),
+                    exc_info=not is_io_error(exc),
+                )
+            else:
+                self.metrics.reconciliations.labels("ok").inc()
+                backoff.reset()
+                delay = interval
+            self.metrics.ready.set(1 if self.readiness()["ok"] else 0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._trigger.wait()
+
+    async def _heartbeat_loop(self) -> None:
+        ttl = self.config.heartbeat_ttl
+        healthy = True
+        while True:
+            try:
+                await self.store.heartbeat(ttl, self._heartbeat_info())
+            except (RedisError, OSError, TimeoutError) as exc:
+                if healthy:
+                    log.warning(
+                        "edge redis unreachable", extra=fields(error=f"{type(exc).__name__}: {exc}")
+                    )
+                healthy = False
+            else:
+                if not healthy:
+                    self.metrics.reconnects.labels("redis").inc()
+                    log.info("edge redis reachable again")
+                    self.trigger_reconcile()
+                healthy = True
+            # While Redis is away, look more often: its return starts the healing.
+            await asyncio.sleep(ttl / 3 if healthy else min(ttl / 3, 0.5))
+
+    def _heartbeat_info(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": round(self.started_at, 3),
+            "at": round(time.time(), 3),
+            "epoch": self.reconciler.epoch,
+            "ready": self.readiness()["ok"],
+            "scope": self.config.scope.describe(),
+        }
+
+    # -- status ------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        tasks = [task for group in self._tasks.values() for task in group]
+        dead = [task.get_name() for task in tasks if task.done()]
+        return {"ok": self._running and not dead and not self._stop.is_set(), "dead": dead}
+
+    def readiness(self) -> dict[str, Any]:
+        age = self.metrics.reconciliation_age()
+        fresh = age <= self.config.stale_after
+        return {
+            "ok": self.reconciler.synced and fresh and not self._stop.is_set(),
+            "full_sync": self.reconciler.synced,
+            "epoch": self.reconciler.epoch,
+            "last_reconciliation_age": round(age, 3) if age != float("inf") else None,
+            "stale_after": self.config.stale_after,
+            "pending": len(self.queue),
+            "listening": self.listener.listening if self.listener is not None else None,
+            "bus": self.bus.subscribed if self.bus is not None else None,
+        }

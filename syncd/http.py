@@ -1,0 +1,34 @@
+"""syncd's HTTP face: ``/healthz``, ``/readyz``, ``/metrics``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+Status = Callable[[], dict[str, Any]]
+
+
+def build_app(health: Status, readiness: Status, registry: CollectorRegistry) -> web.Application:
+    """``health()`` / ``readiness()`` return a JSON-able dict with a boolean ``ok``."""
+
+    async def healthz(_request: web.Request) -> web.Response:
+        body = health()
+        return web.json_response(body, status=200 if body["ok"] else 503)
+
+    async def readyz(_request: web.Request) -> web.Response:
+        body = readiness()
+        return web.json_response(body, status=200 if body["ok"] else 503)
+
+    async def metrics(_request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,165 @@
+"""One environment from Postgres to Redis: read the snapshot, diff, apply under the guard.
+
+:meth:`Replicator.sync` is the only way syncd writes an environment. Calls for one
+environment are serialised (a per-environment lock), calls for different environments
+run side by side. ``known`` caches the version each environment has in Redis, as far as
+this process last saw; it lets wake-ups that are already applied be dropped without a
+round trip, and is cleared when Redis is found to have lost its data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from crivline.edge_store import EdgeStore
+from crivline.logs import fields
+from syncd.metrics import SyncdMetrics
+from syncd.scope import Scope
+from syncd.source import Source
+
+log = logging.getLogger("crivline.syncd")
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"  # a newer version is now in Redis
+    CURRENT = "current"  # Redis already had this version or a newer one
+    REMOVED = "removed"  # the environment no longer exists: gone from Redis too
+    OUT_OF_SCOPE = "out_of_scope"  # it exists but this edge does not serve it
+
+
+@dataclass(frozen=True, slots=True)
+class Want:
+    """A reason to sync an environment, merged across wake-ups.
+
+    ``version``: the version Redis must reach (0: whatever is current). ``at``: commit
+    time of that version, when the wake-up told us. ``received``: monotonic time the
+    oldest wake-up not yet applied arrived (for the notification-lag histogram; None for
+    reconciliation, which is not a notification).
+    """
+
+    version: int = 0
+    at: float | None = None
+    received: float | None = None
+    source: str = "reconcile"
+
+    def merge(self, other: Want) -> Want:
+        newer = other if other.version > self.version else self
+        received = [r for r in (self.received, other.received) if r is not None]
+        return replace(newer, received=min(received) if received else None)
+
+
+class _KeyedLocks:
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class Replicator:
+    def __init__(
+        self, source: Source, store: EdgeStore, scope: Scope, metrics: SyncdMetrics
+    ) -> None:
+        self.source = source
+        self.store = store
+        self.scope = scope
+        self.metrics = metrics
+        self.known: dict[str, int] = {}
+        self._locks = _KeyedLocks()
+
+    async def sync(self, environment_id: str, want: Want) -> Outcome:
+        async with self._locks.hold(environment_id):
+            return await self._sync(environment_id, want)
+
+    async def remove(self, environment_id: str, reason: str) -> bool:
+        async with self._locks.hold(environment_id):
+            return await self._remove(environment_id, reason)
+
+    async def _remove(self, env: str, reason: str) -> bool:
+        removed = await self.store.remove(env)
+        self.known.pop(env, None)
+        if removed:
+            self.metrics.removed.inc()
+            log.info("environment removed", extra=fields(environment=env, reason=reason))
+        return removed
+
+    async def _sync(self, env: str, want: Want) -> Outcome:
+        if want.version:
+            current = await self.store.version(env)
+            self.known[env] = current
+            if current >= want.version:
+                return Outcome.CURRENT
+        started = time.perf_counter()
+        try:
+            outcome = await self._rebuild(env, want)
+        except BaseException:
+            self.metrics.rebuilds.labels("error").inc()
+            raise
+        self.metrics.rebuilds.labels(outcome.value).inc()
+        if outcome is Outcome.APPLIED:
+            self.metrics.rebuild_seconds.observe(time.perf_counter() - started)
+        return outcome
+
+    async def _rebuild(self, env: str, want: Want) -> Outcome:
+        loaded = await self.source.snapshot(env, at_least=want.version)
+        if loaded is None:
+            await self._remove(env, "deleted")
+            return Outcome.REMOVED
+        snapshot = loaded.snapshot
+        if not self.scope.matches(
+            snapshot.tenant_key, snapshot.project_key, snapshot.environment_key
+        ):
+            await self._remove(env, "out of scope")
+            return Outcome.OUT_OF_SCOPE
+        # Read the base as late as possible: the delta is computed against it.
+        base, base_flag_set = await self.store.read_current(env)
+        if base >= snapshot.version:
+            self.known[env] = base
+            return Outcome.CURRENT
+        exact = want.at is not None and want.version == snapshot.version
+        committed_at = want.at if exact and want.at is not None else loaded.updated_at
+        result = await self.store.apply(
+            snapshot, base_version=base, base_flag_set=base_flag_set, committed_at=committed_at
+        )
+        if not result.applied:  # another writer got there first
+            self.known[env] = max(result.previous, self.known.get(env, 0))
+            return Outcome.CURRENT
+        self.known[env] = snapshot.version
+        self.metrics.versions_applied.inc()
+        now = time.time()
+        self.metrics.commit_lag.observe(max(0.0, now - committed_at))
+        if want.received is not None:
+            self.metrics.notification_lag.observe(max(0.0, time.monotonic() - want.received))
+        log.info(
+            "environment applied",
+            extra=fields(
+                environment=env,
+                version=snapshot.version,
+                previous=result.previous,
+                keys_changed=result.keys_changed,
+                flags=len(snapshot.flag_set.get("flags") or {}),
+                source=want.source,
+                replica=loaded.from_replica,
+                lag=round(max(0.0, now - committed_at), 4),
+            ),
+        )
+        return Outcome.APPLIED

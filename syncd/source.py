@@ -1,0 +1,116 @@
+"""The central Postgres as syncd reads it: scope versions from the primary, snapshots from
+the replica when there is one.
+
+A read replica may lag. A snapshot older than the version we were told about is never
+written as current: we retry the replica for up to ``replica_wait`` seconds, then read
+the primary, so a stuck replica costs latency, never correctness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import cast
+
+import asyncpg
+
+from crivline.logs import fields
+from crivline.snapshot import EnvironmentSnapshot, load_snapshot
+from syncd.backoff import Backoff
+from syncd.metrics import SyncdMetrics
+from syncd.scope import Scope, ScopedEnvironment, environments_in_scope
+
+log = logging.getLogger("crivline.syncd")
+
+_UPDATED_AT = (
+    "SELECT extract(epoch FROM updated_at)::float8 FROM environments WHERE id = $1 AND version = $2"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    snapshot: EnvironmentSnapshot
+    updated_at: float  # epoch seconds of the bump that produced this version
+    from_replica: bool
+
+
+class Source:
+    def __init__(
+        self,
+        primary: asyncpg.Pool,
+        replica: asyncpg.Pool | None,
+        scope: Scope,
+        metrics: SyncdMetrics,
+        *,
+        replica_wait: float = 2.0,
+        timeout: float = 10.0,
+    ) -> None:
+        self.primary = primary
+        self.replica = replica
+        self.scope = scope
+        self.metrics = metrics
+        self.replica_wait = replica_wait
+        self.timeout = timeout
+
+    async def in_scope(self, only: list[str] | None = None) -> dict[str, ScopedEnvironment]:
+        """Environments in scope with their versions, from the primary (the clock's home)."""
+        async with asyncio.timeout(self.timeout):
+            return await environments_in_scope(self.primary, self.scope, only)
+
+    async def snapshot(self, environment_id: str, at_least: int = 0) -> Loaded | None:
+        """The environment's current state, at version ``at_least`` or newer.
+
+        None when the environment does not exist (on the primary).
+        """
+        if self.replica is not None:
+            loaded = await self._from_replica(environment_id, at_least)
+            if loaded is not None:
+                return loaded
+        return await self._load(self.primary, environment_id, from_replica=False)
+
+    async def _from_replica(self, environment_id: str, at_least: int) -> Loaded | None:
+        assert self.replica is not None
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.replica_wait
+        delays = Backoff(base=0.02, cap=0.5)
+        while True:
+            try:
+                loaded = await self._load(self.replica, environment_id, from_replica=True)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                # A replica that is down is not a reason to stop: the primary answers.
+                log.warning(
+                    "replica read failed, reading the primary",
+                    extra=fields(environment=environment_id, error=f"{type(exc).__name__}: {exc}"),
+                )
+                self.metrics.replica_fallbacks.inc()
+                return None
+            if loaded is not None and loaded.snapshot.version >= at_least:
+                return loaded
+            self.metrics.replica_lag_retries.inc()
+            delay = delays.next()
+            if loop.time() + delay > give_up:
+                seen = loaded.snapshot.version if loaded is not None else None
+                log.warning(
+                    "replica lags the notified version, reading the primary",
+                    extra=fields(environment=environment_id, wanted=at_least, replica=seen),
+                )
+                self.metrics.replica_fallbacks.inc()
+                return None
+            await asyncio.sleep(delay)
+
+    async def _load(
+        self, pool: asyncpg.Pool, environment_id: str, *, from_replica: bool
+    ) -> Loaded | None:
+        # One REPEATABLE READ transaction around load_snapshot's (a savepoint inside it),
+        # so the bump time belongs to the version read.
+        async with (
+            asyncio.timeout(self.timeout),
+            pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            snapshot = await load_snapshot(cast(asyncpg.Connection, conn), environment_id)
+            if snapshot is None:
+                return None
+            updated_at = await conn.fetchval(_UPDATED_AT, environment_id, snapshot.version)
+        return Loaded(snapshot, float(updated_at), from_replica)

@@ -1,0 +1,164 @@
+"""Fixtures for the syncd tests: an in-process daemon on the suite's real servers,
+and a subscriber that records every announcement on the changes channel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from syncd_testkit import wait_for
+
+from crivline.edge_store import EdgeStore
+from crivline.keyspace import Keyspace
+from crivline.snapshot import set_json_codecs
+from syncd.config import SyncdConfig
+from syncd.daemon import Daemon
+from syncd.scope import Scope
+
+INTERVAL = 0.3  # seconds between reconciliations in these tests
+
+
+@dataclass
+class Running:
+    daemon: Daemon
+    task: asyncio.Task[None]
+    primary: asyncpg.Pool
+    replica: asyncpg.Pool | None
+    redis: aioredis.Redis
+
+    @property
+    def store(self) -> EdgeStore:
+        return self.daemon.store
+
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.daemon.metrics.registry.get_sample_value(name, labels)
+        return value or 0.0
+
+    async def stop(self) -> None:
+        await self.daemon.close()
+        await self.task  # a daemon that died of an error fails the test here
+        for pool in (self.primary, self.replica):
+            if pool is not None:
+                try:
+                    await asyncio.wait_for(pool.close(), 5)
+                except (TimeoutError, OSError, asyncpg.PostgresError):
+                    pool.terminate()
+        await self.redis.aclose()
+
+
+StartSyncd = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def start_syncd(database_url: str, redis_url: str) -> AsyncIterator[StartSyncd]:
+    started: list[Running] = []
+
+    async def start(
+        *,
+        scope: Scope | None = None,
+        listen: bool = True,
+        interval: float = INTERVAL,
+        edge_id: str = "edge-1",
+        replica_url: str | None = None,
+        replica_wait: float = 2.0,
+        bus: aioredis.Redis | None = None,
+        ready: bool = True,
+        **config: Any,
+    ) -> Running:
+        primary = await asyncpg.create_pool(
+            database_url, min_size=1, max_size=6, init=set_json_codecs
+        )
+        replica = None
+        if replica_url is not None:
+            replica = await asyncpg.create_pool(
+                replica_url, min_size=0, max_size=4, init=set_json_codecs
+            )
+        redis = aioredis.from_url(redis_url)
+
+        async def listen_connect() -> asyncpg.Connection:
+            return await asyncpg.connect(database_url, timeout=5)
+
+        daemon = Daemon(
+            SyncdConfig(
+                keyspace=Keyspace("crivline:", edge_id),
+                scope=scope or Scope(),
+                reconcile_interval=interval,
+                port=0,
+                listen=listen,
+                replica_wait=replica_wait,
+                io_timeout=5.0,
+                listen_probe_interval=1.0,
+                **config,
+            ),
+            primary=primary,
+            replica=replica,
+            redis=redis,
+            bus=bus,
+            listen_connect=listen_connect,
+        )
+        running = Running(daemon, asyncio.create_task(daemon.run()), primary, replica, redis)
+        started.append(running)
+        if ready:
+            await wait_for(lambda: daemon.readiness()["ok"], 15, "syncd to be ready")
+        return running
+
+    try:
+        yield start
+    finally:
+        for running in reversed(started):
+            await running.stop()
+
+
+@dataclass
+class Announcements:
+    """Every message on the changes channel, in order (the subscriber reconnects)."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def versions(self, env: str) -> list[int]:
+        return [m["v"] for m in self.messages if m["e"] == env and not m.get("removed")]
+
+    def of(self, env: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["e"] == env]
+
+
+@pytest.fixture
+async def announcements(redis_url: str) -> AsyncIterator[Announcements]:
+    seen = Announcements()
+    channel = Keyspace().changes
+
+    async def follow() -> None:
+        while True:
+            client = aioredis.from_url(redis_url)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(channel)
+                seen.subscribed.set()
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        seen.messages.append(orjson.loads(message["data"]))
+            except (aioredis.ConnectionError, OSError, aioredis.TimeoutError):
+                seen.subscribed.clear()
+                await asyncio.sleep(0.05)
+            finally:
+                with contextlib.suppress(aioredis.RedisError, OSError):
+                    await pubsub.aclose()
+                with contextlib.suppress(aioredis.RedisError, OSError):
+                    await client.aclose()
+
+    task = asyncio.create_task(follow())
+    await asyncio.wait_for(seen.subscribed.wait(), 5)
+    try:
+        yield seen
+    finally:
+        task.cancel()
+        await asyncio.wait({task})
