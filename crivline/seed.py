@@ -9,6 +9,7 @@ notifies the edges on commit).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -207,6 +208,47 @@ async def _seed_demo(conn: asyncpg.Connection, tenant_key: str) -> DemoStack:
     return demo
 
 
+@dataclass(frozen=True, slots=True)
+class IssuedApiKey:
+    id: str
+    secret: str  # shown once, never stored
+    display_prefix: str
+
+
+async def issue_api_key(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    project_id: str,
+    environment_id: str,
+    kind: tokens.SecretKind,
+    label: str,
+    actor: str,
+    expires_at: datetime | None = None,
+) -> IssuedApiKey:
+    """A new API key, audited. Only its hash is stored; the secret is returned once.
+
+    The control API and the demo seed both create keys through here. The caller bumps
+    the environment's version in the same transaction.
+    """
+    secret = tokens.generate(kind)
+    prefix = tokens.display_prefix(secret)
+    key_id = await conn.fetchval(
+        """INSERT INTO api_keys (tenant_id, project_id, environment_id, kind,
+               key_hash, display_prefix, label, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id::text""",
+        tenant_id, project_id, environment_id, kind.value, tokens.digest(secret),
+        prefix, label, expires_at,
+    )  # fmt: skip
+    await audit(
+        conn, tenant_id=tenant_id, project_id=project_id, actor=actor, action="api_key.create",
+        entity_type="api_key", entity_id=key_id, entity_key=label, before=None,
+        after={"id": key_id, "environmentId": environment_id, "kind": kind.value,
+               "label": label, "displayPrefix": prefix, "expiresAt": expires_at},
+    )  # fmt: skip
+    return IssuedApiKey(key_id, secret, prefix)
+
+
 async def create_api_key(
     conn: asyncpg.Connection,
     tenant_id: str,
@@ -220,21 +262,11 @@ async def create_api_key(
 
     The caller bumps the environment's version in the same transaction.
     """
-    secret = tokens.generate(kind)
-    key_id = await conn.fetchval(
-        """INSERT INTO api_keys (tenant_id, project_id, environment_id, kind,
-               key_hash, display_prefix, label)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id::text""",
-        tenant_id, project_id, environment_id, kind.value, tokens.digest(secret),
-        tokens.display_prefix(secret), label,
+    issued = await issue_api_key(
+        conn, tenant_id=tenant_id, project_id=project_id, environment_id=environment_id,
+        kind=kind, label=label, actor=actor,
     )  # fmt: skip
-    await audit(
-        conn, tenant_id=tenant_id, project_id=project_id, actor=actor, action="api_key.create",
-        entity_type="api_key", entity_id=key_id, entity_key=label, before=None,
-        after={"id": key_id, "kind": kind.value, "label": label,
-               "display_prefix": tokens.display_prefix(secret)},
-    )  # fmt: skip
-    return secret
+    return issued.secret
 
 
 async def reissue_demo_secrets(conn: asyncpg.Connection, tenant_key: str = "demo") -> DemoStack:

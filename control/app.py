@@ -1,0 +1,92 @@
+"""The control app: ``create_app(settings)`` builds it; :mod:`control.main` serves it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from control import idempotency
+from control.auth import auth_middleware
+from control.bus import Bus
+from control.metrics import Metrics
+from control.openapi import document
+from control.problems import problem_middleware
+from control.routes import operations
+from control.routing import add_routes
+from control.state import BUS, METRICS, OPENAPI, POOL, SETTINGS
+from crivline.errors import DatabaseUnavailable
+from crivline.keyspace import Keyspace
+from crivline.logs import fields
+from crivline.settings import Settings, redact_url
+from crivline.snapshot import set_json_codecs
+
+log = logging.getLogger("control")
+
+POOL_MAX_SIZE = 10
+CONNECT_TIMEOUT = 10.0
+BUS_TIMEOUT = 2.0  # a slow bus must not pile up publishes
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    url = app[SETTINGS].require_database()
+    try:
+        pool = await asyncpg.create_pool(
+            url, min_size=1, max_size=POOL_MAX_SIZE, init=set_json_codecs,
+            timeout=CONNECT_TIMEOUT, command_timeout=60,
+        )  # fmt: skip
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseUnavailable(f"cannot connect to {redact_url(url)}: {exc}") from None
+    app[POOL] = pool
+    purge = asyncio.create_task(idempotency.purge_expired(pool), name="idempotency-purge")
+    try:
+        yield
+    finally:
+        purge.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purge
+        await pool.close()
+
+
+async def _bus(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    client = None
+    if settings.bus_url is not None:
+        client = aioredis.from_url(
+            settings.bus_url.reveal(), socket_connect_timeout=BUS_TIMEOUT,
+            socket_timeout=BUS_TIMEOUT,
+        )  # fmt: skip
+        log.info(
+            "publishing changes on the bus", extra=fields(url=redact_url(settings.bus_url.reveal()))
+        )
+    app[BUS] = Bus(client, Keyspace(settings.key_prefix).bus, app[METRICS])
+    try:
+        yield
+    finally:
+        await app[BUS].drain(BUS_TIMEOUT)
+        if client is not None:
+            await client.aclose()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The control app. Its database pool and bus client open when it starts."""
+    metrics = Metrics()
+    app = web.Application(
+        # Outermost first: every answer is measured, every error becomes a problem+json.
+        middlewares=[metrics.middleware(), problem_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    routes = operations()
+    add_routes(app, routes)
+    app[OPENAPI] = orjson.dumps(document(routes))
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_bus)
+    return app

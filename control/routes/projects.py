@@ -1,0 +1,101 @@
+"""Projects and environments."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from control.bodies import parse
+from control.http import json_response, path_key
+from control.routing import Api, Reply
+from control.schemas import NEW_ENVIRONMENT, NEW_PROJECT
+from control.store import TenantStore
+from control.tx import Outcome, reading, write
+
+api = Api("/api/v1")
+CREATE_PROBLEMS = (400, 401, 409, 413, 415, 422)
+
+
+@api.operation(
+    "GET", "/projects", operation_id="listProjects", tag="projects",
+    summary="List the tenant's projects",
+    replies=(Reply(200, "The projects, by key", "ProjectList"),), problems=(401,),
+)  # fmt: skip
+async def list_projects(request: web.Request) -> web.Response:
+    async with reading(request) as store:
+        projects = await store.projects.all()
+    return json_response({"items": [p.to_api() for p in projects]})
+
+
+@api.operation(
+    "POST", "/projects", operation_id="createProject", tag="projects",
+    summary="Create a project", body=NEW_PROJECT, headers=("IdempotencyKey",),
+    replies=(Reply(201, "The new project", "Project", ("Location",)),),
+    problems=CREATE_PROBLEMS,
+)  # fmt: skip
+async def create_project(request: web.Request) -> web.Response:
+    body = await parse(request, NEW_PROJECT)
+
+    async def create(store: TenantStore) -> Outcome:
+        project = await store.projects.create(body["key"], body.get("name", body["key"]))
+        location = f"/api/v1/projects/{project.key}"
+        return Outcome(project.to_api(), 201, {"Location": location})
+
+    return await write(request, create, idempotent=True)
+
+
+@api.operation(
+    "GET", "/projects/{project}", operation_id="getProject", tag="projects",
+    summary="Read a project", replies=(Reply(200, "The project", "Project"),),
+    problems=(401, 404),
+)  # fmt: skip
+async def get_project(request: web.Request) -> web.Response:
+    key = path_key(request, "project")
+    async with reading(request) as store:
+        project = await store.projects.get(key)
+    return json_response(project.to_api())
+
+
+@api.operation(
+    "GET", "/projects/{project}/environments", operation_id="listEnvironments",
+    tag="projects", summary="List a project's environments",
+    replies=(Reply(200, "The environments, by key", "EnvironmentList"),), problems=(401, 404),
+)  # fmt: skip
+async def list_environments(request: web.Request) -> web.Response:
+    key = path_key(request, "project")
+    async with reading(request) as store:
+        environments = await store.projects.environments(await store.projects.get(key))
+    return json_response({"items": [e.to_api() for e in environments]})
+
+
+@api.operation(
+    "POST", "/projects/{project}/environments", operation_id="createEnvironment",
+    tag="projects", body=NEW_ENVIRONMENT, headers=("IdempotencyKey",),
+    summary="Create an environment (every flag starts DISABLED there)",
+    replies=(Reply(201, "The new environment", "Environment", ("Location",)),),
+    problems=(*CREATE_PROBLEMS, 404),
+)  # fmt: skip
+async def create_environment(request: web.Request) -> web.Response:
+    project_key = path_key(request, "project")
+    body = await parse(request, NEW_ENVIRONMENT)
+
+    async def create(store: TenantStore) -> Outcome:
+        env = await store.projects.create_environment(
+            project_key, body["key"], body.get("name", body["key"])
+        )
+        location = f"/api/v1/projects/{project_key}/environments/{env.key}"
+        return Outcome(env.to_api(), 201, {"Location": location})
+
+    return await write(request, create, idempotent=True)
+
+
+@api.operation(
+    "GET", "/projects/{project}/environments/{environment}", operation_id="getEnvironment",
+    tag="projects", summary="Read an environment (its version is the edge's replication clock)",
+    replies=(Reply(200, "The environment", "Environment"),), problems=(401, 404),
+)  # fmt: skip
+async def get_environment(request: web.Request) -> web.Response:
+    project_key, env_key = path_key(request, "project"), path_key(request, "environment")
+    async with reading(request) as store:
+        project = await store.projects.get(project_key)
+        env = await store.projects.environment(project, env_key)
+    return json_response(env.to_api())

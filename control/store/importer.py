@@ -1,0 +1,213 @@
+"""Import a whole flagd flag-set document into one environment, in one transaction.
+
+This is how an existing flagd user moves in. For each flag of the document:
+
+- new to the project: created, with the type its variants imply; this environment gets
+  the document's state, default variant and targeting; every other environment gets it
+  DISABLED with the same default variant;
+- already in the project: its variants and metadata become the document's (its type
+  stays: the variants must fit it), an archived flag is restored, and this
+  environment's state becomes the document's.
+
+``$evaluators`` become the project's segments (created or replaced). Flags and
+segments the document does not mention are left alone: an import adds and updates, it
+never deletes. The document's own ``metadata`` and ``$schema`` are accepted and not
+stored (the flag set's id is derived from the project and environment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from control.store.flags import FlagStore
+from control.store.projects import ProjectStore
+from control.store.records import Environment, Flag, FlagEnvironment, Project
+from control.store.scope import TenantScope
+from control.store.segments import SegmentStore
+from control.validation import flag_problems, flag_set_problems, infer_type, join_path, refuse
+
+_FLAG_COLUMNS = """id, project_id, key, name, description, type, variants, metadata,
+                   is_archived, revision, created_at, updated_at"""
+
+
+@dataclass(slots=True)
+class ImportReport:
+    environment: str
+    version: int = 0
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    segments_created: list[str] = field(default_factory=list)
+    segments_updated: list[str] = field(default_factory=list)
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "version": self.version,
+            "flags": {
+                "created": self.created,
+                "updated": self.updated,
+                "unchanged": self.unchanged,
+            },
+            "segments": {"created": self.segments_created, "updated": self.segments_updated},
+        }
+
+
+def _declared_type(flag: Flag | None, definition: Any) -> str | None:
+    if flag is not None:
+        return flag.type  # an existing flag keeps its type; the variants must fit it
+    variants = definition.get("variants") if isinstance(definition, dict) else None
+    return infer_type(variants) if isinstance(variants, dict) else None
+
+
+def _default_variant(value: Any) -> str | None:
+    # flagd lets a boolean flag name its default with a JSON boolean.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else None
+
+
+class Importer:
+    def __init__(
+        self, scope: TenantScope, projects: ProjectStore, flags: FlagStore, segments: SegmentStore
+    ) -> None:
+        self.scope = scope
+        self.conn = scope.conn
+        self.tenant_id = scope.tenant_id
+        self.projects = projects
+        self.flags = flags
+        self.segments = segments
+
+    async def run(self, project_key: str, env_key: str, doc: Mapping[str, Any]) -> ImportReport:
+        project = await self.projects.get(project_key, lock="FOR SHARE")
+        env = await self.projects.environment(project, env_key)
+        report = ImportReport(environment=env.key, version=env.version)
+        flags_in: Mapping[str, Any] = doc.get("flags") or {}
+        evaluators: Mapping[str, Any] = doc.get("$evaluators") or {}
+        existing = await self._lock_flags(project, sorted(flags_in))
+        known_segments = await self.segments.definitions(project, lock="FOR UPDATE")
+        merged = {**known_segments, **evaluators}
+        types = {key: _declared_type(existing.get(key), flags_in[key]) for key in flags_in}
+        refuse(
+            flag_set_problems(
+                {**doc, "$evaluators": merged}, {k: t for k, t in types.items() if t is not None}
+            ),
+            "the flag set",
+        )
+        refuse(self._other_environment_problems(env, existing, flags_in, merged), "the flag set")
+        project_wide = await self._segments(project, evaluators, known_segments, report)
+        for key in sorted(flags_in):
+            definition = flags_in[key]
+            flag_type = types[key]
+            assert flag_type is not None  # the validator refused undecidable types
+            if key in existing:
+                flag_changed = await self._update_flag(project, existing[key], definition)
+                state_changed = await self._set_state(project, existing[key], env, definition)
+                project_wide |= flag_changed
+                target = report.updated if flag_changed or state_changed else report.unchanged
+                target.append(key)
+            else:
+                await self._create_flag(project, env, key, flag_type, definition)
+                project_wide = True
+                report.created.append(key)
+        environment_ids = [e.id for e in await self.projects.environments(project)]
+        if project_wide:
+            versions = await self.scope.bump(environment_ids)
+        elif report.updated:
+            versions = await self.scope.bump([env.id])
+        else:
+            versions = {}
+        report.version = versions.get(env.id, env.version)
+        return report
+
+    async def _lock_flags(self, project: Project, keys: list[str]) -> dict[str, Flag]:
+        rows = await self.conn.fetch(
+            f"""SELECT {_FLAG_COLUMNS} FROM flags
+                 WHERE tenant_id = $1 AND project_id = $2 AND key = ANY($3::text[])
+                 ORDER BY key FOR NO KEY UPDATE""",
+            self.tenant_id,
+            project.id,
+            keys,
+        )
+        flags = [Flag.from_row(r) for r in rows]
+        states = await self.flags.states([f.id for f in flags], lock="FOR UPDATE OF fe")
+        return {f.key: f.with_environments(states[f.id]) for f in flags}
+
+    def _other_environment_problems(
+        self,
+        env: Environment,
+        existing: Mapping[str, Flag],
+        flags_in: Mapping[str, Any],
+        segments: Mapping[str, Any],
+    ) -> list[Any]:
+        """New variants must still serve the other environments of existing flags."""
+        problems = []
+        for key, flag in existing.items():
+            definition = flags_in[key]
+            for env_key, fe in flag.environments.items():
+                if env_key == env.key:
+                    continue
+                problems += flag_problems(
+                    key,
+                    flag_type=flag.type,
+                    variants=definition.get("variants") or {},
+                    metadata=definition.get("metadata") or {},
+                    state=fe.state,
+                    default_variant=fe.default_variant,
+                    targeting=fe.targeting,
+                    segments=segments,
+                    prefix=join_path(join_path("flags", key), f"(in {env_key})"),
+                )
+        return problems
+
+    async def _segments(
+        self,
+        project: Project,
+        evaluators: Mapping[str, Any],
+        known: Mapping[str, Any],
+        report: ImportReport,
+    ) -> bool:
+        changed = False
+        for name in sorted(evaluators):
+            if known.get(name) == evaluators[name] and name in known:
+                continue
+            _, created = await self.segments.write(project, name, evaluators[name])
+            (report.segments_created if created else report.segments_updated).append(name)
+            changed = True
+        return changed
+
+    async def _create_flag(
+        self, project: Project, env: Environment, key: str, flag_type: str, definition: Any
+    ) -> None:
+        await self.flags.insert(
+            project,
+            key=key,
+            flag_type=flag_type,
+            variants=definition["variants"],
+            metadata=definition.get("metadata") or {},
+            default_variant=_default_variant(definition.get("defaultVariant")),
+            states={env.id: (definition["state"], definition.get("targeting"))},
+        )
+
+    async def _update_flag(self, project: Project, flag: Flag, definition: Any) -> bool:
+        variants, metadata = definition["variants"], definition.get("metadata") or {}
+        if (flag.variants, flag.metadata, flag.archived) == (variants, metadata, False):
+            return False
+        await self.flags.rewrite(project, flag, variants=variants, metadata=metadata)
+        return True
+
+    async def _set_state(
+        self, project: Project, flag: Flag, env: Environment, definition: Any
+    ) -> bool:
+        current: FlagEnvironment | None = flag.environments.get(env.key)
+        state = definition["state"]
+        default_variant = _default_variant(definition.get("defaultVariant"))
+        targeting = definition.get("targeting")
+        if current is not None and current.served_equal(
+            state, default_variant, None if targeting == {} else targeting
+        ):
+            return False
+        await self.flags.write_state(project, flag, env, current, state, default_variant, targeting)
+        return True

@@ -1,0 +1,101 @@
+"""The tenant scope every data-access object is built on.
+
+A :class:`TenantScope` binds one connection (inside one transaction) to one tenant and
+one actor. Store classes take a scope, never a bare connection, and every statement they
+run filters on ``scope.tenant_id``: request handling has no way to query across tenants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+
+from crivline import seed
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One environment version bump, as ``crivline_bump_environment`` announced it."""
+
+    environment_id: str
+    version: int
+    tenant_id: str
+    project_id: str
+    at: float
+
+    def payload(self) -> bytes:
+        """The pg_notify payload (DESIGN §4): ``{"e", "v", "t", "p", "at"}``."""
+        return orjson.dumps(
+            {
+                "e": self.environment_id,
+                "v": self.version,
+                "t": self.tenant_id,
+                "p": self.project_id,
+                "at": self.at,
+            }
+        )
+
+
+# Bumps and reads back what the notification carried (``at`` is taken right after the
+# bump, in the same transaction, so it differs from the NOTIFY's by microseconds).
+_BUMP = """
+SELECT crivline_bump_environment(e.id) AS version, e.id::text AS id,
+       e.project_id::text AS project_id, extract(epoch FROM clock_timestamp())::float8 AS at
+  FROM environments e
+ WHERE e.tenant_id = $1 AND e.id = $2
+"""
+
+
+@dataclass(slots=True)
+class TenantScope:
+    conn: asyncpg.Connection
+    tenant_id: str
+    actor: str
+    changes: list[Change] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+
+    async def bump(self, environment_ids: Iterable[str]) -> dict[str, int]:
+        """Bump each environment once per transaction, in id order; returns new versions.
+
+        Always in id order, after every other lock the write takes: two writers that
+        bump overlapping environments then queue instead of deadlocking.
+        """
+        bumped = {c.environment_id: c.version for c in self.changes}
+        for env_id in sorted(set(environment_ids) - set(bumped)):
+            row = await self.conn.fetchrow(_BUMP, self.tenant_id, env_id)
+            if row is None:
+                raise LookupError(f"environment {env_id} is not in this tenant")
+            change = Change(row["id"], row["version"], self.tenant_id, row["project_id"], row["at"])
+            self.changes.append(change)
+            bumped[env_id] = change.version
+        return bumped
+
+    async def audit(
+        self,
+        *,
+        project_id: str | None,
+        action: str,
+        entity_type: str,
+        entity_id: str | None,
+        entity_key: str,
+        before: Any,
+        after: Any,
+    ) -> None:
+        """One audit row for one change, in the write's transaction."""
+        self.actions.append(action)
+        await seed.audit(
+            self.conn,
+            tenant_id=self.tenant_id,
+            project_id=project_id,
+            actor=self.actor,
+            action=action,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            entity_key=entity_key,
+            before=before,
+            after=after,
+        )

@@ -1,0 +1,113 @@
+"""Transactions around request handling: a read-only snapshot for reads, and for writes
+one transaction holding the change, its audit rows, the version bumps (NOTIFY on
+commit) and the Idempotency-Key record — then, after the commit, the bus message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import asyncpg
+from aiohttp import web
+from asyncpg.pool import PoolConnectionProxy
+
+from control import bodies, idempotency
+from control.http import json_response
+from control.state import BUS, METRICS, POOL, PRINCIPAL
+from control.store import TenantStore
+from crivline.errors import ServiceUnavailable
+
+ACQUIRE_TIMEOUT = 10.0
+# Deadlocks cannot happen between control's own writers (they lock in one order), but a
+# serialization failure or a deadlock with something else is retried, not shown.
+MAX_ATTEMPTS = 3
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a write answers: status, JSON body and headers."""
+
+    body: Any
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    # What an Idempotency-Key replay answers, when it must differ (no secrets stored).
+    replay_body: Any = None
+
+    def response(self) -> web.Response:
+        if self.status == 204:
+            return web.Response(status=204, headers=self.headers)
+        return json_response(self.body, status=self.status, headers=self.headers)
+
+
+Operation = Callable[[TenantStore], Awaitable[Outcome]]
+
+
+def connection(proxy: PoolConnectionProxy[Any]) -> asyncpg.Connection:
+    """A pooled connection as the Connection it forwards every call to."""
+    return cast(asyncpg.Connection, proxy)
+
+
+@asynccontextmanager
+async def reading(request: web.Request) -> AsyncIterator[TenantStore]:
+    """A store on one consistent, read-only snapshot of the database."""
+    caller = request[PRINCIPAL]
+    async with request.app[POOL].acquire(timeout=ACQUIRE_TIMEOUT) as proxy:
+        conn = connection(proxy)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            yield TenantStore(conn, caller.tenant_id, caller.actor)
+
+
+async def write(
+    request: web.Request, operation: Operation, *, idempotent: bool = False
+) -> web.Response:
+    """Run ``operation`` in one transaction; publish its changes on the bus after commit."""
+    caller = request[PRINCIPAL]
+    app = request.app
+    key = (
+        idempotency.from_request(request, await bodies.read_bytes(request)) if idempotent else None
+    )
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            async with app[POOL].acquire(timeout=ACQUIRE_TIMEOUT) as proxy:
+                conn = connection(proxy)
+                async with conn.transaction():
+                    store = TenantStore(conn, caller.tenant_id, caller.actor)
+                    if key is not None:
+                        stored = await idempotency.claim(conn, caller.tenant_id, key)
+                        if stored is not None:
+                            app[METRICS].idempotent_replays.inc()
+                            return stored.response()
+                    outcome = await operation(store)
+                    if key is not None:
+                        replay = (
+                            outcome.body if outcome.replay_body is None else outcome.replay_body
+                        )
+                        await idempotency.record(
+                            conn, caller.tenant_id, key, outcome.status, replay, outcome.headers
+                        )
+            break
+        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+            if attempt == MAX_ATTEMPTS:
+                raise ServiceUnavailable(
+                    "the write kept colliding with concurrent writes; retry it",
+                    headers={"Retry-After": "1"},
+                ) from None
+            app[METRICS].write_retries.inc()
+    metrics = app[METRICS]
+    for action in store.actions:
+        metrics.writes.labels(action).inc()
+    metrics.environment_bumps.inc(len(store.changes))
+    app[BUS].publish(store.changes)
+    return outcome.response()
+
+
+@asynccontextmanager
+async def session(request: web.Request) -> AsyncIterator[TenantStore]:
+    """A store on a pooled connection, outside any transaction (for callers that run
+    their own, such as :func:`crivline.snapshot.load_snapshot`)."""
+    caller = request[PRINCIPAL]
+    async with request.app[POOL].acquire(timeout=ACQUIRE_TIMEOUT) as proxy:
+        yield TenantStore(connection(proxy), caller.tenant_id, caller.actor)
