@@ -207,7 +207,9 @@ class _Checker:
             self.add(path, "defaultVariant cannot be empty: use null for the code default")
         elif names and default not in names:
             self.add(
-                path, f"defaultVariant {describe(default)} is not a variant ({listing(names)})"
+                path,
+                f"defaultVariant is {describe(default)}, which is not one of the variants "
+                f"({listing(names)})",
             )
 
     def targeting(
