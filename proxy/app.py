@@ -1,0 +1,200 @@
+"""The proxy as an aiohttp application: ``create_app(settings) -> web.Application``.
+
+One cleanup context per resource, in dependency order (each is torn down in reverse):
+the Redis connection pool; the key index; the stream hub; the environment cache; the
+rate limiter and its flusher; the ticket signer; the pub/sub subscriber (which loads
+everything and keeps it current); the health monitor. Nothing touches Redis before the
+app starts, and start-up does not wait for Redis: without it the proxy listens, answers
+``/healthz``, reports ``/readyz`` not ready, and catches up as soon as Redis is there.
+
+On shutdown the hub first closes every stream with a ``retry:`` hint (aiohttp runs
+``on_shutdown`` before it waits for in-flight handlers), then the contexts unwind.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from crivline.keyspace import Keyspace
+from crivline.settings import Settings
+from proxy import appkeys, health, routes_ofrep, routes_sdk
+from proxy.bulkcache import BulkCache
+from proxy.environments import EnvironmentCache
+from proxy.hub import Hub
+from proxy.keys import KeyIndex
+from proxy.metrics import Metrics
+from proxy.middleware import edge_middleware
+from proxy.options import ProxyOptions
+from proxy.ratelimit import RateLimiter
+from proxy.status import EdgeStatus
+from proxy.subscriber import Subscriber
+from proxy.tasks import Tasks
+from proxy.tickets import TicketSigner, adopt_shared_secret
+
+
+def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.Application:
+    options = options or ProxyOptions()
+    settings.require_redis()
+    app = web.Application(
+        middlewares=[edge_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[appkeys.SETTINGS] = settings
+    app[appkeys.OPTIONS] = options
+    app[appkeys.KEYSPACE] = Keyspace(settings.key_prefix, settings.edge_id)
+    app[appkeys.METRICS] = Metrics()
+    fresh = options.sync_fresh_seconds or max(
+        3 * settings.reconcile_interval, settings.heartbeat_ttl
+    )
+    app[appkeys.STATUS] = EdgeStatus(fresh_seconds=fresh)
+    app[appkeys.BULK_CACHE] = BulkCache(options.bulk_cache_bytes)
+    app.cleanup_ctx.extend(
+        [
+            _redis,
+            _keys,
+            _hub,
+            _cache,
+            _limiter,
+            _tickets,
+            _subscriber,
+            _health,
+        ]
+    )
+    app.on_shutdown.append(_close_streams)
+    app.add_routes(routes_sdk.routes)
+    app.add_routes(routes_ofrep.routes)
+    app.add_routes(health.routes)
+    return app
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    settings, options = app[appkeys.SETTINGS], app[appkeys.OPTIONS]
+    client: Redis = Redis.from_url(
+        settings.require_redis(),
+        socket_connect_timeout=options.redis_timeout,
+        socket_timeout=options.redis_timeout,
+        # Fail fast: the proxy serves from memory and retries on its own schedule.
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+        max_connections=64,
+    )
+    app[appkeys.REDIS] = client
+    yield
+    await client.aclose()
+
+
+async def _keys(app: web.Application) -> AsyncIterator[None]:
+    options = app[appkeys.OPTIONS]
+    keys = KeyIndex(
+        app[appkeys.REDIS],
+        app[appkeys.KEYSPACE],
+        negative_ttl=options.negative_key_ttl,
+        negative_capacity=options.negative_key_capacity,
+        miss_budget=options.key_miss_budget,
+    )
+    app[appkeys.KEYS] = keys
+    yield
+    await keys.close()
+
+
+async def _hub(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.SETTINGS]
+    hub = Hub(
+        app[appkeys.METRICS],
+        app[appkeys.OPTIONS],
+        max_streams=settings.max_streams,
+        max_streams_per_key=settings.max_streams_per_key,
+    )
+    hub.start()
+    app[appkeys.HUB] = hub
+    yield
+    await hub.shutdown()
+
+
+async def _close_streams(app: web.Application) -> None:
+    await app[appkeys.HUB].shutdown()
+
+
+async def _cache(app: web.Application) -> AsyncIterator[None]:
+    cache = EnvironmentCache(
+        app[appkeys.REDIS],
+        app[appkeys.KEYSPACE],
+        keys=app[appkeys.KEYS],
+        hub=app[appkeys.HUB],
+        metrics=app[appkeys.METRICS],
+        status=app[appkeys.STATUS],
+        options=app[appkeys.OPTIONS],
+    )
+    app[appkeys.CACHE] = cache
+    yield
+    await cache.close()
+
+
+async def _limiter(app: web.Application) -> AsyncIterator[None]:
+    limiter = RateLimiter(
+        app[appkeys.REDIS], app[appkeys.KEYSPACE], app[appkeys.SETTINGS].rate_limit_per_second
+    )
+    app[appkeys.LIMITER] = limiter
+    tasks = Tasks("ratelimit")
+    if limiter.limit > 0:
+        tasks.spawn(limiter.run(app[appkeys.OPTIONS].rate_limit_flush_seconds), "flush")
+    yield
+    await tasks.close()
+
+
+async def _tickets(app: web.Application) -> AsyncIterator[None]:
+    signer = TicketSigner(app[appkeys.OPTIONS].ticket_window_seconds)
+    configured = app[appkeys.SETTINGS].ticket_secret
+    if configured is not None:
+        signer.use_secret(configured.reveal().encode())
+    app[appkeys.TICKETS] = signer
+    yield
+
+
+async def _subscriber(app: web.Application) -> AsyncIterator[None]:
+    redis, ks, signer = app[appkeys.REDIS], app[appkeys.KEYSPACE], app[appkeys.TICKETS]
+    shared_secret = app[appkeys.SETTINGS].ticket_secret is None
+
+    async def on_connected() -> None:
+        if shared_secret:
+            await adopt_shared_secret(redis, ks, signer)
+
+    subscriber = Subscriber(
+        redis,
+        ks,
+        cache=app[appkeys.CACHE],
+        keys=app[appkeys.KEYS],
+        status=app[appkeys.STATUS],
+        options=app[appkeys.OPTIONS],
+        on_connected=on_connected,
+    )
+    app[appkeys.SUBSCRIBER] = subscriber
+    subscriber.start()
+    yield
+    await subscriber.close()
+
+
+async def _health(app: web.Application) -> AsyncIterator[None]:
+    status, cache = app[appkeys.STATUS], app[appkeys.CACHE]
+
+    def snapshot_age() -> float:
+        at = status.reconciled_at
+        return time.time() - at if at is not None else math.nan
+
+    app[appkeys.METRICS].bind_gauges(
+        environments=lambda: float(len(cache)),
+        snapshot_age=snapshot_age,
+        stale=lambda: float(status.stale_seconds() or 0),
+        redis_up=lambda: 1.0 if status.redis_up else 0.0,
+    )
+    tasks = Tasks("health")
+    tasks.spawn(health.monitor(app), "monitor")
+    yield
+    await tasks.close()

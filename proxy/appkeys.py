@@ -1,0 +1,33 @@
+"""The typed application keys: one per resource a handler or a cleanup context needs."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from crivline.keyspace import Keyspace
+from crivline.settings import Settings
+from proxy.bulkcache import BulkCache
+from proxy.environments import EnvironmentCache
+from proxy.hub import Hub
+from proxy.keys import KeyIndex
+from proxy.metrics import METRICS_KEY
+from proxy.options import ProxyOptions
+from proxy.ratelimit import RateLimiter
+from proxy.status import EdgeStatus
+from proxy.subscriber import Subscriber
+from proxy.tickets import TicketSigner
+
+SETTINGS = web.AppKey("settings", Settings)
+OPTIONS = web.AppKey("options", ProxyOptions)
+KEYSPACE = web.AppKey("keyspace", Keyspace)
+METRICS = METRICS_KEY
+STATUS = web.AppKey("status", EdgeStatus)
+REDIS = web.AppKey("redis", Redis)
+KEYS = web.AppKey("keys", KeyIndex)
+HUB = web.AppKey("hub", Hub)
+CACHE = web.AppKey("cache", EnvironmentCache)
+LIMITER = web.AppKey("limiter", RateLimiter)
+TICKETS = web.AppKey("tickets", TicketSigner)
+SUBSCRIBER = web.AppKey("subscriber", Subscriber)
+BULK_CACHE = web.AppKey("bulk_cache", BulkCache)

@@ -1,0 +1,94 @@
+"""Who is calling: the API key from ``Authorization: Bearer`` or ``X-API-Key``.
+
+The key is hashed (SHA-256, as stored) and looked up in the in-process key index —
+no Redis on the hot path (see :mod:`proxy.keys`). Server keys (``crv_srv_``) may read
+everything; client keys (``crv_cli_``) only evaluate (OFREP). Something that is not
+shaped like one of our keys is refused before it is even hashed. Every refusal is a
+JSON 401/403 and counted by reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from aiohttp import web
+
+from crivline.errors import Forbidden, ServiceUnavailable, Unauthorized
+from proxy.keys import KeyIndex, KeyInfo
+from proxy.metrics import Metrics
+
+SERVER = "server"
+CLIENT = "client"
+ANY_KIND = frozenset({SERVER, CLIENT})
+SERVER_ONLY = frozenset({SERVER})
+
+_PREFIXES = ("crv_srv_", "crv_cli_")
+_MAX_KEY_LENGTH = 200
+
+
+def presented_key(request: web.Request) -> str | None:
+    headers = request.headers
+    value = headers.get("Authorization")
+    if value is not None:
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() == "bearer":
+            return token.strip() or None
+        return None
+    value = headers.get("X-API-Key")
+    return value.strip() if value else None
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+async def authenticate(
+    request: web.Request, keys: KeyIndex, metrics: Metrics, allowed: frozenset[str]
+) -> KeyInfo:
+    key = presented_key(request)
+    if key is None:
+        metrics.auth_failures.labels("missing").inc()
+        raise Unauthorized(
+            "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+        )
+    if len(key) > _MAX_KEY_LENGTH or not key.startswith(_PREFIXES):
+        metrics.auth_failures.labels("malformed").inc()
+        raise Unauthorized("this is not a Crivline API key (crv_srv_… or crv_cli_…)")
+    return await resolve(key_hash(key), keys, metrics, allowed)
+
+
+async def resolve(
+    digest: str, keys: KeyIndex, metrics: Metrics, allowed: frozenset[str]
+) -> KeyInfo:
+    """The live key with SHA-256 ``digest``, allowed for this route, or a refusal."""
+    found = keys.cached(digest)
+    info: KeyInfo | None
+    if isinstance(found, KeyInfo):
+        metrics.cache_lookup("key", True)
+        info = found
+    elif found:
+        metrics.cache_lookup("key", False)
+        try:
+            info = await keys.lookup(digest)
+        except Exception:
+            raise ServiceUnavailable(
+                "cannot check this key now: it is not known to this proxy and Redis is unavailable",
+                headers={"Retry-After": "1"},
+            ) from None
+    else:
+        metrics.cache_lookup("negative_key", True)
+        info = None
+    if info is None:
+        metrics.auth_failures.labels("unknown").inc()
+        raise Unauthorized("unknown or revoked API key")
+    if info.expired(time.time()):
+        metrics.auth_failures.labels("expired").inc()
+        raise Unauthorized("this API key has expired")
+    if info.kind not in allowed:
+        metrics.auth_failures.labels("forbidden").inc()
+        raise Forbidden(
+            "client keys can only evaluate flags (OFREP); downloading the flag "
+            "configuration needs a server key"
+        )
+    return info

@@ -1,0 +1,444 @@
+"""The in-process cache of environments: everything a request needs, built once per version.
+
+An :class:`EnvState` is one version of one environment, immutable: the flag-set bytes
+as syncd stored them, the compiled evaluator, the ETag, and the SSE events (``put``,
+``refetchEvaluation``, the ``patch`` events that led to it) as finished bytes. Requests
+read ``cache.get(env)`` — a dict lookup — and never wait for Redis.
+
+:class:`EnvironmentCache` keeps the states current. All work on one environment runs in
+one task at a time (single-flight): a thousand requests for a cold environment wait for
+one load; a burst of announcements coalesces into as few reads as it takes to reach the
+newest version. A refresh reads the environment hash and the newest delta entries in one
+MULTI (syncd writes both in one Lua script, so they match), builds the new state, and
+hands the hub the events for stream clients — the same bytes for every client.
+
+The cache never goes backwards: an older or equal version is ignored, and an
+environment that vanished from Redis (a flush) keeps being served until syncd writes it
+again or announces its removal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from crivline import keyspace as ks
+from crivline import sse
+from crivline.edge_store import EdgeStore
+from crivline.errors import ServiceUnavailable
+from crivline.flags import CompiledFlagSet, compile_flag_set
+from crivline.keyspace import Keyspace
+from proxy.hub import Hub, PatchEvent
+from proxy.keys import KeyIndex
+from proxy.metrics import Metrics
+from proxy.options import ProxyOptions
+from proxy.status import EdgeStatus
+from proxy.tasks import Tasks
+
+log = logging.getLogger("proxy.environments")
+
+_CONCURRENT_LOADS = 32
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EnvState:
+    id: str
+    version: int
+    flag_set: bytes  # canonical flagd JSON, exactly as stored
+    flags: CompiledFlagSet
+    etag: str  # of the flag set: '"<version>-<content hash>"'
+    content_hash: str  # 16 hex characters of BLAKE2b over flag_set
+    committed_at: float
+    applied_at: float
+    loaded_at: float
+    flag_set_id: str
+    put_event: bytes
+    refetch_event: bytes
+    bulk_metadata: bytes  # the bulk response's "metadata" object
+    time_dependent: bool  # targeting reads the clock: evaluations are not cacheable
+    ring: tuple[PatchEvent, ...]  # the recent unbroken chain of patches ending here
+    version_text: str
+
+    def patches_since(self, version: int) -> bytes | None:
+        """The patch events from ``version`` to this one, joined; None if not in the ring."""
+        if version == self.version:
+            return b""
+        for i, event in enumerate(self.ring):
+            if event.base == version:
+                return b"".join(e.data for e in self.ring[i:])
+        return None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def content_hash(flag_set: bytes) -> str:
+    return hashlib.blake2b(flag_set, digest_size=8).hexdigest()
+
+
+def flag_set_etag(version: int, digest: str) -> str:
+    return f'"{version}-{digest}"'
+
+
+def version_of_etag(etag: str) -> int | None:
+    """The version a flag-set ETag names (``"12-ab…"``, with or without quotes/W/)."""
+    text = etag.strip().removeprefix("W/").strip('"')
+    head = text.split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def is_time_dependent(flag_set: bytes) -> bool:
+    """Whether targeting may read the clock (``$flagd.timestamp``, or a ``var`` whose
+    name is computed, or the whole data object) — then an evaluation cannot be cached."""
+    text = flag_set.replace(b'"$flagd.flagKey"', b"")
+    return (
+        b"$flagd" in text
+        or b'"var":""' in text
+        or b'"var":[""' in text
+        or b'"var":[]' in text
+        or b'"var":null' in text
+        or b'"var":{' in text
+        or b'"var":[{' in text
+    )
+
+
+def patch_event(version: int, base: int, delta: bytes) -> PatchEvent:
+    body = orjson.loads(delta) if delta else {}
+    if not isinstance(body, dict):
+        body = {}
+    data = orjson.dumps({"version": version, "base": base, **body})
+    return PatchEvent(version, base, sse.event(data, name="patch", id=version))
+
+
+def build_state(
+    fields: Mapping[str, bytes], ring: tuple[PatchEvent, ...] = (), now: float | None = None
+) -> EnvState:
+    """One version of an environment from its Redis hash fields (raises on bad data)."""
+    flag_set = fields[ks.F_FLAGSET]
+    version = int(fields[ks.F_VERSION])
+    env = _text(fields[ks.F_ENVIRONMENT])
+    doc = orjson.loads(flag_set)
+    flags = compile_flag_set(doc)
+    metadata = doc.get("metadata") if isinstance(doc, dict) else None
+    flag_set_id = str(metadata.get("flagSetId", "")) if isinstance(metadata, dict) else ""
+    digest = content_hash(flag_set)
+    etag = flag_set_etag(version, digest)
+    committed_at = float(fields.get(ks.F_COMMITTED_AT) or 0.0)
+    refetch = orjson.dumps(
+        {"type": "refetchEvaluation", "etag": etag, "lastModified": int(committed_at)}
+    )
+    bulk_metadata: dict[str, Any] = {"version": version}
+    if flag_set_id:
+        bulk_metadata["flagSetId"] = flag_set_id
+    return EnvState(
+        id=env,
+        version=version,
+        flag_set=flag_set,
+        flags=flags,
+        etag=etag,
+        content_hash=digest,
+        committed_at=committed_at,
+        applied_at=float(fields.get(ks.F_APPLIED_AT) or 0.0),
+        loaded_at=time.time() if now is None else now,
+        flag_set_id=flag_set_id,
+        put_event=sse.event(flag_set, name="put", id=version),
+        refetch_event=sse.event(refetch, name="message", id=version),
+        bulk_metadata=orjson.dumps(bulk_metadata),
+        time_dependent=is_time_dependent(flag_set),
+        ring=ring,
+        version_text=str(version),
+    )
+
+
+def _fields(raw: Mapping[Any, Any]) -> dict[str, bytes]:
+    return {
+        _text(k): v if isinstance(v, bytes) else str(v).encode() for k, v in (raw or {}).items()
+    }
+
+
+class EnvironmentCache:
+    def __init__(
+        self,
+        redis: Redis,
+        keyspace: Keyspace,
+        *,
+        keys: KeyIndex,
+        hub: Hub,
+        metrics: Metrics,
+        status: EdgeStatus,
+        options: ProxyOptions,
+    ) -> None:
+        self._redis = redis
+        self._ks = keyspace
+        self._store = EdgeStore(redis, keyspace)
+        self._keys = keys
+        self._hub = hub
+        self._metrics = metrics
+        self._status = status
+        self._options = options
+        self._states: dict[str, EnvState] = {}
+        self._wanted: dict[str, int] = {}  # env -> the version an announcement promised
+        self._lag_from: dict[str, float] = {}  # env -> commit time of an announced change
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        self._loads = asyncio.Semaphore(_CONCURRENT_LOADS)
+        self._tasks = Tasks("environments")
+        self.on_keys_gone: Callable[[set[str]], None] = hub.close_keys
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __contains__(self, env: object) -> bool:
+        return env in self._states
+
+    # -- the hot path -------------------------------------------------------------------
+
+    def get(self, env: str) -> EnvState | None:
+        return self._states.get(env)
+
+    def states(self) -> Iterable[EnvState]:
+        return self._states.values()
+
+    async def obtain(self, env: str) -> EnvState:
+        """The environment, loading it first if this process does not hold it yet."""
+        state = self._states.get(env)
+        if state is not None:
+            self._metrics.cache_lookup("environment", True)
+            return state
+        self._metrics.cache_lookup("environment", False)
+        worker = self._schedule(env, 1)
+        await asyncio.shield(worker)
+        state = self._states.get(env)
+        if state is None:
+            why = (
+                "Redis is unavailable"
+                if not self._status.redis_up
+                else "the edge's Redis does not hold it (syncd has not written it yet)"
+            )
+            raise ServiceUnavailable(
+                f"environment {env} is not loaded in this proxy: {why}",
+                headers={"Retry-After": "1"},
+            )
+        return state
+
+    # -- announcements ------------------------------------------------------------------
+
+    def announce(self, env: str, version: int, committed_at: float | None = None) -> None:
+        """A change was applied in Redis (from the pub/sub channel): catch up with it."""
+        state = self._states.get(env)
+        if state is not None and state.version >= version:
+            return
+        if committed_at is not None:
+            self._lag_from[env] = committed_at
+        self._schedule(env, version)
+
+    def removed(self, env: str) -> None:
+        """The environment left this edge: forget it, end its streams, drop its keys."""
+        self._states.pop(env, None)
+        self._wanted.pop(env, None)
+        self._hub.close_environment(env, "environment removed from this edge")
+        gone = self._keys.forget_environment(env)
+        if gone:
+            self.on_keys_gone(gone)
+
+    async def ensure_version(self, env: str, version: int, wait: float) -> EnvState | None:
+        """Wait (bounded) until this process serves ``version`` of ``env`` or newer."""
+        state = self._states.get(env)
+        if state is not None and state.version >= version:
+            return state
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(env, []).append((version, future))
+        self._schedule(env, version)
+        try:
+            await asyncio.wait({future}, timeout=wait)
+        finally:
+            waiters = self._waiters.get(env)
+            if waiters is not None:
+                waiters[:] = [(v, f) for v, f in waiters if f is not future]
+                if not waiters:
+                    del self._waiters[env]
+        state = self._states.get(env)
+        return state if state is not None and state.version >= version else None
+
+    # -- resynchronisation ------------------------------------------------------------------
+
+    async def resync(self) -> None:
+        """Compare every environment with Redis and catch up (start-up, after a reconnect,
+        and periodically as a safety net). Raises if Redis fails meanwhile.
+
+        Absence from Redis only counts once Redis holds a complete sync (an epoch): a
+        Redis that restarted empty must not make this process drop what it serves, nor
+        the keys it accepts, before syncd has written everything back."""
+        complete = (await self._store.sync_state()).epoch is not None
+        served = await self._store.served()
+        envs = sorted(served | set(self._states))
+        versions = await self._store.versions(envs)
+        for env, version in versions.items():
+            state = self._states.get(env)
+            if version == 0:
+                if complete and env not in served and state is not None:
+                    self.removed(env)  # gone from a complete Redis: it left the edge
+                continue
+            if state is None or state.version < version:
+                self._schedule(env, version)
+        workers = [w for env in envs if (w := self._workers.get(env)) is not None]
+        if workers:
+            await asyncio.gather(*(asyncio.shield(w) for w in workers))
+        present = [e for e in envs if versions.get(e) and e in self._states]
+        gone = await self._keys.reload_environments(present)
+        if gone:
+            self.on_keys_gone(gone)
+        missing = [e for e in served if e not in self._states]
+        self._status.loaded(not missing)
+        if missing:
+            raise RuntimeError(f"{len(missing)} served environments could not be loaded")
+
+    # -- the per-environment worker ---------------------------------------------------------
+
+    def _schedule(self, env: str, version: int) -> asyncio.Task[None]:
+        if version > self._wanted.get(env, 0):
+            self._wanted[env] = version
+        worker = self._workers.get(env)
+        if worker is None:
+            worker = self._tasks.spawn(self._work(env), f"env:{env}", quiet=True)
+            self._workers[env] = worker
+        return worker
+
+    async def _work(self, env: str) -> None:
+        try:
+            async with self._loads:
+                while True:
+                    state = self._states.get(env)
+                    wanted = self._wanted.get(env, 0)
+                    if state is not None and state.version >= wanted:
+                        break
+                    if not await self._refresh(env, state, wanted):
+                        break
+        except Exception as exc:
+            self._metrics.refreshes.labels("error").inc()
+            log.warning(
+                "environment refresh failed",
+                extra={"fields": {"environment": env, "error": f"{type(exc).__name__}: {exc}"}},
+            )
+        finally:
+            del self._workers[env]
+            state = self._states.get(env)
+            if state is not None and self._wanted.get(env, 0) <= state.version:
+                self._wanted.pop(env, None)
+
+    async def _refresh(self, env: str, state: EnvState | None, wanted: int) -> bool:
+        """One read from Redis; True if it moved the environment forward."""
+        current = state.version if state is not None else 0
+        count = max(2, min(self._options.ring_size, wanted - current + 1))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self._ks.environment(env))
+            if state is not None:
+                pipe.xrevrange(self._ks.deltas(env), count=count)
+            results = await pipe.execute()
+        fields = _fields(results[0])
+        if ks.F_VERSION not in fields:
+            self._metrics.refreshes.labels("absent").inc()
+            return False
+        version = int(fields[ks.F_VERSION])
+        if version <= current:
+            self._metrics.refreshes.labels("unchanged").inc()
+            return False
+        patches = self._chain(results[1], current, version) if state is not None else None
+        ring: tuple[PatchEvent, ...] = ()
+        if state is not None and patches is not None:
+            ring = (state.ring + tuple(patches))[-self._options.ring_size :]
+        new = build_state(fields, ring)
+        if state is not None and env not in self._states:
+            return False  # removed from the edge while we read: do not resurrect it
+        self._install(new)
+        if state is not None:
+            self._publish(new, patches)
+        self._metrics.refreshes.labels("loaded" if state is None else "updated").inc()
+        gone = await self._keys.reload_environments([env])
+        if gone:
+            self.on_keys_gone(gone)
+        return True
+
+    def _chain(self, entries: Sequence[Any], current: int, version: int) -> list[PatchEvent] | None:
+        """The patches from ``current`` to ``version`` if the log holds an unbroken chain."""
+        chain: list[PatchEvent] = []
+        for _id, raw in reversed(entries or []):
+            if raw is None:
+                continue
+            f = _fields(raw)
+            v, base = int(f["v"]), int(f["base"])
+            if v <= current or v > version:
+                continue
+            chain.append(patch_event(v, base, f.get("delta", b"")))
+        expected = current
+        for event in chain:
+            if event.base != expected:
+                return None
+            expected = event.version
+        return chain if expected == version else None
+
+    def _install(self, state: EnvState) -> None:
+        self._states[state.id] = state
+        waiters = self._waiters.get(state.id)
+        if waiters:
+            for v, future in waiters:
+                if v <= state.version and not future.done():
+                    future.set_result(None)
+
+    def _publish(self, state: EnvState, patches: list[PatchEvent] | None) -> None:
+        self._hub.publish_sdk(state.id, state.version, patches, state.put_event)
+        self._hub.publish_ofrep(state.id, state.version, state.refetch_event)
+        committed = self._lag_from.pop(state.id, None) or state.committed_at
+        if committed:
+            self._metrics.propagation_lag.observe(max(0.0, time.time() - committed))
+
+    # -- Last-Event-ID ------------------------------------------------------------------
+
+    async def catch_up(self, env: str, since: int) -> tuple[bytes, int]:
+        """What a stream client at version ``since`` must be sent, and the version it is
+        then at. Prefers the in-memory ring, then Redis's delta log, else a ``put``.
+        The part after the last await is synchronous, so the caller can register the
+        client right after without missing or repeating an event."""
+        state = self._states[env]
+        if since >= state.version:
+            return b"", since  # current (or ahead of this process: it will wait)
+        joined = state.patches_since(since)
+        if joined is not None:
+            return joined, state.version
+        entries = None
+        try:
+            entries = await self._store.deltas_since(env, since)
+        except Exception as exc:
+            log.info(
+                "delta log unavailable for a resume; sending the full flag set",
+                extra={"fields": {"environment": env, "error": str(exc)}},
+            )
+        state = self._states.get(env) or state
+        if entries:
+            events = [
+                patch_event(e.version, e.base, orjson.dumps(e.delta))
+                for e in entries
+                if e.version <= state.version
+            ]
+            reached = events[-1].version if events else since
+            data = b"".join(e.data for e in events)
+            if reached == state.version:
+                return data, reached
+            tail = state.patches_since(reached)
+            if tail is not None:
+                return data + tail, state.version
+        return state.put_event, state.version
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        await self._tasks.close()

@@ -1,0 +1,37 @@
+"""Response headers every data endpoint sends, and ETag comparison.
+
+``Crivline-Version`` names the environment version a response was computed from;
+``Crivline-Stale`` (whole seconds) appears only while this process cannot vouch that
+it is current — Redis unreachable, or syncd not keeping the edge fresh.
+"""
+
+from __future__ import annotations
+
+from proxy.environments import EnvState
+from proxy.status import EdgeStatus
+
+VERSION = "Crivline-Version"
+STALE = "Crivline-Stale"
+
+
+def served(state: EnvState, status: EdgeStatus) -> dict[str, str]:
+    headers = {VERSION: state.version_text}
+    if status.degraded_since is not None:
+        stale = status.stale_seconds()
+        if stale is not None:
+            headers[STALE] = str(stale)
+    return headers
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 weak comparison of an If-None-Match header against our ETag."""
+    if not if_none_match:
+        return False
+    opaque = etag.removeprefix("W/")
+    if if_none_match in (etag, opaque):
+        return True
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == opaque:
+            return True
+    return False

@@ -1,0 +1,318 @@
+"""Fan-out to stream clients: the same pre-built bytes to everyone, bounded per client.
+
+Every open stream is a :class:`StreamClient` registered here under its environment and
+its key. Publishing appends the shared bytes object to each client's pending list and
+wakes its handler, which writes whatever is pending in one go. Publishing never waits:
+a client whose unsent bytes exceed ``stream_buffer_bytes`` (it stopped reading, or reads
+slower than changes arrive) is disconnected — its transport aborted — so it can neither
+slow the others down nor grow this process's memory.
+
+Each client knows the version it has been sent. ``publish_sdk`` sends a client only
+what takes it from there (the patches after its version, or a ``put`` when it is not on
+the chain); a client that is already at or past the new version gets nothing — no
+duplicate, no version out of order, even for a client that resumed from a version this
+process had not reached yet.
+
+The hub also enforces the stream limits (per key and per process), sends keep-alive
+comments, closes the streams of revoked or expired keys, and on shutdown tells every
+client to reconnect elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from crivline import sse
+from crivline.errors import ServiceUnavailable, TooManyRequests
+from proxy.metrics import Metrics
+from proxy.options import ProxyOptions
+from proxy.tasks import Tasks
+
+SDK = "sdk"
+OFREP = "ofrep"
+
+KEEPALIVE = sse.comment("keep-alive")
+
+
+@dataclass(frozen=True, slots=True)
+class PatchEvent:
+    """One ``patch`` event, finished bytes, taking a client from ``base`` to ``version``."""
+
+    version: int
+    base: int
+    data: bytes
+
+
+class StreamClient:
+    __slots__ = (
+        "_chunks",
+        "_limit",
+        "_size",
+        "_wake",
+        "abort",
+        "alive",
+        "close_reason",
+        "closed",
+        "env",
+        "expires_at",
+        "key_hash",
+        "kind",
+        "version",
+    )
+
+    def __init__(
+        self,
+        env: str,
+        key_hash: str,
+        kind: str,
+        version: int,
+        *,
+        limit: int,
+        expires_at: float | None,
+    ) -> None:
+        self.env = env
+        self.key_hash = key_hash
+        self.kind = kind
+        self.version = version
+        self.expires_at = expires_at
+        self.closed = False
+        self.close_reason: str | None = None
+        self.abort: Callable[[], None] | None = None  # set by the handler: drop the socket
+        self.alive: Callable[[], bool] | None = None  # set by the handler: is the peer there
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._limit = limit
+        self._wake = asyncio.Event()
+
+    def send(self, data: bytes) -> bool:
+        """Queue ``data``; False (and the client is disconnected) if it overflowed."""
+        if self.closed:
+            return False
+        if self._size + len(data) > self._limit and self._chunks:
+            self._chunks.clear()
+            self._size = 0
+            self.close("overflow")
+            if self.abort is not None:
+                self.abort()
+            return False
+        self._chunks.append(data)
+        self._size += len(data)
+        self._wake.set()
+        return True
+
+    def close(self, reason: str, final: bytes = b"") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        if final:
+            self._chunks.append(final)
+        self._wake.set()
+
+    async def next(self) -> bytes:
+        """Wait for something to write; b"" once closed and drained."""
+        while not self._chunks:
+            if self.closed:
+                return b""
+            self._wake.clear()
+            await self._wake.wait()
+        chunks = self._chunks
+        self._chunks = []
+        self._size = 0
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class Hub:
+    def __init__(
+        self,
+        metrics: Metrics,
+        options: ProxyOptions,
+        *,
+        max_streams: int,
+        max_streams_per_key: int,
+    ) -> None:
+        self._metrics = metrics
+        self._options = options
+        self._max = max_streams
+        self._max_per_key = max_streams_per_key
+        self._by_env: dict[tuple[str, str], set[StreamClient]] = {}
+        self._by_key: dict[str, set[StreamClient]] = {}
+        self._expiring: set[StreamClient] = set()
+        self._count = 0
+        self._tasks = Tasks("hub")
+        self._gauges = {k: metrics.streams_open.labels(k) for k in (SDK, OFREP)}
+        self.closing = False
+
+    def __len__(self) -> int:
+        return self._count
+
+    # -- clients ------------------------------------------------------------------------
+
+    def open(
+        self, env: str, key_hash: str, kind: str, version: int, expires_at: float | None
+    ) -> StreamClient:
+        """Register a stream, or refuse it with the limit it would break."""
+        if self.closing:
+            raise ServiceUnavailable(
+                "this proxy is shutting down; connect again", headers={"Retry-After": "1"}
+            )
+        if self._count >= self._max:
+            self._metrics.rate_limited.labels("streams_per_process").inc()
+            raise ServiceUnavailable(
+                f"this proxy holds its maximum of {self._max} open streams "
+                "(CRIVLINE_MAX_STREAMS); connect to another one or retry later",
+                headers={"Retry-After": "5"},
+            )
+        mine = self._by_key.get(key_hash)
+        if mine is not None and len(mine) >= self._max_per_key:
+            self._metrics.rate_limited.labels("streams_per_key").inc()
+            raise TooManyRequests(
+                f"this key already has {len(mine)} open streams on this proxy, its maximum "
+                "(CRIVLINE_MAX_STREAMS_PER_KEY); close one first",
+                headers={"Retry-After": "5"},
+            )
+        client = StreamClient(
+            env,
+            key_hash,
+            kind,
+            version,
+            limit=self._options.stream_buffer_bytes,
+            expires_at=expires_at,
+        )
+        self._by_env.setdefault((env, kind), set()).add(client)
+        self._by_key.setdefault(key_hash, set()).add(client)
+        if expires_at is not None:
+            self._expiring.add(client)
+        self._count += 1
+        self._gauges[kind].inc()
+        return client
+
+    def release(self, client: StreamClient) -> None:
+        """The handler of ``client`` ended (always called, whatever the reason)."""
+        group = self._by_env.get((client.env, client.kind))
+        if group is None or client not in group:
+            return
+        group.discard(client)
+        if not group:
+            del self._by_env[(client.env, client.kind)]
+        mine = self._by_key.get(client.key_hash)
+        if mine is not None:
+            mine.discard(client)
+            if not mine:
+                del self._by_key[client.key_hash]
+        self._expiring.discard(client)
+        self._count -= 1
+        self._gauges[client.kind].dec()
+        if not client.closed:
+            client.close("client disconnected")
+        self._metrics.stream_closed.labels(client.close_reason or "unknown").inc()
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def publish_sdk(
+        self, env: str, version: int, patches: Sequence[PatchEvent] | None, put_event: bytes
+    ) -> None:
+        """A new version for the SDK streams of ``env``: ``patches`` (PatchEvents, an
+        unbroken chain ending at ``version``) or, when None, only the ``put``."""
+        clients = self._by_env.get((env, SDK))
+        if not clients:
+            return
+        chain = patches or ()
+        joined: dict[int, bytes] = {}  # base version -> the events from there, joined
+        puts = sent_patches = 0
+        for client in list(clients):
+            if client.version >= version:
+                continue
+            data = joined.get(client.version)
+            if data is None:
+                start = next((i for i, p in enumerate(chain) if p.base == client.version), None)
+                if start is None:
+                    data = put_event
+                else:
+                    data = joined[client.version] = b"".join(p.data for p in chain[start:])
+            if data is put_event:
+                puts += 1
+            else:
+                sent_patches += 1
+            if client.send(data):
+                client.version = version
+        if puts:
+            self._metrics.events(SDK, "put", puts)
+        if sent_patches:
+            self._metrics.events(SDK, "patch", sent_patches)
+
+    def publish_ofrep(self, env: str, version: int, event: bytes) -> None:
+        clients = self._by_env.get((env, OFREP))
+        if not clients:
+            return
+        sent = 0
+        for client in list(clients):
+            if client.version < version and client.send(event):
+                client.version = version
+                sent += 1
+        if sent:
+            self._metrics.events(OFREP, "refetchEvaluation", sent)
+
+    # -- closing --------------------------------------------------------------------------
+
+    def close_keys(self, key_hashes: Iterable[str]) -> None:
+        """The keys were revoked: end their streams now."""
+        for h in key_hashes:
+            for client in list(self._by_key.get(h, ())):
+                client.close("key revoked", sse.comment("key revoked"))
+
+    def close_environment(self, env: str, reason: str) -> None:
+        for kind in (SDK, OFREP):
+            for client in list(self._by_env.get((env, kind), ())):
+                client.close(reason, sse.comment(reason))
+
+    def close_all(self, reason: str, final: bytes) -> None:
+        for group in list(self._by_env.values()):
+            for client in list(group):
+                client.close(reason, final)
+
+    def clients(self) -> Iterable[StreamClient]:
+        for group in self._by_env.values():
+            yield from group
+
+    # -- background -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks.spawn(self._keepalive(), "keepalive")
+        self._tasks.spawn(self._expiry(), "expiry")
+        self._tasks.spawn(self._reap(), "reap")
+
+    async def _keepalive(self) -> None:
+        while True:
+            await asyncio.sleep(self._options.keepalive_seconds)
+            sent = sum(1 for client in list(self.clients()) if client.send(KEEPALIVE))
+            if sent:
+                self._metrics.events("any", "keepalive", sent)
+
+    async def _expiry(self) -> None:
+        while True:
+            await asyncio.sleep(self._options.expiry_sweep_seconds)
+            now = time.time()
+            for client in list(self._expiring):
+                if client.expires_at is not None and now >= client.expires_at:
+                    client.close("key expired", sse.comment("key expired"))
+
+    async def _reap(self) -> None:
+        """End the streams whose client hung up (noticed without waiting for a write)."""
+        while True:
+            await asyncio.sleep(1.0)
+            for client in list(self.clients()):
+                if client.alive is not None and not client.closed and not client.alive():
+                    client.close("client disconnected")
+
+    async def shutdown(self) -> None:
+        """Stop accepting streams and tell every client to reconnect (elsewhere)."""
+        self.closing = True
+        final = sse.retry(self._options.shutdown_retry_ms) + sse.comment(
+            "this proxy is shutting down; reconnect"
+        )
+        self.close_all("shutdown", final)
+        await self._tasks.close()

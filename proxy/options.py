@@ -1,0 +1,45 @@
+"""Tunables of the proxy that are not operator settings: timings, sizes, cache bounds.
+
+Operators configure the proxy through :class:`crivline.settings.Settings`
+(``CRIVLINE_*``); these are the engineering constants behind it, gathered in one frozen
+object so tests can shrink the timings (a keep-alive every 50 ms instead of 10 s)
+without patching anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyOptions:
+    # -- streams --------------------------------------------------------------------------
+    keepalive_seconds: float = 10.0  # a comment on every idle stream (the issue: ≤ 15 s)
+    retry_ms: int = 2000  # the `retry:` hint sent when a stream opens
+    shutdown_retry_ms: int = 250  # the hint sent when this process closes streams
+    stream_buffer_bytes: int = 4 * 1024 * 1024  # per client, unsent; beyond it: disconnect
+    ring_size: int = 64  # recent patch events kept per environment for Last-Event-ID
+    expiry_sweep_seconds: float = 0.25  # how often open streams' key expiry is checked
+    # -- OFREP ----------------------------------------------------------------------------
+    ticket_window_seconds: int = 900  # stream tickets rotate this often, live two windows
+    inactivity_delay_seconds: int = 120  # advertised `inactivityDelaySec`
+    bulk_cache_bytes: int = 32 * 1024 * 1024  # LRU of evaluated bulk bodies (per process)
+    refetch_wait_seconds: float = 2.0  # waiting for a version named by flagConfigEtag
+    max_context_depth: int = 16  # nesting of objects/arrays in an evaluation context
+    max_context_nodes: int = 10_000  # values in an evaluation context
+    # -- keys -----------------------------------------------------------------------------
+    negative_key_ttl: float = 5.0  # unknown keys are refused without Redis this long
+    negative_key_capacity: int = 100_000
+    key_miss_budget: float = 50.0  # unknown-key lookups per second that may reach Redis
+    # -- Redis and background loops ---------------------------------------------------------
+    redis_timeout: float = 2.0  # connect and command timeout
+    health_interval: float = 1.0  # syncd heartbeat / sync state polling
+    resync_interval: float = 30.0  # full version reconciliation with Redis, as a safety net
+    reconnect_max_seconds: float = 2.0  # cap of the subscriber's reconnect backoff
+    rate_limit_flush_seconds: float = 0.1  # local counts pushed to the shared counters
+    sync_fresh_seconds: float | None = None  # None: derived from the settings
+    shutdown_timeout: float = 10.0  # in-flight requests get this long on SIGTERM
+
+    def with_(self, **changes: Any) -> ProxyOptions:
+        return replace(self, **changes)

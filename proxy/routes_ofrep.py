@@ -1,0 +1,232 @@
+"""OFREP: single and bulk evaluation, and the ADR-0008 event stream.
+
+``POST /ofrep/v1/evaluate/flags/{key}`` answers exactly the OFREP shapes: 200 with
+``key, value (absent: use the code default), variant, reason, metadata``; 404
+FLAG_NOT_FOUND; 400 ``{key, errorCode, errorDetails}``. Static flags answer bytes built
+once per version (the evaluator prebuilds every result it can).
+
+``POST /ofrep/v1/evaluate/flags`` answers every flag for one context with a weak ETag
+over (flag-set content, context, ticket window): the same context against unchanged
+flags gets 304, a different context never matches. Evaluated bodies are kept in a
+small LRU, so a 200 for a context seen before is also only a lookup. The body
+advertises ``eventStreams``: ``/ofrep/v1/events?ticket=…``, a ticket instead of the
+key. A refetch that carries ``flagConfigEtag`` / ``flagConfigLastModified`` (from a
+``refetchEvaluation``) waits briefly until this process has that change, and says 503
++ Retry-After rather than answer stale data as if it were fresh.
+
+``GET /ofrep/v1/events`` sends ``event: message`` with ``{"type": "refetchEvaluation",
+"etag": <flag-set ETag>, "lastModified": <commit epoch seconds>}`` and ``id:`` = version
+whenever the environment changes. Tickets carry the version that was served, so a
+stream opened after a later change is told to refetch at once; ``Last-Event-ID`` works
+the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import datetime
+
+import orjson
+from aiohttp import web
+
+from crivline import sse
+from crivline.errors import ApiError, ServiceUnavailable, Unauthorized
+from crivline.flags import ErrorCode
+from proxy import appkeys, headers, streams
+from proxy.access import authorize, authorize_hash
+from proxy.auth import ANY_KIND
+from proxy.context import parse_context, read_body
+from proxy.environments import EnvironmentCache, EnvState, version_of_etag
+from proxy.errors import api_error_response
+from proxy.hub import OFREP
+from proxy.keys import KeyInfo
+from proxy.routes_sdk import last_event_id
+
+routes = web.RouteTableDef()
+
+JSON = "application/json"
+EVENTS_PATH = "/ofrep/v1/events"
+
+
+def _context(request: web.Request, body: bytes, key: str | None) -> dict[str, object]:
+    options = request.app[appkeys.OPTIONS]
+    return parse_context(
+        body, key=key, max_depth=options.max_context_depth, max_nodes=options.max_context_nodes
+    )
+
+
+@routes.post("/ofrep/v1/evaluate/flags/{key}", name="ofrep_flag")
+async def evaluate_flag(request: web.Request) -> web.Response:
+    key = request.match_info["key"]
+    info = await authorize(request, ANY_KIND)
+    app = request.app
+    state = await app[appkeys.CACHE].obtain(info.environment)
+    out = headers.served(state, app[appkeys.STATUS])
+    try:
+        body = await read_body(request, app[appkeys.SETTINGS].max_body_bytes)
+        context = _context(request, body, key)
+    except ApiError as exc:
+        response = api_error_response(exc)
+        response.headers.update(out)
+        return response
+    result = state.flags.evaluate(key, context)
+    code = result.error_code
+    status = 200 if code is None else 404 if code is ErrorCode.FLAG_NOT_FOUND else 400
+    return web.Response(status=status, body=result.to_json(), headers=out, content_type=JSON)
+
+
+@routes.post("/ofrep/v1/evaluate/flags", name="ofrep_bulk")
+async def evaluate_all(request: web.Request) -> web.Response:
+    info = await authorize(request, ANY_KIND)
+    app = request.app
+    cache = app[appkeys.CACHE]
+    state = await cache.obtain(info.environment)
+    if request.query_string:
+        state = await _honour_refetch_hints(request, cache, state)
+    out = headers.served(state, app[appkeys.STATUS])
+    try:
+        body = await read_body(request, app[appkeys.SETTINGS].max_body_bytes)
+        return _bulk(request, info, state, body, out)
+    except ApiError as exc:
+        response = api_error_response(exc)
+        response.headers.update(out)
+        return response
+
+
+def _bulk(
+    request: web.Request, info: KeyInfo, state: EnvState, body: bytes, out: dict[str, str]
+) -> web.Response:
+    app = request.app
+    metrics = app[appkeys.METRICS]
+    tickets = app[appkeys.TICKETS]
+    now = time.time()
+    window = tickets.expiry(now) if tickets.ready else 0
+    digest = hashlib.blake2b(body, digest_size=16).digest()
+    flags_part: bytes | None = None
+    if state.time_dependent:
+        flags_part = _evaluate(request, state, body)
+        tag = hashlib.blake2b(flags_part + b"%d" % window, digest_size=8).hexdigest()
+    else:
+        tag = hashlib.blake2b(digest + b"%d" % window, digest_size=8).hexdigest()
+    etag = f'W/"{state.content_hash}-{tag}"'
+    out["ETag"] = etag
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:
+        hit = headers.etag_matches(if_none_match, etag)
+        metrics.conditional.labels("ofrep_bulk", "not_modified" if hit else "modified").inc()
+        if hit:
+            return web.Response(status=304, headers=out)
+    if flags_part is None:
+        bulk_cache = app[appkeys.BULK_CACHE]
+        flags_part = bulk_cache.get(state.content_hash, digest)
+        metrics.cache_lookup("bulk", flags_part is not None)
+        if flags_part is None:
+            flags_part = _evaluate(request, state, body)
+            bulk_cache.put(state.content_hash, digest, flags_part)
+    answer = (
+        flags_part
+        + b',"metadata":'
+        + state.bulk_metadata
+        + _event_streams(request, info, state, now)
+        + b"}"
+    )
+    return web.Response(body=answer, headers=out, content_type=JSON)
+
+
+def _evaluate(request: web.Request, state: EnvState, body: bytes) -> bytes:
+    """``{"flags":[...]`` (left open for the rest of the body)."""
+    context = _context(request, body, None)
+    results = state.flags.evaluate_all(context)
+    return b'{"flags":[' + b",".join([r.to_json() for r in results]) + b"]"
+
+
+def _origin(request: web.Request) -> str:
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
+    host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+    return f"{proto or request.scheme}://{host or request.host}"
+
+
+def _event_streams(request: web.Request, info: KeyInfo, state: EnvState, now: float) -> bytes:
+    app = request.app
+    ticket = app[appkeys.TICKETS].issue(state.id, info.key_hash, state.version, now)
+    if ticket is None:
+        return b""  # no secret yet: clients poll instead
+    entry = {
+        "type": "sse",
+        "url": f"{_origin(request)}{EVENTS_PATH}?ticket={ticket}",
+        "inactivityDelaySec": app[appkeys.OPTIONS].inactivity_delay_seconds,
+    }
+    return b',"eventStreams":[' + orjson.dumps(entry) + b"]"
+
+
+def _last_modified(raw: str) -> int | None:
+    raw = raw.strip()
+    if raw.isdigit():
+        return int(raw)
+    try:
+        return int(datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return None
+
+
+async def _honour_refetch_hints(
+    request: web.Request, cache: EnvironmentCache, state: EnvState
+) -> EnvState:
+    """A refetch triggered by an event names the change; serve it or say we can't yet."""
+    query = request.query
+    wanted = 0
+    etag = query.get("flagConfigEtag")
+    if etag:
+        wanted = version_of_etag(etag) or 0
+    modified = query.get("flagConfigLastModified")
+    if modified:
+        at = _last_modified(modified)
+        if at is not None and at > int(state.committed_at):
+            wanted = max(wanted, state.version + 1)
+    if wanted <= state.version:
+        return state
+    timeout = request.app[appkeys.OPTIONS].refetch_wait_seconds
+    newer = await cache.ensure_version(state.id, wanted, timeout)
+    if newer is None:
+        raise ServiceUnavailable(
+            f"this proxy has not received the change the event announced (version {wanted}) "
+            f"yet; it serves version {state.version}. Retry shortly.",
+            headers={"Retry-After": "1"},
+        )
+    return newer
+
+
+@routes.get(EVENTS_PATH, name="ofrep_events")
+async def events(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    app = request.app
+    raw_ticket = request.query.get("ticket")
+    served_version: int | None = None
+    if raw_ticket:
+        ticket = app[appkeys.TICKETS].verify(raw_ticket, time.time())
+        if ticket is None:
+            app[appkeys.METRICS].auth_failures.labels("ticket").inc()
+            raise Unauthorized(
+                "stream ticket is invalid or expired; fetch the bulk evaluation again for a "
+                "fresh eventStreams URL"
+            )
+        info = await authorize_hash(request, ticket.key_hash, ANY_KIND)
+        if info.environment != ticket.environment:
+            raise Unauthorized("stream ticket does not match its key")
+        served_version = ticket.version
+    else:
+        info = await authorize(request, ANY_KIND)
+    state = await app[appkeys.CACHE].obtain(info.environment)
+    since = last_event_id(request)
+    version = since if since is not None else served_version
+    if version is None:
+        version = state.version
+    client = app[appkeys.HUB].open(info.environment, info.key_hash, OFREP, version, info.expires_at)
+    opening = sse.retry(app[appkeys.OPTIONS].retry_ms)
+    if client.version < state.version:
+        opening += state.refetch_event
+        client.version = state.version
+        app[appkeys.METRICS].events(OFREP, "refetchEvaluation", 1)
+    client.send(opening)
+    return await streams.serve(request, client, headers.served(state, app[appkeys.STATUS]), started)

@@ -1,0 +1,79 @@
+"""Server-SDK endpoints: the full flag set for polling, and the SSE stream.
+
+``GET /sdk/v1/flags`` answers the environment's flagd document exactly as syncd stored
+it, with ``ETag: "<version>-<content hash>"`` and 304 on ``If-None-Match``.
+
+``GET /sdk/v1/stream`` opens with ``retry:`` and ``event: put`` (the whole flag set,
+``id:`` = version), then sends ``event: patch`` per version with only what changed::
+
+    {"version": 13, "base": 12, "flags": {key: definition}, "removed": [key],
+     "evaluators": {name: fragment}, "removedEvaluators": [name], "metadata"?: {...}}
+
+A client reconnecting with ``Last-Event-ID: N`` gets just the patches after N when they
+form an unbroken chain (from memory, else from the delta log in Redis), or a ``put``.
+Both need a server key.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from crivline import sse
+from proxy import appkeys, headers, streams
+from proxy.access import authorize
+from proxy.auth import SERVER_ONLY
+from proxy.hub import SDK
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/sdk/v1/flags", name="sdk_flags")
+async def flags(request: web.Request) -> web.Response:
+    info = await authorize(request, SERVER_ONLY)
+    app = request.app
+    state = await app[appkeys.CACHE].obtain(info.environment)
+    out = headers.served(state, app[appkeys.STATUS])
+    out["ETag"] = state.etag
+    out["Cache-Control"] = "no-cache"
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:
+        hit = headers.etag_matches(if_none_match, state.etag)
+        app[appkeys.METRICS].conditional.labels(
+            "sdk_flags", "not_modified" if hit else "modified"
+        ).inc()
+        if hit:
+            return web.Response(status=304, headers=out)
+    return web.Response(body=state.flag_set, headers=out, content_type="application/json")
+
+
+def last_event_id(request: web.Request) -> int | None:
+    raw = request.headers.get("Last-Event-ID")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
+
+
+@routes.get("/sdk/v1/stream", name="sdk_stream")
+async def stream(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    info = await authorize(request, SERVER_ONLY)
+    app = request.app
+    cache = app[appkeys.CACHE]
+    state = await cache.obtain(info.environment)
+    since = last_event_id(request)
+    if since is None:
+        opening, version = state.put_event, state.version
+    else:
+        opening, version = await cache.catch_up(info.environment, since)
+        state = cache.get(info.environment) or state
+    # From here to hub.open nothing awaits: no event can slip between the two.
+    client = app[appkeys.HUB].open(info.environment, info.key_hash, SDK, version, info.expires_at)
+    options = app[appkeys.OPTIONS]
+    client.send(sse.retry(options.retry_ms) + opening)
+    if opening:
+        kind = "put" if opening is state.put_event else "patch"
+        app[appkeys.METRICS].events(SDK, kind, 1)
+    return await streams.serve(request, client, headers.served(state, app[appkeys.STATUS]), started)

@@ -1,0 +1,106 @@
+"""What this process knows about its edge: is Redis there, is syncd keeping it fresh.
+
+Pure state, no I/O. The subscriber flips :attr:`EdgeStatus.redis_up` the moment the
+pub/sub connection drops or returns; the health monitor fills in syncd's heartbeat and
+sync state once a second. Request handlers only read it: :meth:`stale_seconds` feeds
+the ``Crivline-Stale`` header and ``/readyz`` explains :meth:`problems`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class EdgeStatus:
+    redis_up: bool = False
+    redis_error: str | None = None
+    syncd_alive: bool = False  # syncd's heartbeat key exists
+    epoch: str | None = None  # the sync state's epoch: a complete sync is in Redis
+    reconciled_at: float | None = None  # when syncd last confirmed Redis == Postgres
+    warm: bool = False  # every served environment is loaded in this process
+    checked_at: float | None = None  # last successful health poll
+    fresh_seconds: float = 15.0  # reconciled_at older than this is not fresh
+    ever_ready: bool = False  # it was ready once (then trouble is "degraded", not "not ready")
+    # Since when this process has not known that it serves current data (None: it does).
+    degraded_since: float | None = field(default_factory=time.time)
+
+    # -- transitions ----------------------------------------------------------------------
+
+    def redis_lost(self, error: str, now: float | None = None) -> None:
+        self.redis_up = False
+        self.redis_error = error
+        self._update(now)
+
+    def redis_back(self, now: float | None = None) -> None:
+        self.redis_up = True
+        self.redis_error = None
+        self._update(now)
+
+    def loaded(self, warm: bool, now: float | None = None) -> None:
+        self.warm = warm
+        self._update(now)
+
+    def observed(
+        self,
+        *,
+        syncd_alive: bool,
+        epoch: str | None,
+        reconciled_at: float | None,
+        now: float | None = None,
+    ) -> None:
+        self.syncd_alive = syncd_alive
+        self.epoch = epoch
+        self.reconciled_at = reconciled_at
+        self.checked_at = time.time() if now is None else now
+        self._update(now)
+
+    def _update(self, now: float | None) -> None:
+        now = time.time() if now is None else now
+        if self.problems(now):
+            if self.degraded_since is None:
+                self.degraded_since = now
+        else:
+            self.degraded_since = None
+            self.ever_ready = True
+
+    # -- questions --------------------------------------------------------------------------
+
+    def sync_fresh(self, now: float) -> bool:
+        return (
+            self.epoch is not None
+            and self.reconciled_at is not None
+            and now - self.reconciled_at <= self.fresh_seconds
+        )
+
+    def problems(self, now: float | None = None) -> list[str]:
+        """Why this process may be serving stale data; empty when it is not."""
+        now = time.time() if now is None else now
+        out: list[str] = []
+        if not self.redis_up:
+            out.append(f"redis unavailable ({self.redis_error or 'not connected yet'})")
+            return out
+        if not self.warm:
+            out.append("environments not loaded yet")
+        if not self.syncd_alive:
+            out.append("syncd heartbeat missing: syncd is not running for this edge")
+        if self.epoch is None:
+            out.append("no complete sync in redis (sync state has no epoch)")
+        elif self.reconciled_at is None:
+            out.append("syncd has not reconciled yet")
+        elif now - self.reconciled_at > self.fresh_seconds:
+            age = now - self.reconciled_at
+            out.append(
+                f"last reconciliation {age:.0f}s ago (fresh means within {self.fresh_seconds:g}s)"
+            )
+        return out
+
+    def stale_seconds(self, now: float | None = None) -> int | None:
+        """Whole seconds since this process last knew it served current data, or None."""
+        since = self.degraded_since
+        if since is None:
+            return None
+        now = time.time() if now is None else now
+        return max(0, math.floor(now - since))

@@ -1,0 +1,165 @@
+"""The one pub/sub subscriber of this process, on the edge Redis's ``changes`` channel.
+
+It turns announcements into cache work (``{"e", "v", "at", "keys"}`` → catch up with
+that version; ``{"removed": true}`` → forget the environment) and owns the process's
+view of whether Redis is there: when the subscription breaks it marks the edge degraded
+at once (requests keep being answered from memory, streams stay open), reconnects with
+capped, jittered backoff, and — subscribed again first, so nothing announced from then
+on is missed — resynchronises every environment with Redis, which picks up whatever
+changed while it was away. A slower periodic resync is the safety net for announcements
+lost without a disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from crivline.keyspace import Keyspace
+from proxy.environments import EnvironmentCache
+from proxy.keys import KeyIndex
+from proxy.options import ProxyOptions
+from proxy.status import EdgeStatus
+from proxy.tasks import Tasks, cancel_and_wait
+
+log = logging.getLogger("proxy.subscriber")
+
+
+class Subscriber:
+    def __init__(
+        self,
+        redis: Redis,
+        keyspace: Keyspace,
+        *,
+        cache: EnvironmentCache,
+        keys: KeyIndex,
+        status: EdgeStatus,
+        options: ProxyOptions,
+        on_connected: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._redis = redis
+        self._ks = keyspace
+        self._cache = cache
+        self._keys = keys
+        self._status = status
+        self._options = options
+        self._on_connected = on_connected
+        self._tasks = Tasks("subscriber")
+        self.connected = asyncio.Event()
+        self.resynced = asyncio.Event()  # set after each successful resync
+        self.messages = 0
+        self._kick: str | None = None
+
+    def start(self) -> None:
+        self._tasks.spawn(self._run(), "subscribe")
+
+    async def close(self) -> None:
+        await self._tasks.close()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._session()
+            except (RedisError, OSError) as exc:
+                self._lost(f"{type(exc).__name__}: {exc}")
+            failures += 1
+            cap = self._options.reconnect_max_seconds
+            await asyncio.sleep(min(cap, 0.05 * 2 ** min(failures, 10)) * random.uniform(0.5, 1))
+            if self._status.redis_up:
+                failures = 0
+
+    def _lost(self, error: str) -> None:
+        if self._status.redis_up or self.connected.is_set():
+            log.warning("redis lost; serving from memory", extra={"fields": {"error": error}})
+        self.connected.clear()
+        self.resynced.clear()
+        self._status.redis_lost(error)
+
+    async def _session(self) -> None:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        resync: asyncio.Task[None] | None = None
+        try:
+            await pubsub.subscribe(self._ks.changes)
+            self._status.redis_back()
+            self.connected.set()
+            log.info("subscribed to changes", extra={"fields": {"channel": self._ks.changes}})
+            resync = self._tasks.spawn(self._resync_loop(), "resync", quiet=True)
+            self._kick = None
+            while True:
+                if self._kick is not None:
+                    raise ConnectionError(self._kick)
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    self._handle(message)
+                if resync.done():
+                    resync.result()  # it only ends when Redis failed: reconnect
+        finally:
+            if resync is not None and not resync.done():
+                await cancel_and_wait(resync)
+            try:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            except (RedisError, OSError):
+                pass
+
+    def kick(self, why: str) -> None:
+        """Drop the subscription and start over (the health monitor saw Redis fail)."""
+        self._kick = why
+
+    async def _resync_loop(self) -> None:
+        while True:
+            started = time.monotonic()
+            delay = self._options.resync_interval
+            try:
+                if self._on_connected is not None:
+                    await self._on_connected()
+                await self._cache.resync()
+            except (RedisError, OSError):
+                raise  # the session reconnects
+            except Exception as exc:
+                log.warning("resync incomplete; retrying", extra={"fields": {"error": str(exc)}})
+                delay = 1.0
+            else:
+                self.resynced.set()
+                log.info(
+                    "resynchronised with redis",
+                    extra={
+                        "fields": {
+                            "environments": len(self._cache),
+                            "keys": len(self._keys),
+                            "seconds": round(time.monotonic() - started, 3),
+                        }
+                    },
+                )
+            await asyncio.sleep(delay)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "message":
+            return
+        self.messages += 1
+        try:
+            body = orjson.loads(message["data"])
+            env = str(body["e"])
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            log.warning("unreadable announcement", extra={"fields": {"error": str(exc)}})
+            return
+        if body.get("removed"):
+            self._cache.removed(env)
+            return
+        try:
+            version = int(body["v"])
+            at = float(body["at"]) if body.get("at") is not None else None
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("unreadable announcement", extra={"fields": {"error": str(exc)}})
+            return
+        if body.get("keys"):
+            self._keys.clear_negative()
+        self._cache.announce(env, version, at)

@@ -1,0 +1,129 @@
+"""The parent of ``crivline proxy --workers N``: start, watch, restart, stop N workers.
+
+Each worker is ``python -m proxy.worker`` with this process's settings in its
+environment; all of them bind the same port with SO_REUSEPORT. Tickets work across
+workers because they share the edge's ticket secret through Redis (or the configured
+``CRIVLINE_TICKET_SECRET``).
+
+- A worker that fails during start-up (the port is taken, a bad setting) fails the
+  whole command: the others are stopped and the exit code is 1, with the reason.
+- A worker that dies later is restarted, with backoff, while the others keep serving.
+- SIGTERM/SIGINT is forwarded to every worker; each shuts down gracefully; the exit
+  code is 0 when all of them exited 0. Stragglers are killed after a grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from crivline.settings import Settings
+
+log = logging.getLogger("proxy.supervisor")
+
+STARTUP_SECONDS = 5.0
+GRACE_SECONDS = 20.0
+
+
+class _Worker:
+    def __init__(self, index: int, env: dict[str, str]) -> None:
+        self.index = index
+        self.env = {**env, "CRIVLINE_PROXY_WORKER": str(index)}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self.restarts = 0
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy.worker"], env=self.env, stdin=subprocess.DEVNULL
+        )
+        self.started = time.monotonic()
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+
+def supervise(settings: Settings) -> int:
+    env = {**os.environ, **settings.environ(), "CRIVLINE_PROXY_WORKERS": "1"}
+    workers = [_Worker(i, env) for i in range(settings.proxy_workers)]
+    stopping = False
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for worker in workers:
+            worker.start()
+        log.info(
+            "proxy workers started",
+            extra={"fields": {"workers": len(workers), "port": settings.proxy_port}},
+        )
+        failed = _watch(workers, lambda: stopping)
+        for worker in workers:
+            worker.signal(signal.SIGTERM)
+        codes = _reap(workers)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failed is not None:
+        print(f"crivline proxy: error: {failed}", file=sys.stderr)
+        return 1
+    return 0 if all(code == 0 for code in codes) else 1
+
+
+def _watch(workers: list[_Worker], stopping: Callable[[], bool]) -> str | None:
+    """Until a stop signal; returns why the command failed, or None."""
+    while not stopping():
+        for worker in workers:
+            proc = worker.proc
+            if proc is None or proc.poll() is None:
+                continue
+            code = proc.returncode
+            if stopping():
+                break
+            if time.monotonic() - worker.started < STARTUP_SECONDS and worker.restarts == 0:
+                return f"worker {worker.index} exited during start-up with code {code}"
+            worker.restarts += 1
+            delay = min(10.0, 0.5 * 2 ** min(worker.restarts, 5))
+            log.warning(
+                "worker died; restarting",
+                extra={"fields": {"worker": worker.index, "code": code, "in_seconds": delay}},
+            )
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline and not stopping():
+                time.sleep(0.05)
+            if not stopping():
+                worker.start()
+        time.sleep(0.1)
+    return None
+
+
+def _reap(workers: list[_Worker]) -> list[int]:
+    deadline = time.monotonic() + GRACE_SECONDS
+    codes: list[int] = []
+    for worker in workers:
+        proc = worker.proc
+        if proc is None:
+            continue
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning(
+                "worker did not stop in time; killing", extra={"fields": {"worker": worker.index}}
+            )
+            proc.kill()
+            proc.wait()
+        codes.append(proc.returncode)
+    return codes

@@ -1,0 +1,72 @@
+"""Background tasks that are always awaited: spawned through :class:`Tasks`, stopped by it.
+
+Cancelling a task and then awaiting it is the only clean way to stop it; swallowing the
+``CancelledError`` of *our own* cancellation would make a shutdown hang, so
+:func:`cancel_and_wait` re-raises when the caller itself is being cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+log = logging.getLogger("proxy")
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it to finish; its own failure is logged, not raised."""
+    if not task.done():
+        task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # we are being cancelled ourselves: never swallow that
+    except Exception:
+        log.exception("background task failed", extra={"fields": {"task": task.get_name()}})
+
+
+class Tasks:
+    """The background tasks of one component; :meth:`close` cancels and awaits them all."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    def spawn(
+        self, coro: Coroutine[Any, Any, T], name: str, *, quiet: bool = False
+    ) -> asyncio.Task[T]:
+        """Run ``coro`` in the background. ``quiet``: its failure is for whoever awaits it
+        (a single-flight load), not for the log."""
+        if self._closed:
+            coro.close()
+            raise RuntimeError(f"{self._name} is closed")
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self._name}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._quiet_done if quiet else self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error(
+                "background task failed",
+                exc_info=exc,
+                extra={"fields": {"task": task.get_name()}},
+            )
+
+    def _quiet_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the awaiting callers have it
+
+    async def close(self) -> None:
+        self._closed = True
+        while self._tasks:
+            await asyncio.gather(*(cancel_and_wait(t) for t in list(self._tasks)))

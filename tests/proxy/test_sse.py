@@ -1,0 +1,64 @@
+"""crivline.sse: exact bytes out, and the WHATWG reading rules back in."""
+
+from __future__ import annotations
+
+import pytest
+
+from crivline import sse
+
+
+def test_event_bytes_are_exact() -> None:
+    assert sse.event(b'{"a":1}', name="put", id=12) == b'id: 12\nevent: put\ndata: {"a":1}\n\n'
+    assert sse.event(b"x") == b"data: x\n\n"
+    assert sse.event(b"x", retry=500) == b"retry: 500\ndata: x\n\n"
+    assert sse.event(b"a\nb\r\nc", name="m") == b"event: m\ndata: a\ndata: b\ndata: c\n\n"
+    assert sse.event(b"", id="7") == b"id: 7\ndata: \n\n"
+
+
+def test_comments_and_retry_blocks() -> None:
+    assert sse.comment("keep-alive") == b": keep-alive\n\n"
+    assert sse.comment() == b":\n\n"
+    assert sse.comment("two\nlines") == b": two\n: lines\n\n"
+    assert sse.retry(3000) == b"retry: 3000\n\n"
+
+
+def test_fields_cannot_smuggle_line_breaks() -> None:
+    with pytest.raises(ValueError, match="line breaks"):
+        sse.event(b"x", name="put\ndata: evil")
+    with pytest.raises(ValueError, match="line breaks"):
+        sse.event(b"x", id="1\r2")
+    with pytest.raises(ValueError, match="non-negative"):
+        sse.retry(-1)
+
+
+def test_parser_reads_what_the_builders_write_in_any_chunking() -> None:
+    stream = (
+        sse.retry(2000)
+        + sse.event(b'{"v":1}', name="put", id=1)
+        + sse.comment("keep-alive")
+        + sse.event(b"a\nb", name="patch", id=2)
+        + sse.event(b"plain")
+    )
+    for size in (1, 2, 3, 7, len(stream)):
+        parser = sse.Parser()
+        events = []
+        for i in range(0, len(stream), size):
+            events += parser.feed(stream[i : i + size])
+        assert [(e.event, e.id, e.data) for e in events] == [
+            ("put", "1", '{"v":1}'),
+            ("patch", "2", "a\nb"),
+            ("message", "2", "plain"),  # the last id stays in effect
+        ]
+        assert parser.retry == 2000
+        assert parser.comments == ["keep-alive"]
+
+
+def test_parser_handles_cr_and_crlf_split_across_chunks() -> None:
+    parser = sse.Parser()
+    assert parser.feed(b"\xef\xbb\xbfdata: one\r") == []
+    assert parser.feed(b"\n\r\n") == [sse.Event("one")]
+    assert parser.feed(b"data: two\r\r") == []  # a final CR may be half of a CRLF
+    assert parser.feed(b"data\n\n") == [sse.Event("two"), sse.Event("")]
+    assert parser.feed(b"event: e\n\n") == []  # no data: nothing dispatched
+    assert parser.feed(b"id: a\x00b\nretry: soon\ndata: x\n\n") == [sse.Event("x")]
+    assert parser.retry is None
