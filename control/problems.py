@@ -85,6 +85,8 @@ _UNAVAILABLE = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
+    # What asyncpg raises on a pooled connection whose server went away mid-operation.
+    asyncpg.exceptions.InternalClientError,
 )
 
 

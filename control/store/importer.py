@@ -195,7 +195,9 @@ class Importer:
         variants, metadata = definition["variants"], definition.get("metadata") or {}
         if (flag.variants, flag.metadata, flag.archived) == (variants, metadata, False):
             return False
-        await self.flags.rewrite(project, flag, variants=variants, metadata=metadata)
+        await self.flags.rewrite(
+            project, flag, variants=variants, metadata=metadata, archived=False
+        )
         return True
 
     async def _set_state(

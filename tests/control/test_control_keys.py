@@ -1,0 +1,80 @@
+"""API keys: created with the secret shown once, listed without it, revoked."""
+
+from __future__ import annotations
+
+import asyncpg
+from control_testkit import Control
+
+from crivline import tokens
+from crivline.snapshot import load_snapshot
+
+KEYS = "/projects/shop/environments/prod/keys"
+
+
+async def env_id(db: asyncpg.Connection, key: str) -> str:
+    return str(await db.fetchval("SELECT id FROM environments WHERE key = $1", key))
+
+
+async def test_create_list_and_revoke(shop: Control, db: asyncpg.Connection) -> None:
+    prod = await env_id(db, "prod")
+    version = await db.fetchval("SELECT version FROM environments WHERE id = $1", prod)
+    created = await shop.post(KEYS, {"kind": "server", "label": "checkout service"})
+    assert created.status == 201
+    secret = created.body["key"]
+    record = created.body["apiKey"]
+    assert secret.startswith("crv_srv_")
+    assert record["displayPrefix"] == tokens.display_prefix(secret)
+    assert (record["kind"], record["label"], record["revokedAt"]) == (
+        "server", "checkout service", None,
+    )  # fmt: skip
+    assert created.body["environmentVersion"] == version + 1
+    # Only the hash is stored, and the edge's snapshot now carries it.
+    stored = await db.fetchval("SELECT key_hash FROM api_keys WHERE id = $1", record["id"])
+    assert bytes(stored) == tokens.digest(secret)
+    snapshot = await load_snapshot(db, prod)
+    assert snapshot is not None
+    assert [k.key_hash for k in snapshot.keys] == [tokens.hex_digest(secret)]
+
+    client = await shop.post(KEYS, {"kind": "client"})
+    assert client.body["key"].startswith("crv_cli_")
+    listed = await shop.get(KEYS)
+    assert [k["id"] for k in listed.body["items"]] == [record["id"], client.body["apiKey"]["id"]]
+    assert secret not in listed.raw.decode()
+    assert (await shop.get("/projects/shop/environments/dev/keys")).body["items"] == []
+
+    revoked = await shop.delete(f"{KEYS}/{record['id']}")
+    assert revoked.status == 200
+    assert revoked.body["revokedAt"] is not None
+    after = await db.fetchval("SELECT version FROM environments WHERE id = $1", prod)
+    assert after == version + 3  # created twice, revoked once
+    snapshot = await load_snapshot(db, prod)
+    assert snapshot is not None
+    assert tokens.hex_digest(secret) not in [k.key_hash for k in snapshot.keys]
+
+    again = await shop.delete(f"{KEYS}/{record['id']}")  # revoking twice changes nothing
+    assert again.status == 200
+    assert again.body["revokedAt"] == revoked.body["revokedAt"]
+    assert await db.fetchval("SELECT version FROM environments WHERE id = $1", prod) == after
+
+
+async def test_key_input_and_unknown_ids(shop: Control) -> None:
+    expiring = await shop.post(KEYS, {"kind": "client", "expiresAt": "2031-01-01T00:00:00Z"})
+    assert expiring.status == 201
+    assert expiring.body["apiKey"]["expiresAt"].startswith("2031-01-01T00:00:00")
+    for body, path in (
+        ({"kind": "admin"}, "kind"),
+        ({"kind": "server", "expiresAt": "tomorrow"}, "expiresAt"),
+        ({"kind": "server", "expiresAt": "2031-01-01T00:00:00"}, "expiresAt"),
+        ({"label": "no kind"}, "kind"),
+    ):
+        answer = await shop.post(KEYS, body)
+        assert answer.status == 400
+        assert answer.problem_paths() == [path]
+    assert (await shop.delete(f"{KEYS}/not-a-uuid")).status == 404
+    assert (await shop.delete(f"{KEYS}/00000000-0000-0000-0000-000000000000")).status == 404
+    key_id = expiring.body["apiKey"]["id"]
+    # A key is addressed within its environment.
+    assert (await shop.delete(f"/projects/shop/environments/dev/keys/{key_id}")).status == 404
+    assert (
+        await shop.post("/projects/shop/environments/qa/keys", {"kind": "server"})
+    ).status == 404
