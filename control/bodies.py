@@ -6,7 +6,8 @@ A request is refused with
 - 415 when it has a body that is not ``application/json`` (or a ``+json`` type),
 - 413 when the body is over ``CRIVLINE_MAX_BODY_BYTES``,
 - 400 when it is not JSON, or does not have the declared shape — wrong types, missing
-  fields and unknown fields (never silently ignored) are each reported with their path.
+  fields and unknown fields (never silently ignored) are each reported with their path,
+- 422 when it holds a NUL character (U+0000), which Postgres cannot store.
 
 Semantic checks (is this targeting valid for this flag?) come later, and answer 422.
 """
@@ -16,14 +17,20 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 
 from control.state import SETTINGS
-from crivline.errors import BadRequest, FieldProblem, PayloadTooLarge, UnsupportedMediaType
+from crivline.errors import (
+    BadRequest,
+    FieldProblem,
+    PayloadTooLarge,
+    Unprocessable,
+    UnsupportedMediaType,
+)
 
 Kind = Literal["string", "boolean", "object", "date-time", "any-json"]
 
@@ -33,6 +40,23 @@ _JSON_TYPES: dict[Kind, Any] = {
     "object": "object",
     "date-time": "string",
 }
+
+
+def parse_datetime(value: str) -> datetime:
+    """An RFC 3339 date-time (with its offset), in UTC; ValueError says what is wrong."""
+    try:
+        # RFC 3339 allows a lowercase t and z, and a leap second (Python has none).
+        parsed = datetime.fromisoformat(value.upper().replace(":60", ":59"))
+    except ValueError:
+        raise ValueError(
+            "must be an RFC 3339 date-time, for example 2030-01-01T00:00:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ValueError("must include a time zone offset, for example Z or +02:00")
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of the range of dates this API stores") from None
 
 
 def _matches(pattern: str, value: str) -> bool:
@@ -97,11 +121,9 @@ class Field:
             return f"must be one of {', '.join(self.choices)}"
         if self.kind == "date-time":
             try:
-                parsed = datetime.fromisoformat(value)
-            except ValueError:
-                return "must be an RFC 3339 date-time, for example 2030-01-01T00:00:00Z"
-            if parsed.tzinfo is None:
-                return "must include a time zone offset, for example Z or +02:00"
+                parse_datetime(value)
+            except ValueError as exc:
+                return str(exc)
         return None
 
     def _noun(self) -> str:
@@ -211,7 +233,8 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     if (where := _nul_path(document, "")) is not None:
-        raise BadRequest(
+        # Well-formed JSON that Postgres cannot store (text and jsonb refuse U+0000).
+        raise Unprocessable(
             "the body contains a NUL character (\\u0000), which cannot be stored",
             problems=[FieldProblem(where, "contains a NUL character")],
         )

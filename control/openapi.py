@@ -45,7 +45,8 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "cursor": {
         "name": "cursor", "in": "query", "required": False,
-        "description": "The nextCursor of the previous page.", "schema": {"type": "string"},
+        "description": "The nextCursor of the previous page (opaque).",
+        "schema": {"type": "string", "minLength": 1},
     },
     "IfMatch": {
         "name": "If-Match", "in": "header", "required": False,

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from aiohttp import web
 
-from control.bodies import parse
+from control.bodies import parse, parse_datetime
 from control.http import json_response, path_key, path_uuid
 from control.routing import Api, Reply
 from control.schemas import NEW_KEY
 from control.store import TenantStore
 from control.tx import Outcome, reading, write
+from crivline.errors import FieldProblem, Unprocessable
 
 api = Api("/api/v1")
 _KEYS = "/projects/{project}/environments/{environment}/keys"
@@ -41,7 +42,12 @@ async def create_key(request: web.Request) -> web.Response:
     project, env = path_key(request, "project"), path_key(request, "environment")
     body = await parse(request, NEW_KEY)
     expires = body.get("expiresAt")
-    expires_at = None if expires is None else datetime.fromisoformat(expires)
+    expires_at = None if expires is None else parse_datetime(expires)
+    if expires_at is not None and expires_at <= datetime.now(UTC):
+        raise Unprocessable(
+            "the key would be born expired",
+            problems=[FieldProblem("expiresAt", "must be in the future")],
+        )
 
     async def create(store: TenantStore) -> Outcome:
         key, secret, version = await store.keys.create(

@@ -56,7 +56,7 @@ async def test_bodies_must_be_json_objects(control: Control) -> None:
     empty = await control.post("/projects", data=b"", headers={"Content-Type": "application/json"})
     assert empty.status == 400
     nul = await control.post("/projects", {"key": "shop", "name": "a\u0000b"})
-    assert nul.status == 400
+    assert nul.status == 422
     assert nul.problem_paths() == ["name"]
     assert (await control.get("/projects")).body["items"] == []
 

@@ -61,7 +61,13 @@ async def test_key_input_and_unknown_ids(shop: Control) -> None:
     expiring = await shop.post(KEYS, {"kind": "client", "expiresAt": "2031-01-01T00:00:00Z"})
     assert expiring.status == 201
     assert expiring.body["apiKey"]["expiresAt"].startswith("2031-01-01T00:00:00")
+    lowercase = await shop.post(KEYS, {"kind": "client", "expiresAt": "2031-06-30t23:59:60z"})
+    assert lowercase.status == 201  # RFC 3339 allows it, leap second included
+    past = await shop.post(KEYS, {"kind": "client", "expiresAt": "2001-01-01T00:00:00+02:00"})
+    assert past.status == 422
+    assert past.problem_paths() == ["expiresAt"]
     for body, path in (
+        ({"kind": "server", "expiresAt": "9999-12-31T23:59:59-14:00"}, "expiresAt"),
         ({"kind": "admin"}, "kind"),
         ({"kind": "server", "expiresAt": "tomorrow"}, "expiresAt"),
         ({"kind": "server", "expiresAt": "2031-01-01T00:00:00"}, "expiresAt"),
