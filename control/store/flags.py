@@ -16,7 +16,7 @@ from typing import Any
 
 from control.http import Precondition
 from control.store.projects import ProjectStore
-from control.store.records import Environment, Flag, FlagEnvironment, Project
+from control.store.records import Environment, Flag, FlagEnvironment, Project, same_json
 from control.store.scope import TenantScope
 from control.store.segments import SegmentStore
 from control.validation import flag_problems, join_path, refuse
@@ -175,9 +175,11 @@ class FlagStore:
             "metadata": dict(current.metadata),
         }
         wanted = {**fields, **changes}
-        if wanted == fields:
+        if same_json(wanted, fields):
             return current  # nothing to change: no revision, no audit, no bump
-        if (wanted["variants"], wanted["metadata"]) != (fields["variants"], fields["metadata"]):
+        if not same_json(
+            [wanted["variants"], wanted["metadata"]], [fields["variants"], fields["metadata"]]
+        ):
             await self._check_environments(project, current, wanted["variants"], wanted["metadata"])
         after = await self.rewrite(project, current, **wanted)
         await self.scope.bump(await self._environment_ids(project))

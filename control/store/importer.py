@@ -23,7 +23,7 @@ from typing import Any
 
 from control.store.flags import FlagStore
 from control.store.projects import ProjectStore
-from control.store.records import Environment, Flag, FlagEnvironment, Project
+from control.store.records import Environment, Flag, FlagEnvironment, Project, same_json
 from control.store.scope import TenantScope
 from control.store.segments import SegmentStore
 from control.validation import flag_problems, flag_set_problems, infer_type, join_path, refuse
@@ -158,7 +158,9 @@ class Importer:
                     default_variant=fe.default_variant,
                     targeting=fe.targeting,
                     segments=segments,
-                    prefix=join_path(join_path("flags", key), f"(in {env_key})"),
+                    # The stored state of another environment, which the new variants
+                    # would break: flags.<key>.environments.<env>.<field>.
+                    prefix=join_path(join_path(join_path("flags", key), "environments"), env_key),
                 )
         return problems
 
@@ -171,7 +173,7 @@ class Importer:
     ) -> bool:
         changed = False
         for name in sorted(evaluators):
-            if known.get(name) == evaluators[name] and name in known:
+            if name in known and same_json(known[name], evaluators[name]):
                 continue
             _, created = await self.segments.write(project, name, evaluators[name])
             (report.segments_created if created else report.segments_updated).append(name)
@@ -193,7 +195,7 @@ class Importer:
 
     async def _update_flag(self, project: Project, flag: Flag, definition: Any) -> bool:
         variants, metadata = definition["variants"], definition.get("metadata") or {}
-        if (flag.variants, flag.metadata, flag.archived) == (variants, metadata, False):
+        if not flag.archived and same_json([flag.variants, flag.metadata], [variants, metadata]):
             return False
         await self.flags.rewrite(
             project, flag, variants=variants, metadata=metadata, archived=False

@@ -12,12 +12,21 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 JSON = Any
 
 
 def _id(value: Any) -> str:
     return str(value)
+
+
+def same_json(a: JSON, b: JSON) -> bool:
+    """Equal as JSON documents. Python's ``==`` is not enough: it holds ``True == 1 ==
+    1.0``, which JSONLogic (``===``) and flag types tell apart."""
+    return orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+        b, option=orjson.OPT_SORT_KEYS
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +136,9 @@ class FlagEnvironment:
         }
 
     def served_equal(self, state: str, default_variant: str | None, targeting: JSON) -> bool:
-        return (self.state, self.default_variant, self.targeting) == (
-            state,
-            default_variant,
-            targeting,
+        return same_json(
+            [self.state, self.default_variant, self.targeting],
+            [state, default_variant, targeting],
         )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from control.http import Precondition
 from control.store.projects import ProjectStore
-from control.store.records import Project, Segment
+from control.store.records import Project, Segment, same_json
 from control.store.scope import TenantScope
 from control.validation import refuse, segment_problems, segment_refs
 from crivline.errors import Conflict, NotFound
@@ -72,7 +72,7 @@ class SegmentStore:
         current = await self._find(project, key, "FOR UPDATE")
         if precondition is not None:
             precondition.check(None if current is None else current.revision, f"segment {key!r}")
-        if current is not None and current.definition == definition:
+        if current is not None and same_json(current.definition, definition):
             return current, False
         others = await self.definitions(project)
         others.pop(key, None)

@@ -215,8 +215,15 @@ async def test_flag_state_is_validated(shop: Control) -> None:
     assert all(p.startswith("targeting.if[0]") for p in paths)
     assert await refused({"state": "ENABLED", "targeting": {"$ref": "nope"}}) == ["targeting.$ref"]
     assert await refused({"state": "ON"}, 400) == ["state"]
+    # true and 1 are different JSON: a PUT that only changes one into the other is a change.
+    strict = {"state": "ENABLED", "targeting": {"if": [{"===": [{"var": "x"}, True]}, "on", "off"]}}
+    assert (await shop.put(path, strict)).body["revision"] == 2
+    strict["targeting"]["if"][0]["==="][1] = 1
+    changed = await shop.put(path, strict)
+    assert changed.body["revision"] == 3
+    assert changed.body["targeting"] == strict["targeting"]
     assert await refused({"defaultVariant": "on"}, 400) == ["state"]
-    assert (await shop.get(path)).body["revision"] == 1
+    assert (await shop.get(path)).body["revision"] == 3
     assert (await shop.put("/projects/shop/flags/checkout/environments/qa",
                            {"state": "ENABLED"})).status == 404  # fmt: skip
     assert (await shop.put("/projects/shop/flags/nope/environments/dev",

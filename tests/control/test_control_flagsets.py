@@ -142,7 +142,7 @@ async def test_import_is_all_or_nothing(shop: Control, db: asyncpg.Connection) -
                                        "defaultVariant": "on"}}}  # fmt: skip
     refused = await shop.post(IMPORT.format(env="prod"), narrowed)
     assert refused.status == 422
-    assert refused.problem_paths() == ['flags.checkout["(in dev)"].defaultVariant']
+    assert refused.problem_paths() == ["flags.checkout.environments.dev.defaultVariant"]
 
     shape = await shop.post(IMPORT.format(env="prod"), {"flags": [], "extra": 1})
     assert shape.status == 400
