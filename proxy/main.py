@@ -57,7 +57,7 @@ async def _serve(settings: Settings, options: ProxyOptions) -> int:
         await runner.cleanup()
         raise StartupError(
             f"cannot listen on {settings.host}:{settings.proxy_port} "
-            f"(CRIVLINE_PROXY_PORT): {exc.strerror or exc}"
+            f"(CRIVLINE_PROXY_PORT): {os.strerror(exc.errno) if exc.errno else exc}"
         ) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -125,5 +125,7 @@ def _reap(workers: list[_Worker]) -> list[int]:
             )
             proc.kill()
             proc.wait()
-        codes.append(proc.returncode)
+        # A worker still starting when SIGTERM came had no handler yet: the signal's
+        # default action ended it, which is a clean stop too.
+        codes.append(0 if proc.returncode == -signal.SIGTERM else proc.returncode)
     return codes

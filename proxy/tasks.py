@@ -1,8 +1,8 @@
 """Background tasks that are always awaited: spawned through :class:`Tasks`, stopped by it.
 
-Cancelling a task and then awaiting it is the only clean way to stop it; swallowing the
-``CancelledError`` of *our own* cancellation would make a shutdown hang, so
-:func:`cancel_and_wait` re-raises when the caller itself is being cancelled.
+Cancelling a task and then waiting for it is the only clean way to stop it. Waiting uses
+``asyncio.wait``, so a cancellation of the *waiter* propagates instead of being
+mistaken for the task's own.
 """
 
 from __future__ import annotations
@@ -18,17 +18,18 @@ log = logging.getLogger("proxy")
 
 
 async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait for it to finish; its own failure is logged, not raised."""
-    if not task.done():
+    """Cancel ``task`` and wait until it has finished. Its own failure is not raised here
+    (a :class:`Tasks` member's is logged when it happens).
+
+    The cancellation is repeated until the task ends: redis-py (8.1) can swallow a
+    ``CancelledError`` that lands while it is connecting, and a single ``cancel()``
+    would then wait forever. If *we* are cancelled meanwhile, that propagates.
+    """
+    while not task.done():
         task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise  # we are being cancelled ourselves: never swallow that
-    except Exception:
-        log.exception("background task failed", extra={"fields": {"task": task.get_name()}})
+        await asyncio.wait({task}, timeout=0.5)
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not complain about it
 
 
 class Tasks:

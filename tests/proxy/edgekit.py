@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -292,3 +293,104 @@ async def open_stream() -> AsyncIterator[Callable[..., Awaitable[SSEClient]]]:
 
 def flag(variants: dict[str, Any], default: str | None, **extra: Any) -> dict[str, Any]:
     return {"state": "ENABLED", "variants": variants, "defaultVariant": default, **extra}
+
+
+# -- the real pipeline: control API → Postgres → syncd → Valkey -------------------------
+
+
+@dataclass
+class Central:
+    """A running control API (the only writer of Postgres) and a syncd daemon feeding
+    the edge Valkey from it, as in production."""
+
+    url: str
+    token: str
+    session: aiohttp.ClientSession
+    daemon: Any
+    db: Any
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with self.session.request(
+            method,
+            f"{self.url}/api/v1{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {self.token}"},
+        ) as response:
+            raw = await response.read()
+            return response.status, orjson.loads(raw) if raw else None
+
+    async def ok(self, method: str, path: str, body: Any = None) -> Any:
+        status, answer = await self.call(method, path, body)
+        assert status in (200, 201), (method, path, status, answer)
+        return answer
+
+    async def environment_id(self, project: str, env: str) -> str:
+        value = await self.db.fetchval(
+            "SELECT e.id::text FROM environments e JOIN projects p ON p.id = e.project_id "
+            "WHERE p.key = $1 AND e.key = $2",
+            project,
+            env,
+        )
+        return str(value)
+
+    async def create_key(self, project: str, env: str, kind: str) -> tuple[str, str]:
+        answer = await self.ok(
+            "POST", f"/projects/{project}/environments/{env}/keys", {"kind": kind}
+        )
+        return answer["key"], answer["apiKey"]["id"]
+
+    async def set_state(self, project: str, flag: str, env: str, **state: Any) -> int:
+        answer = await self.ok("PUT", f"/projects/{project}/flags/{flag}/environments/{env}", state)
+        return int(answer["environmentVersion"])
+
+
+@pytest.fixture
+async def central(database_url: str, redis_url: str, db: Any) -> AsyncIterator[Central]:
+    import asyncpg
+
+    from control.app import create_app as create_control
+    from crivline.seed import create_tenant
+    from crivline.snapshot import set_json_codecs
+    from syncd.config import SyncdConfig
+    from syncd.daemon import Daemon
+
+    control_settings = Settings.from_env({}, database_url=database_url, control_port=free_port())
+    control_app = create_control(control_settings)
+    runner = web.AppRunner(control_app, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", control_settings.control_port).start()
+    tenant = await create_tenant(db, "acme")
+
+    primary = await asyncpg.create_pool(database_url, min_size=1, max_size=4, init=set_json_codecs)
+    syncd_redis = aioredis.from_url(redis_url)
+
+    async def listen_connect() -> asyncpg.Connection:
+        return await asyncpg.connect(database_url, timeout=5)
+
+    daemon = Daemon(
+        SyncdConfig(
+            keyspace=Keyspace(PREFIX, EDGE),
+            reconcile_interval=0.5,
+            heartbeat_ttl=5.0,
+            port=0,
+            io_timeout=2.0,
+            listen_probe_interval=0.5,
+        ),
+        primary=primary,
+        redis=syncd_redis,
+        listen_connect=listen_connect,
+    )
+    task = asyncio.create_task(daemon.run())
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    try:
+        await eventually(lambda: daemon.readiness()["ok"], within=15, what="syncd ready")
+        yield Central(
+            f"http://127.0.0.1:{control_settings.control_port}", tenant.token, session, daemon, db
+        )
+    finally:
+        await session.close()
+        await daemon.close()
+        await task
+        await primary.close()
+        await syncd_redis.aclose()
+        await runner.cleanup()
