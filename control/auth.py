@@ -18,6 +18,7 @@ from crivline import tokens
 from crivline.errors import Unauthorized
 
 API_PREFIX = "/api/v1"
+ACQUIRE_TIMEOUT = 10.0  # a starved pool answers 503 rather than hanging the request
 
 _LOOKUP = """
 SELECT id::text AS id, tenant_id::text AS tenant_id, display_prefix, label
@@ -61,7 +62,7 @@ async def authenticate(request: web.Request) -> Principal:
     secret = _bearer(request)
     row = None
     if tokens.kind_of(secret) is tokens.SecretKind.MANAGEMENT:
-        async with request.app[POOL].acquire() as conn:
+        async with request.app[POOL].acquire(timeout=ACQUIRE_TIMEOUT) as conn:
             row = await conn.fetchrow(_LOOKUP, tokens.digest(secret))
     if row is None:
         # Unknown, revoked, or an API key sent to the management API: all the same to us.

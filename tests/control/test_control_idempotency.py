@@ -108,3 +108,15 @@ async def test_keys_are_per_tenant_and_well_formed(
     assert (
         await control.post("/projects", {"key": "x"}, headers={"Idempotency-Key": ""})
     ).status == 400
+
+
+async def test_keys_expire_after_a_day(control: Control, db: asyncpg.Connection) -> None:
+    key = {"Idempotency-Key": "old-key"}
+    assert (await control.post("/projects", {"key": "shop"}, headers=key)).status == 201
+    await db.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+    # Past its retention the key is free again, even for another request.
+    reused = await control.post("/projects", {"key": "blog"}, headers=key)
+    assert reused.status == 201
+    assert "Idempotent-Replayed" not in reused.headers
+    replayed = await control.post("/projects", {"key": "blog"}, headers=key)
+    assert replayed.headers["Idempotent-Replayed"] == "true"

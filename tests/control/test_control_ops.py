@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 
 import asyncpg
+import orjson
 import pytest
 from control_testkit import Control, control_settings, start_control
 
 from control.app import create_app
+from control.state import OPENAPI
 from crivline.embedded import PostgresServer
 
 
@@ -49,10 +51,6 @@ def test_the_document_lists_exactly_the_routes_of_the_app() -> None:
         for route in app.router.routes()
         if route.resource is not None
     }
-    import orjson
-
-    from control.state import OPENAPI
-
     doc = orjson.loads(app[OPENAPI])
     documented = {(m.upper(), path) for path, ops in doc["paths"].items() for m in ops}
     assert served == documented
