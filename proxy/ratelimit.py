@@ -59,9 +59,9 @@ class RateLimiter:
         window.pending += 1
         return 0
 
-    async def flush(self) -> None:
+    async def flush(self, at: float | None = None) -> None:
         """Push local counts to the shared counters and read back the totals."""
-        now = int(time.time())
+        now = int(time.time() if at is None else at)
         for key_id in [k for k, w in self._windows.items() if w.second < now - 1]:
             del self._windows[key_id]  # windows that ended: their counts no longer matter
         batch = [(w, w.pending, k) for k, w in self._windows.items() if w.pending]

@@ -1,0 +1,118 @@
+"""/healthz, /readyz (a complete, fresh sync — not merely "Redis answered") and /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from edgekit import Feeder, SSEClient, StartProxy, eventually, flag, make_key, new_env
+
+from proxy import appkeys
+
+OpenStream = Callable[..., Awaitable[SSEClient]]
+
+
+async def test_healthz_answers_without_redis_state(start_proxy: StartProxy) -> None:
+    proxy = await start_proxy()
+    response = await proxy.get("/healthz")
+    assert response.status == 200
+    assert await response.json() == {"status": "ok"}
+
+
+async def test_readyz_needs_syncds_heartbeat_and_a_fresh_complete_sync(
+    feeder: Feeder, start_proxy: StartProxy
+) -> None:
+    env, key = new_env(), make_key("server")
+    await feeder.write(env, {"a": flag({"on": True}, "on")}, keys=[key])
+    proxy = await start_proxy()  # Redis answers, the environment is loaded ... but no syncd
+    response = await proxy.get("/readyz")
+    assert response.status == 503
+    body = await response.json()
+    assert body["status"] == "not ready"
+    assert body["redis"] == "up"
+    assert body["environments"] == 1
+    assert "syncd heartbeat missing: syncd is not running for this edge" in body["problems"]
+    assert "no complete sync in redis (sync state has no epoch)" in body["problems"]
+    stale = await proxy.get("/sdk/v1/flags", headers=key.headers)
+    assert "Crivline-Stale" in stale.headers
+
+    await feeder.synced()
+
+    async def ready() -> bool:
+        return (await proxy.get("/readyz")).status == 200
+
+    await eventually(ready, what="ready once syncd's state is there")
+    body = await (await proxy.get("/readyz")).json()
+    assert body["status"] == "ready"
+    assert body["problems"] == []
+    assert body["syncd"]["heartbeat"] is True
+    fresh = await proxy.get("/sdk/v1/flags", headers=key.headers)
+    assert "Crivline-Stale" not in fresh.headers
+
+    # syncd goes away: still serving from memory, so degraded (200), strict says 503.
+    await feeder.redis.delete(feeder.keyspace.heartbeat)
+
+    async def degraded() -> bool:
+        return (await (await proxy.get("/readyz")).json())["status"] == "degraded"
+
+    await eventually(degraded, what="degraded without syncd")
+    assert (await proxy.get("/readyz")).status == 200
+    assert (await proxy.get("/readyz?strict=1")).status == 503
+
+
+async def test_readyz_says_when_reconciliation_is_too_old(
+    feeder: Feeder, start_proxy: StartProxy
+) -> None:
+    await feeder.synced()
+    await feeder.redis.hset(feeder.keyspace.sync_state, "reconciled_at", "1000")
+    proxy = await start_proxy()
+
+    async def problems() -> list[str]:
+        return list((await (await proxy.get("/readyz")).json())["problems"])
+
+    found = await eventually(problems, what="a freshness problem")
+    assert any(p.startswith("last reconciliation") for p in found), found
+
+
+async def test_metrics_count_what_happens(
+    feeder: Feeder, start_proxy: StartProxy, open_stream: OpenStream
+) -> None:
+    env, key = new_env(), make_key("server")
+    await feeder.write(env, {"a": flag({"on": True, "off": False}, "on")}, keys=[key])
+    await feeder.synced()
+    proxy = await start_proxy()
+    first = await proxy.get("/sdk/v1/flags", headers=key.headers)
+    etag = first.headers["ETag"]
+    await proxy.get("/sdk/v1/flags", headers={**key.headers, "If-None-Match": etag})
+    await proxy.get("/sdk/v1/flags", headers={"X-API-Key": "crv_srv_nobody"})
+    stream = await open_stream(proxy, "/sdk/v1/stream", headers=key.headers)
+    await stream.next_event()
+    version = await feeder.write(env, {"a": flag({"on": True, "off": False}, "off")})
+    await stream.next_event()
+    await proxy.loaded(env, version)
+
+    response = await proxy.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    text = await response.text()
+    expected = [
+        'crivline_proxy_requests_total{method="GET",route="sdk_flags",status="200"} 1.0',
+        'crivline_proxy_requests_total{method="GET",route="sdk_flags",status="304"} 1.0',
+        'crivline_proxy_requests_total{method="GET",route="sdk_flags",status="401"} 1.0',
+        'crivline_proxy_conditional_requests_total{result="not_modified",route="sdk_flags"} 1.0',
+        'crivline_proxy_auth_failures_total{reason="unknown"} 1.0',
+        'crivline_proxy_streams_open{kind="sdk"} 1.0',
+        'crivline_proxy_stream_events_total{event="put",kind="sdk"} 1.0',
+        'crivline_proxy_stream_events_total{event="patch",kind="sdk"} 1.0',
+        "crivline_proxy_propagation_lag_seconds_count 1.0",
+        "crivline_proxy_environments_loaded 1.0",
+        "crivline_proxy_redis_up 1.0",
+        'crivline_proxy_request_duration_seconds_count{route="sdk_flags"} 3.0',
+    ]
+    for line in expected:
+        assert line in text, line
+    assert 'crivline_proxy_cache_lookups_total{cache="key",result="hit"}' in text
+    assert "crivline_proxy_snapshot_age_seconds " in text
+    # Each app has its own registry: a second proxy starts from zero.
+    other = await start_proxy()
+    assert "sdk_flags" not in await (await other.get("/metrics")).text()
+    assert proxy[appkeys.METRICS].registry is not other[appkeys.METRICS].registry
