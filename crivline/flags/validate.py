@@ -8,7 +8,7 @@ is :class:`FlagSetError`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import orjson
@@ -267,6 +267,15 @@ class _Checker:
             )
 
 
+def _run(limits: Limits, body: Callable[[_Checker], None]) -> None:
+    c = _Checker(limits)
+    try:
+        body(c)
+    except RecursionError:  # only with a max_depth far above the default
+        c.add("", f"nested too deeply to check with max_depth={limits.max_depth}")
+    c.done()
+
+
 def validate_flag_set(
     doc: object,
     *,
@@ -279,11 +288,13 @@ def validate_flag_set(
     ``integer``, ``float`` or ``object``); flags without one must have variants that all
     share one JSON type (integers and floats both count as numbers).
     """
-    c = _Checker(limits)
+    _run(limits, lambda c: _flag_set(c, doc, types))
+
+
+def _flag_set(c: _Checker, doc: object, types: Mapping[str, str] | None) -> None:
     c.document(doc, "", "flag set")
     if type(doc) is not dict:
         c.add("", f"a flag set must be a JSON object, not {describe(doc)}")
-        c.done()
         return
     for field in doc:
         if field not in _SET_FIELDS:
@@ -301,14 +312,13 @@ def validate_flag_set(
     if schema is not None and type(schema) is not str:
         c.add("$schema", "$schema must be a string (a URL)")
     c.metadata(doc.get("metadata"), "metadata")
-    graph = SegmentGraph(segments, limits.max_depth)
+    graph = SegmentGraph(segments, c.limits.max_depth)
     for name, fragment in segments.items():
         c.segment(name, fragment, segments, graph, key_path("$evaluators", name))
     if type(flags) is dict:
         declared = types if isinstance(types, Mapping) else {}
         for key, definition in flags.items():
             c.flag(key, definition, declared.get(key), segments, graph, key_path("flags", key))
-    c.done()
 
 
 def validate_flag(
@@ -320,11 +330,13 @@ def validate_flag(
     limits: Limits = DEFAULT_LIMITS,
 ) -> None:
     """Check one flag (``segments``: the segments its ``$ref``s may name)."""
-    c = _Checker(limits)
-    c.document(definition, "", "flag")
     known: Mapping[Any, Any] = segments if isinstance(segments, Mapping) else {}
-    c.flag(key, definition, flag_type, known, SegmentGraph(known, limits.max_depth), "")
-    c.done()
+
+    def body(c: _Checker) -> None:
+        c.document(definition, "", "flag")
+        c.flag(key, definition, flag_type, known, SegmentGraph(known, limits.max_depth), "")
+
+    _run(limits, body)
 
 
 def validate_segment(
@@ -335,10 +347,12 @@ def validate_segment(
     limits: Limits = DEFAULT_LIMITS,
 ) -> None:
     """Check one segment (``segments``: the other segments, which it may ``$ref``)."""
-    c = _Checker(limits)
-    c.document(fragment, "", "segment")
     known: dict[Any, Any] = dict(segments) if isinstance(segments, Mapping) else {}
     if type(name) is str:
         known[name] = fragment
-    c.segment(name, fragment, known, SegmentGraph(known, limits.max_depth), "")
-    c.done()
+
+    def body(c: _Checker) -> None:
+        c.document(fragment, "", "segment")
+        c.segment(name, fragment, known, SegmentGraph(known, limits.max_depth), "")
+
+    _run(limits, body)

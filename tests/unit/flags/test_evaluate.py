@@ -295,3 +295,19 @@ def test_resolution_equality_and_repr() -> None:
     assert a != Resolution("k", 1.0, "one", Reason.STATIC)  # an int is not a float
     assert a != "k"
     assert "value=1" in repr(a)
+
+
+def test_too_deep_targeting_is_a_parse_error_not_a_crash() -> None:
+    deep: Any = "on"
+    for _ in range(50_000):
+        deep = {"!": [deep]}
+    r = evaluate(flag(deep))
+    assert (r.reason, r.error_code) == (Reason.ERROR, ErrorCode.PARSE_ERROR)
+
+
+def test_a_pathological_context_is_a_general_error_not_a_crash() -> None:
+    nested: Any = "x"
+    for _ in range(50_000):
+        nested = [nested]
+    r = evaluate(flag({"if": [{"==": [{"cat": [{"var": "v"}]}, "x"]}, "on", "off"]}), {"v": nested})
+    assert (r.reason, r.error_code) == (Reason.ERROR, ErrorCode.GENERAL)

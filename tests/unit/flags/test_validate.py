@@ -345,3 +345,11 @@ def test_error_message_summarises_problems() -> None:
     assert text.startswith("4 problems: flags.a: a flag must be an object")
     assert text.endswith("(and 1 more)")
     assert str(Problem("", "x")) == "x"
+
+
+def test_a_huge_depth_limit_still_raises_only_flag_set_errors() -> None:
+    deep: Any = "on"
+    for _ in range(50_000):
+        deep = {"!": [deep]}
+    found = problems({"flags": {"f": flag(deep)}}, limits=Limits(max_depth=10**9))
+    assert any("nested too deeply to check" in p.message for p in found)
