@@ -356,9 +356,12 @@ class CompiledFlagSet:
     def evaluate(self, key: str, context: Mapping[str, Any]) -> Resolution:
         """The result of flag ``key`` for ``context`` (a JSON object; the targeting key
         is its ``targetingKey``)."""
-        entry = self._entries.get(key)
+        try:
+            entry = self._entries.get(key)
+        except TypeError:  # an unhashable key: no flag has it
+            entry = None
         if entry is None:
-            return _error(key, ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} does not exist")
+            return _error(str(key), ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} does not exist")
         if type(context) is not dict and not isinstance(context, Mapping):
             return self._invalid_context(key, context)
         if type(entry) is Resolution:

@@ -311,3 +311,9 @@ def test_a_pathological_context_is_a_general_error_not_a_crash() -> None:
         nested = [nested]
     r = evaluate(flag({"if": [{"==": [{"cat": [{"var": "v"}]}, "x"]}, "on", "off"]}), {"v": nested})
     assert (r.reason, r.error_code) == (Reason.ERROR, ErrorCode.GENERAL)
+
+
+@pytest.mark.parametrize("key", [None, 3, ["f"], {"f": 1}])
+def test_odd_keys_are_not_found(key: Any) -> None:
+    r = one(flag()).evaluate(key, {})
+    assert r.error_code == ErrorCode.FLAG_NOT_FOUND
