@@ -60,10 +60,6 @@ ARITY: Final[dict[str, tuple[int, int | None]]] = {
 
 OPERATIONS: Final = frozenset(ARITY)
 
-# Operations whose second argument is evaluated once per array item, with the item
-# (for reduce: {"current": item, "accumulator": acc}) as its data.
-SCOPED: Final = frozenset({"map", "filter", "reduce", "all", "none", "some"})
-
 SEM_VER_OPERATORS: Final = ("=", "!=", "<", "<=", ">", ">=", "^", "~")
 
 MAX_WEIGHT_SUM: Final = 2_147_483_647  # flagd: the weights of one fractional fit an int32

@@ -13,7 +13,6 @@ from crivline.flags.ops import (
     ARITY,
     MAX_WEIGHT_SUM,
     OPERATIONS,
-    SCOPED,
     SEM_VER_OPERATORS,
     arguments,
     arity_text,
@@ -113,8 +112,6 @@ class RuleChecker:
         self._literals(op, args, at)
         for i, a in enumerate(args):
             self.check(a, at(i), False, inner)
-        if op in SCOPED:
-            return
 
     def _tail_literal(self, value: Any, path: str) -> None:
         if self.variants is None or value is None:
