@@ -45,7 +45,7 @@ async def test_one_winner_per_revision(
     try:
         # Everyone read revision 1 and writes against it: exactly one may win.
         racers = await asyncio.gather(*(
-            shop.put(STATE, {"state": "ENABLED", "targeting": {"==": [i, i]}},
+            shop.put(STATE, {"state": "ENABLED", "targeting": {"==": ["racer", i]}},
                      headers={"If-Match": '"1"'})
             for i in range(WRITERS)
         ))  # fmt: skip
@@ -85,6 +85,7 @@ async def writer(shop: Control, me: int) -> list[dict[str, Any]]:
         current = await shop.get(STATE)
         body = {"state": "ENABLED", "targeting": {"==": [me, len(committed)]}}
         answer = await shop.put(STATE, body, headers={"If-Match": current.headers["ETag"]})
+        # Every body differs from every other, so a 200 is always a committed change.
         if answer.status == 200:
             assert answer.body["revision"] == current.body["revision"] + 1
             committed.append(answer.body)
