@@ -22,9 +22,9 @@ from control.store.segments import SegmentStore
 from control.validation import flag_problems, join_path, refuse
 from crivline.errors import Conflict, NotFound
 
-_FLAG_COLUMNS = """id, project_id, key, name, description, type, variants, metadata,
+FLAG_COLUMNS = """id, project_id, key, name, description, type, variants, metadata,
                    is_archived, revision, created_at, updated_at"""
-_FLAG = f"SELECT {_FLAG_COLUMNS} FROM flags"
+_FLAG = f"SELECT {FLAG_COLUMNS} FROM flags"
 _STATE_COLUMNS = """fe.flag_id, f.key AS flag_key, fe.environment_id,
     e.key AS environment_key, fe.state, fe.default_variant, fe.targeting, fe.revision,
     fe.updated_at, fe.updated_by"""
@@ -289,7 +289,7 @@ class FlagStore:
             f"""INSERT INTO flags (tenant_id, project_id, key, name, description, type,
                                    variants, metadata)
                 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb)
-                ON CONFLICT (project_id, key) DO NOTHING RETURNING {_FLAG_COLUMNS}""",
+                ON CONFLICT (project_id, key) DO NOTHING RETURNING {FLAG_COLUMNS}""",
             self.tenant_id,
             project.id,
             key,

@@ -21,15 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from control.store.flags import FlagStore
+from control.store.flags import FLAG_COLUMNS, FlagStore
 from control.store.projects import ProjectStore
 from control.store.records import Environment, Flag, FlagEnvironment, Project, same_json
 from control.store.scope import TenantScope
 from control.store.segments import SegmentStore
 from control.validation import flag_problems, flag_set_problems, infer_type, join_path, refuse
-
-_FLAG_COLUMNS = """id, project_id, key, name, description, type, variants, metadata,
-                   is_archived, revision, created_at, updated_at"""
 
 
 @dataclass(slots=True)
@@ -124,7 +121,7 @@ class Importer:
 
     async def _lock_flags(self, project: Project, keys: list[str]) -> dict[str, Flag]:
         rows = await self.conn.fetch(
-            f"""SELECT {_FLAG_COLUMNS} FROM flags
+            f"""SELECT {FLAG_COLUMNS} FROM flags
                  WHERE tenant_id = $1 AND project_id = $2 AND key = ANY($3::text[])
                  ORDER BY key FOR NO KEY UPDATE""",
             self.tenant_id,
