@@ -296,7 +296,7 @@ class FlagStore:
             name,
             description,
             flag_type,
-            variants,
+            stored_variants(flag_type, variants),
             metadata,
         )
         if row is None:  # archived flags keep their key too
@@ -355,7 +355,7 @@ class FlagStore:
             flag.id,
             new["name"],
             new["description"],
-            dict(new["variants"]),
+            stored_variants(flag.type, new["variants"]),
             dict(new["metadata"]),
             new["archived"],
         )
@@ -415,3 +415,15 @@ class FlagStore:
             after=after.to_api(),
         )
         return after
+
+
+def stored_variants(flag_type: str, variants: Mapping[str, Any]) -> dict[str, Any]:
+    """Variants as stored and served. A float flag's whole-number variants become floats
+    (``1`` → ``1.0``): JSON keeps the difference, and SDKs that check types refuse an
+    integer where the flag promises a float."""
+    if flag_type != "float":
+        return dict(variants)
+    return {
+        name: float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        for name, value in variants.items()
+    }

@@ -228,3 +228,18 @@ async def test_flag_state_is_validated(shop: Control) -> None:
                            {"state": "ENABLED"})).status == 404  # fmt: skip
     assert (await shop.put("/projects/shop/flags/nope/environments/dev",
                            {"state": "ENABLED"})).status == 404  # fmt: skip
+
+
+async def test_float_flags_serve_whole_numbers_as_floats(control: Control) -> None:
+    await control.project()
+    created = await control.flag(
+        key="rate", type="float", variants={"none": 0, "half": 0.5}, defaultVariant="none"
+    )
+    assert created.status == 201
+    served = await control.get("/projects/shop/environments/prod/flagset")
+    assert b'"none":0.0' in served.raw
+    patched = await control.patch("/projects/shop/flags/rate", {"variants": {"none": 0, "all": 1}})
+    assert patched.status == 200
+    served = await control.get("/projects/shop/environments/prod/flagset")
+    assert b'"all":1.0' in served.raw
+    assert b'"none":0.0' in served.raw
