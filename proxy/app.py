@@ -55,6 +55,7 @@ def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.A
     )
     app[appkeys.STATUS] = EdgeStatus(fresh_seconds=fresh)
     app[appkeys.BULK_CACHE] = BulkCache(options.bulk_cache_bytes)
+    app[appkeys.STREAM_LINKS] = {}
     app.cleanup_ctx.extend(
         [
             _redis,

@@ -114,7 +114,7 @@ def _bulk(
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None:
         hit = headers.etag_matches(if_none_match, etag)
-        metrics.conditional.labels("ofrep_bulk", "not_modified" if hit else "modified").inc()
+        metrics.conditional_request("ofrep_bulk", hit)
         if hit:
             return web.Response(status=304, headers=out)
     if flags_part is None:
@@ -147,17 +147,32 @@ def _origin(request: web.Request) -> str:
     return f"{proto or request.scheme}://{host or request.host}"
 
 
+_LINKS_MAX = 50_000
+
+
 def _event_streams(request: web.Request, info: KeyInfo, state: EnvState, now: float) -> bytes:
+    """The ``eventStreams`` member, built once per (key, version, ticket window, origin)."""
     app = request.app
-    ticket = app[appkeys.TICKETS].issue(state.id, info.key_hash, state.version, now)
+    tickets = app[appkeys.TICKETS]
+    origin = _origin(request)
+    links = app[appkeys.STREAM_LINKS]
+    cache_key = (info.key_hash, state.id, state.version, tickets.expiry(now), origin)
+    cached = links.get(cache_key)
+    if cached is not None:
+        return cached
+    ticket = tickets.issue(state.id, info.key_hash, state.version, now)
     if ticket is None:
-        return b""  # no secret yet: clients poll instead
+        return b""  # no secret yet: clients poll instead (not cached: it will come)
     entry = {
         "type": "sse",
-        "url": f"{_origin(request)}{EVENTS_PATH}?ticket={ticket}",
+        "url": f"{origin}{EVENTS_PATH}?ticket={ticket}",
         "inactivityDelaySec": app[appkeys.OPTIONS].inactivity_delay_seconds,
     }
-    return b',"eventStreams":[' + orjson.dumps(entry) + b"]"
+    part = b',"eventStreams":[' + orjson.dumps(entry) + b"]"
+    if len(links) >= _LINKS_MAX:
+        links.clear()  # old windows and versions: cheaper to rebuild than to track
+    links[cache_key] = part
+    return part
 
 
 def _last_modified(raw: str) -> int | None:

@@ -40,9 +40,7 @@ async def flags(request: web.Request) -> web.Response:
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None:
         hit = headers.etag_matches(if_none_match, state.etag)
-        app[appkeys.METRICS].conditional.labels(
-            "sdk_flags", "not_modified" if hit else "modified"
-        ).inc()
+        app[appkeys.METRICS].conditional_request("sdk_flags", hit)
         if hit:
             return web.Response(status=304, headers=out)
     return web.Response(body=state.flag_set, headers=out, content_type="application/json")
