@@ -46,6 +46,7 @@ from proxy.tasks import Tasks
 log = logging.getLogger("proxy.environments")
 
 _CONCURRENT_LOADS = 32
+_RETRY_COLD_LOAD_SECONDS = 1.0  # a failed cold load is not retried per request
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -190,6 +191,7 @@ class EnvironmentCache:
         self._lag_from: dict[str, float] = {}  # env -> commit time of an announced change
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        self._failed_at: dict[str, float] = {}  # env -> when loading it last failed
         self._loads = asyncio.Semaphore(_CONCURRENT_LOADS)
         self._tasks = Tasks("environments")
         self.on_keys_gone: Callable[[set[str]], None] = hub.close_keys
@@ -215,10 +217,14 @@ class EnvironmentCache:
             self._metrics.cache_lookup("environment", True)
             return state
         self._metrics.cache_lookup("environment", False)
-        worker = self._schedule(env, 1)
-        await asyncio.shield(worker)
+        failed = self._failed_at.get(env)
+        if failed is None or time.monotonic() - failed > _RETRY_COLD_LOAD_SECONDS:
+            await asyncio.shield(self._schedule(env, 1))
         state = self._states.get(env)
         if state is None:
+            self._failed_at[env] = time.monotonic()  # a flood must not hammer Redis
+            if len(self._failed_at) > 10_000:
+                self._failed_at.clear()
             why = (
                 "Redis is unavailable"
                 if not self._status.redis_up
@@ -388,6 +394,7 @@ class EnvironmentCache:
 
     def _install(self, state: EnvState) -> None:
         self._states[state.id] = state
+        self._failed_at.pop(state.id, None)
         waiters = self._waiters.get(state.id)
         if waiters:
             for v, future in waiters:

@@ -274,6 +274,9 @@ class Hub:
             for client in list(group):
                 client.close(reason, final)
 
+    def count(self, env: str, kind: str) -> int:
+        return len(self._by_env.get((env, kind), ()))
+
     def clients(self) -> Iterable[StreamClient]:
         for group in self._by_env.values():
             yield from group

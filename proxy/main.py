@@ -78,8 +78,10 @@ async def _serve(settings: Settings, options: ProxyOptions) -> int:
         await stop.wait()
         log.info("stopping: closing streams, finishing in-flight requests")
     finally:
+        # The handlers stay until the end: a second SIGTERM (a process-group kill on top
+        # of the supervisor's) must not cut the graceful shutdown short.
+        await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await runner.cleanup()
     log.info("proxy stopped")
     return 0

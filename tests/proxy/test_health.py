@@ -116,3 +116,28 @@ async def test_metrics_count_what_happens(
     other = await start_proxy()
     assert "sdk_flags" not in await (await other.get("/metrics")).text()
     assert proxy[appkeys.METRICS].registry is not other[appkeys.METRICS].registry
+
+
+async def test_status_page_needs_the_operator_token(
+    feeder: Feeder, start_proxy: StartProxy, open_stream: OpenStream
+) -> None:
+    env, key = new_env(), make_key("server")
+    version = await feeder.write(env, {"a": flag({"on": True}, "on")}, keys=[key])
+    off = await start_proxy()
+    assert (await off.get("/status")).status == 404
+    proxy = await start_proxy(operator_token="op-secret")
+    assert (await proxy.get("/status")).status == 401
+    assert (await proxy.get("/status", headers=key.headers)).status == 401
+    stream = await open_stream(proxy, "/sdk/v1/stream", headers=key.headers)
+    await stream.next_event()
+    page = await proxy.get("/status", headers={"Authorization": "Bearer op-secret"})
+    assert page.status == 200
+    body = await page.json()
+    assert body["edge"] == "edge-1"
+    assert body["keys"] == 1
+    [described] = body["environments"]
+    assert described["id"] == env
+    assert described["version"] == version
+    assert described["flags"] == 1
+    assert described["streams"] == {"sdk": 1, "ofrep": 0}
+    assert "op-secret" not in await page.text()

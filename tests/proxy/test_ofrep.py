@@ -256,3 +256,31 @@ async def test_cors_preflight_needs_no_key_and_responses_expose_headers(
     refused = await proxy.post("/ofrep/v1/evaluate/flags", json={}, headers={"Origin": "x"})
     assert refused.status == 401
     assert refused.headers["Access-Control-Allow-Origin"] == "*"  # the browser can read why
+
+
+async def test_time_dependent_targeting_is_never_served_from_the_bulk_cache(
+    feeder: Feeder, start_proxy: StartProxy
+) -> None:
+    env, key = new_env(), make_key("client")
+    clock = flag(
+        {"early": "early", "late": "late"},
+        "early",
+        targeting={"if": [{">": [{"var": "$flagd.timestamp"}, 0]}, "late", "early"]},
+    )
+    await feeder.write(env, {"clock": clock}, keys=[key])
+    proxy = await start_proxy()
+    state = proxy[appkeys.CACHE].get(env)
+    assert state is not None
+    assert state.time_dependent
+    for _ in range(2):
+        response = await proxy.post(
+            "/ofrep/v1/evaluate/flags", json={"context": {}}, headers=key.headers
+        )
+        assert (await response.json())["flags"][0]["value"] == "late"
+    assert len(proxy[appkeys.BULK_CACHE]) == 0
+    again = await proxy.post(
+        "/ofrep/v1/evaluate/flags",
+        json={"context": {}},
+        headers={**key.headers, "If-None-Match": response.headers["ETag"]},
+    )
+    assert again.status == 304  # same answer bytes: still a 304, computed from them

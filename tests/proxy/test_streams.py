@@ -357,3 +357,19 @@ async def test_ofrep_stream_tickets_are_checked(
     assert raw.endswith(b": key revoked\n\n")
     again = await proxy.get(path)
     assert again.status == 401  # the ticket dies with its key
+
+
+async def test_an_environment_leaving_the_edge_ends_its_streams_and_keys(
+    feeder: Feeder, start_proxy: StartProxy, open_stream: OpenStream
+) -> None:
+    env, key = new_env(), make_key("server")
+    await feeder.write(env, {"a": ON}, keys=[key])
+    proxy = await start_proxy()
+    stream = await open_stream(proxy, "/sdk/v1/stream", headers=key.headers)
+    await stream.next_event()
+    assert await feeder.store.remove(env)
+    raw = await stream.closed(within=2.0)
+    assert raw.endswith(b": environment removed from this edge\n\n")
+    assert proxy[appkeys.CACHE].get(env) is None
+    refused = await proxy.get("/sdk/v1/flags", headers=key.headers)
+    assert refused.status == 401
