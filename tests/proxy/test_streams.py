@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -373,3 +376,43 @@ async def test_an_environment_leaving_the_edge_ends_its_streams_and_keys(
     assert proxy[appkeys.CACHE].get(env) is None
     refused = await proxy.get("/sdk/v1/flags", headers=key.headers)
     assert refused.status == 401
+
+
+async def test_a_client_that_stops_reading_is_cut_off_and_the_others_keep_up(
+    feeder: Feeder, start_proxy: StartProxy, open_stream: OpenStream
+) -> None:
+    env, key = new_env(), make_key("server")
+    await feeder.write(env, {"big": flag({"v": "x"}, "v")}, keys=[key])
+    proxy = await start_proxy(TEST_OPTIONS.with_(stream_buffer_bytes=256 * 1024))
+    healthy = await open_stream(proxy, "/sdk/v1/stream", headers=key.headers)
+    await healthy.next_event()
+
+    # A raw client with a tiny receive buffer that never reads after the headers.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    host, port = proxy.url.removeprefix("http://").split(":")
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(
+        f"GET /sdk/v1/stream HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {key.secret}\r\n\r\n".encode()
+    )
+    await reader.readuntil(b"\r\n\r\n")
+    hub = proxy[appkeys.HUB]
+    await eventually(lambda: len(hub) == 2, what="both streams registered")
+
+    payload = "y" * 50_000
+    version = 1
+    try:
+        while len(hub) == 2:  # until the hub cuts the stalled client off
+            version = await feeder.write(env, {"big": flag({"v": f"{version}{payload}"}, "v")})
+            event = await healthy.next_event()
+            assert event.id == str(version)  # the reading client never falls behind
+            assert version < 400, "the stalled client was never disconnected"
+        closed = proxy[appkeys.METRICS].stream_closed.labels("overflow")._value.get()
+        assert closed == 1
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
