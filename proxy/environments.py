@@ -112,12 +112,28 @@ def is_time_dependent(flag_set: bytes) -> bool:
     )
 
 
-def patch_event(version: int, base: int, delta: bytes) -> PatchEvent:
+def patch_event(
+    version: int, base: int, delta: bytes, committed_at: float | None = None
+) -> PatchEvent:
+    """The ``patch`` event of one delta entry. ``committedAt`` (epoch seconds, the commit
+    in the central Postgres, from the entry's ``at``) lets a client measure how long the
+    change took to reach it; it is left out when the entry has no commit time."""
     body = orjson.loads(delta) if delta else {}
     if not isinstance(body, dict):
         body = {}
-    data = orjson.dumps({"version": version, "base": base, **body})
+    head: dict[str, Any] = {"version": version, "base": base}
+    if committed_at is not None:
+        head["committedAt"] = committed_at
+    data = orjson.dumps({**head, **body})
     return PatchEvent(version, base, sse.event(data, name="patch", id=version))
+
+
+def _commit_time(raw: bytes | None) -> float | None:
+    try:
+        at = float(raw) if raw else 0.0
+    except ValueError:
+        return None
+    return at if at > 0 else None
 
 
 def build_state(
@@ -384,7 +400,7 @@ class EnvironmentCache:
             v, base = int(f["v"]), int(f["base"])
             if v <= current or v > version:
                 continue
-            chain.append(patch_event(v, base, f.get("delta", b"")))
+            chain.append(patch_event(v, base, f.get("delta", b""), _commit_time(f.get("at"))))
         expected = current
         for event in chain:
             if event.base != expected:
@@ -432,7 +448,7 @@ class EnvironmentCache:
         state = self._states.get(env) or state
         if entries:
             events = [
-                patch_event(e.version, e.base, orjson.dumps(e.delta))
+                patch_event(e.version, e.base, orjson.dumps(e.delta), e.committed_at or None)
                 for e in entries
                 if e.version <= state.version
             ]

@@ -53,10 +53,11 @@ async def test_stream_opens_with_retry_and_put_then_patches_exact_bytes(
     opening = b"retry: 2000\n\n" + put
     assert await stream.raw_until(len(opening)) == opening
 
-    await feeder.write(env, {"a": OFF})  # a changed, b removed
+    await feeder.write(env, {"a": OFF}, committed_at=1771622898.25)  # a changed, b removed
     patch = (
         b"id: 2\nevent: patch\ndata: "
-        b'{"version":2,"base":1,"evaluators":{},"flags":{"a":{"defaultVariant":"off",'
+        b'{"version":2,"base":1,"committedAt":1771622898.25,"evaluators":{},'
+        b'"flags":{"a":{"defaultVariant":"off",'
         b'"state":"ENABLED","variants":{"off":false,"on":true}}},"removed":["b"],'
         b'"removedEvaluators":[]}\n\n'
     )
@@ -116,13 +117,19 @@ async def test_resume_from_the_delta_log_when_this_process_never_saw_the_changes
     env, key = new_env(), make_key("server")
     await feeder.write(env, {"a": ON}, keys=[key])
     for i in range(3):
-        await feeder.write(env, {"a": ON, f"new{i}": ON})
+        await feeder.write(env, {"a": ON, f"new{i}": ON}, committed_at=1771622900.5 + i)
     proxy = await start_proxy()  # loads version 4: its in-memory ring is empty
     resumed = await open_stream(
         proxy, "/sdk/v1/stream", headers={**key.headers, "Last-Event-ID": "1"}
     )
     events = [await resumed.next_event() for _ in range(3)]
     assert [(e.event, e.id) for e in events] == [("patch", "2"), ("patch", "3"), ("patch", "4")]
+    # Each patch carries the commit time of its change, read from the delta log.
+    assert [orjson.loads(e.data)["committedAt"] for e in events] == [
+        1771622900.5,
+        1771622901.5,
+        1771622902.5,
+    ]
 
 
 async def test_resume_beyond_the_log_gets_a_put(
