@@ -199,16 +199,7 @@ class Daemon:
             # Stop taking work first, then let the writes in flight finish (each rebuild
             # is shielded for up to shutdown_grace), then the rest.
             for group in ("follow", "reconcile", "work", "heartbeat"):
-                tasks = self._tasks.get(group, [])
-                for task in tasks:
-                    task.cancel()
-                if tasks:
-                    await asyncio.wait(tasks)
-                    for task in tasks:
-                        if not task.cancelled() and task.exception() is not None:
-                            log.debug(
-                                "task ended with an error", extra=fields(task=task.get_name())
-                            )
+                await _cancel_all(self._tasks.get(group, []), self.config.shutdown_grace + 1)
             if self._runner is not None:
                 await self._runner.cleanup()
                 self._runner = None
@@ -314,3 +305,20 @@ class Daemon:
             "listening": self.listener.listening if self.listener is not None else None,
             "bus": self.bus.subscribed if self.bus is not None else None,
         }
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]], patience: float) -> None:
+    """Cancel ``tasks`` and wait for them. A cancellation can be lost inside a library
+    (``asyncio.wait_for`` before Python 3.12 drops one that races a completion), so one
+    still running after ``patience`` seconds is cancelled again, every second."""
+    pending = [task for task in tasks if not task.done()]
+    wait = patience
+    while pending:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=wait)
+        pending = [task for task in pending if not task.done()]
+        wait = 1.0
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("task ended", extra=fields(task=task.get_name()))

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from crivline.keyspace import PG_CHANNEL
 from crivline.logs import fields
-from syncd.backoff import Backoff
+from syncd.backoff import PG_ERRORS, Backoff
 from syncd.metrics import SyncdMetrics
 
 log = logging.getLogger("crivline.syncd")
@@ -69,8 +69,6 @@ def parse_wakeup(payload: str | bytes, received: float | None = None) -> Wakeup 
 
 
 OnWakeup = Callable[[Wakeup, str], None]
-
-_PG_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class PostgresListener:
@@ -122,7 +120,7 @@ class PostgresListener:
                 connected_before = True
                 self.on_reconnect()
                 await self._watch(conn, lost)
-            except _PG_ERRORS as exc:
+            except PG_ERRORS as exc:
                 delay = backoff.next()
                 log.log(
                     logging.WARNING if backoff.attempt == 1 else logging.DEBUG,

@@ -17,7 +17,7 @@ import asyncpg
 
 from crivline.logs import fields
 from crivline.snapshot import EnvironmentSnapshot, load_snapshot
-from syncd.backoff import Backoff
+from syncd.backoff import PG_ERRORS, Backoff
 from syncd.metrics import SyncdMetrics
 from syncd.scope import Scope, ScopedEnvironment, environments_in_scope
 
@@ -77,7 +77,7 @@ class Source:
         while True:
             try:
                 loaded = await self._load(self.replica, environment_id, from_replica=True)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except PG_ERRORS as exc:
                 # A replica that is down is not a reason to stop: the primary answers.
                 log.warning(
                     "replica read failed, reading the primary",

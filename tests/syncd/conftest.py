@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from syncd_testkit import wait_for
 from crivline.edge_store import EdgeStore
 from crivline.keyspace import Keyspace
 from crivline.snapshot import set_json_codecs
+from syncd.clients import redis_client
 from syncd.config import SyncdConfig
 from syncd.daemon import Daemon
 from syncd.scope import Scope
@@ -80,23 +82,24 @@ async def start_syncd(database_url: str, redis_url: str) -> AsyncIterator[StartS
             replica = await asyncpg.create_pool(
                 replica_url, min_size=0, max_size=4, init=set_json_codecs
             )
-        redis = aioredis.from_url(redis_url)
 
         async def listen_connect() -> asyncpg.Connection:
             return await asyncpg.connect(database_url, timeout=5)
 
+        settings = SyncdConfig(
+            keyspace=Keyspace("crivline:", edge_id),
+            scope=scope or Scope(),
+            reconcile_interval=interval,
+            port=0,
+            listen=listen,
+            replica_wait=replica_wait,
+            io_timeout=5.0,
+            listen_probe_interval=1.0,
+            **config,
+        )
+        redis = redis_client(redis_url, settings)  # configured as in production
         daemon = Daemon(
-            SyncdConfig(
-                keyspace=Keyspace("crivline:", edge_id),
-                scope=scope or Scope(),
-                reconcile_interval=interval,
-                port=0,
-                listen=listen,
-                replica_wait=replica_wait,
-                io_timeout=5.0,
-                listen_probe_interval=1.0,
-                **config,
-            ),
+            settings,
             primary=primary,
             replica=replica,
             redis=redis,
@@ -122,6 +125,7 @@ class Announcements:
 
     messages: list[dict[str, Any]] = field(default_factory=list)
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+    subscribed_at: list[float] = field(default_factory=list)  # wall clock, per subscription
 
     def versions(self, env: str) -> list[int]:
         return [m["v"] for m in self.messages if m["e"] == env and not m.get("removed")]
@@ -135,14 +139,17 @@ async def announcements(redis_url: str) -> AsyncIterator[Announcements]:
     seen = Announcements()
     channel = Keyspace().changes
 
+    stopped = False
+
     async def follow() -> None:
-        while True:
+        while not stopped:
             client = aioredis.from_url(redis_url)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(channel)
+                seen.subscribed_at.append(time.time())
                 seen.subscribed.set()
-                while True:
+                while not stopped:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message["type"] == "message":
                         seen.messages.append(orjson.loads(message["data"]))
@@ -160,5 +167,6 @@ async def announcements(redis_url: str) -> AsyncIterator[Announcements]:
     try:
         yield seen
     finally:
+        stopped = True
         task.cancel()
         await asyncio.wait({task})

@@ -1,0 +1,119 @@
+"""The I/O clients syncd runs on, built from the settings with bounded, jittered retries.
+
+Redis clients retry a failed command a few times quickly (a pooled connection that died
+with a restarted server), then give up so syncd's own loops take over. That is safe for
+the apply script: a retried apply whose first attempt did run is refused by the version
+guard, so nothing is written or announced twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import asyncpg
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from crivline.errors import DatabaseUnavailable, StartupError
+from crivline.settings import Settings, redact_url
+from crivline.snapshot import set_json_codecs
+from syncd.backoff import PG_ERRORS, retry
+from syncd.config import SyncdConfig
+
+CONNECT_DEADLINE = 60.0  # seconds of retries before start-up gives up
+APPLICATION_NAME = "crivline-syncd"
+
+
+@dataclass
+class Clients:
+    primary: asyncpg.Pool
+    replica: asyncpg.Pool | None
+    redis: Redis
+    bus: Redis | None
+
+    async def close(self) -> None:
+        for pool in (self.primary, self.replica):
+            if pool is not None:
+                try:
+                    async with asyncio.timeout(5):
+                        await pool.close()
+                except PG_ERRORS:
+                    pool.terminate()
+        for client in (self.redis, self.bus):
+            if client is not None:
+                try:
+                    await client.aclose()
+                except (RedisError, OSError):
+                    pass
+
+
+def postgres_pool(url: str, config: SyncdConfig, *, min_size: int = 1) -> asyncpg.Pool:
+    """A pool for snapshot and version reads (awaiting it connects ``min_size``)."""
+    return asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=config.concurrency + 2,
+        init=set_json_codecs,
+        timeout=config.io_timeout,
+        command_timeout=config.io_timeout,
+        server_settings={"application_name": APPLICATION_NAME},
+    )
+
+
+async def listen_connection(url: str, config: SyncdConfig) -> asyncpg.Connection:
+    """The dedicated LISTEN connection (never one from the pool)."""
+    return await asyncpg.connect(
+        url,
+        timeout=config.io_timeout,
+        server_settings={"application_name": APPLICATION_NAME + "-listen"},
+    )
+
+
+def redis_client(url: str, config: SyncdConfig) -> Redis:
+    return Redis.from_url(
+        url,
+        socket_timeout=config.io_timeout,
+        socket_connect_timeout=config.io_timeout,
+        health_check_interval=30,
+        retry=Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.01), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+
+
+async def connect(settings: Settings, config: SyncdConfig, deadline: float) -> Clients:
+    database = settings.require_database()
+    redis_url = settings.require_redis()
+    try:
+        primary = await retry(
+            "postgres",
+            lambda: postgres_pool(database, config),
+            retry_on=PG_ERRORS,
+            deadline=deadline,
+        )
+    except PG_ERRORS as exc:
+        raise DatabaseUnavailable(f"cannot connect to {redact_url(database)}: {exc}") from None
+    # The replica connects lazily: a replica that is down must not keep syncd from
+    # starting (snapshot reads then go to the primary).
+    replica = None
+    if settings.replica_url is not None:
+        replica = await postgres_pool(settings.replica_url.reveal(), config, min_size=0)
+    redis = redis_client(redis_url, config)
+    try:
+        await retry(
+            "redis",
+            redis.ping,
+            retry_on=(RedisError, OSError, TimeoutError),
+            deadline=deadline,
+        )
+    except (RedisError, OSError, TimeoutError) as exc:
+        await Clients(primary, replica, redis, None).close()
+        raise StartupError(f"cannot connect to {redact_url(redis_url)}: {exc}") from None
+    bus = None
+    if settings.bus_url is not None:
+        bus = redis_client(settings.bus_url.reveal(), config)
+    return Clients(primary, replica, redis, bus)
