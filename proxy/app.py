@@ -3,9 +3,10 @@
 One cleanup context per resource, in dependency order (each is torn down in reverse):
 the Redis connection pool; the key index; the stream hub; the environment cache; the
 rate limiter and its flusher; the ticket signer; the pub/sub subscriber (which loads
-everything and keeps it current); the health monitor. Nothing touches Redis before the
-app starts, and start-up does not wait for Redis: without it the proxy listens, answers
-``/healthz``, reports ``/readyz`` not ready, and catches up as soon as Redis is there.
+everything and keeps it current); the health monitor; the status page's sampler.
+Nothing touches Redis before the app starts, and start-up does not wait for Redis:
+without it the proxy listens, answers ``/healthz``, reports ``/readyz`` not ready, and
+catches up as soon as Redis is there.
 
 On shutdown the hub first closes every stream with a ``retry:`` hint (aiohttp runs
 ``on_shutdown`` before it waits for in-flight handlers), then the contexts unwind.
@@ -24,7 +25,7 @@ from redis.backoff import NoBackoff
 
 from crivline.keyspace import Keyspace
 from crivline.settings import Settings
-from proxy import appkeys, health, routes_ofrep, routes_sdk
+from proxy import appkeys, health, routes_ofrep, routes_sdk, status_page
 from proxy.bulkcache import BulkCache
 from proxy.environments import EnvironmentCache
 from proxy.hub import Hub
@@ -66,12 +67,14 @@ def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.A
             _tickets,
             _subscriber,
             _health,
+            status_page.sampling,
         ]
     )
     app.on_shutdown.append(_close_streams)
     app.add_routes(routes_sdk.routes)
     app.add_routes(routes_ofrep.routes)
     app.add_routes(health.routes)
+    app.add_routes(status_page.routes)
     return app
 
 

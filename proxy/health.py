@@ -2,9 +2,8 @@
 
 ``/healthz``: the process answers (200, always, unless it is wedged).
 
-``/status`` (with ``Authorization: Bearer $CRIVLINE_OPERATOR_TOKEN``; off without it):
-every environment this process holds — version, ETag, commit/apply/load times, open
-streams — plus keys, streams and Redis state.
+``/status``, the operator's page (off without ``CRIVLINE_OPERATOR_TOKEN``), is in
+:mod:`proxy.status_page`.
 
 ``/readyz``: this edge holds a complete, fresh sync *and* this process has loaded it —
 syncd's heartbeat exists, the sync state has an epoch, the last reconciliation is
@@ -27,9 +26,7 @@ the process resynchronises everything.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
-import os
 import time
 from typing import Any
 
@@ -37,10 +34,7 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from crivline.errors import NotFound, Unauthorized
 from proxy import appkeys
-from proxy.auth import presented_key
-from proxy.hub import OFREP, SDK
 from proxy.metrics import metrics_handler
 
 log = logging.getLogger("proxy.health")
@@ -128,45 +122,3 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 routes.get("/metrics", name="metrics")(metrics_handler)
-
-_STARTED = time.time()
-
-
-@routes.get("/status", name="status")
-async def status_page(request: web.Request) -> web.Response:
-    """What this process serves, for operators (``CRIVLINE_OPERATOR_TOKEN``)."""
-    app = request.app
-    token = app[appkeys.SETTINGS].operator_token
-    if token is None:
-        raise NotFound("the status page is off: set CRIVLINE_OPERATOR_TOKEN to enable it")
-    presented = presented_key(request) or ""
-    if not hmac.compare_digest(presented.encode(), token.reveal().encode()):
-        raise Unauthorized("the status page needs the operator token (CRIVLINE_OPERATOR_TOKEN)")
-    hub, status = app[appkeys.HUB], app[appkeys.STATUS]
-    environments = [
-        {
-            "id": state.id,
-            "flagSetId": state.flag_set_id,
-            "version": state.version,
-            "flags": len(state.flags),
-            "etag": state.etag,
-            "committedAt": state.committed_at,
-            "appliedAt": state.applied_at,
-            "loadedAt": state.loaded_at,
-            "streams": {kind: hub.count(state.id, kind) for kind in (SDK, OFREP)},
-        }
-        for state in sorted(app[appkeys.CACHE].states(), key=lambda s: s.id)
-    ]
-    body = {
-        "edge": app[appkeys.SETTINGS].edge_id,
-        "pid": os.getpid(),
-        "uptimeSeconds": round(time.time() - _STARTED, 1),
-        "redis": "up" if status.redis_up else "down",
-        "problems": status.problems(),
-        "staleSeconds": status.stale_seconds(),
-        "environments": environments,
-        "keys": len(app[appkeys.KEYS]),
-        "streams": len(hub),
-        "bulkCacheEntries": len(app[appkeys.BULK_CACHE]),
-    }
-    return web.Response(body=orjson.dumps(body), content_type="application/json")
