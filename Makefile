@@ -37,3 +37,18 @@ bench-micro: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
+
+# The browser tests' tools (tests/browser): Debian's Chromium, and the npm packages pinned
+# in tests/browser/js/package-lock.json. `make test` installs the npm packages itself when
+# Node and npm are there; without Chromium or Node those tests skip (in CI, they fail).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+.PHONY: browser-deps
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	fi
+	@command -v npm >/dev/null || { echo "install Node.js 20+ with npm first"; exit 1; }
+	cd tests/browser/js && npm ci --no-audit --no-fund && \
+	  cat package.json package-lock.json | sha256sum | cut -d' ' -f1 \
+	  > node_modules/.crivline-lock-sha256
