@@ -80,6 +80,8 @@ class Daemon:
             concurrency=config.concurrency,
             grace=config.shutdown_grace,
         )
+        # Reconnect attempts never wait much longer than a reconciliation interval.
+        reconnect_cap = min(5.0, max(0.5, config.reconcile_interval))
         self.listener: PostgresListener | None = None
         if config.listen and listen_connect is not None:
             self.listener = PostgresListener(
@@ -89,15 +91,22 @@ class Daemon:
                 self.metrics,
                 probe_interval=config.listen_probe_interval,
                 timeout=config.io_timeout,
+                backoff_cap=reconnect_cap,
             )
         self.bus: BusListener | None = None
         if bus is not None:
             self.bus = BusListener(
-                bus, config.keyspace.bus, self._wakeup, self.trigger_reconcile, self.metrics
+                bus,
+                config.keyspace.bus,
+                self._wakeup,
+                self.trigger_reconcile,
+                self.metrics,
+                backoff_cap=reconnect_cap,
             )
         self.port: int | None = None
         self.started_at = time.time()
         self._trigger = asyncio.Event()
+        self._beat = asyncio.Event()  # write the heartbeat now (readiness changed)
         self._stop = asyncio.Event()
         self._stopped = asyncio.Event()
         self._running = False
@@ -226,6 +235,7 @@ class Daemon:
         backoff = Backoff(base=0.1, cap=min(5.0, interval))
         while True:
             self._trigger.clear()
+            was_synced = self.reconciler.synced
             try:
                 await self.reconciler.run_once()
             except RedisLostData as exc:
@@ -249,6 +259,8 @@ class Daemon:
                 backoff.reset()
                 delay = interval
             self.metrics.ready.set(1 if self.readiness()["ok"] else 0)
+            if self.reconciler.synced != was_synced:
+                self._beat.set()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._trigger.wait()
@@ -272,7 +284,10 @@ class Daemon:
                     self.trigger_reconcile()
                 healthy = True
             # While Redis is away, look more often: its return starts the healing.
-            await asyncio.sleep(ttl / 3 if healthy else min(ttl / 3, 0.5))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ttl / 3 if healthy else min(ttl / 3, 0.5)):
+                    await self._beat.wait()
+            self._beat.clear()
 
     def _heartbeat_info(self) -> dict[str, Any]:
         return {

@@ -83,7 +83,9 @@ class PostgresListener:
         *,
         probe_interval: float = 5.0,
         timeout: float = 10.0,
+        backoff_cap: float = 5.0,
     ) -> None:
+        self.backoff_cap = backoff_cap
         self.connect = connect
         self.on_wakeup = on_wakeup
         self.on_reconnect = on_reconnect
@@ -102,7 +104,7 @@ class PostgresListener:
         self.on_wakeup(wakeup, "postgres")
 
     async def run(self) -> None:
-        backoff = Backoff(base=0.1, cap=5.0)
+        backoff = Backoff(base=0.1, cap=self.backoff_cap)
         connected_before = False
         while True:
             conn: asyncpg.Connection | None = None
@@ -157,7 +159,10 @@ class BusListener:
         on_wakeup: OnWakeup,
         on_reconnect: Callable[[], None],
         metrics: SyncdMetrics,
+        *,
+        backoff_cap: float = 5.0,
     ) -> None:
+        self.backoff_cap = backoff_cap
         self.bus = bus
         self.channel = channel
         self.on_wakeup = on_wakeup
@@ -166,7 +171,7 @@ class BusListener:
         self.subscribed = False
 
     async def run(self) -> None:
-        backoff = Backoff(base=0.1, cap=5.0)
+        backoff = Backoff(base=0.1, cap=self.backoff_cap)
         connected_before = False
         while True:
             pubsub = self.bus.pubsub(ignore_subscribe_messages=True)

@@ -94,6 +94,12 @@ class SyncdMetrics:
             "Environments whose Redis version is ahead of Postgres (a restored database?).",
             registry=r,
         )
+        self.snapshot_reads = Counter(
+            "crivline_syncd_snapshot_reads_total",
+            "Environment snapshots read, by where from.",
+            ["source"],  # primary | replica
+            registry=r,
+        )
         self.replica_lag_retries = Counter(
             "crivline_syncd_replica_lag_retries_total",
             "Snapshot reads retried because the replica was behind the wanted version.",

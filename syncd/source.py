@@ -113,4 +113,5 @@ class Source:
             if snapshot is None:
                 return None
             updated_at = await conn.fetchval(_UPDATED_AT, environment_id, snapshot.version)
+        self.metrics.snapshot_reads.labels("replica" if from_replica else "primary").inc()
         return Loaded(snapshot, float(updated_at), from_replica)

@@ -10,13 +10,63 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
+import redis.asyncio as aioredis
 
 from crivline import tokens
 from crivline.edge_store import EdgeStore
 from crivline.seed import create_api_key, create_tenant
 from crivline.snapshot import load_snapshot
+from syncd.daemon import Daemon
 
 T = TypeVar("T")
+
+INTERVAL = 0.3  # seconds between reconciliations in these tests
+
+
+@dataclass
+class Running:
+    daemon: Daemon
+    task: asyncio.Task[None]
+    primary: asyncpg.Pool
+    replica: asyncpg.Pool | None
+    redis: aioredis.Redis
+
+    @property
+    def store(self) -> EdgeStore:
+        return self.daemon.store
+
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.daemon.metrics.registry.get_sample_value(name, labels)
+        return value or 0.0
+
+    async def stop(self) -> None:
+        await self.daemon.close()
+        await self.task  # a daemon that died of an error fails the test here
+        for pool in (self.primary, self.replica):
+            if pool is not None:
+                try:
+                    await asyncio.wait_for(pool.close(), 5)
+                except (TimeoutError, OSError, asyncpg.PostgresError):
+                    pool.terminate()
+        await self.redis.aclose()
+
+
+StartSyncd = Callable[..., Awaitable[Running]]
+
+
+@dataclass
+class Announcements:
+    """Every message on the changes channel, in order (the subscriber reconnects)."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+    subscribed_at: list[float] = field(default_factory=list)  # wall clock, per subscription
+
+    def versions(self, env: str) -> list[int]:
+        return [m["v"] for m in self.messages if m["e"] == env and not m.get("removed")]
+
+    def of(self, env: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["e"] == env]
 
 
 async def wait_for(

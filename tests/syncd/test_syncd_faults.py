@@ -13,8 +13,18 @@ from dataclasses import dataclass, field
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
-from conftest import INTERVAL, Announcements, StartSyncd
-from syncd_testkit import Project, add_flag, add_key, central, edge, make_project, wait_for
+from syncd_testkit import (
+    INTERVAL,
+    Announcements,
+    Project,
+    StartSyncd,
+    add_flag,
+    add_key,
+    central,
+    edge,
+    make_project,
+    wait_for,
+)
 
 from crivline.edge_store import EdgeStore, apply_delta
 from crivline.embedded import PostgresServer, ValkeyServer

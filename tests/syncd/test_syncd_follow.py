@@ -8,8 +8,10 @@ import time
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
-from conftest import INTERVAL, Announcements, StartSyncd
 from syncd_testkit import (
+    INTERVAL,
+    Announcements,
+    StartSyncd,
     add_flag,
     add_key,
     central,
