@@ -39,6 +39,18 @@ def is_io_error(exc: BaseException) -> bool:
     return isinstance(exc, IO_ERRORS)
 
 
+def reraise_if_cancelled() -> None:
+    """Re-raise a cancellation that a library turned into an error.
+
+    Before Python 3.12, ``asyncio.wait_for`` (used inside redis-py) can turn a
+    cancellation that races a timeout into ``TimeoutError``. Loops that catch I/O errors
+    call this first, so a stop request is never mistaken for a failure to retry.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Backoff:
     """Delays that double up to ``cap``, each one drawn from its upper half.
 

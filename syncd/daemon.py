@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from crivline.edge_store import EdgeStore
 from crivline.logs import fields
-from syncd.backoff import Backoff, is_io_error
+from syncd.backoff import Backoff, is_io_error, reraise_if_cancelled
 from syncd.config import SyncdConfig
 from syncd.follow import BusListener, PostgresListener, Wakeup
 from syncd.http import build_app
@@ -207,8 +207,14 @@ class Daemon:
         try:
             # Stop taking work first, then let the writes in flight finish (each rebuild
             # is shielded for up to shutdown_grace), then the rest.
-            for group in ("follow", "reconcile", "work", "heartbeat"):
-                await _cancel_all(self._tasks.get(group, []), self.config.shutdown_grace + 1)
+            grace = self.config.shutdown_grace + 1
+            for group, patience in (
+                ("follow", 1.0),
+                ("reconcile", grace),
+                ("work", grace),
+                ("heartbeat", 1.0),
+            ):
+                await _cancel_all(self._tasks.get(group, []), patience)
             if self._runner is not None:
                 await self._runner.cleanup()
                 self._runner = None
@@ -239,10 +245,12 @@ class Daemon:
             try:
                 await self.reconciler.run_once()
             except RedisLostData as exc:
+                reraise_if_cancelled()
                 self.metrics.reconciliations.labels("error").inc()
                 log.warning("reconciliation restarts", extra=fields(why=str(exc)))
                 delay = 0.05
             except Exception as exc:
+                reraise_if_cancelled()
                 self.metrics.reconciliations.labels("error").inc()
                 delay = backoff.next()
                 log.warning(
@@ -272,6 +280,7 @@ class Daemon:
             try:
                 await self.store.heartbeat(ttl, self._heartbeat_info())
             except (RedisError, OSError, TimeoutError) as exc:
+                reraise_if_cancelled()
                 if healthy:
                     log.warning(
                         "edge redis unreachable", extra=fields(error=f"{type(exc).__name__}: {exc}")

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from crivline.keyspace import PG_CHANNEL
 from crivline.logs import fields
-from syncd.backoff import PG_ERRORS, Backoff
+from syncd.backoff import PG_ERRORS, Backoff, reraise_if_cancelled
 from syncd.metrics import SyncdMetrics
 
 log = logging.getLogger("crivline.syncd")
@@ -123,6 +123,7 @@ class PostgresListener:
                 self.on_reconnect()
                 await self._watch(conn, lost)
             except PG_ERRORS as exc:
+                reraise_if_cancelled()
                 delay = backoff.next()
                 log.log(
                     logging.WARNING if backoff.attempt == 1 else logging.DEBUG,
@@ -194,6 +195,7 @@ class BusListener:
                         continue
                     self.on_wakeup(wakeup, "bus")
             except (RedisError, OSError, TimeoutError) as exc:
+                reraise_if_cancelled()
                 delay = backoff.next()
                 log.log(
                     logging.WARNING if backoff.attempt == 1 else logging.DEBUG,

@@ -16,7 +16,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
 from crivline.logs import fields
-from syncd.backoff import Backoff, is_io_error
+from syncd.backoff import Backoff, is_io_error, reraise_if_cancelled
 from syncd.metrics import SyncdMetrics
 from syncd.replicate import Outcome, Replicator, Want
 from syncd.scope import ScopeView
@@ -110,6 +110,7 @@ async def worker(
             outcome = await finish_in_flight(replicator.sync(env, want), grace)
         except Exception as exc:
             queue.retry(env, want)
+            reraise_if_cancelled()
             metrics.errors.labels("rebuild").inc()
             delay = backoff.next()
             log.warning(
