@@ -49,6 +49,9 @@ async def serve(
             if not data:
                 break
             await response.write(data)
+            # An idle stream waits in next() for weeks: it must not keep what it last
+            # wrote (the opening put is a fresh copy of the whole flag set per client).
+            del data
     except ConnectionError:  # the client went away (aiohttp: ClientConnectionResetError)
         client.close("client disconnected")
     except Exception:
