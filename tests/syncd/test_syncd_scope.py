@@ -96,7 +96,11 @@ async def test_an_edge_scoped_to_an_environment_key_serves_it_in_every_tenant(
     await wait_for(arrived, 5, "the new production environment")
     assert await redis.exists(f"crivline:env:{later.environments['qa']}") == 0
     # qa was looked at once (it could have been in scope), then remembered as outside.
-    assert syncd.sample("crivline_syncd_rebuilds_total", outcome="out_of_scope") == 1
+    await wait_for(
+        lambda: syncd.sample("crivline_syncd_rebuilds_total", outcome="out_of_scope") == 1,
+        5,
+        "the qa environment to be looked at",
+    )
 
 
 async def test_environments_leaving_the_scope_or_deleted_leave_redis(
