@@ -142,7 +142,8 @@ SCRIPT = """
       var h = Math.max(1, (H - B - T) * Math.min(p.seconds, top) / top);
       var bar = svg("rect", {
         x: L + n * slot + slot * 0.15, y: H - B - h, width: slot * 0.7, height: h,
-        "class": p.seconds > 1 ? "bar slow" : "bar", "data-seconds": p.seconds
+        "class": p.seconds > 1 ? "bar slow" : "bar", "data-seconds": p.seconds,
+        "data-version": p.version
       });
       bar.appendChild(svg("title", {}, p.environment + " v" + p.version + ": "
         + duration(p.seconds)));

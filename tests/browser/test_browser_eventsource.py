@@ -69,7 +69,9 @@ async def reconnect_headers(page: Page, proxy: RunningProxy, count: int) -> list
         requests = [
             r
             for r in await page.network()
-            if r["url"].startswith(proxy.url + "/ofrep/v1/events") and r["status"] == 200
+            if r["url"].startswith(proxy.url + "/ofrep/v1/events")
+            and r["status"] == 200
+            and r["headersComplete"]
         ]
         return requests if len(requests) >= count else None
 

@@ -43,7 +43,11 @@ async def answered_bulk(page: Page, proxy_url: str, count: int) -> list[dict[str
 
     async def answered() -> list[dict[str, Any]] | None:
         found = bulk_requests(await page.network(), proxy_url)
-        done = [r for r in found if r["status"] is not None and r["responseHeaders"]]
+        done = [
+            r
+            for r in found
+            if r["status"] is not None and r["responseHeaders"] and r["headersComplete"]
+        ]
         return found if len(done) >= count else None
 
     result: list[dict[str, Any]] = await eventually(answered, what=f"{count} bulk answers")
@@ -114,6 +118,8 @@ async def test_web_provider_evaluates_revalidates_and_follows_the_event_stream(
     events = await page.eval("window.crivlinePage.events.map(e => e.type)")
     assert "changed" not in events, events
     assert "error" not in events, events
+    after_304 = await page.eval(f"window.crivlinePage.evaluate({json.dumps(asked)})")
+    assert after_304 == answers  # the cached evaluations stand
 
     # A different context with the same targeting key: If-None-Match is sent, but the
     # ETag covers the context, so the answer is a 200 with the new evaluation.

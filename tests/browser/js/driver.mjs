@@ -49,6 +49,7 @@ function record(name, page) {
       method: request.method(),
       type: request.resourceType(),
       headers: request.headers(),
+      headersComplete: false,
       status: null,
       responseHeaders: null,
       failure: null,
@@ -56,7 +57,13 @@ function record(name, page) {
     byRequest.set(request, entry);
     state.network.push(entry);
     // The complete set, as sent on the wire (Last-Event-ID, cookies ...), arrives later.
-    request.allHeaders().then((h) => { entry.headers = h; }, () => {});
+    request.allHeaders().then(
+      (h) => {
+        entry.headers = h;
+        entry.headersComplete = true;
+      },
+      () => {},
+    );
   });
   page.on("response", (response) => {
     const entry = byRequest.get(response.request());
