@@ -44,7 +44,9 @@ Per edge (``edge`` is ``CRIVLINE_EDGE_ID``):
     marker survived, i.e. Redis lost nothing meanwhile). This edge's data is complete
     and fresh while ``epoch`` exists and ``reconciled_at`` is recent (a few reconcile
     intervals). A new ``epoch`` value means Redis was rebuilt from empty.
-``{p}edge:{edge}:heartbeat``  string with a TTL — syncd is alive while it exists.
+``{p}edge:{edge}:heartbeat``  string with a TTL — syncd is alive while it exists; JSON
+    ``{"pid", "host", "started_at", "at", "epoch", "ready", "scope"}`` of the syncd that
+    wrote it last (several syncd at one edge share it).
 ``{p}edge:{edge}:ticket-secret``  string — the proxies' shared secret for signing browser
     stream tickets when ``CRIVLINE_TICKET_SECRET`` is unset (the first proxy sets it with
     NX, every other process at the edge adopts it; a flush just makes them pick a new one).

@@ -69,6 +69,7 @@ class Daemon:
         )
         self.view = ScopeView(config.scope)
         self.replicator = Replicator(self.source, self.store, config.scope, self.metrics)
+        self.replicator.on_loss = self.trigger_reconcile
         self.queue = WorkQueue(self.replicator.known, self.metrics)
         self.reconciler = Reconciler(
             self.source,

@@ -20,6 +20,11 @@ class SyncdMetrics:
             "Environments in this edge's scope at the last reconciliation.",
             registry=r,
         )
+        self.environments_behind = Gauge(
+            "crivline_syncd_environments_behind",
+            "Environments whose Redis version was behind Postgres at the last reconciliation.",
+            registry=r,
+        )
         self.versions_applied = Counter(
             "crivline_syncd_versions_applied_total",
             "Environment versions written to the edge Redis.",

@@ -103,6 +103,7 @@ class Reconciler:
         self.epoch = epoch
         self.synced = True
         self.metrics.full_syncs.labels(reason).inc()
+        self.metrics.environments_behind.set(0)
         self.metrics.reconciled()
         log.info(
             "full sync complete",
@@ -126,6 +127,7 @@ class Reconciler:
             self.epoch = state.epoch
         scope = await self._scope()
         behind = await self._behind(scope)
+        self.metrics.environments_behind.set(len(behind))
         for env, target in behind.items():
             self.metrics.reconcile_resyncs.inc()
             self.queue.offer(env, Want(target.version, target.updated_at, None, "reconcile"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -84,6 +84,8 @@ class Replicator:
         self.scope = scope
         self.metrics = metrics
         self.known: dict[str, int] = {}
+        # Called when a write finds an environment gone that Redis held before.
+        self.on_loss: Callable[[], None] | None = None
         self._locks = _KeyedLocks()
 
     async def sync(self, environment_id: str, want: Want) -> Outcome:
@@ -143,10 +145,13 @@ class Replicator:
         if not result.applied:  # another writer got there first
             self.known[env] = max(result.previous, self.known.get(env, 0))
             return Outcome.CURRENT
+        if base == 0 and self.known.get(env, 0) > 0 and self.on_loss is not None:
+            self.on_loss()  # Redis had this environment and lost it: check everything now
         self.known[env] = snapshot.version
         self.metrics.versions_applied.inc()
         now = time.time()
-        self.metrics.commit_lag.observe(max(0.0, now - committed_at))
+        if want.source != "full_sync":  # a full sync copies old data: that is no lag
+            self.metrics.commit_lag.observe(max(0.0, now - committed_at))
         if want.received is not None:
             self.metrics.notification_lag.observe(max(0.0, time.monotonic() - want.received))
         log.info(
@@ -159,7 +164,7 @@ class Replicator:
                 flags=len(snapshot.flag_set.get("flags") or {}),
                 source=want.source,
                 replica=loaded.from_replica,
-                lag=round(max(0.0, now - committed_at), 4),
+                since_commit=round(max(0.0, now - committed_at), 4),
             ),
         )
         return Outcome.APPLIED
