@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit bench bench-micro venv clean
+.PHONY: up test lint typecheck unit bench bench-deps bench-micro venv clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -31,6 +31,22 @@ unit: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+# The load benchmark: a stack on embedded servers, throughput against a same-run baseline,
+# streams and propagation, the locust scenarios; report in loadtests/results/<time>/.
+# Bounded (~7 min). BENCH_ARGS=--smoke for the few-seconds version make test runs.
+bench: bench-deps
+	$(BIN)/python loadtests/bench.py $(BENCH_ARGS)
+
+# What the bench uses beyond pyproject.toml: matplotlib for the plots, and wrk (when it
+# can be installed) for the throughput phase; without wrk it uses its Python generator.
+bench-deps: $(STAMP)
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || \
+		$(BIN)/python -m pip install --quiet --disable-pip-version-check matplotlib
+	@command -v wrk >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get install -y -qq wrk >/dev/null || true; fi; \
+		command -v wrk >/dev/null || echo "note: wrk is not installed; the bench uses its Python generator"; }
 
 bench-micro: $(STAMP)
 	$(BIN)/pytest tests/benchmarks -m benchmark --benchmark-enable --benchmark-columns=min,median,mean,ops -p no:randomly

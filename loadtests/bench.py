@@ -1,0 +1,932 @@
+"""``make bench``: the proxy under load, against a baseline measured in the same run.
+
+What one run does (bounded: ~7 minutes in full, under a minute with ``--smoke``):
+
+1. ``crivline up`` in a temporary folder (embedded PostgreSQL and Valkey, free ports),
+   a ``bench`` project with the 100-flag set (:mod:`ltflags`), 32 server keys and 8
+   client keys; the baseline server (:mod:`baseline`) beside it.
+2. **Throughput**: a closed-loop generator (``wrk`` when installed, else
+   :mod:`hammer`) against each endpoint, alternating proxy and baseline round by
+   round, the server pinned to one CPU and the generator to the other. Reported:
+   requests/s, the server's CPU per request, the generator's CPU, proxy/baseline ratios.
+3. **Workers**: the polling 304 path on one proxy process, then on ``--workers 2``
+   (unpinned: workers and generator share both CPUs), alternating.
+4. **Streams** (locust :mod:`streams` + :mod:`writers`): N streams opened and idle →
+   the proxy's resident memory per stream; then writers change flags and every stream
+   reports each patch's commit-to-client latency.
+5. **Scenarios** (locust): ``polling`` (+ a writer), ``ofrep``, ``edge-day``.
+6. The report: ``report.md`` (tables, targets), PNG plots, ``results.json``, the raw
+   locust CSVs and logs, in ``loadtests/results/<time>/`` (or ``--out``).
+
+Locust only ever runs as a subprocess (importing it patches the standard library with
+gevent); this runner imports none of the locustfiles.
+
+    .venv/bin/python loadtests/bench.py            # the full run
+    .venv/bin/python loadtests/bench.py --smoke    # seconds per phase (make test runs it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import benchreport
+import ltflags
+from benchstack import (
+    BenchError,
+    Stack,
+    exited,
+    free_port,
+    http,
+    identity,
+    metrics,
+    pin,
+    raise_open_files_limit,
+    rss_bytes,
+    tree,
+    tree_cpu,
+    wait_child,
+    wait_listening,
+)
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+CONTEXT = (
+    '{"context":{"targetingKey":"user-{n}","email":"user{n}@example.com",'
+    '"plan":"pro","country":"JP","appVersion":"2.1.0"}}'
+)
+FIXED_CONTEXT = CONTEXT.replace("{n}", "42")
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: str
+    run_seconds: float  # one generator run
+    rounds: int  # proxy/baseline alternations per case
+    warmup_seconds: float
+    connections: int
+    stream_phases: tuple[tuple[int, float, float], ...]  # (streams, write seconds, writes/s)
+    spawn_rate: int
+    polling: tuple[int, float]  # users, seconds
+    ofrep: tuple[int, float]
+    edge_day: tuple[int, float]
+
+
+FULL = Plan(
+    mode="full",
+    run_seconds=5,
+    rounds=3,
+    warmup_seconds=1,
+    connections=50,
+    stream_phases=((10_000, 20, 1.0), (1_000, 20, 2.0)),
+    spawn_rate=1000,
+    polling=(500, 20),
+    ofrep=(300, 20),
+    edge_day=(1000, 30),
+)
+SMOKE = Plan(
+    mode="smoke",
+    run_seconds=0.5,
+    rounds=1,
+    warmup_seconds=0,
+    connections=8,
+    stream_phases=((20, 2, 3.0),),
+    spawn_rate=100,
+    polling=(20, 2),
+    ofrep=(20, 2),
+    edge_day=(40, 3),
+)
+
+
+@dataclass(frozen=True)
+class Load:
+    """One request shape: pre-built, or with ``{n}`` in the body replaced per request."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: str = ""
+    vary: bool = False
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    title: str
+    proxy: Load
+    baseline: Load
+    target_ratio: float | None = None
+    target_rps: float | None = None
+    small_answers: bool | None = None  # True: 304s expected; False: full bodies
+
+
+# -- generators ------------------------------------------------------------------------------
+
+
+_WRK_DONE = """
+function done(summary, latency, requests)
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,' ..
+    '"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p99_us":%d}\\n',
+    summary.requests, summary.duration, summary.bytes, summary.errors.connect,
+    summary.errors.read, summary.errors.write, summary.errors.status,
+    summary.errors.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def _lua(text: str) -> str:
+    if "]==]" in text:
+        raise ValueError("cannot quote this for Lua")
+    return f"[==[{text}]==]"
+
+
+class Generator:
+    name = ""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+
+    def command(
+        self, url: str, load: Load, seconds: float, connections: int, threads: int
+    ) -> list[str]:
+        raise NotImplementedError
+
+    def parse(self, output: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class Wrk(Generator):
+    def __init__(self, workdir: Path, binary: str) -> None:
+        super().__init__(workdir)
+        self.binary = binary
+        version = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False)
+        self.name = (version.stdout + version.stderr).strip().splitlines()[0].split(" [")[0]
+        self._scripts = 0
+
+    def command(
+        self, url: str, load: Load, seconds: float, connections: int, threads: int
+    ) -> list[str]:
+        lines = [f"wrk.method = {_lua(load.method)}"]
+        lines += [f"wrk.headers[ {_lua(k)} ] = {_lua(v)}" for k, v in load.headers.items()]
+        if load.body and not load.vary:
+            lines.append(f"wrk.body = {_lua(load.body)}")
+            lines.append('wrk.headers["Content-Type"] = "application/json"')
+        if load.vary:
+            body = " .. n .. ".join(_lua(part) for part in load.body.split("{n}"))
+            lines += [
+                'wrk.headers["Content-Type"] = "application/json"',
+                "local counter = 0",
+                "local threads = 0",
+                'function setup(thread) thread:set("tid", threads); threads = threads + 1 end',
+                "function request()",
+                "  counter = counter + 1",
+                '  local n = (tid or 0) .. "x" .. counter',
+                f"  return wrk.format(nil, nil, nil, {body})",
+                "end",
+            ]
+        self._scripts += 1
+        script = self.workdir / f"wrk-{self._scripts}.lua"
+        script.write_text("\n".join(lines) + "\n" + _WRK_DONE)
+        return [
+            self.binary,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "-s",
+            str(script),
+            url + load.path,
+        ]
+
+    def parse(self, output: str) -> dict[str, Any]:
+        line = next((x for x in output.splitlines() if x.startswith("WRKJSON ")), None)
+        if line is None:
+            raise BenchError(f"wrk printed no summary:\n{output[-800:]}")
+        raw = json.loads(line.removeprefix("WRKJSON "))
+        errors = sum(raw[k] for k in ("connect", "read", "write", "status", "timeout"))
+        return {
+            "requests": raw["requests"],
+            "seconds": raw["duration_us"] / 1e6,
+            "bytes": raw["bytes"],
+            "errors": errors,
+            "p50_ms": raw["p50_us"] / 1000,
+            "p99_ms": raw["p99_us"] / 1000,
+        }
+
+
+class Hammer(Generator):
+    name = "hammer.py (Python, uvloop)"
+
+    def command(
+        self, url: str, load: Load, seconds: float, connections: int, threads: int
+    ) -> list[str]:
+        cmd = [sys.executable, str(HERE / "hammer.py"), "--url", url + load.path]
+        cmd += ["--method", load.method, "--duration", str(seconds)]
+        cmd += ["--connections", str(connections)]
+        for name, value in load.headers.items():
+            cmd += ["-H", f"{name}: {value}"]
+        if load.body:
+            cmd += ["-H", "Content-Type: application/json", "--body", load.body]
+        if load.vary:
+            cmd.append("--vary")
+        return cmd
+
+    def parse(self, output: str) -> dict[str, Any]:
+        raw = json.loads(output.strip().splitlines()[-1])
+        bad = sum(v for k, v in raw["statuses"].items() if not k.startswith(("2", "3")))
+        return {
+            "requests": raw["requests"],
+            "seconds": raw["seconds"],
+            "bytes": raw["bytes"],
+            "errors": raw["errors"] + bad,
+            "p50_ms": raw["p50_ms"],
+            "p99_ms": raw["p99_ms"],
+            "statuses": raw["statuses"],
+        }
+
+
+# -- the runner ------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    plan: Plan
+    out: Path
+    generator_choice: str = "auto"
+    keep: bool = False
+    started: float = field(default_factory=time.monotonic)
+    results: dict[str, Any] = field(default_factory=dict)
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    spawned: dict[int, float] = field(default_factory=dict)  # pid -> when it started
+    lifetimes: dict[int, float] = field(default_factory=dict)  # pid -> seconds it ran
+    stack: Stack | None = None
+    baseline_url: str = ""
+    baseline_proc: subprocess.Popen[bytes] | None = None
+    generator: Generator | None = None
+    cpus: tuple[set[int], set[int]] | None = None  # (server, generator) when pinning
+
+    # -- output ------------------------------------------------------------------------
+
+    def say(self, line: str) -> None:
+        elapsed = time.monotonic() - self.started
+        print(f"[{elapsed:6.1f}s] {line}", flush=True)
+
+    # -- processes ---------------------------------------------------------------------
+
+    def spawn(
+        self, cmd: list[str], log_name: str, cpus: set[int] | None = None
+    ) -> subprocess.Popen[bytes]:
+        def pin_self() -> None:
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
+
+        log = open(self.out / "logs" / log_name, "ab")  # noqa: SIM115 - the child holds it
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=pin_self if cpus is not None else None,
+            cwd=self.out,
+        )
+        log.close()
+        self.children.append(proc)
+        self.spawned[proc.pid] = time.monotonic()
+        return proc
+
+    def reap(self, proc: subprocess.Popen[bytes], timeout: float) -> float:
+        cpu = wait_child(proc, timeout)
+        if proc.pid in self.spawned:
+            self.lifetimes[proc.pid] = time.monotonic() - self.spawned.pop(proc.pid)
+        with contextlib.suppress(ValueError):
+            self.children.remove(proc)
+        return cpu
+
+    def terminate(self, proc: subprocess.Popen[bytes], timeout: float = 30) -> float:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        return self.reap(proc, timeout)
+
+    def cleanup(self) -> None:
+        for proc in list(self.children):
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in list(self.children):
+            self.reap(proc, 20)
+        if self.stack is not None:
+            self.say("stopping the stack …")
+            self.stack.stop()
+
+    def remember(self, pids: dict[str, int]) -> None:
+        """Processes the run started (the smoke test checks they are all gone after)."""
+        for name, pid in pids.items():
+            found = identity(pid)
+            if found is not None:
+                self.results["processes"][name] = found
+
+    # -- set-up ------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        limit = raise_open_files_limit()
+        (self.out / "logs").mkdir(parents=True, exist_ok=True)
+        self.results["machine"] = machine()
+        self.results["machine"]["open_files_limit"] = limit
+        self.results["plan"] = asdict(self.plan)
+        wrk = shutil.which("wrk")
+        if self.generator_choice == "wrk" and wrk is None:
+            raise BenchError("--generator wrk: wrk is not installed (make bench-deps)")
+        if self.generator_choice != "python" and wrk is not None:
+            self.generator = Wrk(self.out, wrk)
+        else:
+            self.generator = Hammer(self.out)
+            if self.generator_choice == "auto":
+                self.say("wrk is not installed: throughput uses the slower Python generator")
+        self.results["generator"] = self.generator.name
+        available = sorted(os.sched_getaffinity(0))
+        if len(available) >= 2:
+            self.cpus = ({available[0]}, {available[1]})
+        self.results["pinning"] = (
+            {"server": sorted(self.cpus[0]), "generator": sorted(self.cpus[1])}
+            if self.cpus
+            else None
+        )
+
+        self.say("starting the stack (crivline up, embedded PostgreSQL and Valkey) …")
+        self.stack = Stack(say=self.say, keep=self.keep)
+        self.results["processes"] = {}
+        self.stack.start()
+        self.remember(self.stack.pids())
+        self.say(f"stack up in {self.stack.root}; installing the 100-flag set and keys …")
+        self.stack.provision()
+        self.remember(self.stack.pids())
+        target = self.stack.target
+        (self.out / "target.json").write_text(target.to_json())
+        (self.out / "target.json").chmod(0o600)  # it holds keys and a token
+        self.results["flag_set"] = {
+            "flags": len(json.loads(self.stack.flag_set_bytes)["flags"]),
+            "bytes": len(self.stack.flag_set_bytes),
+        }
+        body_file = self.out / "flagset.json"
+        body_file.write_bytes(self.stack.flag_set_bytes)
+        port = free_port()
+        self.baseline_proc = self.spawn(
+            [
+                sys.executable,
+                str(HERE / "baseline.py"),
+                "--port",
+                str(port),
+                "--body-file",
+                str(body_file),
+            ],
+            "baseline.log",
+        )
+        self.children.remove(self.baseline_proc)  # stopped last, by cleanup()
+        self.children.append(self.baseline_proc)
+        wait_listening(port, self.baseline_proc, 30)
+        self.baseline_url = f"http://127.0.0.1:{port}"
+        self.remember({"baseline": self.baseline_proc.pid})
+        self.say(
+            f"proxy {target.proxy} (pid {self.stack.proxy_pid}), baseline {self.baseline_url}, "
+            f"generator {self.generator.name}"
+        )
+
+    # -- throughput ----------------------------------------------------------------------
+
+    def cases(self) -> list[Case]:
+        stack = self.stack
+        assert stack is not None
+        server = {"Authorization": f"Bearer {stack.target.server_keys[0]}"}
+        client = {"Authorization": f"Bearer {stack.target.client_keys[0]}"}
+        _s, headers, _b = http("GET", self.baseline_url + "/bytes")
+        baseline_etag = headers["ETag"]
+        _s, bulk_headers, _b = http(
+            "POST",
+            stack.target.proxy + "/ofrep/v1/evaluate/flags",
+            raw=FIXED_CONTEXT.encode(),  # the ETag covers the body's exact bytes
+            headers={**client, "Content-Type": "application/json"},
+        )
+        bulk_etag = bulk_headers["ETag"]
+        single = f"/ofrep/v1/evaluate/flags/{ltflags.TARGETED_FLAG}"
+        return [
+            Case(
+                "flags-304",
+                "GET /sdk/v1/flags, If-None-Match hit (304)",
+                Load("GET", "/sdk/v1/flags", {**server, "If-None-Match": stack.etag}),
+                Load("GET", "/bytes", {"If-None-Match": baseline_etag}),
+                target_ratio=0.75,
+                small_answers=True,
+            ),
+            Case(
+                "flags-200",
+                "GET /sdk/v1/flags, full flag set (200)",
+                Load("GET", "/sdk/v1/flags", server),
+                Load("GET", "/bytes", {}),
+                target_ratio=0.75,
+                small_answers=False,
+            ),
+            Case(
+                "ofrep-single",
+                f"OFREP single evaluation of {ltflags.TARGETED_FLAG}, new context each request",
+                Load("POST", single, server, CONTEXT, vary=True),
+                Load("POST", "/json", {}, CONTEXT, vary=True),
+                target_ratio=0.60,
+            ),
+            Case(
+                "bulk-new-context",
+                "OFREP bulk, 100 flags, new context each request",
+                Load("POST", "/ofrep/v1/evaluate/flags", client, CONTEXT, vary=True),
+                Load("POST", "/json", {}, CONTEXT, vary=True),
+                target_rps=3000,
+            ),
+            Case(
+                "bulk-etag",
+                "OFREP bulk, 100 flags, If-None-Match hit (304)",
+                Load(
+                    "POST",
+                    "/ofrep/v1/evaluate/flags",
+                    {**client, "If-None-Match": bulk_etag},
+                    FIXED_CONTEXT,
+                ),
+                Load("POST", "/json", {}, FIXED_CONTEXT),
+                target_ratio=0.60,
+                small_answers=True,
+            ),
+        ]
+
+    def measure(
+        self,
+        url: str,
+        load: Load,
+        server_pids: list[int],
+        *,
+        seconds: float,
+        connections: int,
+        threads: int = 1,
+        cpus: set[int] | None = None,
+        label: str = "",
+    ) -> dict[str, Any]:
+        generator = self.generator
+        assert generator is not None
+        cmd = generator.command(url, load, seconds, connections, threads)
+        before = tree_cpu(server_pids)
+        wall = time.monotonic()
+        proc = self.spawn(cmd, "generator.log", cpus)
+        generator_cpu = self.reap(proc, seconds + 60)
+        wall = time.monotonic() - wall
+        server_cpu = tree_cpu(server_pids) - before
+        output = (self.out / "logs" / "generator.log").read_text(errors="replace")
+        (self.out / "logs" / "generator.log").unlink()
+        if proc.returncode != 0:
+            raise BenchError(f"{label}: the generator failed ({proc.returncode}):\n{output[-800:]}")
+        run = generator.parse(output)
+        seconds_run = run["seconds"] or wall
+        requests = run["requests"]
+        run.update(
+            rps=requests / seconds_run,
+            bytes_per_response=run["bytes"] / requests if requests else 0,
+            server_cores=server_cpu / wall,
+            generator_cores=generator_cpu / wall,
+            server_us_per_request=server_cpu / requests * 1e6 if requests else None,
+            generator_us_per_request=generator_cpu / requests * 1e6 if requests else None,
+        )
+        return run
+
+    def throughput(self) -> None:
+        stack = self.stack
+        assert stack is not None
+        assert self.baseline_proc is not None
+        plan = self.plan
+        proxy_pid = stack.proxy_pid
+        server_cpus, generator_cpus = self.cpus or (None, None)
+        targets = {
+            "proxy": (stack.target.proxy, [proxy_pid]),
+            "baseline": (self.baseline_url, [self.baseline_proc.pid]),
+        }
+        out: dict[str, Any] = {}
+        cases = self.cases()
+        try:
+            if server_cpus is not None:
+                pin(proxy_pid, server_cpus)
+                pin(self.baseline_proc.pid, server_cpus)
+            for number, case in enumerate(cases, 1):
+                runs: dict[str, list[dict[str, Any]]] = {"proxy": [], "baseline": []}
+                for side in ("proxy", "baseline"):
+                    if plan.warmup_seconds:
+                        url, pids = targets[side]
+                        load = case.proxy if side == "proxy" else case.baseline
+                        self.measure(
+                            url,
+                            load,
+                            pids,
+                            seconds=plan.warmup_seconds,
+                            connections=plan.connections,
+                            cpus=generator_cpus,
+                            label=f"{case.name} warm-up",
+                        )
+                for r in range(plan.rounds):
+                    order = ("proxy", "baseline") if r % 2 == 0 else ("baseline", "proxy")
+                    for side in order:
+                        url, pids = targets[side]
+                        load = case.proxy if side == "proxy" else case.baseline
+                        run = self.measure(
+                            url,
+                            load,
+                            pids,
+                            seconds=plan.run_seconds,
+                            connections=plan.connections,
+                            cpus=generator_cpus,
+                            label=f"{case.name} {side}",
+                        )
+                        runs[side].append(run)
+                        self.say(
+                            f"throughput {number}/{len(cases)} {case.name:17} round {r + 1}/"
+                            f"{plan.rounds} {side:8} {run['rps']:9,.0f} req/s  "
+                            f"server {run['server_cores']:.2f} CPU  generator "
+                            f"{run['generator_cores']:.2f} CPU  errors {run['errors']}"
+                        )
+                out[case.name] = summarize_case(case, runs)
+                self.say(f"  → {case.name}: {describe_case(out[case.name])}")
+        finally:
+            if server_cpus is not None:
+                pin(proxy_pid, None)
+                pin(self.baseline_proc.pid, None)
+        self.results["throughput"] = out
+
+    def workers(self) -> None:
+        stack = self.stack
+        assert stack is not None
+        plan = self.plan
+        self.say("workers: starting a second proxy with --workers 2 …")
+        url2, proc2 = stack.start_proxy(2)
+        try:
+            stack.wait_served(url2, 1, 30)
+            server = {"Authorization": f"Bearer {stack.target.server_keys[1]}"}
+            load = Load("GET", "/sdk/v1/flags", {**server, "If-None-Match": stack.etag})
+            sides = {
+                "1 worker": (stack.target.proxy, [stack.proxy_pid]),
+                "2 workers": (url2, tree(proc2.pid)),
+            }
+            self.remember({f"proxy-2-workers-{i}": pid for i, pid in enumerate(tree(proc2.pid))})
+            runs: dict[str, list[dict[str, Any]]] = {k: [] for k in sides}
+            for r in range(plan.rounds):
+                order = list(sides) if r % 2 == 0 else list(reversed(sides))
+                for side in order:
+                    url, pids = sides[side]
+                    run = self.measure(
+                        url,
+                        load,
+                        pids,
+                        seconds=plan.run_seconds,
+                        connections=plan.connections,
+                        threads=2,
+                        label=f"workers {side}",
+                    )
+                    runs[side].append(run)
+                    self.say(
+                        f"workers round {r + 1}/{plan.rounds} {side:9} {run['rps']:9,.0f} req/s"
+                        f"  servers {run['server_cores']:.2f} CPU  generator "
+                        f"{run['generator_cores']:.2f} CPU"
+                    )
+        finally:
+            stack.stop_extra(proc2)
+        one = median(r["rps"] for r in runs["1 worker"])
+        two = median(r["rps"] for r in runs["2 workers"])
+        self.results["workers"] = {
+            "runs": runs,
+            "one_rps": one,
+            "two_rps": two,
+            "speedup": two / one if one else None,
+            "generator_cores": median(r["generator_cores"] for r in runs["2 workers"]),
+            "server_cores": median(r["server_cores"] for r in runs["2 workers"]),
+            "target": 1.4,
+        }
+        self.say(f"  → workers: 2 workers = {two / one:.2f}× one worker")
+
+    # -- locust ----------------------------------------------------------------------------
+
+    def locust(
+        self,
+        scenario: str,
+        name: str,
+        users: int,
+        seconds: float,
+        *extra: str,
+        spawn_rate: float | None = None,
+    ) -> subprocess.Popen[bytes]:
+        rate = spawn_rate or self.plan.spawn_rate
+        cmd = [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(HERE / scenario),
+            "--headless",
+            *("-u", str(users), "-r", str(rate), "-t", f"{max(1, round(seconds))}s"),
+            *("--stop-timeout", "2", "--only-summary", "--loglevel", "WARNING"),
+            *("--csv", str(self.out / name), "--csv-full-history"),
+            *("--json-file", str(self.out / name)),  # complete stats, written at exit
+            *("--target", str(self.out / "target.json")),
+            *extra,
+        ]
+        return self.spawn(cmd, f"{name}.log")
+
+    def follow(self, proc: subprocess.Popen[bytes], name: str, limit: float) -> float:
+        """Wait for a locust run (bounded), printing its progress; its CPU seconds."""
+        deadline = time.monotonic() + limit
+        history = self.out / f"{name}_stats_history.csv"
+        next_print = time.monotonic() + 5
+        while not exited(proc) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            if time.monotonic() >= next_print:
+                next_print += 5
+                row = benchreport.last_history_row(history)
+                if row:
+                    self.say(
+                        f"  {name}: {row['User Count']} users, {float(row['Requests/s']):,.0f} "
+                        f"req/s, {row['Total Failure Count']} failures"
+                    )
+        return self.reap(proc, max(1.0, deadline - time.monotonic()) + 15)
+
+    def scenario(self, key: str, scenario: str, users: int, seconds: float, *extra: str) -> None:
+        self.say(f"scenario {key}: {users} users for {seconds:.0f}s …")
+        proc = self.locust(scenario, key, users, seconds, *extra)
+        writer = None
+        if key == "polling":  # the changes that turn 304s into 200s
+            writer = self.locust("writers.py", f"{key}-writers", 1, seconds, "--write-rate", "0.5")
+        cpu = self.follow(proc, key, seconds + 60)
+        writer_cpu = self.reap(writer, 30) if writer is not None else 0.0
+        self.record_scenario(key, users, proc, cpu)
+        if writer is not None:
+            self.record_scenario(f"{key}-writers", 1, writer, writer_cpu)
+
+    def record_scenario(
+        self, key: str, users: int, proc: subprocess.Popen[bytes], cpu: float
+    ) -> None:
+        rows = benchreport.read_stats(self.out / f"{key}.json")
+        total = next((r for r in rows if r["name"] == "Aggregated"), None)
+        self.results.setdefault("scenarios", {})[key] = {
+            "users": users,
+            "seconds": self.lifetimes.get(proc.pid, 0.0),
+            "locust_cpu_seconds": cpu,
+            "exit_code": proc.returncode,
+            "rows": rows,
+            "requests": total["requests"] if total else 0,
+            "failures": total["failures"] if total else 0,
+        }
+        if total:
+            self.say(
+                f"  → {key}: {total['requests']:,} requests, {total['failures']} failures, "
+                f"{total['rps']:,.0f} req/s, p50 {total['p50']} ms, p99 {total['p99']} ms"
+            )
+
+    def streams(self, count: int, write_seconds: float, write_rate: float) -> None:
+        stack = self.stack
+        assert stack is not None
+        key = f"streams-{count}"
+        proxy = stack.target.proxy
+        proxy_pid = stack.proxy_pid
+        samples = self.out / f"{key}-samples.json"
+        spawn_limit = count / self.plan.spawn_rate + 60
+        bound = spawn_limit + write_seconds + 60  # locust's own -t: never runs away
+        rss_before = rss_bytes(proxy_pid)
+        self.say(f"streams: opening {count:,} SSE streams …")
+        opened_at = time.monotonic()
+        proc = self.locust("streams.py", key, count, bound, "--samples-file", str(samples))
+        gauge = 'crivline_proxy_streams_open{kind="sdk"}'
+        deadline = time.monotonic() + spawn_limit
+        open_now = 0.0
+        next_print = time.monotonic() + 5
+        while True:
+            open_now = metrics(proxy).get(gauge, 0.0)
+            if open_now >= count:
+                break
+            if exited(proc):
+                raise BenchError(f"{key}: locust exited early ({proc.returncode}); see logs/")
+            if time.monotonic() > deadline:
+                raise BenchError(f"{key}: only {open_now:.0f} of {count} streams opened")
+            if time.monotonic() >= next_print:
+                next_print += 5
+                self.say(f"  {open_now:,.0f} streams open")
+            time.sleep(0.25)
+        open_seconds = time.monotonic() - opened_at
+        rss_open = rss_bytes(proxy_pid)
+        per_stream = (rss_open - rss_before) / count
+        self.say(
+            f"  {count:,} streams open in {open_seconds:.1f}s; proxy RSS "
+            f"{rss_before / 2**20:.1f} → {rss_open / 2**20:.1f} MiB = "
+            f"{per_stream / 1024:.1f} KiB per idle stream"
+        )
+        lag_before = metrics(proxy)
+        cpu_before = tree_cpu([proxy_pid])
+        self.say(f"  writers: {write_rate:g} changes/s for {write_seconds:.0f}s …")
+        writer = self.locust(
+            "writers.py", f"{key}-writers", 1, write_seconds, "--write-rate", str(write_rate)
+        )
+        writer_cpu = self.follow(writer, f"{key}-writers", write_seconds + 60)
+        drained = self.drain(proxy)
+        proxy_cpu = tree_cpu([proxy_pid]) - cpu_before
+        lag_after = metrics(proxy)
+        locust_cpu = self.terminate(proc)
+        self.record_scenario(key, count, proc, locust_cpu)
+        self.record_scenario(f"{key}-writers", 1, writer, writer_cpu)
+        doc = json.loads(samples.read_text()) if samples.exists() else {"latency": []}
+        latencies = sorted(doc["latency"])
+        reads = sorted(doc.get("read_latency", []))
+        result = {
+            "streams": count,
+            "open_seconds": open_seconds,
+            "rss_before": rss_before,
+            "rss_open": rss_open,
+            "rss_per_stream": per_stream,
+            "write_rate": write_rate,
+            "write_seconds": write_seconds,
+            "writes": self.results["scenarios"][f"{key}-writers"]["requests"],
+            "samples": len(latencies),
+            "stream_stats": doc.get("stats", {}),
+            "drained": drained,
+            "proxy_cpu_seconds": proxy_cpu,
+            "proxy_side": benchreport.histogram_quantiles(
+                lag_before, lag_after, "crivline_proxy_propagation_lag_seconds_bucket"
+            ),
+            **benchreport.quantiles_ms(latencies),
+            "read": benchreport.quantiles_ms(reads),
+        }
+        self.results.setdefault("propagation", {})[str(count)] = result
+        benchreport.save_samples(self.out / f"{key}-latency.txt", latencies)
+        benchreport.save_samples(self.out / f"{key}-read-latency.txt", reads)
+        with contextlib.suppress(OSError):
+            samples.unlink()  # the sorted latencies are kept in the .txt
+        if latencies:
+            self.say(
+                f"  → {key}: {len(latencies):,} patches received, propagation p50 "
+                f"{result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, max "
+                f"{result['max_ms']:.1f} ms (read by locust: p99 {result['read']['p99_ms']:.1f} ms)"
+            )
+        else:
+            self.say(f"  → {key}: no patch received")
+
+    def drain(self, proxy: str, limit: float = 15.0) -> bool:
+        """Until the proxy has stopped sending patches (the last change is out)."""
+        name = 'crivline_proxy_stream_events_total{event="patch",kind="sdk"}'
+        deadline = time.monotonic() + limit
+        last = metrics(proxy).get(name, 0.0)
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = metrics(proxy).get(name, 0.0)
+            if now == last:
+                return True
+            last = now
+        return False
+
+    # -- the whole run -----------------------------------------------------------------------
+
+    def run(self) -> Path:
+        plan = self.plan
+        self.say(f"bench ({plan.mode}) writing to {self.out}")
+        try:
+            self.setup()
+            self.throughput()
+            self.workers()
+            for count, seconds, rate in plan.stream_phases:
+                self.streams(count, seconds, rate)
+            users, seconds = plan.polling
+            self.scenario("polling", "polling.py", users, seconds, "--poll-interval", "1")
+            users, seconds = plan.ofrep
+            self.scenario("ofrep", "ofrep.py", users, seconds)
+            users, seconds = plan.edge_day
+            self.scenario(
+                "edge-day",
+                "edge_day.py",
+                users,
+                seconds,
+                "--poll-interval",
+                "2",
+                "--eval-interval",
+                "0.5",
+                "--bulk-interval",
+                "2",
+                "--write-rate",
+                "0.5",
+            )
+        except BaseException as exc:
+            self.results["error"] = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.cleanup()
+            self.results["seconds"] = time.monotonic() - self.started
+            self.results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+            (self.out / "results.json").write_text(json.dumps(self.results, indent=1))
+            report = benchreport.write(self.results, self.out)  # partial when it failed
+        return report
+
+
+def summarize_case(case: Case, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    proxy = median(r["rps"] for r in runs["proxy"])
+    base = median(r["rps"] for r in runs["baseline"])
+    proxy_us = median(r["server_us_per_request"] or 0 for r in runs["proxy"])
+    base_us = median(r["server_us_per_request"] or 0 for r in runs["baseline"])
+    per_response = median(r["bytes_per_response"] for r in runs["proxy"])
+    path_ok = None
+    if case.small_answers is not None:
+        path_ok = per_response < 1000 if case.small_answers else per_response > 1000
+    return {
+        "title": case.title,
+        "runs": runs,
+        "proxy_rps": proxy,
+        "baseline_rps": base,
+        "ratio": proxy / base if base else None,
+        "cpu_ratio": base_us / proxy_us if proxy_us else None,
+        "proxy_us_per_request": proxy_us,
+        "baseline_us_per_request": base_us,
+        "proxy_bytes_per_response": per_response,
+        "path_ok": path_ok,
+        "errors": sum(r["errors"] for side in runs.values() for r in side),
+        "generator_cores": median(r["generator_cores"] for side in runs.values() for r in side),
+        "server_cores": median(r["server_cores"] for r in runs["proxy"]),
+        "target_ratio": case.target_ratio,
+        "target_rps": case.target_rps,
+    }
+
+
+def describe_case(summary: dict[str, Any]) -> str:
+    text = f"proxy {summary['proxy_rps']:,.0f} req/s, baseline {summary['baseline_rps']:,.0f}"
+    if summary["ratio"] is not None:
+        text += f", ratio {summary['ratio']:.2f}"
+    return text
+
+
+def machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line),
+        platform.processor() or "unknown",
+    )
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    mem_kb = next((int(x.split()[1]) for x in meminfo.splitlines() if x.startswith("MemTotal")), 0)
+    versions = {}
+    for package in ("aiohttp", "uvloop", "locust", "orjson", "redis"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Crivline Edge load benchmark")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds per phase")
+    parser.add_argument("--out", type=Path, help="report folder (default loadtests/results/…)")
+    parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--keep", action="store_true", help="keep the stack's data folder")
+    args = parser.parse_args()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = (args.out or RESULTS / f"{stamp}{'-smoke' if args.smoke else ''}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    bench = Bench(SMOKE if args.smoke else FULL, out, args.generator, args.keep)
+
+    def stop(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        report = bench.run()
+    except (BenchError, KeyboardInterrupt) as exc:
+        print(f"bench failed: {exc}", file=sys.stderr, flush=True)
+        return 1
+    if not args.out:
+        latest = RESULTS / "latest"
+        with contextlib.suppress(OSError):
+            if latest.is_symlink() or latest.exists():
+                latest.unlink()
+            latest.symlink_to(out.name)
+    print(f"\nreport: {report}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
