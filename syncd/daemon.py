@@ -146,7 +146,8 @@ class Daemon:
                 await asyncio.wait({stop})
             for task in done:
                 if task is not stop:
-                    failure = task.exception() or RuntimeError(f"{task.get_name()} ended")
+                    ended = None if task.cancelled() else task.exception()
+                    failure = ended or RuntimeError(f"{task.get_name()} ended")
                     log.error(
                         "a syncd task died, stopping",
                         extra=fields(task=task.get_name()),

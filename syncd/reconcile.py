@@ -60,6 +60,7 @@ class Reconciler:
         self.epoch: str | None = None
         self.synced = False  # a full sync completed and Redis still holds its epoch
         self._warned_ahead: set[tuple[str, int]] = set()
+        self._marker: str | None = None  # the sync state's marker of our full sync
 
     async def run_once(self) -> None:
         """One pass: a full sync when one is due, a reconciliation otherwise."""
@@ -70,7 +71,9 @@ class Reconciler:
 
     async def full_sync(self, reason: str) -> None:
         started = time.perf_counter()
-        marker = await self.store.begin_full_sync()
+        if self._marker is None:  # one marker across retries of a failing full sync
+            self._marker = await self.store.begin_full_sync()
+        marker = self._marker
         scope = await self._scope()
         behind = await self._behind(scope)
         semaphore = asyncio.Semaphore(self.concurrency)
@@ -94,6 +97,7 @@ class Reconciler:
             )
         await self._remove_strays(scope)
         epoch = await self.store.finish_full_sync(marker)
+        self._marker = None
         if epoch is None:
             self.metrics.redis_data_lost.inc()
             self.replicator.known.clear()
@@ -134,9 +138,14 @@ class Reconciler:
         if behind:
             log.info("reconciliation found changes", extra=fields(environments=len(behind)))
         await self._remove_strays(scope)
-        if not await self.store.touch_reconciled(state.epoch):
-            self._lost("the epoch vanished during reconciliation")
-            raise RedisLostData("the edge Redis lost data during reconciliation")
+        while not await self.store.touch_reconciled(self.epoch):
+            now = await self.store.sync_state()
+            if now.epoch is None:
+                self._lost("the epoch vanished during reconciliation")
+                raise RedisLostData("the edge Redis lost data during reconciliation")
+            # Another syncd rebuilt meanwhile; what we compared is still a valid check.
+            log.info("adopting epoch", extra=fields(epoch=now.epoch, previous=self.epoch))
+            self.epoch = now.epoch
         self.metrics.reconciled()
 
     def _lost(self, why: str) -> None:

@@ -19,7 +19,10 @@ from syncd_testkit import StartSyncd, add_flag, central, edge, make_project, set
 
 from crivline.edge_store import EdgeStore
 from crivline.embedded import PostgresServer, free_port
+from crivline.errors import DatabaseUnavailable
 from crivline.keyspace import Keyspace
+from crivline.settings import Settings
+from syncd.main import serve
 
 
 @pytest.fixture
@@ -195,3 +198,79 @@ async def test_the_syncd_command_serves_and_stops_cleanly_on_sigterm(
     assert "full sync complete" in events
     assert events[-1] == "syncd stopped"
     assert b"hunter2-secret" not in err + out
+
+
+async def test_start_up_gives_up_on_an_unreachable_database_after_its_deadline(
+    redis_url: str,
+) -> None:
+    port = free_port()  # nobody listens there
+    settings = Settings.from_env(
+        {},
+        database_url=f"postgresql://postgres:hunter2-secret@127.0.0.1:{port}/crivline",
+        redis_url=redis_url,
+        syncd_port=free_port(),
+    )
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable) as raised:
+        await serve(settings, connect_deadline=0.5)
+    assert time.monotonic() - started < 5
+    assert "hunter2-secret" not in str(raised.value)
+    assert f"127.0.0.1:{port}" in str(raised.value)
+
+
+async def test_syncd_started_while_postgres_is_down_waits_for_it_then_syncs(
+    db: asyncpg.Connection,
+    database_url: str,
+    redis_url: str,
+    postgres: PostgresServer,
+    http: aiohttp.ClientSession,
+) -> None:
+    project = await make_project(db)
+    port = free_port()
+    await db.close()
+    await asyncio.to_thread(postgres.stop)
+    env = {
+        **os.environ,
+        "CRIVLINE_DATABASE_URL": database_url,
+        "CRIVLINE_REDIS_URL": redis_url,
+        "CRIVLINE_SYNCD_PORT": str(port),
+        "CRIVLINE_EDGE_ID": "late-edge",
+        "CRIVLINE_RECONCILE_INTERVAL": "0.5",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "crivline", "syncd",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        # It says it is retrying (one JSON line), and keeps at it.
+        async with asyncio.timeout(10):
+            while True:
+                line = await proc.stderr.readline()
+                assert line, "syncd exited instead of retrying"
+                if orjson.loads(line)["event"] == "connect failed, retrying":
+                    break
+        await asyncio.to_thread(postgres.start)
+
+        async def ready() -> bool:
+            try:
+                status, _ = await get(http, port, "/readyz")
+            except aiohttp.ClientError:
+                return False
+            return status == 200
+
+        await wait_for(ready, 30, "syncd to be ready once Postgres is up")
+        store = EdgeStore(aioredis.from_url(redis_url), Keyspace("crivline:", "late-edge"))
+        try:
+            assert await store.served() == set(project.environments.values())
+            fields = await store.redis.hkeys(store.keys.sync_state)
+            assert not [f for f in fields if f.startswith(b"pending:")]
+        finally:
+            await store.redis.aclose()
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
