@@ -39,11 +39,7 @@ class Clients:
     async def close(self) -> None:
         for pool in (self.primary, self.replica):
             if pool is not None:
-                try:
-                    async with asyncio.timeout(5):
-                        await pool.close()
-                except PG_ERRORS:
-                    pool.terminate()
+                await _close_pool(pool)
         for client in (self.redis, self.bus):
             if client is not None:
                 try:
@@ -97,6 +93,16 @@ async def connect(settings: Settings, config: SyncdConfig, deadline: float) -> C
         )
     except PG_ERRORS as exc:
         raise DatabaseUnavailable(f"cannot connect to {redact_url(database)}: {exc}") from None
+    try:
+        return await _connect_rest(settings, config, deadline, primary, redis_url)
+    except BaseException:  # a failure or a stop request: leave nothing open behind us
+        await _close_pool(primary)
+        raise
+
+
+async def _connect_rest(
+    settings: Settings, config: SyncdConfig, deadline: float, primary: asyncpg.Pool, redis_url: str
+) -> Clients:
     # The replica connects lazily: a replica that is down must not keep syncd from
     # starting (snapshot reads then go to the primary).
     replica = None
@@ -110,10 +116,22 @@ async def connect(settings: Settings, config: SyncdConfig, deadline: float) -> C
             retry_on=(RedisError, OSError, TimeoutError),
             deadline=deadline,
         )
-    except (RedisError, OSError, TimeoutError) as exc:
-        await Clients(primary, replica, redis, None).close()
-        raise StartupError(f"cannot connect to {redact_url(redis_url)}: {exc}") from None
+    except BaseException as exc:
+        if replica is not None:
+            await _close_pool(replica)
+        await redis.aclose()
+        if isinstance(exc, RedisError | OSError | TimeoutError):
+            raise StartupError(f"cannot connect to {redact_url(redis_url)}: {exc}") from None
+        raise
     bus = None
     if settings.bus_url is not None:
         bus = redis_client(settings.bus_url.reveal(), config)
     return Clients(primary, replica, redis, bus)
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    try:
+        async with asyncio.timeout(5):
+            await pool.close()
+    except PG_ERRORS:
+        pool.terminate()

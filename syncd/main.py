@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import asyncpg
 import uvloop
@@ -23,40 +25,77 @@ from syncd.config import SyncdConfig
 from syncd.daemon import Daemon
 
 log = logging.getLogger("crivline.syncd")
+T = TypeVar("T")
 
 
 async def serve(settings: Settings, *, connect_deadline: float = CONNECT_DEADLINE) -> int:
+    """Connect, run the daemon until SIGTERM/SIGINT, clean up; the exit code."""
     config = SyncdConfig.from_settings(settings)
-    clients = await connect(settings, config, connect_deadline)
     database = settings.require_database()
-
-    async def listen_connect() -> asyncpg.Connection:
-        return await listen_connection(database, config)
-
-    daemon = Daemon(
-        config,
-        primary=clients.primary,
-        replica=clients.replica,
-        redis=clients.redis,
-        bus=clients.bus,
-        listen_connect=listen_connect,
-    )
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, daemon.request_stop)
+    stop = asyncio.Event()
+    daemon: Daemon | None = None
+
+    def on_signal() -> None:
+        stop.set()
+        if daemon is not None:
+            daemon.request_stop()
+
+    for sig in _SIGNALS:
+        loop.add_signal_handler(sig, on_signal)
     try:
-        await daemon.run()
-    except OSError as exc:
-        raise StartupError(
-            f"syncd cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
-        ) from None
-    except RuntimeError:
-        return 1  # a task died of a bug; the daemon logged which and why
+        # A stop request while start-up still retries its connections ends it cleanly.
+        clients = await _unless_stopped(connect(settings, config, connect_deadline), stop)
+        if clients is None:
+            log.info("syncd stopped before it could connect")
+            return 0
+
+        async def listen_connect() -> asyncpg.Connection:
+            return await listen_connection(database, config)
+
+        daemon = Daemon(
+            config,
+            primary=clients.primary,
+            replica=clients.replica,
+            redis=clients.redis,
+            bus=clients.bus,
+            listen_connect=listen_connect,
+        )
+        if stop.is_set():
+            daemon.request_stop()
+        try:
+            await daemon.run()
+        except OSError as exc:
+            raise StartupError(
+                f"syncd cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+            ) from None
+        except RuntimeError:
+            return 1  # a task died of a bug; the daemon logged which and why
+        finally:
+            await clients.close()
+        return 0
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in _SIGNALS:
             loop.remove_signal_handler(sig)
-        await clients.close()
-    return 0
+
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """``await work``, or cancel it and return None if ``stop`` is set first."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.wait({task, stopped})
+    if task.cancelled():
+        return None
+    return task.result()
 
 
 def run(settings: Settings) -> int:

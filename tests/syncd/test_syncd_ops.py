@@ -274,3 +274,33 @@ async def test_syncd_started_while_postgres_is_down_waits_for_it_then_syncs(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_sigterm_while_start_up_still_retries_exits_cleanly(redis_url: str) -> None:
+    env = {
+        **os.environ,
+        "CRIVLINE_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/crivline",
+        "CRIVLINE_REDIS_URL": redis_url,
+        "CRIVLINE_SYNCD_PORT": str(free_port()),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "crivline", "syncd",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                line = await proc.stderr.readline()
+                assert line, "syncd exited instead of retrying"
+                if orjson.loads(line)["event"] == "connect failed, retrying":
+                    break
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            assert await proc.wait() == 0
+        rest = await proc.stderr.read()
+        assert b"syncd stopped before it could connect" in rest
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
