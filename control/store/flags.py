@@ -175,6 +175,7 @@ class FlagStore:
             "metadata": dict(current.metadata),
         }
         wanted = {**fields, **changes}
+        wanted["variants"] = stored_variants(current.type, wanted["variants"])
         if same_json(wanted, fields):
             return current  # nothing to change: no revision, no audit, no bump
         if not same_json(

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from control.store.flags import FLAG_COLUMNS, FlagStore
+from control.store.flags import FLAG_COLUMNS, FlagStore, stored_variants
 from control.store.projects import ProjectStore
 from control.store.records import Environment, Flag, FlagEnvironment, Project, same_json
 from control.store.scope import TenantScope
@@ -191,7 +191,8 @@ class Importer:
         )
 
     async def _update_flag(self, project: Project, flag: Flag, definition: Any) -> bool:
-        variants, metadata = definition["variants"], definition.get("metadata") or {}
+        variants = stored_variants(flag.type, definition["variants"])
+        metadata = definition.get("metadata") or {}
         if not flag.archived and same_json([flag.variants, flag.metadata], [variants, metadata]):
             return False
         await self.flags.rewrite(

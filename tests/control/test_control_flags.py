@@ -243,3 +243,13 @@ async def test_float_flags_serve_whole_numbers_as_floats(control: Control) -> No
     served = await control.get("/projects/shop/environments/prod/flagset")
     assert b'"all":1.0' in served.raw
     assert b'"none":0.0' in served.raw
+
+
+async def test_a_whole_number_float_edit_that_changes_nothing_is_a_no_op(
+    control: Control,
+) -> None:
+    await control.project()
+    await control.flag(key="rate", type="float", variants={"none": 0.0}, defaultVariant="none")
+    again = await control.patch("/projects/shop/flags/rate", {"variants": {"none": 0}})
+    assert again.status == 200
+    assert again.headers["ETag"] == '"1"'  # 0 is 0.0 for a float flag: no new revision
