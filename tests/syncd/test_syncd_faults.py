@@ -219,7 +219,13 @@ async def test_postgres_stopped_during_a_burst_loses_nothing(
                         version = await conn.fetchval("SELECT crivline_bump_environment($1)", env)
                     committed[env] = version
                     break
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                except (
+                    OSError,
+                    TimeoutError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    asyncpg.InternalClientError,  # a connection that died mid-operation
+                ):
                     failed_writes += 1  # not committed (or unknown): retried as a new write
                     conn = None
                     await asyncio.sleep(0.05)

@@ -46,7 +46,7 @@ async def test_a_write_appears_with_its_version_and_is_announced(
 ) -> None:
     project = await make_project(db)
     await add_flag(db, project, "checkout")
-    syncd = await start_syncd()
+    syncd = await start_syncd(interval=30)  # notifications alone deliver it
     env = project.environments["production"]
     committed = time.time()
     version = await set_default(db, project, "production", "checkout", "on")
