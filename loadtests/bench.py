@@ -5,20 +5,23 @@ What one run does (bounded: ~7 minutes in full, under a minute with ``--smoke``)
 1. ``crivline up`` in a temporary folder (embedded PostgreSQL and Valkey, free ports),
    a ``bench`` project with the 100-flag set (:mod:`ltflags`), 32 server keys and 8
    client keys; the baseline server (:mod:`baseline`) beside it.
-2. **Throughput**: a closed-loop generator (``wrk`` when installed, else
-   :mod:`hammer`) against each endpoint, alternating proxy and baseline round by
-   round, the server pinned to one CPU and the generator to the other. Reported:
-   requests/s, the server's CPU per request, the generator's CPU, proxy/baseline ratios.
-3. **Workers**: the polling 304 path on one proxy process, then on ``--workers 2``
-   (unpinned: workers and generator share both CPUs), alternating.
-4. **Streams** (locust :mod:`streams` + :mod:`writers`): N streams opened and idle →
+2. **Streams** (locust :mod:`streams` + :mod:`writers`): N streams opened and idle →
    the proxy's resident memory per stream; then writers change flags and every stream
-   reports each patch's commit-to-client latency.
+   reports each patch's commit-to-client latency (10,000 streams, then 1,000).
+3. **Throughput**: a closed-loop generator (``wrk`` when installed, else
+   :mod:`hammer`) against each endpoint, alternating proxy and baseline round by
+   round. Reported: requests/s, the server's CPU per request, the generator's CPU,
+   proxy/baseline ratios.
+4. **Workers**: the polling 304 path on one proxy process, then on ``--workers 2``
+   (unpinned: workers and generator share both CPUs), alternating.
 5. **Scenarios** (locust): ``polling`` (+ a writer), ``ofrep``, ``edge-day``.
 6. The report: ``report.md`` (tables, targets), PNG plots, ``results.json``, the raw
    locust CSVs and logs, in ``loadtests/results/<time>/`` (or ``--out``).
 
-Locust only ever runs as a subprocess (importing it patches the standard library with
+Except in the workers phase, the server under test (proxy or baseline) is pinned to one
+CPU and the load generator (wrk, hammer or locust) to the other, so neither steals the
+other's core; PostgreSQL, syncd, Valkey, control and the writers run anywhere. Locust
+only ever runs as a subprocess (importing it patches the standard library with
 gevent); this runner imports none of the locustfiles.
 
     .venv/bin/python loadtests/bench.py            # the full run
@@ -37,6 +40,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -53,6 +57,7 @@ from benchstack import (
     free_port,
     http,
     identity,
+    machine_busy_seconds,
     metrics,
     pin,
     raise_open_files_limit,
@@ -384,29 +389,30 @@ class Bench:
             "flags": len(json.loads(self.stack.flag_set_bytes)["flags"]),
             "bytes": len(self.stack.flag_set_bytes),
         }
+        self.say(f"proxy {target.proxy} (pid {self.stack.proxy_pid})")
+
+    def start_baseline(self) -> None:
+        """The baseline, serving the flag set the proxy serves now (same size, byte for
+        byte); the proxy's current ETag is refreshed at the same time."""
+        stack = self.stack
+        assert stack is not None
+        stack.wait_served(stack.target.proxy, 1, 30)
         body_file = self.out / "flagset.json"
-        body_file.write_bytes(self.stack.flag_set_bytes)
+        body_file.write_bytes(stack.flag_set_bytes)
+        self.results["flag_set"] = {
+            "flags": len(json.loads(stack.flag_set_bytes)["flags"]),
+            "bytes": len(stack.flag_set_bytes),
+        }
         port = free_port()
-        self.baseline_proc = self.spawn(
-            [
-                sys.executable,
-                str(HERE / "baseline.py"),
-                "--port",
-                str(port),
-                "--body-file",
-                str(body_file),
-            ],
-            "baseline.log",
-        )
-        self.children.remove(self.baseline_proc)  # stopped last, by cleanup()
-        self.children.append(self.baseline_proc)
+        cmd = [sys.executable, str(HERE / "baseline.py"), "--port", str(port)]
+        self.baseline_proc = self.spawn([*cmd, "--body-file", str(body_file)], "baseline.log")
         wait_listening(port, self.baseline_proc, 30)
         self.baseline_url = f"http://127.0.0.1:{port}"
         self.remember({"baseline": self.baseline_proc.pid})
-        self.say(
-            f"proxy {target.proxy} (pid {self.stack.proxy_pid}), baseline {self.baseline_url}, "
-            f"generator {self.generator.name}"
-        )
+        self.say(f"baseline {self.baseline_url}, generator {self.generator_name()}")
+
+    def generator_name(self) -> str:
+        return self.generator.name if self.generator is not None else "?"
 
     # -- throughput ----------------------------------------------------------------------
 
@@ -487,11 +493,13 @@ class Bench:
         assert generator is not None
         cmd = generator.command(url, load, seconds, connections, threads)
         before = tree_cpu(server_pids)
+        busy = machine_busy_seconds()
         wall = time.monotonic()
         proc = self.spawn(cmd, "generator.log", cpus)
         generator_cpu = self.reap(proc, seconds + 60)
         wall = time.monotonic() - wall
         server_cpu = tree_cpu(server_pids) - before
+        busy = machine_busy_seconds() - busy
         output = (self.out / "logs" / "generator.log").read_text(errors="replace")
         (self.out / "logs" / "generator.log").unlink()
         if proc.returncode != 0:
@@ -506,10 +514,14 @@ class Bench:
             generator_cores=generator_cpu / wall,
             server_us_per_request=server_cpu / requests * 1e6 if requests else None,
             generator_us_per_request=generator_cpu / requests * 1e6 if requests else None,
+            # CPU the rest of the machine used meanwhile (other processes, the kernel's
+            # share not billed to ours): a noisy neighbour shows here.
+            other_cores=max(0.0, busy - server_cpu - generator_cpu) / wall,
         )
         return run
 
     def throughput(self) -> None:
+        self.start_baseline()
         stack = self.stack
         assert stack is not None
         assert self.baseline_proc is not None
@@ -629,9 +641,9 @@ class Bench:
         users: int,
         seconds: float,
         *extra: str,
-        spawn_rate: float | None = None,
+        cpus: set[int] | None = None,
     ) -> subprocess.Popen[bytes]:
-        rate = spawn_rate or self.plan.spawn_rate
+        rate = self.plan.spawn_rate
         cmd = [
             sys.executable,
             "-m",
@@ -646,7 +658,26 @@ class Bench:
             *("--target", str(self.out / "target.json")),
             *extra,
         ]
-        return self.spawn(cmd, f"{name}.log")
+        return self.spawn(cmd, f"{name}.log", cpus)
+
+    @contextlib.contextmanager
+    def proxy_pinned(self) -> Iterator[set[int] | None]:
+        """The proxy on one CPU, for the locust phases; yields the load generator's CPUs.
+
+        As in the throughput phase: the proxy gets a core of its own and locust the
+        other, rather than the scheduler mixing them (PostgreSQL, syncd, Valkey, control
+        and the writers stay free to run anywhere)."""
+        stack = self.stack
+        assert stack is not None
+        if self.cpus is None:
+            yield None
+            return
+        pid = stack.proxy_pid
+        pin(pid, self.cpus[0])
+        try:
+            yield self.cpus[1]
+        finally:
+            pin(pid, None)
 
     def follow(self, proc: subprocess.Popen[bytes], name: str, limit: float) -> float:
         """Wait for a locust run (bounded), printing its progress; its CPU seconds."""
@@ -667,12 +698,15 @@ class Bench:
 
     def scenario(self, key: str, scenario: str, users: int, seconds: float, *extra: str) -> None:
         self.say(f"scenario {key}: {users} users for {seconds:.0f}s …")
-        proc = self.locust(scenario, key, users, seconds, *extra)
-        writer = None
-        if key == "polling":  # the changes that turn 304s into 200s
-            writer = self.locust("writers.py", f"{key}-writers", 1, seconds, "--write-rate", "0.5")
-        cpu = self.follow(proc, key, seconds + 60)
-        writer_cpu = self.reap(writer, 30) if writer is not None else 0.0
+        with self.proxy_pinned() as cpus:
+            proc = self.locust(scenario, key, users, seconds, *extra, cpus=cpus)
+            writer = None
+            if key == "polling":  # the changes that turn 304s into 200s
+                writer = self.locust(
+                    "writers.py", f"{key}-writers", 1, seconds, "--write-rate", "0.5"
+                )
+            cpu = self.follow(proc, key, seconds + 60)
+            writer_cpu = self.reap(writer, 30) if writer is not None else 0.0
         self.record_scenario(key, users, proc, cpu)
         if writer is not None:
             self.record_scenario(f"{key}-writers", 1, writer, writer_cpu)
@@ -697,7 +731,9 @@ class Bench:
                 f"{total['rps']:,.0f} req/s, p50 {total['p50']} ms, p99 {total['p99']} ms"
             )
 
-    def streams(self, count: int, write_seconds: float, write_rate: float) -> None:
+    def streams(
+        self, count: int, write_seconds: float, write_rate: float, cpus: set[int] | None
+    ) -> None:
         stack = self.stack
         assert stack is not None
         key = f"streams-{count}"
@@ -709,7 +745,9 @@ class Bench:
         rss_before = rss_bytes(proxy_pid)
         self.say(f"streams: opening {count:,} SSE streams …")
         opened_at = time.monotonic()
-        proc = self.locust("streams.py", key, count, bound, "--samples-file", str(samples))
+        proc = self.locust(
+            "streams.py", key, count, bound, "--samples-file", str(samples), cpus=cpus
+        )
         gauge = 'crivline_proxy_streams_open{kind="sdk"}'
         deadline = time.monotonic() + spawn_limit
         open_now = 0.0
@@ -736,6 +774,7 @@ class Bench:
         )
         lag_before = metrics(proxy)
         cpu_before = tree_cpu([proxy_pid])
+        busy_before, wall = machine_busy_seconds(), time.monotonic()
         self.say(f"  writers: {write_rate:g} changes/s for {write_seconds:.0f}s …")
         writer = self.locust(
             "writers.py", f"{key}-writers", 1, write_seconds, "--write-rate", str(write_rate)
@@ -743,6 +782,7 @@ class Bench:
         writer_cpu = self.follow(writer, f"{key}-writers", write_seconds + 60)
         drained = self.drain(proxy)
         proxy_cpu = tree_cpu([proxy_pid]) - cpu_before
+        machine_cores = (machine_busy_seconds() - busy_before) / (time.monotonic() - wall)
         lag_after = metrics(proxy)
         locust_cpu = self.terminate(proc)
         self.record_scenario(key, count, proc, locust_cpu)
@@ -763,6 +803,7 @@ class Bench:
             "stream_stats": doc.get("stats", {}),
             "drained": drained,
             "proxy_cpu_seconds": proxy_cpu,
+            "machine_cores": machine_cores,
             "proxy_side": benchreport.histogram_quantiles(
                 lag_before, lag_after, "crivline_proxy_propagation_lag_seconds_bucket"
             ),
@@ -803,10 +844,13 @@ class Bench:
         self.say(f"bench ({plan.mode}) writing to {self.out}")
         try:
             self.setup()
+            # Streams first: the memory per stream is measured on a proxy that has not yet
+            # been through the throughput phases (whose freed memory it would reuse).
+            for count, seconds, rate in plan.stream_phases:
+                with self.proxy_pinned() as cpus:
+                    self.streams(count, seconds, rate, cpus)
             self.throughput()
             self.workers()
-            for count, seconds, rate in plan.stream_phases:
-                self.streams(count, seconds, rate)
             users, seconds = plan.polling
             self.scenario("polling", "polling.py", users, seconds, "--poll-interval", "1")
             users, seconds = plan.ofrep
@@ -861,6 +905,7 @@ def summarize_case(case: Case, runs: dict[str, list[dict[str, Any]]]) -> dict[st
         "errors": sum(r["errors"] for side in runs.values() for r in side),
         "generator_cores": median(r["generator_cores"] for side in runs.values() for r in side),
         "server_cores": median(r["server_cores"] for r in runs["proxy"]),
+        "other_cores": median(r["other_cores"] for side in runs.values() for r in side),
         "target_ratio": case.target_ratio,
         "target_rps": case.target_rps,
     }

@@ -247,10 +247,14 @@ def write(results: dict[str, Any], out: Path) -> Path:
     packages = ", ".join(f"{k} {v}" for k, v in machine.get("packages", {}).items())
     add(f"- packages: {packages}")
     add(f"- load average at start: {machine.get('load_average_at_start')}")
-    add(
-        f"- throughput generator: {results.get('generator', '?')}; pinning: "
-        f"{results.get('pinning') or 'none (fewer than 2 CPUs)'}"
+    pinning = results.get("pinning")
+    where = (
+        f"server under test on CPU {pinning['server']}, load generator on CPU "
+        f"{pinning['generator']} (not in the workers phase)"
+        if pinning
+        else "none (fewer than 2 CPUs)"
     )
+    add(f"- throughput generator: {results.get('generator', '?')}; pinning: {where}")
     flag_set = results.get("flag_set", {})
     add(f"- flag set: {flag_set.get('flags', '?')} flags, {flag_set.get('bytes', 0):,} bytes")
     add(f"- run time: {results.get('seconds', 0):.0f} s")
@@ -270,9 +274,9 @@ def write(results: dict[str, Any], out: Path) -> Path:
         add("")
         add(
             "| case | proxy req/s | baseline req/s | ratio | proxy CPU µs/req | "
-            "baseline CPU µs/req | CPU ratio | generator CPU | proxy p99 ms | errors |"
+            "baseline CPU µs/req | CPU ratio | generator CPU | other CPU | proxy p99 ms | errors |"
         )
-        add("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        add("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for name, case in thr.items():
             p99 = sorted(r["p99_ms"] for r in case["runs"]["proxy"])[
                 len(case["runs"]["proxy"]) // 2
@@ -282,12 +286,15 @@ def write(results: dict[str, Any], out: Path) -> Path:
                 f"| {name}{check} | {_f(case['proxy_rps'])} | {_f(case['baseline_rps'])} | "
                 f"{_f(case['ratio'], 2)} | {_f(case['proxy_us_per_request'], 1)} | "
                 f"{_f(case['baseline_us_per_request'], 1)} | {_f(case['cpu_ratio'], 2)} | "
-                f"{_f(case['generator_cores'], 2)} | {_f(p99, 1)} | {case['errors']} |"
+                f"{_f(case['generator_cores'], 2)} | {_f(case.get('other_cores'), 2)} | "
+                f"{_f(p99, 1)} | {case['errors']} |"
             )
         add("")
         add(
             "Ratio = proxy/baseline requests per second; CPU ratio = baseline/proxy server "
-            "CPU per request (1.0 = as cheap as the baseline). Generator CPU is in cores."
+            "CPU per request (1.0 = as cheap as the baseline). Generator CPU is in cores; "
+            "other CPU is what the rest of the machine used meanwhile (other processes: a "
+            "busy neighbour makes every figure less reliable)."
         )
         add("")
     workers = results.get("workers")
@@ -309,9 +316,9 @@ def write(results: dict[str, Any], out: Path) -> Path:
         add(
             "| open streams | opened in | RSS per idle stream | writes | patches received | "
             "p50 ms | p90 ms | p99 ms | max ms | p99 ms, read by locust | "
-            "commit→proxy p99 ≤ ms | proxy CPU s |"
+            "commit→proxy p99 ≤ ms | proxy CPU s | machine CPU |"
         )
-        add("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        add("| " + " | ".join(["---:"] * 13) + " |")
         for phase in prop.values():
             writes = phase["writes"]
             add(
@@ -321,7 +328,7 @@ def write(results: dict[str, Any], out: Path) -> Path:
                 f"{_f(phase['p90_ms'], 1)} | {_f(phase['p99_ms'], 1)} | {_f(phase['max_ms'], 1)} | "
                 f"{_f(phase.get('read', {}).get('p99_ms'), 1)} | "
                 f"{_f(phase['proxy_side'].get('p99_le_ms'), 0)} | "
-                f"{_f(phase['proxy_cpu_seconds'], 1)} |"
+                f"{_f(phase['proxy_cpu_seconds'], 1)} | {_f(phase.get('machine_cores'), 2)} |"
             )
         add("")
         add(
@@ -331,7 +338,8 @@ def write(results: dict[str, Any], out: Path) -> Path:
             "Valkey → pub/sub → proxy → every stream. commit→proxy is the proxy's own "
             'histogram (bucket bound) of when it applied the change. "Read by locust" is '
             "when the load generator got round to the bytes: the difference is locust's own "
-            "backlog (one process reading every stream), not the proxy's."
+            "backlog (one process reading every stream), not the proxy's. Machine CPU: the "
+            "cores the whole machine kept busy while the writers ran."
         )
         add("")
     scenarios = results.get("scenarios", {})
