@@ -330,15 +330,19 @@ class Bench:
         return self.reap(proc, timeout)
 
     def cleanup(self) -> None:
-        for proc in list(self.children):
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        for proc in list(self.children):
-            self.reap(proc, 20)
-        if self.stack is not None:
-            self.say("stopping the stack …")
-            self.stack.stop()
+        """Stop everything this run started, whatever failed before (or fails here)."""
+        try:
+            for proc in list(self.children):
+                if proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGTERM)
+            for proc in list(self.children):
+                with contextlib.suppress(OSError):
+                    self.reap(proc, 20)
+        finally:
+            if self.stack is not None:
+                self.say("stopping the stack …")
+                self.stack.stop()
 
     def remember(self, pids: dict[str, int]) -> None:
         """Processes the run started (the smoke test checks they are all gone after)."""

@@ -392,7 +392,11 @@ class Stack:
 
     def stop(self) -> None:
         for proc in self.extra:
-            self.stop_extra(proc)
+            try:
+                self.stop_extra(proc)
+            except (OSError, subprocess.SubprocessError) as exc:
+                self.say(f"! could not stop proxy {proc.pid}: {exc}")
+                kill_hard(proc.pid)
         if self.proc is not None and self.proc.poll() is None:
             recorded = self.pids()
             with contextlib.suppress(ProcessLookupError):
