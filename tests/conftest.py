@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +71,14 @@ def _require_own(server: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
-def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("servers")
+def work_dir() -> Iterator[Path]:
+    # Not under pytest's basetemp: another pytest session on the machine resets that
+    # folder's mode and prunes it, which would pull the data away from a running server.
+    path = Path(tempfile.mkdtemp(prefix="crivline-servers-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
