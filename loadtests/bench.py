@@ -40,7 +40,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -133,11 +133,16 @@ class Load:
 class Case:
     name: str
     title: str
-    proxy: Load
+    proxy: Load | Callable[[], Load]  # a callable is asked before every run
     baseline: Load
     target_ratio: float | None = None
     target_rps: float | None = None
     small_answers: bool | None = None  # True: 304s expected; False: full bodies
+
+    def load(self, side: str) -> Load:
+        if side == "baseline":
+            return self.baseline
+        return self.proxy() if callable(self.proxy) else self.proxy
 
 
 # -- generators ------------------------------------------------------------------------------
@@ -427,13 +432,19 @@ class Bench:
         client = {"Authorization": f"Bearer {stack.target.client_keys[0]}"}
         _s, headers, _b = http("GET", self.baseline_url + "/bytes")
         baseline_etag = headers["ETag"]
-        _s, bulk_headers, _b = http(
-            "POST",
-            stack.target.proxy + "/ofrep/v1/evaluate/flags",
-            raw=FIXED_CONTEXT.encode(),  # the ETag covers the body's exact bytes
-            headers={**client, "Content-Type": "application/json"},
-        )
-        bulk_etag = bulk_headers["ETag"]
+
+        def bulk_hit() -> Load:
+            # Asked again before every run: the ETag also covers the stream-ticket window,
+            # which turns over every 15 minutes.
+            _s, answer, _b = http(
+                "POST",
+                stack.target.proxy + "/ofrep/v1/evaluate/flags",
+                raw=FIXED_CONTEXT.encode(),  # the ETag covers the body's exact bytes
+                headers={**client, "Content-Type": "application/json"},
+            )
+            headers = {**client, "If-None-Match": answer["ETag"]}
+            return Load("POST", "/ofrep/v1/evaluate/flags", headers, FIXED_CONTEXT)
+
         single = f"/ofrep/v1/evaluate/flags/{ltflags.TARGETED_FLAG}"
         return [
             Case(
@@ -469,12 +480,7 @@ class Bench:
             Case(
                 "bulk-etag",
                 "OFREP bulk, 100 flags, If-None-Match hit (304)",
-                Load(
-                    "POST",
-                    "/ofrep/v1/evaluate/flags",
-                    {**client, "If-None-Match": bulk_etag},
-                    FIXED_CONTEXT,
-                ),
+                bulk_hit,
                 Load("POST", "/json", {}, FIXED_CONTEXT),
                 target_ratio=0.60,
                 small_answers=True,
@@ -497,13 +503,14 @@ class Bench:
         assert generator is not None
         cmd = generator.command(url, load, seconds, connections, threads)
         before = tree_cpu(server_pids)
-        busy = machine_busy_seconds()
+        busy, irq = machine_busy_seconds()
         wall = time.monotonic()
         proc = self.spawn(cmd, "generator.log", cpus)
         generator_cpu = self.reap(proc, seconds + 60)
         wall = time.monotonic() - wall
         server_cpu = tree_cpu(server_pids) - before
-        busy = machine_busy_seconds() - busy
+        busy_after, irq_after = machine_busy_seconds()
+        busy, irq = busy_after - busy, irq_after - irq
         output = (self.out / "logs" / "generator.log").read_text(errors="replace")
         (self.out / "logs" / "generator.log").unlink()
         if proc.returncode != 0:
@@ -518,9 +525,10 @@ class Bench:
             generator_cores=generator_cpu / wall,
             server_us_per_request=server_cpu / requests * 1e6 if requests else None,
             generator_us_per_request=generator_cpu / requests * 1e6 if requests else None,
-            # CPU the rest of the machine used meanwhile (other processes, the kernel's
-            # share not billed to ours): a noisy neighbour shows here.
-            other_cores=max(0.0, busy - server_cpu - generator_cpu) / wall,
+            # CPU the rest of the machine used meanwhile: interrupts (loopback networking),
+            # and other processes — a noisy neighbour shows in the latter.
+            irq_cores=irq / wall,
+            other_cores=max(0.0, busy - irq - server_cpu - generator_cpu) / wall,
         )
         return run
 
@@ -547,7 +555,7 @@ class Bench:
                 for side in ("proxy", "baseline"):
                     if plan.warmup_seconds:
                         url, pids = targets[side]
-                        load = case.proxy if side == "proxy" else case.baseline
+                        load = case.load(side)
                         self.measure(
                             url,
                             load,
@@ -561,7 +569,7 @@ class Bench:
                     order = ("proxy", "baseline") if r % 2 == 0 else ("baseline", "proxy")
                     for side in order:
                         url, pids = targets[side]
-                        load = case.proxy if side == "proxy" else case.baseline
+                        load = case.load(side)
                         run = self.measure(
                             url,
                             load,
@@ -590,16 +598,21 @@ class Bench:
         stack = self.stack
         assert stack is not None
         plan = self.plan
-        self.say("workers: starting a second proxy with --workers 2 …")
+        # Both fresh, started the same way: the stack's own proxy has been through the
+        # streams and throughput phases (a bigger heap) and would not compare fairly.
+        self.say("workers: starting fresh proxies with --workers 1 and --workers 2 …")
+        url1, proc1 = stack.start_proxy(1)
         url2, proc2 = stack.start_proxy(2)
         try:
+            stack.wait_served(url1, 1, 30)
             stack.wait_served(url2, 1, 30)
             server = {"Authorization": f"Bearer {stack.target.server_keys[1]}"}
             load = Load("GET", "/sdk/v1/flags", {**server, "If-None-Match": stack.etag})
             sides = {
-                "1 worker": (stack.target.proxy, [stack.proxy_pid]),
+                "1 worker": (url1, tree(proc1.pid)),
                 "2 workers": (url2, tree(proc2.pid)),
             }
+            self.remember({"proxy-1-worker": proc1.pid})
             self.remember({f"proxy-2-workers-{i}": pid for i, pid in enumerate(tree(proc2.pid))})
             runs: dict[str, list[dict[str, Any]]] = {k: [] for k in sides}
             for r in range(plan.rounds):
@@ -622,6 +635,7 @@ class Bench:
                         f"{run['generator_cores']:.2f} CPU"
                     )
         finally:
+            stack.stop_extra(proc1)
             stack.stop_extra(proc2)
         one = median(r["rps"] for r in runs["1 worker"])
         two = median(r["rps"] for r in runs["2 workers"])
@@ -778,7 +792,7 @@ class Bench:
         )
         lag_before = metrics(proxy)
         cpu_before = tree_cpu([proxy_pid])
-        busy_before, wall = machine_busy_seconds(), time.monotonic()
+        busy_before, wall = machine_busy_seconds()[0], time.monotonic()
         self.say(f"  writers: {write_rate:g} changes/s for {write_seconds:.0f}s …")
         writer = self.locust(
             "writers.py", f"{key}-writers", 1, write_seconds, "--write-rate", str(write_rate)
@@ -786,7 +800,7 @@ class Bench:
         writer_cpu = self.follow(writer, f"{key}-writers", write_seconds + 60)
         drained = self.drain(proxy)
         proxy_cpu = tree_cpu([proxy_pid]) - cpu_before
-        machine_cores = (machine_busy_seconds() - busy_before) / (time.monotonic() - wall)
+        machine_cores = (machine_busy_seconds()[0] - busy_before) / (time.monotonic() - wall)
         lag_after = metrics(proxy)
         locust_cpu = self.terminate(proc)
         self.record_scenario(key, count, proc, locust_cpu)
@@ -910,6 +924,7 @@ def summarize_case(case: Case, runs: dict[str, list[dict[str, Any]]]) -> dict[st
         "generator_cores": median(r["generator_cores"] for side in runs.values() for r in side),
         "server_cores": median(r["server_cores"] for r in runs["proxy"]),
         "other_cores": median(r["other_cores"] for side in runs.values() for r in side),
+        "irq_cores": median(r["irq_cores"] for side in runs.values() for r in side),
         "target_ratio": case.target_ratio,
         "target_rps": case.target_rps,
     }

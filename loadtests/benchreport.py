@@ -201,14 +201,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "ok": phase["p99_ms"] <= limit,
                 }
             )
-    biggest = max(prop.values(), key=lambda p: p["streams"], default=None)
+    biggest = next(iter(prop.values()), None)  # the phase measured on a fresh proxy
     if biggest:
         per = biggest["rss_per_stream"]
         rows.append(
             {
                 "target": "≤ 16 KB resident per idle stream (10,000 open)",
-                "measured": f"{per / KIB:.1f} KiB with {biggest['streams']:,} open",
-                "ok": per <= 16 * KIB if biggest["streams"] >= 10_000 else None,
+                "measured": f"{per:,.0f} bytes ({per / KIB:.1f} KiB), {biggest['streams']:,} open",
+                "ok": per <= 16_000 if biggest["streams"] >= 10_000 else None,
             }
         )
     workers = results.get("workers")
@@ -274,9 +274,10 @@ def write(results: dict[str, Any], out: Path) -> Path:
         add("")
         add(
             "| case | proxy req/s | baseline req/s | ratio | proxy CPU µs/req | "
-            "baseline CPU µs/req | CPU ratio | generator CPU | other CPU | proxy p99 ms | errors |"
+            "baseline CPU µs/req | CPU ratio | generator CPU | irq CPU | other CPU | "
+            "proxy p99 ms | errors |"
         )
-        add("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        add("| --- |" + " ---: |" * 11)
         for name, case in thr.items():
             p99 = sorted(r["p99_ms"] for r in case["runs"]["proxy"])[
                 len(case["runs"]["proxy"]) // 2
@@ -286,15 +287,17 @@ def write(results: dict[str, Any], out: Path) -> Path:
                 f"| {name}{check} | {_f(case['proxy_rps'])} | {_f(case['baseline_rps'])} | "
                 f"{_f(case['ratio'], 2)} | {_f(case['proxy_us_per_request'], 1)} | "
                 f"{_f(case['baseline_us_per_request'], 1)} | {_f(case['cpu_ratio'], 2)} | "
-                f"{_f(case['generator_cores'], 2)} | {_f(case.get('other_cores'), 2)} | "
+                f"{_f(case['generator_cores'], 2)} | {_f(case.get('irq_cores'), 2)} | "
+                f"{_f(case.get('other_cores'), 2)} | "
                 f"{_f(p99, 1)} | {case['errors']} |"
             )
         add("")
         add(
             "Ratio = proxy/baseline requests per second; CPU ratio = baseline/proxy server "
-            "CPU per request (1.0 = as cheap as the baseline). Generator CPU is in cores; "
-            "other CPU is what the rest of the machine used meanwhile (other processes: a "
-            "busy neighbour makes every figure less reliable)."
+            "CPU per request (1.0 = as cheap as the baseline). CPU columns are in cores: "
+            "the generator's; interrupts (loopback networking); other — everything else the "
+            "machine ran meanwhile (other processes: a busy neighbour makes every figure less "
+            "reliable)."
         )
         add("")
     workers = results.get("workers")
@@ -319,11 +322,14 @@ def write(results: dict[str, Any], out: Path) -> Path:
             "commit→proxy p99 ≤ ms | proxy CPU s | machine CPU |"
         )
         add("| " + " | ".join(["---:"] * 13) + " |")
-        for phase in prop.values():
+        for number, phase in enumerate(prop.values()):
             writes = phase["writes"]
+            # Only the first phase opens streams on a proxy that has not held any: later
+            # ones reuse the memory the previous phase's streams freed.
+            memory = f"{phase['rss_per_stream'] / KIB:.1f} KiB" if number == 0 else "—"
             add(
                 f"| {phase['streams']:,} | {phase['open_seconds']:.1f} s | "
-                f"{phase['rss_per_stream'] / KIB:.1f} KiB | {writes:.0f} "
+                f"{memory} | {writes:.0f} "
                 f"({phase['write_rate']:g}/s) | {phase['samples']:,} | {_f(phase['p50_ms'], 1)} | "
                 f"{_f(phase['p90_ms'], 1)} | {_f(phase['p99_ms'], 1)} | {_f(phase['max_ms'], 1)} | "
                 f"{_f(phase.get('read', {}).get('p99_ms'), 1)} | "

@@ -111,11 +111,12 @@ def tree_cpu(pids: list[int]) -> float:
     return sum(cpu_seconds(p) for p in pids)
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine has spent busy since boot (all CPUs, /proc/stat)."""
+def machine_busy_seconds() -> tuple[float, float]:
+    """CPU seconds the whole machine has spent busy since boot (all CPUs, /proc/stat),
+    and the part of it spent in interrupts (loopback networking lands there)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS, (fields[5] + fields[6]) / CLOCK_TICKS
 
 
 def rss_bytes(pid: int) -> int:
