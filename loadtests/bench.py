@@ -70,6 +70,7 @@ from benchstack import (
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+PHASES = ("streams", "throughput", "workers", "scenarios")
 
 CONTEXT = (
     '{"context":{"targetingKey":"user-{n}","email":"user{n}@example.com",'
@@ -279,6 +280,7 @@ class Bench:
     out: Path
     generator_choice: str = "auto"
     keep: bool = False
+    phases: tuple[str, ...] = ("streams", "throughput", "workers", "scenarios")
     started: float = field(default_factory=time.monotonic)
     results: dict[str, Any] = field(default_factory=dict)
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -646,6 +648,7 @@ class Bench:
             "speedup": two / one if one else None,
             "generator_cores": median(r["generator_cores"] for r in runs["2 workers"]),
             "server_cores": median(r["server_cores"] for r in runs["2 workers"]),
+            "other_cores": median(r["other_cores"] for side in runs.values() for r in side),
             "target": 1.4,
         }
         self.say(f"  → workers: 2 workers = {two / one:.2f}× one worker")
@@ -855,6 +858,16 @@ class Bench:
             last = now
         return False
 
+    def scenarios(self) -> None:
+        plan = self.plan
+        users, seconds = plan.polling
+        self.scenario("polling", "polling.py", users, seconds, "--poll-interval", "1")
+        users, seconds = plan.ofrep
+        self.scenario("ofrep", "ofrep.py", users, seconds)
+        users, seconds = plan.edge_day
+        rates = ("--poll-interval", "2", "--eval-interval", "0.5", "--bulk-interval", "2")
+        self.scenario("edge-day", "edge_day.py", users, seconds, *rates, "--write-rate", "0.5")
+
     # -- the whole run -----------------------------------------------------------------------
 
     def run(self) -> Path:
@@ -862,32 +875,19 @@ class Bench:
         self.say(f"bench ({plan.mode}) writing to {self.out}")
         try:
             self.setup()
+            self.results["phases"] = list(self.phases)
             # Streams first: the memory per stream is measured on a proxy that has not yet
             # been through the throughput phases (whose freed memory it would reuse).
-            for count, seconds, rate in plan.stream_phases:
-                with self.proxy_pinned() as cpus:
-                    self.streams(count, seconds, rate, cpus)
-            self.throughput()
-            self.workers()
-            users, seconds = plan.polling
-            self.scenario("polling", "polling.py", users, seconds, "--poll-interval", "1")
-            users, seconds = plan.ofrep
-            self.scenario("ofrep", "ofrep.py", users, seconds)
-            users, seconds = plan.edge_day
-            self.scenario(
-                "edge-day",
-                "edge_day.py",
-                users,
-                seconds,
-                "--poll-interval",
-                "2",
-                "--eval-interval",
-                "0.5",
-                "--bulk-interval",
-                "2",
-                "--write-rate",
-                "0.5",
-            )
+            if "streams" in self.phases:
+                for count, seconds, rate in plan.stream_phases:
+                    with self.proxy_pinned() as cpus:
+                        self.streams(count, seconds, rate, cpus)
+            if "throughput" in self.phases:
+                self.throughput()
+            if "workers" in self.phases:
+                self.workers()
+            if "scenarios" in self.phases:
+                self.scenarios()
         except BaseException as exc:
             self.results["error"] = f"{type(exc).__name__}: {exc}"
             raise
@@ -967,11 +967,20 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="report folder (default loadtests/results/…)")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--keep", action="store_true", help="keep the stack's data folder")
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"comma-separated subset of {','.join(PHASES)} (default: all)",
+    )
     args = parser.parse_args()
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    unknown = set(phases) - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = (args.out or RESULTS / f"{stamp}{'-smoke' if args.smoke else ''}").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    bench = Bench(SMOKE if args.smoke else FULL, out, args.generator, args.keep)
+    bench = Bench(SMOKE if args.smoke else FULL, out, args.generator, args.keep, phases)
 
     def stop(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")

@@ -309,7 +309,8 @@ def write(results: dict[str, Any], out: Path) -> Path:
             f"{_f(workers['two_rps'])} req/s = **{_f(workers['speedup'], 2)}×**; the proxy "
             f"processes used {_f(workers['server_cores'], 2)} CPU and the generator "
             f"{_f(workers['generator_cores'], 2)} CPU of the machine's "
-            f"{machine.get('usable_cpus', '?')}."
+            f"{machine.get('usable_cpus', '?')}; other processes took "
+            f"{_f(workers.get('other_cores'), 2)} CPU meanwhile."
         )
         add("")
     prop = results.get("propagation", {})
