@@ -21,6 +21,7 @@ from control.problems import problem_middleware
 from control.routes import operations
 from control.routing import add_routes
 from control.state import BUS, METRICS, OPENAPI, POOL, SETTINGS
+from crivline import httpserver
 from crivline.errors import DatabaseUnavailable
 from crivline.keyspace import Keyspace
 from crivline.logs import fields
@@ -81,6 +82,8 @@ def create_app(settings: Settings) -> web.Application:
         # Outermost first: every answer is measured, every error becomes a problem+json.
         middlewares=[metrics.middleware(), problem_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
+        # Idle and half-sent connections are closed (slowloris): see crivline.httpserver.
+        handler_args=httpserver.handler_args(httpserver.IDLE_SECONDS),
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics

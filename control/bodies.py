@@ -5,6 +5,7 @@ A request is refused with
 
 - 415 when it has a body that is not ``application/json`` (or a ``+json`` type),
 - 413 when the body is over ``CRIVLINE_MAX_BODY_BYTES``,
+- 408 when it does not arrive within 30 s, 400 when it cannot be decoded,
 - 400 when it is not JSON, or does not have the declared shape — wrong types, missing
   fields and unknown fields (never silently ignored) are each reported with their path,
 - 422 when it holds a NUL character (U+0000), which Postgres cannot store.
@@ -24,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from control.state import SETTINGS
+from crivline import httpserver
 from crivline.errors import (
     BadRequest,
     FieldProblem,
@@ -193,7 +195,7 @@ async def read_bytes(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
     try:
-        return await request.read()
+        return await httpserver.read_body(request, httpserver.BODY_SECONDS)
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes") from None
 

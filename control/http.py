@@ -112,6 +112,6 @@ def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isascii() or not raw.isdigit() or not lo <= int(raw) <= hi:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18 or not lo <= int(raw) <= hi:
         raise BadRequest(f"query parameter {name} must be a whole number from {lo} to {hi}")
     return int(raw)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from control.bodies import Body
+from crivline import httpserver
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -98,7 +99,13 @@ class Api:
 def add_routes(app: web.Application, operations: list[Operation]) -> None:
     for op in operations:
         # No implicit HEAD: the app serves exactly the methods its document lists.
+        # Expect: 100-continue only (aiohttp's default answers 500 to one not in UTF-8).
         if op.method == "GET":
-            app.router.add_get(op.path, op.handler, allow_head=False)
+            app.router.add_get(
+                op.path, op.handler, allow_head=False, expect_handler=httpserver.expect_continue
+            )
         else:
-            app.router.add_route(op.method, op.path, op.handler)
+            app.router.add_route(
+                op.method, op.path, op.handler, expect_handler=httpserver.expect_continue
+            )
+    httpserver.refuse_unmatched(app)

@@ -13,6 +13,7 @@
           ├── Unauthorized          401
           ├── Forbidden             403
           ├── NotFound              404
+          ├── RequestTimeout        408
           ├── Conflict              409
           ├── PreconditionFailed    412
           ├── PayloadTooLarge       413
@@ -99,6 +100,10 @@ class Forbidden(ApiError):
 
 class NotFound(ApiError):
     status, title = 404, "Not Found"
+
+
+class RequestTimeout(ApiError):
+    status, title = 408, "Request Timeout"
 
 
 class Conflict(ApiError):

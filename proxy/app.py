@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from crivline import httpserver
 from crivline.keyspace import Keyspace
 from crivline.settings import Settings
 from proxy import appkeys, health, routes_ofrep, routes_sdk, status_page
@@ -46,6 +47,7 @@ def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.A
     app = web.Application(
         middlewares=[edge_middleware],
         client_max_size=settings.max_body_bytes,
+        handler_args=httpserver.handler_args(options.idle_timeout_seconds),
     )
     app[appkeys.SETTINGS] = settings
     app[appkeys.OPTIONS] = options
@@ -71,10 +73,9 @@ def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.A
         ]
     )
     app.on_shutdown.append(_close_streams)
-    app.add_routes(routes_sdk.routes)
-    app.add_routes(routes_ofrep.routes)
-    app.add_routes(health.routes)
-    app.add_routes(status_page.routes)
+    for table in (routes_sdk.routes, routes_ofrep.routes, health.routes, status_page.routes):
+        httpserver.add_routes(app, table)
+    httpserver.refuse_unmatched(app)
     return app
 
 

@@ -4,7 +4,8 @@ OFREP bodies are ``{"context": {...}}``. A missing body, a missing ``context`` o
 missing ``targetingKey`` are all accepted (flags that need them answer accordingly); a
 body that is not JSON is a PARSE_ERROR, a context that is not an object — or is nested
 deeper or holds more values than the limits allow — is INVALID_CONTEXT, and a body over
-``CRIVLINE_MAX_BODY_BYTES`` is a 413. Each refusal says which limit and by how much.
+``CRIVLINE_MAX_BODY_BYTES`` is a 413, one that does not arrive in time a 408 and one
+that cannot be decoded a 400. Each refusal says which limit and by how much.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from crivline import httpserver
 from crivline.errors import BadRequest, PayloadTooLarge
 
 
@@ -24,7 +26,9 @@ def _refusal(exc_type: type[BadRequest], code: str, detail: str, key: str | None
     return exc_type(detail, extra=extra)
 
 
-async def read_body(request: web.Request, max_bytes: int) -> bytes:
+async def read_body(
+    request: web.Request, max_bytes: int, seconds: float = httpserver.BODY_SECONDS
+) -> bytes:
     length = request.content_length
     if length is not None and length > max_bytes:
         raise PayloadTooLarge(
@@ -33,7 +37,7 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     if not request.body_exists:
         return b""
     try:
-        return await request.read()
+        return await httpserver.read_body(request, seconds)
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(
             f"request body is larger than the limit of {max_bytes} bytes (CRIVLINE_MAX_BODY_BYTES)"

@@ -94,7 +94,7 @@ def version_of_etag(etag: str) -> int | None:
     """The version a flag-set ETag names (``"12-ab…"``, with or without quotes/W/)."""
     text = etag.strip().removeprefix("W/").strip('"')
     head = text.split("-", 1)[0]
-    return int(head) if head.isdigit() else None
+    return int(head) if head.isascii() and head.isdigit() and len(head) < 19 else None
 
 
 def is_time_dependent(flag_set: bytes) -> bool:

@@ -1,7 +1,7 @@
 """Every error the proxy answers, rendered in ONE place as a JSON body.
 
 The shape is OFREP's: ``{"errorCode": ..., "errorDetails": ...}`` (plus ``"key"`` for
-a flag evaluation), on every status — 400, 401, 403, 404, 413, 415, 429, 500, 503 — so
+a flag evaluation), on every status — 400, 401, 403, 404, 408, 413, 415, 429, 500, 503 — so
 a client never has to parse HTML or plain text, and the OFREP providers find the
 fields they read. ``errorCode`` is an OpenFeature code where one applies
 (``PARSE_ERROR``, ``INVALID_CONTEXT``, ``FLAG_NOT_FOUND``, ``GENERAL``) and otherwise
@@ -26,6 +26,7 @@ _CODES: dict[int, str] = {
     401: "UNAUTHORIZED",
     403: "FORBIDDEN",
     404: "NOT_FOUND",
+    408: "REQUEST_TIMEOUT",
     405: "METHOD_NOT_ALLOWED",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",

@@ -40,6 +40,9 @@ class ProxyOptions:
     rate_limit_flush_seconds: float = 0.1  # local counts pushed to the shared counters
     sync_fresh_seconds: float | None = None  # None: derived from the settings
     shutdown_timeout: float = 10.0  # in-flight requests get this long on SIGTERM
+    # -- connections (see crivline.httpserver) ------------------------------------------------
+    idle_timeout_seconds: float = 75.0  # no complete request on a connection: closed
+    body_timeout_seconds: float = 30.0  # a request body must arrive within this (408)
 
     def with_(self, **changes: Any) -> ProxyOptions:
         return replace(self, **changes)

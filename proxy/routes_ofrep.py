@@ -24,6 +24,7 @@ the same way.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from datetime import datetime
 
@@ -64,7 +65,9 @@ async def evaluate_flag(request: web.Request) -> web.Response:
     state = await app[appkeys.CACHE].obtain(info.environment)
     out = headers.served(state, app[appkeys.STATUS])
     try:
-        body = await read_body(request, app[appkeys.SETTINGS].max_body_bytes)
+        body = await read_body(
+            request, app[appkeys.SETTINGS].max_body_bytes, app[appkeys.OPTIONS].body_timeout_seconds
+        )
         context = _context(request, body, key)
     except ApiError as exc:
         response = api_error_response(exc)
@@ -86,7 +89,9 @@ async def evaluate_all(request: web.Request) -> web.Response:
         state = await _honour_refetch_hints(request, cache, state)
     out = headers.served(state, app[appkeys.STATUS])
     try:
-        body = await read_body(request, app[appkeys.SETTINGS].max_body_bytes)
+        body = await read_body(
+            request, app[appkeys.SETTINGS].max_body_bytes, app[appkeys.OPTIONS].body_timeout_seconds
+        )
         return _bulk(request, info, state, body, out)
     except ApiError as exc:
         response = api_error_response(exc)
@@ -141,10 +146,19 @@ def _evaluate(request: web.Request, state: EnvState, body: bytes) -> bytes:
     return b'{"flags":[' + b",".join([r.to_json() for r in results]) + b"]"
 
 
-def _origin(request: web.Request) -> str:
-    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
-    host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
-    return f"{proto or request.scheme}://{host or request.host}"
+# A host as URLs spell it: a name (at most 255 characters) or an IPv4/IPv6 address, and
+# a port. The bound also bounds the stream-link cache, which is keyed by it.
+_HOST = re.compile(r"(?:[A-Za-z0-9_.~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def _origin(request: web.Request) -> str | None:
+    """Where the client reached us, or None when the headers naming it are not a host
+    (they come from the client: anything else would end up in the eventStreams URL)."""
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip() or request.host
+    if proto not in ("http", "https"):
+        proto = request.scheme
+    return f"{proto}://{host}" if len(host) <= 261 and _HOST.fullmatch(host) else None
 
 
 _LINKS_MAX = 50_000
@@ -155,6 +169,8 @@ def _event_streams(request: web.Request, info: KeyInfo, state: EnvState, now: fl
     app = request.app
     tickets = app[appkeys.TICKETS]
     origin = _origin(request)
+    if origin is None:
+        return b""  # no URL to advertise: the client polls instead
     links = app[appkeys.STREAM_LINKS]
     cache_key = (info.key_hash, state.id, state.version, tickets.expiry(now), origin)
     cached = links.get(cache_key)
@@ -177,11 +193,11 @@ def _event_streams(request: web.Request, info: KeyInfo, state: EnvState, now: fl
 
 def _last_modified(raw: str) -> int | None:
     raw = raw.strip()
-    if raw.isdigit():
-        return int(raw)
+    if raw.isascii() and raw.isdigit():
+        return int(raw) if len(raw) < 19 else None
     try:
         return int(datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp())
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 

@@ -324,7 +324,8 @@ def _b64(data: bytes) -> str:
 
 
 def _session_mac(token: str, expires: int) -> str:
-    key = hmac.new(token.encode(), _SESSION_CONTEXT, hashlib.sha256).digest()
+    secret = token.encode("utf-8", "surrogateescape")
+    key = hmac.new(secret, _SESSION_CONTEXT, hashlib.sha256).digest()
     return _b64(hmac.new(key, b"%d" % expires, hashlib.sha256).digest())
 
 
@@ -335,12 +336,13 @@ def session_cookie(token: str, now: float) -> str:
 
 def session_valid(token: str, value: str, now: float) -> bool:
     expires_text, _, mac = value.partition(".")
-    if not expires_text.isdigit() or len(expires_text) > 12:
+    if not (expires_text.isascii() and expires_text.isdigit()) or len(expires_text) > 12:
         return False
     expires = int(expires_text)
     if now >= expires:
         return False
-    return hmac.compare_digest(mac.encode(), _session_mac(token, expires).encode())
+    expected = _session_mac(token, expires).encode()
+    return hmac.compare_digest(mac.encode("utf-8", "surrogateescape"), expected)
 
 
 def _token(request: web.Request) -> str:
@@ -351,7 +353,10 @@ def _token(request: web.Request) -> str:
 
 
 def _token_matches(token: str, presented: str) -> bool:
-    return hmac.compare_digest(presented.encode(), token.encode())
+    # surrogateescape: a header that is not UTF-8 compares as the bytes that were sent.
+    return hmac.compare_digest(
+        presented.encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape")
+    )
 
 
 def _authorized(request: web.Request, token: str) -> bool:
@@ -418,7 +423,10 @@ async def status_data(request: web.Request) -> web.Response:
 async def status_sign_in(request: web.Request) -> web.Response:
     """The sign-in form posts the token here; ``logout`` ends the session."""
     token = _token(request)
-    form = await request.post()
+    try:
+        form = await request.post()
+    except ValueError:  # not a form, a broken multipart body, bytes that are not UTF-8
+        return _login("That form could not be read; sign in with the operator token.")
     secure = request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
     response = web.Response(status=303, headers={"Location": request.path, **_NO_STORE})
     if "logout" in form:

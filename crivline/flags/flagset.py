@@ -10,6 +10,7 @@ and returns an existing object.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -20,6 +21,8 @@ from crivline.flags.errors import FlagSetError, Problem
 from crivline.flags.expr import CompileError, Expr
 from crivline.flags.model import ErrorCode, Reason, Resolution
 from crivline.flags.ops import arguments
+
+log = logging.getLogger("crivline.flags")
 
 Evaluate = Callable[[Mapping[str, Any]], Resolution]
 Entry = Resolution | Evaluate
@@ -244,11 +247,15 @@ def _guard(fn: Evaluate, key: str, metadata: Mapping[str, Any]) -> Evaluate:
     def evaluate(ctx: Mapping[str, Any]) -> Resolution:
         try:
             return fn(ctx)
-        except Exception as exc:  # evaluation never raises: report, don't crash
-            detail = f"{type(exc).__name__}: {exc}"
-            if len(detail) > 200:
-                detail = detail[:200] + "…"
-            return _error(key, ErrorCode.GENERAL, f"targeting failed: {detail}", metadata)
+        except Exception:  # evaluation never raises: report, don't crash
+            # A bug in an operation: logged for the operator, not shown to the caller.
+            log.exception("targeting failed", extra={"fields": {"flag": key}})
+            return _error(
+                key,
+                ErrorCode.GENERAL,
+                "targeting failed on this context; it has been logged",
+                metadata,
+            )
 
     return evaluate
 

@@ -20,6 +20,9 @@ from crivline.flags.coerce import number_to_string
 # compares in SemVer precedence order with plain tuple comparison.
 Version: TypeAlias = tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]
 
+# Longer strings are not versions (node-semver's MAX_LENGTH): this also bounds the work
+# and the parse cache, which context values reach.
+MAX_LENGTH: Final = 256
 _ALNUM_HYPHEN: Final = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-")
 
 
@@ -84,7 +87,7 @@ def version_of(value: Any) -> Version | None:
     """Parse a context value: strings as they are, numbers by their JavaScript spelling."""
     t = type(value)
     if t is str:
-        return parse_version(value)
+        return parse_version(value) if len(value) <= MAX_LENGTH else None
     if t is int:
         return parse_version(str(value))
     if t is float:

@@ -1,0 +1,46 @@
+"""The adversarial suite's world: the real pipeline (control API → Postgres → syncd →
+Valkey → proxy) with two tenants that use the same names for different things.
+
+The servers come from ``tests/proxy/edgekit.py`` and ``tests/control/control_testkit.py``
+(imported, not copied): ``central`` runs the control API and a syncd daemon on the
+per-test Postgres and Valkey, ``start_proxy`` a proxy on that Valkey.
+
+:func:`build_world` gives both tenants project ``shop`` with environments ``dev`` and
+``prod``, flag ``checkout``, a ``pro`` segment, and a server and a client key per
+environment; their contents carry markers (``acme-dev-marker`` … ``globex-prod-marker``)
+so a test can grep any answer for something it must not contain.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent.parent
+for folder in ("proxy", "control"):
+    if str(TESTS / folder) not in sys.path:
+        sys.path.insert(0, str(TESTS / folder))
+
+import pytest  # noqa: E402
+from edgekit import (  # noqa: E402
+    TEST_OPTIONS,
+    Central,
+    StartProxy,
+    central,
+    feeder,
+    open_stream,
+    start_proxy,
+)
+from world import OPERATOR_TOKEN, World, build_world  # noqa: E402
+
+__all__ = ["central", "feeder", "open_stream", "start_proxy"]
+
+# Short waits: a refetch naming a version the proxy lacks answers 503 after this long.
+OPTIONS = TEST_OPTIONS.with_(refetch_wait_seconds=0.1)
+
+
+@pytest.fixture
+async def world(central: Central, start_proxy: StartProxy) -> World:
+    """Both tenants built through the control API, and a proxy holding all of it (with
+    the status page on, so its routes are fuzzed too)."""
+    return await build_world(central, start_proxy, options=OPTIONS, operator_token=OPERATOR_TOKEN)
