@@ -8,6 +8,7 @@ never show in a repr, a log line or a traceback.
 
 from __future__ import annotations
 
+import hmac
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -36,7 +37,11 @@ class Secret:
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
+        # In constant time: how long a comparison takes says nothing about the secret.
+        return isinstance(other, Secret) and hmac.compare_digest(
+            other._value.encode("utf-8", "surrogateescape"),
+            self._value.encode("utf-8", "surrogateescape"),
+        )
 
     def __hash__(self) -> int:
         return hash(self._value)
