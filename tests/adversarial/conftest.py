@@ -23,7 +23,6 @@ for folder in ("proxy", "control"):
 
 import pytest  # noqa: E402
 from edgekit import (  # noqa: E402
-    TEST_OPTIONS,
     Central,
     StartProxy,
     central,
@@ -31,12 +30,9 @@ from edgekit import (  # noqa: E402
     open_stream,
     start_proxy,
 )
-from world import OPERATOR_TOKEN, World, build_world  # noqa: E402
+from world import OPERATOR_TOKEN, OPTIONS, World, build_world  # noqa: E402
 
 __all__ = ["central", "feeder", "open_stream", "start_proxy"]
-
-# Short waits: a refetch naming a version the proxy lacks answers 503 after this long.
-OPTIONS = TEST_OPTIONS.with_(refetch_wait_seconds=0.1)
 
 
 @pytest.fixture

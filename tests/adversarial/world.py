@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from edgekit import Central, RunningProxy, StartProxy
+from edgekit import TEST_OPTIONS, Central, RunningProxy, StartProxy
 
 from crivline.seed import create_tenant
 
@@ -26,6 +26,8 @@ ENVS = ("dev", "prod")
 KINDS = ("server", "client")
 HOSTILE_PATTERN = "(a+)+$"
 OPERATOR_TOKEN = "operator-token-for-the-adversarial-suite"
+# Short waits: a refetch naming a version the proxy lacks answers 503 after this long.
+OPTIONS = TEST_OPTIONS.with_(refetch_wait_seconds=0.1)
 
 
 def marker(tenant: str, env: str) -> str:
