@@ -72,7 +72,19 @@ class World:
         *,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
-        sent = {"Authorization": f"Bearer {tenant.token}", **(headers or {})}
+        return await self.api_with(tenant.token, method, path, body, headers=headers)
+
+    async def api_with(
+        self,
+        secret: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
+        """A control API call with any bearer secret."""
+        sent = {"Authorization": f"Bearer {secret}", **(headers or {})}
         async with self.central.session.request(
             method, f"{self.central.url}/api/v1{path}", json=body, headers=sent
         ) as response:
