@@ -47,6 +47,10 @@ log = logging.getLogger("proxy.environments")
 
 _CONCURRENT_LOADS = 32
 _RETRY_COLD_LOAD_SECONDS = 1.0  # a failed cold load is not retried per request
+# A refresh that failed (Redis away, a connection that died with a restarted Redis) is
+# tried again after this, doubling up to the cap, until the wanted version is loaded.
+_RETRY_REFRESH_SECONDS = 0.25
+_RETRY_REFRESH_MAX_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -209,6 +213,8 @@ class EnvironmentCache:
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self._failed_at: dict[str, float] = {}  # env -> when loading it last failed
         self._loads = asyncio.Semaphore(_CONCURRENT_LOADS)
+        self._retries: dict[str, int] = {}  # env -> failed refreshes in a row
+        self._retrying: set[str] = set()  # envs with a retry scheduled
         self._tasks = Tasks("environments")
         self.on_keys_gone: Callable[[set[str]], None] = hub.close_keys
 
@@ -267,6 +273,7 @@ class EnvironmentCache:
         """The environment left this edge: forget it, end its streams, drop its keys."""
         self._states.pop(env, None)
         self._wanted.pop(env, None)
+        self._retries.pop(env, None)
         self._hub.close_environment(env, "environment removed from this edge")
         gone = self._keys.forget_environment(env)
         if gone:
@@ -336,6 +343,7 @@ class EnvironmentCache:
         return worker
 
     async def _work(self, env: str) -> None:
+        failed = False
         try:
             async with self._loads:
                 while True:
@@ -346,6 +354,7 @@ class EnvironmentCache:
                     if not await self._refresh(env, state, wanted):
                         break
         except Exception as exc:
+            failed = True
             self._metrics.refreshes.labels("error").inc()
             log.warning(
                 "environment refresh failed",
@@ -356,6 +365,34 @@ class EnvironmentCache:
             state = self._states.get(env)
             if state is not None and self._wanted.get(env, 0) <= state.version:
                 self._wanted.pop(env, None)
+        if failed:
+            self._retry_later(env)
+        else:
+            self._retries.pop(env, None)
+
+    def _retry_later(self, env: str) -> None:
+        """A refresh failed: try again shortly, so a version that was announced (or found
+        by a resync) does not wait for the next announcement or the periodic resync."""
+        if env in self._retrying or env not in self._wanted:
+            return
+        attempt = self._retries.get(env, 0)
+        self._retries[env] = attempt + 1
+        delay = min(_RETRY_REFRESH_MAX_SECONDS, _RETRY_REFRESH_SECONDS * 2**attempt)
+        try:
+            self._tasks.spawn(self._retry(env, delay), f"retry:{env}", quiet=True)
+        except RuntimeError:
+            return  # closing
+        self._retrying.add(env)
+
+    async def _retry(self, env: str, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._retrying.discard(env)
+        wanted = self._wanted.get(env)
+        state = self._states.get(env)
+        if wanted is not None and (state is None or state.version < wanted):
+            self._schedule(env, wanted)
 
     async def _refresh(self, env: str, state: EnvState | None, wanted: int) -> bool:
         """One read from Redis; True if it moved the environment forward."""
