@@ -15,7 +15,7 @@ import time
 from aiohttp import web
 
 from crivline.errors import Forbidden, ServiceUnavailable, Unauthorized
-from proxy.keys import KeyIndex, KeyInfo
+from proxy.keys import EdgeIncomplete, KeyIndex, KeyInfo
 from proxy.metrics import Metrics
 
 SERVER = "server"
@@ -71,6 +71,12 @@ async def resolve(
         metrics.cache_lookup("key", False)
         try:
             info = await keys.lookup(digest)
+        except EdgeIncomplete:
+            metrics.auth_failures.labels("edge_incomplete").inc()
+            raise ServiceUnavailable(
+                "cannot check this key yet: this edge is still loading its keys; retry shortly",
+                headers={"Retry-After": "1"},
+            ) from None
         except Exception:
             raise ServiceUnavailable(
                 "cannot check this key now: it is not known to this proxy and Redis is unavailable",

@@ -12,6 +12,14 @@ created a moment ago, then remembered as unknown for a few seconds; such lookups
 a small per-second budget, so a flood of random keys never turns into a flood of Redis
 commands. Any key change clears the negative cache, so a new key works as soon as its
 announcement arrives.
+
+With ``wait_for_sync`` (as the proxy runs it), a key Redis does not hold is not
+necessarily unknown: while the edge Redis is being filled — syncd's full sync is under
+way (its ``pending:`` marker, before the epoch), or the edge serves nothing yet and this
+process never held an environment (a new edge, or a Redis that restarted empty, before
+syncd wrote anything back) — it may well be valid. Then the lookup raises
+:class:`EdgeIncomplete` (the caller answers "retry", never "unauthorized") and nothing
+is remembered. An edge with an epoch is complete: there, absent means unknown.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from crivline.edge_store import PENDING_PREFIX
 from crivline.keyspace import Keyspace
 from proxy.tasks import Tasks
 
@@ -65,6 +74,18 @@ def key_info(key_hash: str, raw: Mapping[Any, Any]) -> KeyInfo | None:
         return None
 
 
+class EdgeIncomplete(Exception):
+    """The key is not in the edge Redis, but neither is a complete sync: ask again soon."""
+
+
+def _edge_complete(sync_fields: set[str], serving: bool) -> bool:
+    """Whether a key absent from the edge Redis is really unknown (see the module doc)."""
+    if "epoch" in sync_fields:
+        return True
+    filling = any(f.startswith(PENDING_PREFIX) for f in sync_fields)
+    return serving and not filling
+
+
 class _Budget:
     """A token bucket: at most ``rate`` events per second, bursts up to ``rate``."""
 
@@ -94,6 +115,7 @@ class KeyIndex:
         negative_ttl: float = 5.0,
         negative_capacity: int = 100_000,
         miss_budget: float = 50.0,
+        wait_for_sync: bool = False,
     ) -> None:
         self._redis = redis
         self._ks = keyspace
@@ -106,6 +128,9 @@ class KeyIndex:
         self._inflight: dict[str, asyncio.Task[KeyInfo | None]] = {}
         self._tasks = Tasks("keys")
         self._generation = 0  # bumped by every reload; outdated lookups are not cached
+        self._wait_for_sync = wait_for_sync
+        self._edge_complete = True  # what the last lookup found (for lookups over budget)
+        self._held_environments = False  # keys of some environment were loaded once
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -125,11 +150,17 @@ class KeyIndex:
         return True
 
     async def lookup(self, key_hash: str) -> KeyInfo | None:
-        """Ask Redis about a key the index does not hold (single-flight, budgeted)."""
+        """Ask Redis about a key the index does not hold (single-flight, budgeted).
+
+        None: unknown. Raises :class:`EdgeIncomplete` when the edge Redis has no complete
+        sync to tell (and Redis errors as they come)."""
         pending = self._inflight.get(key_hash)
         if pending is None:
             if not self._budget.take():
-                return None  # over budget: refused without asking (and without caching)
+                # Over budget: refused without asking (and without caching).
+                if not self._edge_complete:
+                    raise EdgeIncomplete(key_hash)
+                return None
             pending = self._tasks.spawn(self._fetch(key_hash), "key-lookup", quiet=True)
             self._inflight[key_hash] = pending
         return await asyncio.shield(pending)
@@ -137,10 +168,19 @@ class KeyIndex:
     async def _fetch(self, key_hash: str) -> KeyInfo | None:
         generation = self._generation
         try:
-            raw = await self._redis.hgetall(self._ks.api_key(key_hash))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self._ks.api_key(key_hash))
+                pipe.hkeys(self._ks.sync_state)
+                pipe.scard(self._ks.served)
+                raw, sync_fields, served = await pipe.execute()
         finally:
             del self._inflight[key_hash]
         info = key_info(key_hash, raw) if raw else None
+        self._edge_complete = not self._wait_for_sync or _edge_complete(
+            {_text(f) for f in sync_fields}, int(served) > 0 or self._held_environments
+        )
+        if info is None and not self._edge_complete:
+            raise EdgeIncomplete(key_hash)
         if generation != self._generation:
             return info  # keys were reloaded meanwhile: answer, but do not remember it
         if info is None:
@@ -183,6 +223,7 @@ class KeyIndex:
         envs = list(envs)
         if not envs:
             return set()
+        self._held_environments = True
         self._generation += 1
         async with self._redis.pipeline(transaction=False) as pipe:
             for env in envs:
