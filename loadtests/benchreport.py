@@ -442,13 +442,16 @@ def _plots(results: dict[str, Any], out: Path) -> list[tuple[str, str]]:
             t0 = counts[0][0]
             series.append((key, [t - t0 for t, _ in counts], [n for _, n in counts]))
     if series:
-        fig, ax = plt.subplots(figsize=(9, 4.5))
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
         for key, xs, ys in series:
-            ax.plot(xs, ys, label=key)
-        ax.set_xlabel("seconds into the scenario")
-        ax.set_ylabel("requests/s (locust, all request kinds)")
-        ax.set_title("Throughput over time (locust scenarios)")
-        ax.legend()
+            (bottom if key.startswith("streams") else top).plot(xs, ys, label=key)
+        top.set_ylabel("requests/s")
+        top.set_title("Throughput over time (locust scenarios)")
+        bottom.set_ylabel("SSE events/s (connects, patches)")
+        bottom.set_xlabel("seconds into the scenario")
+        for ax in (top, bottom):
+            if ax.lines:
+                ax.legend()
         fig.tight_layout()
         fig.savefig(out / "throughput.png", dpi=110)
         plt.close(fig)
