@@ -4,9 +4,10 @@ One cleanup context per resource, in dependency order (each is torn down in reve
 the Redis connection pool; the key index; the stream hub; the environment cache; the
 rate limiter and its flusher; the ticket signer; the pub/sub subscriber (which loads
 everything and keeps it current); the health monitor; the status page's sampler.
-Nothing touches Redis before the app starts, and start-up does not wait for Redis:
-without it the proxy listens, answers ``/healthz``, reports ``/readyz`` not ready, and
-catches up as soon as Redis is there.
+Nothing touches Redis before the app starts, and start-up does not wait for Redis (but
+for one bounded read of the edge's ticket secret, so tickets other processes issued are
+good from the first request): without it the proxy listens, answers ``/healthz``,
+reports ``/readyz`` not ready, and catches up as soon as Redis is there.
 
 On shutdown the hub first closes every stream with a ``retry:`` hint (aiohttp runs
 ``on_shutdown`` before it waits for in-flight handlers), then the contexts unwind.
@@ -38,7 +39,7 @@ from proxy.ratelimit import RateLimiter
 from proxy.status import EdgeStatus
 from proxy.subscriber import Subscriber
 from proxy.tasks import Tasks
-from proxy.tickets import TicketSigner, adopt_shared_secret
+from proxy.tickets import SharedSecret, TicketSigner
 
 
 def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.Application:
@@ -161,16 +162,22 @@ async def _tickets(app: web.Application) -> AsyncIterator[None]:
     if configured is not None:
         signer.use_secret(configured.reveal().encode())
     app[appkeys.TICKETS] = signer
+    shared = SharedSecret(app[appkeys.REDIS], app[appkeys.KEYSPACE], signer)
+    app[appkeys.TICKET_SECRET] = shared
+    if configured is None:
+        await shared.ensure(app[appkeys.OPTIONS].redis_timeout)
     yield
+    await shared.close()
 
 
 async def _subscriber(app: web.Application) -> AsyncIterator[None]:
-    redis, ks, signer = app[appkeys.REDIS], app[appkeys.KEYSPACE], app[appkeys.TICKETS]
+    redis, ks = app[appkeys.REDIS], app[appkeys.KEYSPACE]
     shared_secret = app[appkeys.SETTINGS].ticket_secret is None
+    secret = app[appkeys.TICKET_SECRET]
 
     async def on_connected() -> None:
         if shared_secret:
-            await adopt_shared_secret(redis, ks, signer)
+            await secret.adopt()
 
     subscriber = Subscriber(
         redis,

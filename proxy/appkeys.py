@@ -16,7 +16,7 @@ from proxy.options import ProxyOptions
 from proxy.ratelimit import RateLimiter
 from proxy.status import EdgeStatus
 from proxy.subscriber import Subscriber
-from proxy.tickets import TicketSigner
+from proxy.tickets import SharedSecret, TicketSigner
 
 SETTINGS = web.AppKey("settings", Settings)
 OPTIONS = web.AppKey("options", ProxyOptions)
@@ -29,6 +29,7 @@ HUB = web.AppKey("hub", Hub)
 CACHE = web.AppKey("cache", EnvironmentCache)
 LIMITER = web.AppKey("limiter", RateLimiter)
 TICKETS = web.AppKey("tickets", TicketSigner)
+TICKET_SECRET = web.AppKey("ticket_secret", SharedSecret)
 SUBSCRIBER = web.AppKey("subscriber", Subscriber)
 BULK_CACHE = web.AppKey("bulk_cache", BulkCache)
 STREAM_LINKS = web.AppKey("stream_links", dict[tuple[str, str, int, int, str], bytes])

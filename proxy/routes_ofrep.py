@@ -34,7 +34,7 @@ from aiohttp import web
 from crivline import sse
 from crivline.errors import ApiError, ServiceUnavailable, Unauthorized
 from crivline.flags import ErrorCode
-from proxy import appkeys, headers, streams
+from proxy import appkeys, cors, headers, streams
 from proxy.access import authorize, authorize_hash
 from proxy.auth import ANY_KIND
 from proxy.context import parse_context, read_body
@@ -228,6 +228,24 @@ async def _honour_refetch_hints(
     return newer
 
 
+def _come_back_later(request: web.Request) -> web.Response:
+    """This process cannot check the ticket yet (no secret, Redis unreachable). An
+    EventSource gives up for good on any answer but 200 ``text/event-stream``, so answer
+    an empty stream that only says when to reconnect: it will, with the same URL."""
+    retry_ms = request.app[appkeys.OPTIONS].retry_ms
+    body = sse.retry(retry_ms) + sse.comment("cannot check stream tickets yet; reconnect")
+    response = web.Response(
+        body=body,
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache, no-transform",
+            "Retry-After": "1",
+        },
+    )
+    cors.decorate(response)
+    return response
+
+
 @routes.get(EVENTS_PATH, name="ofrep_events")
 async def events(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
@@ -235,7 +253,14 @@ async def events(request: web.Request) -> web.StreamResponse:
     raw_ticket = request.query.get("ticket")
     served_version: int | None = None
     if raw_ticket:
-        ticket = app[appkeys.TICKETS].verify(raw_ticket, time.time())
+        tickets = app[appkeys.TICKETS]
+        ticket = tickets.verify(raw_ticket, time.time())
+        if ticket is None and not tickets.ready:
+            # A fresh process whose start-up could not read the edge's secret: read it now.
+            wait = app[appkeys.OPTIONS].redis_timeout
+            if not await app[appkeys.TICKET_SECRET].ensure(wait):
+                return _come_back_later(request)
+            ticket = tickets.verify(raw_ticket, time.time())
         if ticket is None:
             app[appkeys.METRICS].auth_failures.labels("ticket").inc()
             raise Unauthorized(

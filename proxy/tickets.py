@@ -20,10 +20,16 @@ not, the proxies of an edge share a random secret kept in Redis (keyspace
 process adopts what is there. That makes tickets valid across ``--workers`` and across
 proxy hosts of one edge. After a Redis flush the next process to notice stores its own
 secret again; a process that has to switch keeps accepting the previous one.
+
+:class:`SharedSecret` reads that secret: during start-up, before the process accepts a
+connection (bounded by the Redis timeout), after every reconnection, and — single-flight
+— when a ticket reaches a process that does not hold a secret yet (start-up could not
+reach Redis). A fresh process therefore verifies tickets from its first request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -33,6 +39,7 @@ import uuid
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from crivline.keyspace import Keyspace
 
@@ -126,3 +133,41 @@ async def adopt_shared_secret(redis: Redis, keyspace: Keyspace, signer: TicketSi
     stored = await redis.get(name)
     if stored:
         signer.use_secret(stored if isinstance(stored, bytes) else str(stored).encode())
+
+
+class SharedSecret:
+    """The edge's shared ticket secret, read into ``signer`` (one read at a time)."""
+
+    def __init__(self, redis: Redis, keyspace: Keyspace, signer: TicketSigner) -> None:
+        self._redis = redis
+        self._keyspace = keyspace
+        self._signer = signer
+        self._loading: asyncio.Task[None] | None = None
+
+    async def adopt(self) -> None:
+        """Read (or first store) the edge's secret; Redis errors are the caller's."""
+        await adopt_shared_secret(self._redis, self._keyspace, self._signer)
+
+    async def ensure(self, within: float) -> bool:
+        """Whether the signer holds a secret, reading it first if it does not (at most
+        ``within`` seconds; concurrent callers share one read)."""
+        if self._signer.ready:
+            return True
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.ensure_future(self._load())
+        try:
+            await asyncio.wait_for(asyncio.shield(self._loading), within)
+        except TimeoutError:
+            pass
+        return self._signer.ready
+
+    async def _load(self) -> None:
+        try:
+            await self.adopt()
+        except (RedisError, OSError, TimeoutError):
+            pass  # Redis is unreachable: the caller says "retry"
+
+    async def close(self) -> None:
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+            await asyncio.wait({self._loading})

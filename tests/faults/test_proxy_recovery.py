@@ -1,0 +1,283 @@
+"""What the fault suite found in the proxy, each pinned down by a deterministic test.
+
+- A refresh that failed (a Redis connection that died with a restarted Redis) was never
+  retried: the environment stayed at its old version until the next announcement for it
+  or the 30 s safety resync. Now it is retried, with backoff, until it lands.
+- A proxy that started while its edge Redis was empty (a new edge, a Redis restarted
+  empty, before syncd wrote it back) answered valid keys with 401 — which SDKs take as
+  final — and remembered them as unknown. Now it says 503 + ``Retry-After`` until the
+  edge is filled.
+- A fresh proxy answered valid OFREP stream tickets with 401 until it had read the edge's
+  shared ticket secret from Redis. Browsers open that stream with an ``EventSource``,
+  which treats any answer but ``200 text/event-stream`` as final. Now start-up reads the
+  secret before accepting, a request reads it on demand if start-up could not, and a
+  proxy that cannot know it (Redis unreachable) answers an empty stream with a
+  ``retry:`` hint, which makes the browser come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from crivline import tokens
+from crivline.edge_store import EdgeStore
+from crivline.embedded import ValkeyServer, free_port
+from crivline.keyspace import Keyspace
+from crivline.settings import Settings
+from crivline.snapshot import EdgeKey, EnvironmentSnapshot
+from proxy import appkeys
+from proxy.app import create_app
+from proxy.options import ProxyOptions
+from proxy.tickets import TicketSigner
+
+PREFIX = "fresh:"
+EDGE = "edge-fresh"
+OPTIONS = ProxyOptions(redis_timeout=0.5, health_interval=0.2, shutdown_timeout=2.0)
+
+
+async def feed(
+    redis_url: str, secret: bytes, *, key: str | None = None, synced: bool = False
+) -> tuple[str, str]:
+    """One environment with a client key in the edge Redis, and the edge's ticket secret
+    (as another proxy process of the edge stored it). Returns (environment, key hash)."""
+    env, key = str(uuid.uuid4()), key or tokens.generate(tokens.SecretKind.CLIENT)
+    key_hash = tokens.hex_digest(key)
+    kind = "server" if key.startswith("crv_srv_") else "client"
+    keyspace = Keyspace(PREFIX, EDGE)
+    client = aioredis.from_url(redis_url)
+    try:
+        snapshot = EnvironmentSnapshot(
+            environment_id=env,
+            environment_key="production",
+            project_id=str(uuid.uuid4()),
+            project_key="app",
+            tenant_id=str(uuid.uuid4()),
+            tenant_key="acme",
+            version=7,
+            flag_set={
+                "flags": {
+                    "a": {"state": "ENABLED", "variants": {"on": True}, "defaultVariant": "on"}
+                },
+                "metadata": {"flagSetId": "app/production"},
+            },
+            keys=(EdgeKey(key_hash, str(uuid.uuid4()), kind, None),),
+        )
+        store = EdgeStore(client, keyspace)
+        result = await store.apply(
+            snapshot, base_version=0, base_flag_set=None, committed_at=time.time()
+        )
+        assert result.applied
+        await client.set(keyspace.ticket_secret, secret)
+        if synced:
+            marker = await store.begin_full_sync()
+            assert await store.finish_full_sync(marker) is not None
+    finally:
+        await client.aclose()
+    return env, key_hash
+
+
+def ticket_for(secret: bytes, env: str, key_hash: str, version: int = 7) -> str:
+    signer = TicketSigner(OPTIONS.ticket_window_seconds)
+    signer.use_secret(secret)
+    ticket = signer.issue(env, key_hash, version, time.time())
+    assert ticket is not None
+    return ticket
+
+
+Started = tuple[web.Application, str]
+
+
+@pytest.fixture
+async def start_proxy() -> AsyncIterator[Callable[..., Awaitable[Started]]]:
+    runners: list[web.AppRunner] = []
+
+    async def start(redis_url: str, options: ProxyOptions = OPTIONS) -> Started:
+        settings = Settings.from_env(
+            {},
+            redis_url=redis_url,
+            key_prefix=PREFIX,
+            edge_id=EDGE,
+            proxy_port=free_port(),
+            rate_limit_per_second=0,
+        )
+        app = create_app(settings, options)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
+        runners.append(runner)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", settings.proxy_port).start()
+        return app, f"http://127.0.0.1:{settings.proxy_port}"
+
+    yield start
+    for runner in reversed(runners):
+        await runner.cleanup()
+
+
+async def open_events(url: str, ticket: str) -> tuple[int, dict[str, str], bytes]:
+    """Open the event stream; the status, headers and whatever arrives in 1 s (or until
+    the server ends it)."""
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(f"{url}/ofrep/v1/events", params={"ticket": ticket}) as response,
+    ):
+        body = b""
+        try:
+            async with asyncio.timeout(1.0):
+                async for chunk in response.content.iter_any():
+                    body += chunk
+        except TimeoutError:
+            pass
+        return response.status, dict(response.headers), body
+
+
+async def test_start_up_reads_the_edge_ticket_secret_before_accepting(
+    redis_url: str, start_proxy: Callable[..., Awaitable[Started]]
+) -> None:
+    secret = secrets.token_hex(32).encode()
+    env, key_hash = await feed(redis_url, secret)
+    app, url = await start_proxy(redis_url)
+    # Nothing has run since the listening socket opened: the secret came with start-up.
+    assert app[appkeys.TICKETS].secret == secret
+    status, headers, body = await open_events(url, ticket_for(secret, env, key_hash))
+    assert status == 200, body
+    assert headers["Content-Type"].startswith("text/event-stream")
+    assert body.startswith(b"retry: ")
+
+
+async def test_a_secret_start_up_could_not_read_is_read_on_the_first_ticket(
+    valkey: Any, redis_url: str, start_proxy: Callable[..., Awaitable[Started]]
+) -> None:
+    server: ValkeyServer = valkey
+    secret = secrets.token_hex(32).encode()
+    await asyncio.to_thread(server.stop)
+    try:
+        app, url = await start_proxy(redis_url)
+        assert not app[appkeys.TICKETS].ready  # Redis was not there to ask
+        await asyncio.sleep(1.5)  # the subscriber's reconnect backoff grows meanwhile
+    finally:
+        await asyncio.to_thread(server.start)
+    env, key_hash = await feed(redis_url, secret)
+    status, _headers, body = await open_events(url, ticket_for(secret, env, key_hash))
+    assert status == 200, body
+    assert body.startswith(b"retry: ")
+    assert app[appkeys.TICKETS].secret == secret
+
+
+async def test_without_redis_and_without_a_secret_the_stream_says_retry(
+    valkey: Any, redis_url: str, start_proxy: Callable[..., Awaitable[Started]]
+) -> None:
+    server: ValkeyServer = valkey
+    secret = secrets.token_hex(32).encode()
+    env, key_hash = await feed(redis_url, secret)
+    await asyncio.to_thread(server.stop)
+    try:
+        _app, url = await start_proxy(redis_url)
+        status, headers, body = await open_events(url, ticket_for(secret, env, key_hash))
+    finally:
+        await asyncio.to_thread(server.start)
+    # An EventSource reconnects after an ended 200 stream; it would give up on a 401/503.
+    assert status == 200, body
+    assert headers["Content-Type"].startswith("text/event-stream")
+    assert headers.get("Retry-After") == "1"
+    assert body.startswith(b"retry: ")
+    assert b"event:" not in body  # and nothing else: the stream ended, nothing was granted
+
+
+# -- a failed refresh is retried --------------------------------------------------------------
+
+
+async def test_a_failed_refresh_is_retried_without_another_announcement(
+    redis_url: str, start_proxy: Callable[..., Awaitable[Started]]
+) -> None:
+    env, _key_hash = await feed(redis_url, b"s", synced=True)
+    app, _url = await start_proxy(redis_url)
+    cache = app[appkeys.CACHE]
+    await wait(lambda: cache.get(env) is not None, "the environment to load")
+    keyspace = Keyspace(PREFIX, EDGE)
+    name = keyspace.environment(env)
+    client = aioredis.from_url(redis_url)
+    try:
+        # Version 8 is announced while the environment cannot be read: the refresh fails.
+        await client.rename(name, name + ":aside")
+        await client.set(name, b"not a hash")
+        await client.publish(keyspace.changes, b'{"e":"%s","v":8,"at":1}' % env.encode())
+        metrics = app[appkeys.METRICS].registry
+
+        def failed() -> float:
+            value = metrics.get_sample_value(
+                "crivline_proxy_environment_refreshes_total", {"outcome": "error"}
+            )
+            return value or 0.0
+
+        await wait(lambda: failed() >= 1, "the refresh to fail")
+        # Then version 8 lands in Redis without a word on the changes channel.
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.delete(name)
+            pipe.rename(name + ":aside", name)
+            pipe.hset(name, "version", 8)
+            await pipe.execute()
+    finally:
+        await client.aclose()
+    await wait(lambda: (state := cache.get(env)) is not None and state.version == 8, "version 8")
+
+
+async def wait(condition: Callable[[], bool], what: str, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+# -- keys an empty edge does not know yet --------------------------------------------------------
+
+
+async def flags_status(url: str, key: str) -> tuple[int, dict[str, str]]:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+        session.get(f"{url}/sdk/v1/flags", headers={"Authorization": f"Bearer {key}"}) as r,
+    ):
+        await r.read()
+        return r.status, dict(r.headers)
+
+
+async def test_an_empty_edge_says_retry_to_keys_it_does_not_know_yet(
+    redis_url: str, start_proxy: Callable[..., Awaitable[Started]]
+) -> None:
+    key = tokens.generate(tokens.SecretKind.SERVER)
+    _app, url = await start_proxy(redis_url)  # the edge Redis is empty: syncd wrote nothing
+    status, headers = await flags_status(url, key)
+    assert status == 503
+    assert headers["Retry-After"] == "1"
+    # Not remembered as unknown: once syncd has written the edge, the key works at once.
+    await feed(redis_url, b"s", key=key, synced=True)
+    status, _ = await flags_status(url, key)
+    assert status == 200
+
+
+async def test_during_a_full_sync_an_absent_key_is_retry_and_after_it_unknown(
+    redis_url: str, start_proxy: Callable[..., Awaitable[Started]]
+) -> None:
+    await feed(redis_url, b"s")  # one environment written, the full sync still running
+    client = aioredis.from_url(redis_url)
+    store = EdgeStore(client, Keyspace(PREFIX, EDGE))
+    try:
+        marker = await store.begin_full_sync()
+        _app, url = await start_proxy(redis_url)
+        stranger = tokens.generate(tokens.SecretKind.SERVER)
+        status, _ = await flags_status(url, stranger)
+        assert status == 503
+        assert await store.finish_full_sync(marker) is not None
+    finally:
+        await client.aclose()
+    status, _ = await flags_status(url, stranger)
+    assert status == 401  # the edge is complete: an absent key is unknown
