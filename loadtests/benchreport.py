@@ -39,15 +39,18 @@ def _percentile(times: dict[str, int], count: int, q: float) -> float:
     return math.nan
 
 
-def _row(kind: str, name: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+def _span(entries: list[dict[str, Any]]) -> float:
+    starts = [e["start_time"] for e in entries if e["num_requests"]]
+    ends = [e["last_request_timestamp"] for e in entries if e["num_requests"]]
+    return max(ends) - min(starts) if starts and ends else 0.0
+
+
+def _row(kind: str, name: str, entries: list[dict[str, Any]], span: float) -> dict[str, Any]:
     count = sum(e["num_requests"] for e in entries)
     times: dict[str, int] = {}
     for entry in entries:
         for value, n in entry["response_times"].items():
             times[value] = times.get(value, 0) + n
-    starts = [e["start_time"] for e in entries if e["num_requests"]]
-    ends = [e["last_request_timestamp"] for e in entries if e["num_requests"]]
-    span = max(ends) - min(starts) if starts and ends else 0.0
     return {
         "type": kind,
         "name": name,
@@ -70,10 +73,11 @@ def read_stats(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     entries = json.loads(path.read_text())
-    rows = [_row(e["method"] or "", e["name"], [e]) for e in entries]
+    span = _span(entries)  # the whole run's, so every row's rate has the same base
+    rows = [_row(e["method"] or "", e["name"], [e], span) for e in entries]
     rows.sort(key=lambda r: (r["type"], r["name"]))
     if entries:
-        rows.append(_row("", "Aggregated", entries))
+        rows.append(_row("", "Aggregated", entries, span))
     return rows
 
 
