@@ -1,0 +1,247 @@
+"""SDK-like clients on every edge that record every version they observe.
+
+- :class:`StreamWatcher`: one logical ``/sdk/v1/stream`` subscription. It keeps the flag
+  set it was sent (the ``put``, then each ``patch`` applied), and when the stream breaks
+  it reconnects the way an EventSource behind a load balancer does — after the
+  server's ``retry:`` hint, to the next proxy process of its edge that answers — with
+  ``Last-Event-ID``. Every event id it sees must be higher than the one before, on the
+  same logical stream; a patch must start where the client is (its ``base``).
+- :class:`Poller`: ``/sdk/v1/flags`` with ``If-None-Match``, sticky to one proxy
+  process and failing over to the next on a connection error. The ``Crivline-Version``
+  it sees must never go down.
+
+Anything that breaks those rules, or a valid key refused, is a violation, kept with the
+time and the proxy that caused it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from crivline import sse
+from crivline.edge_store import apply_delta
+from crivline.snapshot import serialize_flag_set
+
+CONNECT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=3, sock_connect=3, sock_read=None)
+MAX_RETRY_SECONDS = 2.0
+
+
+@dataclass
+class Observation:
+    at: float
+    version: int
+    kind: str  # put | patch | poll
+    proxy: str
+
+
+@dataclass
+class StreamWatcher:
+    edge: str
+    env: str
+    key: str
+    proxies: list[tuple[str, str]]  # (name, url) of the edge's proxy processes
+    home: int = 0
+    observed: list[Observation] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    flag_set: dict[str, Any] | None = None
+    version: int = 0
+    connects: int = 0
+    resumes: int = 0  # connections opened with Last-Event-ID
+    statuses: list[int] = field(default_factory=list)  # non-200 answers
+    got_put: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"stream {self.edge} {self.env}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait({self._task})
+
+    def flag_set_bytes(self) -> bytes | None:
+        return serialize_flag_set(self.flag_set) if self.flag_set is not None else None
+
+    def _violation(self, proxy: str, text: str) -> None:
+        self.violations.append(f"{time.time():.3f} {self.edge}/{proxy} stream {self.env}: {text}")
+
+    async def _run(self) -> None:
+        index = self.home
+        retry = 0.2
+        async with aiohttp.ClientSession(timeout=CONNECT_TIMEOUT) as session:
+            while True:
+                name, url = self.proxies[index % len(self.proxies)]
+                retry = await self._connect(session, name, url, retry)
+                # Like an EventSource: wait the server's retry hint, then connect again;
+                # a load balancer would hand us whichever process answers.
+                await asyncio.sleep(retry)
+                index += 1
+
+    async def _connect(
+        self, session: aiohttp.ClientSession, name: str, url: str, retry: float
+    ) -> float:
+        headers = {"Authorization": f"Bearer {self.key}"}
+        if self.version:
+            headers["Last-Event-ID"] = str(self.version)
+        parser = sse.Parser()
+        try:
+            async with session.get(url + "/sdk/v1/stream", headers=headers) as response:
+                if response.status != 200:
+                    self.statuses.append(response.status)
+                    body = await response.read()
+                    if response.status in (401, 403):
+                        self._violation(
+                            name, f"a valid key was refused ({response.status}: {body[:200]!r})"
+                        )
+                    return retry
+                self.connects += 1
+                if self.version:
+                    self.resumes += 1
+                while True:
+                    chunk = await response.content.readany()
+                    if not chunk:
+                        break
+                    for event in parser.feed(chunk):
+                        self._event(name, event)
+                    if parser.retry is not None:
+                        retry = min(parser.retry / 1000, MAX_RETRY_SECONDS)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            pass
+        return retry
+
+    def _event(self, proxy: str, event: sse.Event) -> None:
+        if event.event not in ("put", "patch"):
+            self._violation(proxy, f"unexpected event {event.event!r}")
+            return
+        try:
+            version = int(event.id or "")
+            body = orjson.loads(event.data)
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            self._violation(proxy, f"unreadable {event.event}: {exc}")
+            return
+        if self.observed and version <= self.version:
+            what = "repeated" if version == self.version else "went back"
+            self._violation(proxy, f"version {what}: {self.version} then {event.event} {version}")
+        if event.event == "put":
+            self.flag_set = body
+        else:
+            if body.get("version") != version:
+                self._violation(proxy, f"patch id {version} carries version {body.get('version')}")
+            if body.get("base") != self.version or self.flag_set is None:
+                self._violation(
+                    proxy, f"patch {body.get('base')}->{version} sent to a client at {self.version}"
+                )
+            if self.flag_set is not None:
+                self.flag_set = apply_delta(self.flag_set, body)
+        self.version = max(self.version, version)
+        self.observed.append(Observation(time.time(), version, event.event, proxy))
+        if event.event == "put":
+            self.got_put.set()
+
+
+@dataclass
+class Poller:
+    edge: str
+    env: str
+    key: str
+    proxies: list[tuple[str, str]]
+    interval: float = 0.3
+    home: int = 0
+    observed: list[Observation] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    version: int = 0
+    body: bytes | None = None
+    failovers: int = 0
+    statuses: list[int] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"poll {self.edge} {self.env}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait({self._task})
+
+    async def _run(self) -> None:
+        index = self.home
+        etag: str | None = None
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                name, url = self.proxies[index % len(self.proxies)]
+                headers = {"Authorization": f"Bearer {self.key}"}
+                if etag is not None:
+                    headers["If-None-Match"] = etag
+                try:
+                    async with session.get(url + "/sdk/v1/flags", headers=headers) as response:
+                        body = await response.read()
+                        if response.status in (200, 304):
+                            version = int(response.headers["Crivline-Version"])
+                            self._saw(name, version, response.status)
+                            if response.status == 200:
+                                etag = response.headers.get("ETag")
+                                self.body = body
+                        else:
+                            self.statuses.append(response.status)
+                            if response.status in (401, 403):
+                                self.violations.append(
+                                    f"{time.time():.3f} {self.edge}/{name} poll {self.env}: "
+                                    f"a valid key was refused ({response.status})"
+                                )
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    index += 1  # this process is gone: fail over to the next one
+                    self.failovers += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                await asyncio.sleep(self.interval)
+
+    def _saw(self, proxy: str, version: int, status: int) -> None:
+        if version < self.version:
+            self.violations.append(
+                f"{time.time():.3f} {self.edge}/{proxy} poll {self.env}: version went back "
+                f"{self.version} -> {version} (HTTP {status})"
+            )
+        if version != self.version:
+            self.observed.append(Observation(time.time(), version, "poll", proxy))
+        self.version = max(self.version, version)
+
+
+@dataclass
+class Clients:
+    watchers: list[StreamWatcher]
+    pollers: list[Poller]
+
+    @classmethod
+    def for_cluster(cls, cluster: Any) -> Clients:
+        watchers: list[StreamWatcher] = []
+        pollers: list[Poller] = []
+        for edge in cluster.edges:
+            proxies = [(p.name, p.url) for p in edge.proxies]
+            for i, env in enumerate(cluster.environment_ids()):
+                key = cluster.tenant_of(env).stream_keys[env]
+                home = i % len(proxies)
+                watchers.append(StreamWatcher(edge.name, env, key, proxies, home=home))
+                pollers.append(Poller(edge.name, env, key, proxies, home=home + 1))
+        return cls(watchers, pollers)
+
+    async def start(self, within: float = 15.0) -> None:
+        for client in [*self.watchers, *self.pollers]:
+            client.start()
+        waits = [w.got_put.wait() for w in self.watchers]
+        await asyncio.wait_for(asyncio.gather(*waits), within)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(c.stop() for c in [*self.watchers, *self.pollers]))
+
+    def violations(self) -> list[str]:
+        out: list[str] = []
+        for client in [*self.watchers, *self.pollers]:
+            out += client.violations
+        return out
