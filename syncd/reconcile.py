@@ -165,21 +165,35 @@ class Reconciler:
         """Environments whose Redis version is older than Postgres's."""
         versions = await self.store.versions(list(scope))
         behind: dict[str, ScopedEnvironment] = {}
+        ahead: list[str] = []
         for env, target in scope.items():
             have = versions[env]
             self.replicator.known[env] = have
             if have < target.version:
                 behind[env] = target
             elif have > target.version and (env, have) not in self._warned_ahead:
-                # Postgres went back in time (a restored backup?). The guard keeps the
-                # newer Redis version; an operator decides (FLUSHALL at the edge heals).
-                self._warned_ahead.add((env, have))
-                self.metrics.version_ahead.inc()
-                log.error(
-                    "redis is ahead of postgres",
-                    extra=fields(environment=env, redis=have, postgres=target.version),
-                )
+                ahead.append(env)
+        if ahead:
+            await self._warn_ahead(ahead, versions)
         return behind
+
+    async def _warn_ahead(self, envs: list[str], versions: dict[str, int]) -> None:
+        """Redis newer than the versions read a moment *before* it is no news: a write
+        (ours or another syncd's) may have landed in between. A second look at Postgres,
+        read after Redis, tells: Redis can only still be ahead if Postgres went back in
+        time (a restored backup?). The guard keeps the newer Redis version; an operator
+        decides (FLUSHALL at the edge heals)."""
+        now = await self.source.in_scope(only=sorted(envs))
+        for env in envs:
+            have, target = versions[env], now.get(env)
+            if target is None or have <= target.version:
+                continue
+            self._warned_ahead.add((env, have))
+            self.metrics.version_ahead.inc()
+            log.error(
+                "redis is ahead of postgres",
+                extra=fields(environment=env, redis=have, postgres=target.version),
+            )
 
     async def _remove_strays(self, scope: dict[str, ScopedEnvironment]) -> None:
         strays = await self.store.served() - scope.keys()
