@@ -18,7 +18,10 @@ The oracles say what every answer must be, whatever was sent:
 
 Run sizes: ``CRIVLINE_FUZZ_SCALE`` multiplies every example count (default 1, which
 keeps the suite within its time budget); ``CRIVLINE_FUZZ_RANDOM=1`` draws new examples
-instead of the fixed derandomised ones CI runs.
+instead of the fixed derandomised ones CI runs. A longer hunt, for manual runs::
+
+    CRIVLINE_FUZZ_RANDOM=1 CRIVLINE_FUZZ_SCALE=10 .venv/bin/pytest tests/adversarial \
+        -k fuzz -p no:randomly --timeout 0
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ from hypothesis import strategies as st
 from rawhttp import Reply, call, exchange, request_bytes
 from world import ENVS, OPERATOR_TOKEN, TENANTS, World, marker
 
+from crivline import sse
+
 PATHS = (
     "/sdk/v1/flags",
     "/sdk/v1/stream",
@@ -158,6 +160,8 @@ def proxy_requests(draw: st.DrawFn, world: World) -> tuple[bytes, str, bool]:
         )
     ):
         headers.append((name, draw(header_value)))
+    if draw(st.integers(0, 19)) == 0:  # more headers than any client sends
+        headers += [(f"X-Many-{i}", "v") for i in range(draw(st.integers(100, 300)))]
     body = draw(st.one_of(st.none(), raw_bodies))
     if draw(st.integers(0, 9)) == 0:  # the same body, chunked
         headers.append(("Transfer-Encoding", "chunked"))
@@ -170,7 +174,7 @@ def proxy_requests(draw: st.DrawFn, world: World) -> tuple[bytes, str, bool]:
 async def test_no_request_breaks_the_proxy(world: World, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR)
 
-    @fuzz_settings(300)
+    @fuzz_settings(800)
     @given(st.data())
     def run(data: st.DataObject) -> None:
         raw, owner, refetch = data.draw(proxy_requests(world))
@@ -206,7 +210,7 @@ async def test_evaluation_contexts_of_any_shape(world: World) -> None:
         json_values,
     )
 
-    @fuzz_settings(150)
+    @fuzz_settings(300)
     @given(
         context=contexts,
         extra=st.dictionaries(tricky_text, json_values, max_size=2),
@@ -234,5 +238,58 @@ async def test_evaluation_contexts_of_any_shape(world: World) -> None:
             assert reply.status == 200, (what, str(reply))
             results = answer["flags"] if path.endswith("/flags") else [answer]
             assert {r["key"] for r in results} <= {"checkout", "hostile"}, answer
+
+    await asyncio.to_thread(run)
+
+
+async def test_conditional_and_resume_headers_never_mislead(world: World) -> None:
+    """A garbage ``If-None-Match`` never earns a 304 (only the current ETag or ``*``
+    does); a garbage ``Last-Event-ID`` is no resume point: the stream starts with the
+    whole flag set, never with patches from a version the client does not have."""
+    key = world.acme.key("dev", "server")
+    auth = ("Authorization", f"Bearer {key}")
+    current = await asyncio.to_thread(call, world.proxy_port, "GET", "/sdk/v1/flags", [auth])
+    etag = current.header("etag") or ""
+    version = current.header("crivline-version")
+    bulk = await asyncio.to_thread(
+        call, world.proxy_port, "POST", "/ofrep/v1/evaluate/flags", [auth], b"{}"
+    )
+    bulk_etag = bulk.header("etag") or ""
+
+    def names_ours(value: bytes, ours: str) -> bool:
+        tags = {t.strip().removeprefix(b"W/") for t in value.split(b",")}
+        return b"*" in tags or ours.removeprefix("W/").encode() in tags
+
+    @fuzz_settings(200)
+    @given(
+        value=st.one_of(
+            header_value,
+            st.sampled_from([etag, etag.strip('"'), "W/" + etag, bulk_etag, etag + ", x"]).map(
+                str.encode
+            ),
+        ),
+        last_event_id=header_value,
+    )
+    def run(value: bytes, last_event_id: bytes) -> None:
+        polled = call(world.proxy_port, "GET", "/sdk/v1/flags", [auth, ("If-None-Match", value)])
+        check_proxy(polled, value)
+        if polled.status != 400:
+            assert polled.status == (304 if names_ours(value, etag) else 200), (value, polled)
+        evaluated = call(world.proxy_port, "POST", "/ofrep/v1/evaluate/flags",
+                         [auth, ("If-None-Match", value)], b"{}")  # fmt: skip
+        check_proxy(evaluated, value)
+        if evaluated.status != 400:
+            hit = names_ours(value, bulk_etag)
+            assert evaluated.status == (304 if hit else 200), (value, evaluated)
+        text = last_event_id.decode("utf-8", "replace").strip()
+        if text.isascii() and text.isdigit():
+            return  # a real resume point: test_proxy_streams covers those
+        stream = call(world.proxy_port, "GET", "/sdk/v1/stream",
+                      [auth, ("Last-Event-ID", last_event_id)])  # fmt: skip
+        check_proxy(stream, last_event_id)
+        if stream.status == 200:
+            events = sse.Parser().feed(stream.body)
+            assert events, stream
+            assert (events[0].event, events[0].id) == ("put", version), events[0]
 
     await asyncio.to_thread(run)
