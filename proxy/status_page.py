@@ -45,7 +45,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from crivline.errors import NotFound, Unauthorized
+from crivline.errors import NotFound, RequestTimeout, Unauthorized
 from proxy import appkeys
 from proxy.auth import presented_key
 from proxy.environments import EnvironmentCache
@@ -423,10 +423,14 @@ async def status_data(request: web.Request) -> web.Response:
 async def status_sign_in(request: web.Request) -> web.Response:
     """The sign-in form posts the token here; ``logout`` ends the session."""
     token = _token(request)
+    seconds = request.app[appkeys.OPTIONS].body_timeout_seconds
     try:
-        form = await request.post()
+        async with asyncio.timeout(seconds):
+            form = await request.post()
     except ValueError:  # not a form, a broken multipart body, bytes that are not UTF-8
         return _login("That form could not be read; sign in with the operator token.")
+    except TimeoutError:
+        raise RequestTimeout(f"the form did not arrive within {seconds:g} seconds") from None
     secure = request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
     response = web.Response(status=303, headers={"Location": request.path, **_NO_STORE})
     if "logout" in form:

@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 from control_testkit import control_settings, start_control
 from edgekit import Central, SSEClient, StartProxy, eventually
-from world import OPTIONS, World, build_world
+from world import OPERATOR_TOKEN, OPTIONS, World, build_world
 
 from crivline import httpserver
 from proxy import appkeys
@@ -37,7 +37,7 @@ OpenStream = Callable[..., Awaitable[SSEClient]]
 
 @pytest.fixture
 async def slow_world(central: Central, start_proxy: StartProxy) -> World:
-    return await build_world(central, start_proxy, options=SLOW)
+    return await build_world(central, start_proxy, options=SLOW, operator_token=OPERATOR_TOKEN)
 
 
 class Loris:
@@ -155,11 +155,14 @@ async def test_slowloris_on_control(slow_control: tuple[int, str]) -> None:
     await slowloris(port, start, healthy, 1.0)
 
 
-async def half_a_body(port: int, head: bytes) -> tuple[bytes, float]:
+async def half_a_body(
+    port: int, head: bytes, content_type: bytes = b"application/json"
+) -> tuple[bytes, float]:
     """Send headers announcing 100 bytes, then 10 of them, then nothing."""
     started = time.monotonic()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(head + b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"context"')
+    head += b"Content-Type: " + content_type + b"\r\nContent-Length: 100\r\n\r\n"
+    writer.write(head + b'{"context"')
     try:
         answer = await asyncio.wait_for(reader.read(65536), 5.0)
     finally:
@@ -177,6 +180,11 @@ async def test_a_body_that_stops_half_way_is_a_408(
         assert answer.startswith(b"HTTP/1.1 408 "), answer
         assert b'"errorCode":"REQUEST_TIMEOUT"' in answer, answer
         assert 0.9 < took < 4.0
+    form = b"application/x-www-form-urlencoded"  # the status page's sign-in form
+    status_head = b"POST /status HTTP/1.1\r\nHost: e\r\n"
+    answer, took = await half_a_body(slow_world.proxy_port, status_head, form)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert 0.9 < took < 4.0
     port, token = slow_control
     head = b"POST /api/v1/projects HTTP/1.1\r\nHost: c\r\nAuthorization: Bearer "
     answer, took = await half_a_body(port, head + token.encode() + b"\r\n")
