@@ -39,8 +39,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not REPORT:
         return
     terminalreporter.section("fault suite: convergence after the faults stopped")
-    terminalreporter.write_line(f"bound: {BOUND:.1f} s (reconcile interval + 5 s)")
+    terminalreporter.write_line(
+        f"bound: {BOUND:.1f} s (reconcile interval + 5 s) from the later of the last fault's "
+        "end and the last write's answer; also shown: seconds from the last fault's end"
+    )
     for m in REPORT:
         terminalreporter.write_line(
-            f"{m.converged_after:6.2f} s  {m.test}  [{'; '.join(m.faults)}]  {m.storm}"
+            f"{m.converged_after:5.2f} s ({m.after_heal:5.2f} s)  {m.test}: {m.storm}"
         )

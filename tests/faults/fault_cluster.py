@@ -299,8 +299,16 @@ class Cluster:
         target = Path(tempfile.gettempdir()) / "crivline-fault-logs" / time.strftime("%H%M%S")
         target.mkdir(parents=True, exist_ok=True)
         for log in self.root.glob("**/*.log"):
-            shutil.copy(log, target / log.name)
+            name = log.name if log.parent == self.root else f"{log.parent.name}-{log.name}"
+            shutil.copy(log, target / name)
         return target
+
+    def processes(self) -> dict[str, int | None]:
+        """The pid of every server and part that runs now (None: not running)."""
+        servers: list[tuple[str, Any]] = [("postgres", self.postgres), ("bus", self.bus)]
+        servers += [(f"valkey-{e.name}", e.valkey) for e in self.edges]
+        servers += [(p.name, p) for p in self.parts()]
+        return {name: (s.proc.pid if s.running() else None) for name, s in servers}
 
 
 async def _none_or(pending: Awaitable[list[str]]) -> bool:

@@ -37,6 +37,20 @@ class Timeline:
         self.log(text)
 
 
+async def watch(cluster: Cluster, timeline: Timeline, stop: asyncio.Event) -> None:
+    """Log every process that dies or starts, planned or not (``watch:`` lines): a
+    failure then shows whether something outside the plan took a server down."""
+    seen = cluster.processes()
+    while not stop.is_set():
+        await asyncio.sleep(0.05)
+        now = cluster.processes()
+        for name, pid in now.items():
+            if pid != seen.get(name):
+                state = "down" if pid is None else f"up (pid {pid})"
+                timeline.log(f"watch: {name} {state}")
+        seen = now
+
+
 Fault = Callable[[Cluster, Timeline, float], Awaitable[None]]
 
 

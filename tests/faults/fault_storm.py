@@ -57,6 +57,8 @@ class Storm:
 
     async def finish(self) -> None:
         """Stop writing; returns when every writer has its last answer."""
+        if self.stopped_at is not None:
+            return
         self.stop.set()
         if self._tasks:
             await asyncio.gather(*self._tasks)

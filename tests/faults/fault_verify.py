@@ -41,6 +41,7 @@ class Measurement:
     bound: float
     storm: str
     faults: list[str] = field(default_factory=list)
+    after_heal: float = 0.0  # seconds from the last fault's end (the storm may run on)
 
 
 REPORT: list[Measurement] = []

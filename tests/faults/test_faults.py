@@ -33,6 +33,7 @@ from fault_inject import (
     postgres_stop,
     run_plan,
     valkey_restart,
+    watch,
 )
 from fault_storm import Storm
 from fault_verify import (
@@ -73,38 +74,37 @@ async def scenario(
     await cluster.ensure_running()
     clients = Clients.for_cluster(cluster)
     storm = Storm(cluster, zlib.crc32(name.encode()) if seed is None else seed)
-    timeline = Timeline()
+    timeline = watched = Timeline()
+    watching = asyncio.Event()
+    watcher = asyncio.create_task(watch(cluster, watched, watching))
     try:
         await clients.start()
         storm.start(max_writes)
         await storm.until_acks(15)
-        timeline = Timeline()
+        timeline = Timeline(started=watched.started)
         await inject(timeline)
         await storm.until_acks(10)  # writes go through again after the faults
-    finally:
         await storm.finish()
-    assert storm.stopped_at is not None
-    quiet = max(timeline.healed_at, storm.stopped_at)
-    try:
+        assert storm.stopped_at is not None
+        quiet = max(timeline.healed_at, storm.stopped_at)
         try:
             seconds = await converge(cluster, storm, clients, quiet)
         except AssertionError as exc:
-            events = "\n  ".join(timeline.events)
+            events = "\n  ".join(sorted(timeline.events + watched.events))
             raise AssertionError(f"{context}\n{exc}\nfaults:\n  {events}") from None
     finally:
+        await storm.finish()
         await clients.stop()
+        watching.set()
+        await watcher
     details = f"{context}\nfaults: {timeline.events}\nstorm: {storm.summary()}"
     violations = clients.violations()
     assert violations == [], "\n".join([details, *violations[:40]])
     assert await delta_chain_problems(cluster, storm) == [], details
     assert await syncd_never_ahead(cluster) == [], details
-    print("\n".join(storm.refusals[:5]))
-    REPORT.append(Measurement(name, seconds, BOUND, storm.summary(), timeline.events))
+    after_heal = quiet + seconds - timeline.healed_at
+    REPORT.append(Measurement(name, seconds, BOUND, storm.summary(), timeline.events, after_heal))
     return Outcome(storm, clients, timeline, seconds)
-
-
-def acks_during(storm: Storm, start: float, end: float) -> int:
-    return sum(1 for a in storm.acks if start <= a.at <= end)
 
 
 # -- one fault per test -------------------------------------------------------------------
