@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 import pytest
+from flagkit import flag
 
 from crivline.flags import (
     CompiledFlagSet,
@@ -16,18 +17,6 @@ from crivline.flags import (
     compile_flag_set,
     ofrep_bulk_body,
 )
-
-
-def flag(targeting: Any = None, **fields: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "state": "ENABLED",
-        "variants": {"on": True, "off": False},
-        "defaultVariant": "off",
-    }
-    if targeting is not None:
-        out["targeting"] = targeting
-    out.update(fields)
-    return out
 
 
 def one(definition: dict[str, Any], **options: Any) -> CompiledFlagSet:

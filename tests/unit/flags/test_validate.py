@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pytest
+from flagkit import flag
 
 from crivline.flags import (
     FlagSetError,
@@ -15,18 +16,6 @@ from crivline.flags import (
     validate_flag_set,
     validate_segment,
 )
-
-
-def flag(targeting: Any = None, **fields: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "state": "ENABLED",
-        "variants": {"on": True, "off": False},
-        "defaultVariant": "off",
-    }
-    if targeting is not None:
-        out["targeting"] = targeting
-    out.update(fields)
-    return out
 
 
 def problems(doc: Any, **options: Any) -> list[Problem]:
