@@ -5,18 +5,23 @@ Module map (one concern each):
 - :mod:`proxy.main` — ``run(settings)``: uvloop, one process or ``--workers N``
   (:mod:`proxy.supervisor`, :mod:`proxy.worker`), graceful SIGTERM.
 - :mod:`proxy.app` — ``create_app(settings)``: one cleanup context per resource.
-- :mod:`proxy.environments` — the per-environment cache, built once per version.
-- :mod:`proxy.subscriber` — the one pub/sub subscriber; reconnect and resync.
-- :mod:`proxy.keys`, :mod:`proxy.auth`, :mod:`proxy.access` — the in-memory key index,
-  authentication, and the gate (auth + rate limit) in front of every data endpoint.
+- :mod:`proxy.edge` — the state Redis feeds, no HTTP: :mod:`proxy.edge.environments`
+  (the per-environment cache, built once per version), :mod:`proxy.edge.subscriber`
+  (the one pub/sub subscriber; reconnect and resync), :mod:`proxy.edge.keys` (the
+  in-memory key index), :mod:`proxy.edge.status` (what this process knows about its
+  edge) and :mod:`proxy.edge.monitor` (the poll of syncd's heartbeat that feeds it).
+- :mod:`proxy.routes` — the endpoints: :mod:`proxy.routes.sdk`, :mod:`proxy.routes.ofrep`,
+  :mod:`proxy.routes.health` (``/healthz``, ``/readyz``, ``/metrics``) and the operator
+  status page, :mod:`proxy.routes.status`, with its documents in
+  :mod:`proxy.routes.status_assets`.
+- :mod:`proxy.auth`, :mod:`proxy.access` — authentication, and the gate (auth + rate
+  limit) in front of every data endpoint.
 - :mod:`proxy.hub`, :mod:`proxy.streams` — fan-out to stream clients; serving one stream.
-- :mod:`proxy.routes_sdk`, :mod:`proxy.routes_ofrep` — the endpoints.
 - :mod:`proxy.context`, :mod:`proxy.bulkcache`, :mod:`proxy.tickets` — request bodies
   and their limits; the bulk-answer LRU; signed stream tickets.
 - :mod:`proxy.ratelimit`, :mod:`proxy.cors`, :mod:`proxy.headers`, :mod:`proxy.errors`,
   :mod:`proxy.middleware` — the cross-cutting parts (errors rendered in ONE place).
-- :mod:`proxy.health`, :mod:`proxy.metrics`, :mod:`proxy.status` — readiness and what
-  feeds it, Prometheus, the operator status page.
+- :mod:`proxy.metrics` — Prometheus.
 - :mod:`proxy.options`, :mod:`proxy.appkeys`, :mod:`proxy.tasks` — tunables, typed app
   keys, background tasks that are always awaited.
 

@@ -7,7 +7,7 @@ from aiohttp import web
 from crivline.errors import TooManyRequests
 from proxy import appkeys
 from proxy.auth import authenticate, resolve
-from proxy.keys import KeyInfo
+from proxy.edge.keys import KeyInfo
 
 
 async def authorize(request: web.Request, allowed: frozenset[str]) -> KeyInfo:

@@ -27,17 +27,20 @@ from redis.backoff import NoBackoff
 from crivline import httpserver
 from crivline.keyspace import Keyspace
 from crivline.settings import Settings
-from proxy import appkeys, health, routes_ofrep, routes_sdk, status_page
+from proxy import appkeys
 from proxy.bulkcache import BulkCache
-from proxy.environments import EnvironmentCache
+from proxy.edge import monitor
+from proxy.edge.environments import EnvironmentCache
+from proxy.edge.keys import KeyIndex
+from proxy.edge.status import EdgeStatus
+from proxy.edge.subscriber import Subscriber
 from proxy.hub import Hub
-from proxy.keys import KeyIndex
 from proxy.metrics import Metrics
 from proxy.middleware import edge_middleware
 from proxy.options import ProxyOptions
 from proxy.ratelimit import RateLimiter
-from proxy.status import EdgeStatus
-from proxy.subscriber import Subscriber
+from proxy.routes import health, ofrep, sdk
+from proxy.routes import status as status_page
 from proxy.tasks import Tasks
 from proxy.tickets import SharedSecret, TicketSigner
 
@@ -74,7 +77,7 @@ def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.A
         ]
     )
     app.on_shutdown.append(_close_streams)
-    for table in (routes_sdk.routes, routes_ofrep.routes, health.routes, status_page.routes):
+    for table in (sdk.routes, ofrep.routes, health.routes, status_page.routes):
         httpserver.add_routes(app, table)
     httpserver.refuse_unmatched(app)
     return app
@@ -208,6 +211,6 @@ async def _health(app: web.Application) -> AsyncIterator[None]:
         redis_up=lambda: 1.0 if status.redis_up else 0.0,
     )
     tasks = Tasks("health")
-    tasks.spawn(health.monitor(app), "monitor")
+    tasks.spawn(monitor.monitor(app), "monitor")
     yield
     await tasks.close()

@@ -8,14 +8,14 @@ from redis.asyncio import Redis
 from crivline.keyspace import Keyspace
 from crivline.settings import Settings
 from proxy.bulkcache import BulkCache
-from proxy.environments import EnvironmentCache
+from proxy.edge.environments import EnvironmentCache
+from proxy.edge.keys import KeyIndex
+from proxy.edge.status import EdgeStatus
+from proxy.edge.subscriber import Subscriber
 from proxy.hub import Hub
-from proxy.keys import KeyIndex
 from proxy.metrics import METRICS_KEY
 from proxy.options import ProxyOptions
 from proxy.ratelimit import RateLimiter
-from proxy.status import EdgeStatus
-from proxy.subscriber import Subscriber
 from proxy.tickets import SharedSecret, TicketSigner
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -1,7 +1,7 @@
 """Who is calling: the API key from ``Authorization: Bearer`` or ``X-API-Key``.
 
 The key is hashed (SHA-256, as stored) and looked up in the in-process key index —
-no Redis on the hot path (see :mod:`proxy.keys`). Server keys (``crv_srv_``) may read
+no Redis on the hot path (see :mod:`proxy.edge.keys`). Server keys (``crv_srv_``) may read
 everything; client keys (``crv_cli_``) only evaluate (OFREP). Something that is not
 shaped like one of our keys is refused before it is even hashed. Every refusal is a
 JSON 401/403 and counted by reason.
@@ -15,7 +15,7 @@ import time
 from aiohttp import web
 
 from crivline.errors import Forbidden, ServiceUnavailable, Unauthorized
-from proxy.keys import EdgeIncomplete, KeyIndex, KeyInfo
+from proxy.edge.keys import EdgeIncomplete, KeyIndex, KeyInfo
 from proxy.metrics import Metrics
 
 SERVER = "server"

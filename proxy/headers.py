@@ -7,8 +7,8 @@ it is current — Redis unreachable, or syncd not keeping the edge fresh.
 
 from __future__ import annotations
 
-from proxy.environments import EnvState
-from proxy.status import EdgeStatus
+from proxy.edge.environments import EnvState
+from proxy.edge.status import EdgeStatus
 
 VERSION = "Crivline-Version"
 STALE = "Crivline-Stale"

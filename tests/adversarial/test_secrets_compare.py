@@ -30,7 +30,7 @@ SECRETISH = re.compile(
 REVIEWED = {
     ("control/idempotency.py", 'bytes(row["request_hash"]) != key.fingerprint'):
         "the SHA-256 of a request (method, path, body): no secret in it",
-    ("proxy/routes_ofrep.py", "info.environment != ticket.environment"):
+    ("proxy/routes/ofrep.py", "info.environment != ticket.environment"):
         "environment ids, after the ticket's MAC was checked in constant time",
 }  # fmt: skip
 

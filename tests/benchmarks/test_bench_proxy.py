@@ -32,14 +32,16 @@ from redis.asyncio import Redis
 from crivline import keyspace as ks
 from crivline import tokens
 from crivline.settings import Settings
-from proxy import appkeys, auth, routes_ofrep, routes_sdk
+from proxy import appkeys, auth
 from proxy.app import create_app
 from proxy.context import parse_context
-from proxy.environments import EnvironmentCache, build_state, patch_event
+from proxy.edge.environments import EnvironmentCache, build_state, patch_event
+from proxy.edge.keys import KeyIndex, KeyInfo
 from proxy.hub import SDK, Hub
-from proxy.keys import KeyIndex, KeyInfo
 from proxy.options import ProxyOptions
 from proxy.ratelimit import RateLimiter
+from proxy.routes import ofrep as routes_ofrep
+from proxy.routes import sdk as routes_sdk
 from proxy.tickets import TicketSigner
 
 pytestmark = pytest.mark.benchmark

@@ -5,10 +5,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from proxy import status_page
 from proxy.metrics import Metrics
-from proxy.status_assets import PAGE_HTML, SCRIPT, STYLE, content_security_policy
-from proxy.status_page import StatusSampler, Totals, session_cookie, session_valid
+from proxy.routes import status as status_page
+from proxy.routes.status import StatusSampler, Totals, session_cookie, session_valid
+from proxy.routes.status_assets import PAGE_HTML, SCRIPT, STYLE, content_security_policy
 
 TOKEN = "the-operator-token"
 

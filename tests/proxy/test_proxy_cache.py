@@ -7,11 +7,11 @@ import asyncio
 import redis.asyncio as aioredis
 from edgekit import TEST_OPTIONS, Feeder, flag, make_key, new_env
 
-from proxy.environments import EnvironmentCache
+from proxy.edge.environments import EnvironmentCache
+from proxy.edge.keys import KeyIndex
+from proxy.edge.status import EdgeStatus
 from proxy.hub import Hub
-from proxy.keys import KeyIndex
 from proxy.metrics import Metrics
-from proxy.status import EdgeStatus
 
 
 async def calls(redis: aioredis.Redis, command: str) -> int:

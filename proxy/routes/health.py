@@ -1,9 +1,9 @@
-"""Liveness, readiness and metrics endpoints, and the monitor that feeds readiness.
+"""Liveness, readiness and metrics endpoints.
 
 ``/healthz``: the process answers (200, always, unless it is wedged).
 
 ``/status``, the operator's page (off without ``CRIVLINE_OPERATOR_TOKEN``), is in
-:mod:`proxy.status_page`.
+:mod:`proxy.routes.status`.
 
 ``/readyz``: this edge holds a complete, fresh sync *and* this process has loaded it —
 syncd's heartbeat exists, the sync state has an epoch, the last reconciliation is
@@ -17,70 +17,20 @@ Status codes:
   who prefer to fail over anyway ask ``/readyz?strict=1``;
 - 503 ``not ready`` — it has never been ready, or strict mode.
 
-The monitor polls Redis once per ``health_interval``: the heartbeat key and the sync
-state. Two failures in a row make the subscriber reconnect (a hung connection looks
-like silence, not like an error); a new sync epoch (Redis was rebuilt) does too, so
-the process resynchronises everything.
+What feeds readiness is :mod:`proxy.edge.monitor`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-from typing import Any
 
 import orjson
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from proxy import appkeys
 from proxy.metrics import metrics_handler
 
-log = logging.getLogger("proxy.health")
-
 routes = web.RouteTableDef()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-async def monitor(app: web.Application) -> None:
-    redis = app[appkeys.REDIS]
-    ks = app[appkeys.KEYSPACE]
-    status = app[appkeys.STATUS]
-    subscriber = app[appkeys.SUBSCRIBER]
-    interval = app[appkeys.OPTIONS].health_interval
-    failures = 0
-    while True:
-        try:
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.exists(ks.heartbeat)
-                pipe.hgetall(ks.sync_state)
-                alive, raw = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            failures += 1
-            status.redis_lost(f"{type(exc).__name__}: {exc}")
-            if failures == 2:
-                subscriber.kick(f"health check failed: {exc}")
-        else:
-            failures = 0
-            fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
-            epoch = fields.get("epoch") or None
-            previous = status.epoch
-            reconciled = fields.get("reconciled_at")
-            if subscriber.connected.is_set() and not status.redis_up:
-                status.redis_back()
-            status.observed(
-                syncd_alive=bool(alive),
-                epoch=epoch,
-                reconciled_at=float(reconciled) if reconciled else None,
-            )
-            if previous is not None and epoch is not None and epoch != previous:
-                log.info("sync epoch changed: redis was rebuilt; resynchronising")
-                subscriber.kick("sync epoch changed")
-        await asyncio.sleep(interval)
 
 
 @routes.get("/healthz", name="healthz")

@@ -24,13 +24,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from crivline.keyspace import Keyspace
-from proxy.environments import EnvironmentCache
-from proxy.keys import KeyIndex
+from proxy.edge.environments import EnvironmentCache
+from proxy.edge.keys import KeyIndex
+from proxy.edge.status import EdgeStatus
 from proxy.options import ProxyOptions
-from proxy.status import EdgeStatus
 from proxy.tasks import Tasks, cancel_and_wait
 
-log = logging.getLogger("proxy.subscriber")
+log = logging.getLogger("proxy.edge.subscriber")
 
 
 class Subscriber:

@@ -36,14 +36,14 @@ from crivline.edge_store import EdgeStore
 from crivline.errors import ServiceUnavailable
 from crivline.flags import CompiledFlagSet, compile_flag_set
 from crivline.keyspace import Keyspace
+from proxy.edge.keys import KeyIndex
+from proxy.edge.status import EdgeStatus
 from proxy.hub import Hub, PatchEvent
-from proxy.keys import KeyIndex
 from proxy.metrics import Metrics
 from proxy.options import ProxyOptions
-from proxy.status import EdgeStatus
 from proxy.tasks import Tasks
 
-log = logging.getLogger("proxy.environments")
+log = logging.getLogger("proxy.edge.environments")
 
 _CONCURRENT_LOADS = 32
 _RETRY_COLD_LOAD_SECONDS = 1.0  # a failed cold load is not retried per request

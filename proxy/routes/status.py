@@ -48,11 +48,11 @@ from aiohttp import web
 from crivline.errors import NotFound, RequestTimeout, Unauthorized
 from proxy import appkeys
 from proxy.auth import presented_key
-from proxy.environments import EnvironmentCache
+from proxy.edge.environments import EnvironmentCache
+from proxy.edge.status import EdgeStatus
 from proxy.hub import OFREP, SDK
 from proxy.metrics import Metrics
-from proxy.status import EdgeStatus
-from proxy.status_assets import LOGIN_HTML, PAGE_HTML, content_security_policy
+from proxy.routes.status_assets import LOGIN_HTML, PAGE_HTML, content_security_policy
 from proxy.tasks import Tasks
 
 routes = web.RouteTableDef()

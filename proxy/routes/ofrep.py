@@ -38,11 +38,11 @@ from proxy import appkeys, cors, headers, streams
 from proxy.access import authorize, authorize_hash
 from proxy.auth import ANY_KIND
 from proxy.context import parse_context, read_body
-from proxy.environments import EnvironmentCache, EnvState, version_of_etag
+from proxy.edge.environments import EnvironmentCache, EnvState, version_of_etag
+from proxy.edge.keys import KeyInfo
 from proxy.errors import api_error_response
 from proxy.hub import OFREP
-from proxy.keys import KeyInfo
-from proxy.routes_sdk import last_event_id
+from proxy.routes.sdk import last_event_id
 
 routes = web.RouteTableDef()
 
