@@ -19,9 +19,10 @@ just before the write; the entry's ``base`` is the version of that flag set. If 
 writer got in between, the entry's ``base`` is not the previous entry's ``v`` and stream
 clients get a full flag set instead — a race costs a bigger message, never a wrong patch.
 
-The proxy reads with :meth:`EdgeStore.read_environment`, :meth:`EdgeStore.deltas_since`,
-:meth:`EdgeStore.read_api_key` and :meth:`EdgeStore.sync_state` (or with plain commands,
-as the keyspace docstring documents).
+The proxy reads with :meth:`EdgeStore.read_refresh` (an environment and its newest
+deltas, checked with :func:`unbroken_chain`), :meth:`EdgeStore.deltas_since`,
+:meth:`EdgeStore.liveness` and :meth:`EdgeStore.sync_state` (or with plain commands, as
+the keyspace docstring documents).
 """
 
 from __future__ import annotations
@@ -279,6 +280,15 @@ class StoredKey:
 
 
 @dataclass(frozen=True, slots=True)
+class Refresh:
+    """What a refresh reads: the hash fields (None: Redis does not hold the environment)
+    and the newest delta entries, oldest first."""
+
+    fields: dict[str, bytes] | None
+    deltas: list[DeltaEntry]
+
+
+@dataclass(frozen=True, slots=True)
 class SyncState:
     epoch: str | None
     full_sync_at: float | None
@@ -298,6 +308,15 @@ def _optional_float(raw: bytes | None) -> float | None:
     return float(raw) if raw else None
 
 
+def _sync_state(raw: Mapping[str, bytes]) -> SyncState:
+    epoch = raw.get("epoch")
+    return SyncState(
+        epoch=epoch.decode() if epoch else None,
+        full_sync_at=_optional_float(raw.get("full_sync_at")),
+        reconciled_at=_optional_float(raw.get("reconciled_at")),
+    )
+
+
 class EdgeStore:
     """syncd's writes to, and everyone's reads of, one edge Redis.
 
@@ -312,7 +331,7 @@ class EdgeStore:
         delta_log_length: int = ks.DELTA_LOG_LENGTH,
     ) -> None:
         self.redis = redis
-        self.keys = keyspace
+        self.keyspace = keyspace
         self.delta_log_length = delta_log_length
         self._apply = redis.register_script(_APPLY)
         self._remove = redis.register_script(_REMOVE)
@@ -345,8 +364,8 @@ class EdgeStore:
             _number(committed_at),
             _number(time.time() if applied_at is None else applied_at),
             self.delta_log_length,
-            self.keys.api_key(""),
-            self.keys.changes,
+            self.keyspace.api_key(""),
+            self.keyspace.changes,
             env,
             snapshot.tenant_id,
             snapshot.project_id,
@@ -362,10 +381,10 @@ class EdgeStore:
             args += [key.key_hash, key.id, key.kind, expires, expires_ms]
         result = await self._apply(
             keys=[
-                self.keys.environment(env),
-                self.keys.deltas(env),
-                self.keys.environment_keys(env),
-                self.keys.served,
+                self.keyspace.environment(env),
+                self.keyspace.deltas(env),
+                self.keyspace.environment_keys(env),
+                self.keyspace.served,
             ],
             args=args,
         )
@@ -377,12 +396,12 @@ class EdgeStore:
         env = environment_id
         removed = await self._remove(
             keys=[
-                self.keys.environment(env),
-                self.keys.deltas(env),
-                self.keys.environment_keys(env),
-                self.keys.served,
+                self.keyspace.environment(env),
+                self.keyspace.deltas(env),
+                self.keyspace.environment_keys(env),
+                self.keyspace.served,
             ],
-            args=[self.keys.api_key(""), self.keys.changes, env],
+            args=[self.keyspace.api_key(""), self.keyspace.changes, env],
         )
         return bool(removed)
 
@@ -390,7 +409,7 @@ class EdgeStore:
         """Mark a full sync as under way; returns the marker for :meth:`finish_full_sync`."""
         marker = PENDING_PREFIX + secrets.token_hex(8)
         await self.redis.hset(
-            self.keys.sync_state, marker, _number(time.time() if now is None else now)
+            self.keyspace.sync_state, marker, _number(time.time() if now is None else now)
         )
         return marker
 
@@ -401,7 +420,7 @@ class EdgeStore:
         sync ran, so the sync is not complete and must run again.
         """
         epoch = await self._finish(
-            keys=[self.keys.sync_state],
+            keys=[self.keyspace.sync_state],
             args=[
                 marker,
                 secrets.token_hex(16),
@@ -414,28 +433,27 @@ class EdgeStore:
     async def touch_reconciled(self, epoch: str, now: float | None = None) -> bool:
         """Record a finished reconciliation, only if Redis still holds ``epoch``."""
         done = await self._touch(
-            keys=[self.keys.sync_state],
+            keys=[self.keyspace.sync_state],
             args=[epoch, _number(time.time() if now is None else now)],
         )
         return bool(done)
 
     async def heartbeat(self, ttl: float, info: Mapping[str, JSON]) -> None:
-        await self.redis.set(self.keys.heartbeat, orjson.dumps(info), px=max(1, int(ttl * 1000)))
-
-    async def clear_heartbeat(self) -> None:
-        await self.redis.delete(self.keys.heartbeat)
+        await self.redis.set(
+            self.keyspace.heartbeat, orjson.dumps(info), px=max(1, int(ttl * 1000))
+        )
 
     # -- reads -------------------------------------------------------------------------
 
     async def version(self, environment_id: str) -> int:
         """The version Redis holds for an environment (0: none)."""
-        raw = await self.redis.hget(self.keys.environment(environment_id), ks.F_VERSION)
+        raw = await self.redis.hget(self.keyspace.environment(environment_id), ks.F_VERSION)
         return int(raw) if raw is not None else 0
 
     async def read_current(self, environment_id: str) -> tuple[int, dict[str, JSON] | None]:
         """The version Redis holds for an environment (0: none) and its flag set."""
         version, flag_set = await self.redis.hmget(
-            self.keys.environment(environment_id), [ks.F_VERSION, ks.F_FLAGSET]
+            self.keyspace.environment(environment_id), [ks.F_VERSION, ks.F_FLAGSET]
         )
         if version is None:
             return 0, None
@@ -448,27 +466,21 @@ class EdgeStore:
             return {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for env in environment_ids:
-                pipe.hget(self.keys.environment(env), ks.F_VERSION)
+                pipe.hget(self.keyspace.environment(env), ks.F_VERSION)
             raw = await pipe.execute()
         return {
             env: int(v) if v is not None else 0 for env, v in zip(environment_ids, raw, strict=True)
         }
 
     async def served(self) -> set[str]:
-        members: Iterable[bytes | str] = await self.redis.smembers(self.keys.served)
+        members: Iterable[bytes | str] = await self.redis.smembers(self.keyspace.served)
         return {m.decode() if isinstance(m, bytes) else m for m in members}
 
     async def sync_state(self) -> SyncState:
-        raw = _decode_fields(await self.redis.hgetall(self.keys.sync_state))
-        epoch = raw.get("epoch")
-        return SyncState(
-            epoch=epoch.decode() if epoch else None,
-            full_sync_at=_optional_float(raw.get("full_sync_at")),
-            reconciled_at=_optional_float(raw.get("reconciled_at")),
-        )
+        return _sync_state(_decode_fields(await self.redis.hgetall(self.keyspace.sync_state)))
 
     async def read_environment(self, environment_id: str) -> StoredEnvironment | None:
-        raw = _decode_fields(await self.redis.hgetall(self.keys.environment(environment_id)))
+        raw = _decode_fields(await self.redis.hgetall(self.keyspace.environment(environment_id)))
         if ks.F_VERSION not in raw:
             return None
         return StoredEnvironment(
@@ -484,8 +496,32 @@ class EdgeStore:
             applied_at=float(raw[ks.F_APPLIED_AT]),
         )
 
+    async def read_refresh(self, environment_id: str, *, deltas: int) -> Refresh:
+        """An environment's hash fields and its newest ``deltas`` log entries, in one MULTI
+        (syncd writes both in one script, so they match). The proxy builds its state from
+        the fields as they are, so a field it does not know costs nothing."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keyspace.environment(environment_id))
+            if deltas > 0:
+                pipe.xrevrange(self.keyspace.deltas(environment_id), count=deltas)
+            results = await pipe.execute()
+        fields = _decode_fields(results[0] or {})
+        if ks.F_VERSION not in fields:
+            return Refresh(None, [])
+        newest_first = results[1] if deltas > 0 else []
+        entries = [_entry(f) for _id, f in reversed(newest_first or []) if f is not None]
+        return Refresh(fields, entries)
+
+    async def liveness(self) -> tuple[bool, SyncState]:
+        """Whether syncd's heartbeat is there, and the sync state, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(self.keyspace.heartbeat)
+            pipe.hgetall(self.keyspace.sync_state)
+            alive, raw = await pipe.execute()
+        return bool(alive), _sync_state(_decode_fields(raw or {}))
+
     async def read_api_key(self, key_hash: str) -> StoredKey | None:
-        raw = _decode_fields(await self.redis.hgetall(self.keys.api_key(key_hash)))
+        raw = _decode_fields(await self.redis.hgetall(self.keyspace.api_key(key_hash)))
         if "environment" not in raw:
             return None
         return StoredKey(
@@ -500,13 +536,13 @@ class EdgeStore:
 
     async def environment_key_hashes(self, environment_id: str) -> set[str]:
         members: Iterable[bytes | str] = await self.redis.smembers(
-            self.keys.environment_keys(environment_id)
+            self.keyspace.environment_keys(environment_id)
         )
         return {m.decode() if isinstance(m, bytes) else m for m in members}
 
     async def delta_log(self, environment_id: str) -> list[DeltaEntry]:
         """The whole delta log, oldest first."""
-        entries = await self.redis.xrange(self.keys.deltas(environment_id)) or []
+        entries = await self.redis.xrange(self.keyspace.deltas(environment_id)) or []
         return [_entry(fields) for _id, fields in entries if fields is not None]
 
     async def deltas_since(
@@ -519,7 +555,7 @@ class EdgeStore:
         full flag set then. The caller compares the last entry's version with the one it
         serves.
         """
-        name = self.keys.deltas(environment_id)
+        name = self.keyspace.deltas(environment_id)
         newer: list[DeltaEntry] = []
         upper: str = "+"
         while True:
@@ -531,29 +567,47 @@ class EdgeStore:
                     continue
                 entry = _entry(fields)
                 if entry.version <= version:
-                    return _chain(newer[::-1], version)
+                    return unbroken_chain(newer[::-1], version)
                 newer.append(entry)
             last_id = _text(batch[-1][0])
             assert last_id is not None
             upper = "(" + last_id
         # Every logged entry is newer than ``version``: the oldest must start from it.
-        return _chain(newer[::-1], version) if newer else None
+        return unbroken_chain(newer[::-1], version) if newer else None
 
 
 def _entry(fields: Mapping[Any, Any]) -> DeltaEntry:
     raw = _decode_fields(fields)
+    delta = orjson.loads(raw["delta"]) if raw.get("delta") else {}
     return DeltaEntry(
         version=int(raw["v"]),
         base=int(raw["base"]),
-        delta=orjson.loads(raw["delta"]),
-        committed_at=float(raw["at"]),
+        delta=delta if isinstance(delta, dict) else {},
+        committed_at=_commit_time(raw.get("at")),
     )
 
 
-def _chain(entries: list[DeltaEntry], version: int) -> list[DeltaEntry] | None:
-    expected = version
-    for entry in entries:
+def _commit_time(raw: bytes | None) -> float:
+    """An entry's commit time; 0.0 when it has none (or one that is not a time)."""
+    try:
+        at = float(raw) if raw else 0.0
+    except ValueError:
+        return 0.0
+    return at if at > 0 else 0.0
+
+
+def unbroken_chain(
+    entries: Sequence[DeltaEntry], since: int, until: int | None = None
+) -> list[DeltaEntry] | None:
+    """The entries (oldest first) that take a reader from ``since`` to ``until`` (or to
+    the newest one), or None when they do not link up: each entry's ``base`` must be the
+    version before it, else a writer raced and a patch would be wrong."""
+    chain = [e for e in entries if e.version > since and (until is None or e.version <= until)]
+    expected = since
+    for entry in chain:
         if entry.base != expected:
             return None
         expected = entry.version
-    return entries
+    if until is not None and expected != until:
+        return None
+    return chain

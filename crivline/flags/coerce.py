@@ -33,11 +33,6 @@ def truthy(value: Any) -> bool:
     return bool(value)
 
 
-def is_number(value: Any) -> bool:
-    t = type(value)
-    return t is int or t is float
-
-
 def string_to_number(text: str) -> int | float:
     """JavaScript ``Number(text)``: NaN for anything that is not a number literal."""
     s = text.strip()

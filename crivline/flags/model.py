@@ -99,10 +99,6 @@ class Resolution:
     def has_value(self) -> bool:
         return self.value is not None
 
-    @property
-    def is_error(self) -> bool:
-        return self.error_code is not None
-
     def to_dict(self) -> dict[str, Any]:
         """The OFREP evaluation body.
 

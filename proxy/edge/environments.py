@@ -8,9 +8,9 @@ read ``cache.get(env)`` — a dict lookup — and never wait for Redis.
 :class:`EnvironmentCache` keeps the states current. All work on one environment runs in
 one task at a time (single-flight): a thousand requests for a cold environment wait for
 one load; a burst of announcements coalesces into as few reads as it takes to reach the
-newest version. A refresh reads the environment hash and the newest delta entries in one
-MULTI (syncd writes both in one Lua script, so they match), builds the new state, and
-hands the hub the events for stream clients — the same bytes for every client.
+newest version. A refresh reads the environment hash and the newest delta entries through
+:meth:`crivline.edge_store.EdgeStore.read_refresh` (one MULTI), builds the new state,
+and hands the hub the events for stream clients — the same bytes for every client.
 
 The cache never goes backwards: an older or equal version is ignored, and an
 environment that vanished from Redis (a flush) keeps being served until syncd writes it
@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 
 from crivline import keyspace as ks
 from crivline import sse
-from crivline.edge_store import EdgeStore
+from crivline.edge_store import DeltaEntry, EdgeStore, unbroken_chain
 from crivline.errors import ServiceUnavailable
 from crivline.flags import CompiledFlagSet, compile_flag_set
 from crivline.keyspace import Keyspace
@@ -82,10 +82,6 @@ class EnvState:
         return None
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def content_hash(flag_set: bytes) -> str:
     return hashlib.blake2b(flag_set, digest_size=8).hexdigest()
 
@@ -117,27 +113,20 @@ def is_time_dependent(flag_set: bytes) -> bool:
 
 
 def patch_event(
-    version: int, base: int, delta: bytes, committed_at: float | None = None
+    version: int, base: int, delta: Mapping[str, Any], committed_at: float | None = None
 ) -> PatchEvent:
     """The ``patch`` event of one delta entry. ``committedAt`` (epoch seconds, the commit
     in the central Postgres, from the entry's ``at``) lets a client measure how long the
     change took to reach it; it is left out when the entry has no commit time."""
-    body = orjson.loads(delta) if delta else {}
-    if not isinstance(body, dict):
-        body = {}
     head: dict[str, Any] = {"version": version, "base": base}
-    if committed_at is not None:
+    if committed_at:
         head["committedAt"] = committed_at
-    data = orjson.dumps({**head, **body})
+    data = orjson.dumps({**head, **delta})
     return PatchEvent(version, base, sse.event(data, name="patch", id=version))
 
 
-def _commit_time(raw: bytes | None) -> float | None:
-    try:
-        at = float(raw) if raw else 0.0
-    except ValueError:
-        return None
-    return at if at > 0 else None
+def _patches(entries: Sequence[DeltaEntry]) -> list[PatchEvent]:
+    return [patch_event(e.version, e.base, e.delta, e.committed_at) for e in entries]
 
 
 def build_state(
@@ -146,7 +135,7 @@ def build_state(
     """One version of an environment from its Redis hash fields (raises on bad data)."""
     flag_set = fields[ks.F_FLAGSET]
     version = int(fields[ks.F_VERSION])
-    env = _text(fields[ks.F_ENVIRONMENT])
+    env = fields[ks.F_ENVIRONMENT].decode()
     doc = orjson.loads(flag_set)
     flags = compile_flag_set(doc)
     metadata = doc.get("metadata") if isinstance(doc, dict) else None
@@ -178,12 +167,6 @@ def build_state(
         ring=ring,
         version_text=str(version),
     )
-
-
-def _fields(raw: Mapping[Any, Any]) -> dict[str, bytes]:
-    return {
-        _text(k): v if isinstance(v, bytes) else str(v).encode() for k, v in (raw or {}).items()
-    }
 
 
 class EnvironmentCache:
@@ -398,20 +381,19 @@ class EnvironmentCache:
         """One read from Redis; True if it moved the environment forward."""
         current = state.version if state is not None else 0
         count = max(2, min(self._options.ring_size, wanted - current + 1))
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self._ks.environment(env))
-            if state is not None:
-                pipe.xrevrange(self._ks.deltas(env), count=count)
-            results = await pipe.execute()
-        fields = _fields(results[0])
-        if ks.F_VERSION not in fields:
+        read = await self._store.read_refresh(env, deltas=count if state is not None else 0)
+        fields = read.fields
+        if fields is None:
             self._metrics.refreshes.labels("absent").inc()
             return False
         version = int(fields[ks.F_VERSION])
         if version <= current:
             self._metrics.refreshes.labels("unchanged").inc()
             return False
-        patches = self._chain(results[1], current, version) if state is not None else None
+        patches: list[PatchEvent] | None = None
+        if state is not None:
+            chain = unbroken_chain(read.deltas, current, version)
+            patches = _patches(chain) if chain is not None else None
         ring: tuple[PatchEvent, ...] = ()
         if state is not None and patches is not None:
             ring = (state.ring + tuple(patches))[-self._options.ring_size :]
@@ -426,24 +408,6 @@ class EnvironmentCache:
         if gone:
             self.on_keys_gone(gone)
         return True
-
-    def _chain(self, entries: Sequence[Any], current: int, version: int) -> list[PatchEvent] | None:
-        """The patches from ``current`` to ``version`` if the log holds an unbroken chain."""
-        chain: list[PatchEvent] = []
-        for _id, raw in reversed(entries or []):
-            if raw is None:
-                continue
-            f = _fields(raw)
-            v, base = int(f["v"]), int(f["base"])
-            if v <= current or v > version:
-                continue
-            chain.append(patch_event(v, base, f.get("delta", b""), _commit_time(f.get("at"))))
-        expected = current
-        for event in chain:
-            if event.base != expected:
-                return None
-            expected = event.version
-        return chain if expected == version else None
 
     def _install(self, state: EnvState) -> None:
         self._states[state.id] = state
@@ -484,11 +448,7 @@ class EnvironmentCache:
             )
         state = self._states.get(env) or state
         if entries:
-            events = [
-                patch_event(e.version, e.base, orjson.dumps(e.delta), e.committed_at or None)
-                for e in entries
-                if e.version <= state.version
-            ]
+            events = _patches([e for e in entries if e.version <= state.version])
             reached = events[-1].version if events else since
             data = b"".join(e.data for e in events)
             if reached == state.version:

@@ -260,8 +260,5 @@ class KeyIndex:
         self.clear_negative()
         return gone
 
-    def live_hashes(self) -> set[str]:
-        return set(self._by_hash)
-
     async def close(self) -> None:
         await self._tasks.close()

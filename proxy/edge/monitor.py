@@ -10,33 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from crivline.edge_store import EdgeStore
 from proxy import appkeys
 
 log = logging.getLogger(__name__)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def monitor(app: web.Application) -> None:
-    redis = app[appkeys.REDIS]
-    ks = app[appkeys.KEYSPACE]
+    store = EdgeStore(app[appkeys.REDIS], app[appkeys.KEYSPACE])
     status = app[appkeys.STATUS]
     subscriber = app[appkeys.SUBSCRIBER]
     interval = app[appkeys.OPTIONS].health_interval
     failures = 0
     while True:
         try:
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.exists(ks.heartbeat)
-                pipe.hgetall(ks.sync_state)
-                alive, raw = await pipe.execute()
+            alive, sync = await store.liveness()
         except (RedisError, OSError) as exc:
             failures += 1
             status.redis_lost(f"{type(exc).__name__}: {exc}")
@@ -44,17 +36,11 @@ async def monitor(app: web.Application) -> None:
                 subscriber.kick(f"health check failed: {exc}")
         else:
             failures = 0
-            fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
-            epoch = fields.get("epoch") or None
+            epoch = sync.epoch
             previous = status.epoch
-            reconciled = fields.get("reconciled_at")
             if subscriber.connected.is_set() and not status.redis_up:
                 status.redis_back()
-            status.observed(
-                syncd_alive=bool(alive),
-                epoch=epoch,
-                reconciled_at=float(reconciled) if reconciled else None,
-            )
+            status.observed(syncd_alive=alive, epoch=epoch, reconciled_at=sync.reconciled_at)
             if previous is not None and epoch is not None and epoch != previous:
                 log.info("sync epoch changed: redis was rebuilt; resynchronising")
                 subscriber.kick("sync epoch changed")

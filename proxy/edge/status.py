@@ -68,13 +68,6 @@ class EdgeStatus:
 
     # -- questions --------------------------------------------------------------------------
 
-    def sync_fresh(self, now: float) -> bool:
-        return (
-            self.epoch is not None
-            and self.reconciled_at is not None
-            and now - self.reconciled_at <= self.fresh_seconds
-        )
-
     def problems(self, now: float | None = None) -> list[str]:
         """Why this process may be serving stale data; empty when it is not."""
         now = time.time() if now is None else now

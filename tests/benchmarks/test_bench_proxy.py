@@ -223,21 +223,19 @@ def test_sse_events_built_once_per_version(benchmark: Any) -> None:
 
 
 def test_sse_patch_event_building(benchmark: Any) -> None:
-    delta = orjson.dumps(
-        {"flags": {"static-1": {"state": "DISABLED"}}, "removed": [], "evaluators": {}}
-    )
+    delta = {"flags": {"static-1": {"state": "DISABLED"}}, "removed": [], "evaluators": {}}
     assert benchmark(lambda: patch_event(9, 8, delta)).data.startswith(b"id: 9\nevent: patch\n")
 
 
 def test_sse_fan_out_to_1000_clients(benchmark: Any, app: web.Application) -> None:
     hub = Hub(app[appkeys.METRICS], ProxyOptions(), max_streams=10_000, max_streams_per_key=10_000)
     clients = [hub.open("fan", f"k{i % 50}", SDK, 0, None) for i in range(1000)]
-    event = patch_event(1, 0, b'{"flags":{}}')
+    event = patch_event(1, 0, {"flags": {}})
     version = iter(range(1, 10**9))
 
     def publish() -> None:
         v = next(version)
-        hub.publish_sdk("fan", v, [patch_event(v, v - 1, b"{}")], event.data)
+        hub.publish_sdk("fan", v, [patch_event(v, v - 1, {})], event.data)
         for client in clients:  # what each handler does on wake-up, minus the socket
             client._chunks.clear()
             client._size = 0

@@ -263,7 +263,7 @@ async def test_syncd_started_while_postgres_is_down_waits_for_it_then_syncs(
         store = EdgeStore(aioredis.from_url(redis_url), Keyspace("crivline:", "late-edge"))
         try:
             assert await store.served() == set(project.environments.values())
-            fields = await store.redis.hkeys(store.keys.sync_state)
+            fields = await store.redis.hkeys(store.keyspace.sync_state)
             assert not [f for f in fields if f.startswith(b"pending:")]
         finally:
             await store.redis.aclose()
