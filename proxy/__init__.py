@@ -12,8 +12,8 @@ Module map (one concern each):
   edge) and :mod:`proxy.edge.monitor` (the poll of syncd's heartbeat that feeds it).
 - :mod:`proxy.routes` — the endpoints: :mod:`proxy.routes.sdk`, :mod:`proxy.routes.ofrep`,
   :mod:`proxy.routes.health` (``/healthz``, ``/readyz``, ``/metrics``) and the operator
-  status page, :mod:`proxy.routes.status`, with its documents in
-  :mod:`proxy.routes.status_assets`.
+  status page, :mod:`proxy.routes.status`, with its documents, sampler and session
+  beside it (``status_assets``, ``status_sampler``, ``status_session``).
 - :mod:`proxy.auth`, :mod:`proxy.access` — authentication, and the gate (auth + rate
   limit) in front of every data endpoint.
 - :mod:`proxy.hub`, :mod:`proxy.streams` — fan-out to stream clients; serving one stream.

@@ -41,6 +41,7 @@ from proxy.options import ProxyOptions
 from proxy.ratelimit import RateLimiter
 from proxy.routes import health, ofrep, sdk
 from proxy.routes import status as status_page
+from proxy.routes.status_sampler import sampling as status_sampling
 from proxy.tasks import Tasks
 from proxy.tickets import SharedSecret, TicketSigner
 
@@ -73,7 +74,7 @@ def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.A
             _tickets,
             _subscriber,
             _health,
-            status_page.sampling,
+            status_sampling,
         ]
     )
     app.on_shutdown.append(_close_streams)

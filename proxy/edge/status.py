@@ -3,7 +3,8 @@
 Pure state, no I/O. The subscriber flips :attr:`EdgeStatus.redis_up` the moment the
 pub/sub connection drops or returns; the health monitor fills in syncd's heartbeat and
 sync state once a second. Request handlers only read it: :meth:`stale_seconds` feeds
-the ``Crivline-Stale`` header and ``/readyz`` explains :meth:`problems`.
+the ``Crivline-Stale`` header, and ``/readyz`` and the status page answer
+:meth:`verdict`, :meth:`problems` and :meth:`syncd_view`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
+
+READY, DEGRADED, NOT_READY = "ready", "degraded", "not ready"
 
 
 @dataclass(slots=True)
@@ -89,6 +93,26 @@ class EdgeStatus:
                 f"last reconciliation {age:.0f}s ago (fresh means within {self.fresh_seconds:g}s)"
             )
         return out
+
+    def verdict(self, now: float, strict: bool = False) -> str:
+        """``ready``, ``degraded`` (it was ready and still serves what it holds; never in
+        strict mode) or ``not ready`` — what ``/readyz`` and the status page say."""
+        if not self.problems(now):
+            return READY
+        if self.ever_ready and self.warm and not strict:
+            return DEGRADED
+        return NOT_READY
+
+    def syncd_view(self, now: float) -> dict[str, Any]:
+        """syncd's state as ``/readyz`` and the status page show it (JSON-ready)."""
+        reconciled = self.reconciled_at
+        return {
+            "heartbeat": self.syncd_alive,
+            "completeSync": self.epoch is not None,
+            "reconciledAt": reconciled,
+            "snapshotAgeSeconds": round(now - reconciled, 1) if reconciled else None,
+            "freshWithinSeconds": self.fresh_seconds,
+        }
 
     def stale_seconds(self, now: float | None = None) -> int | None:
         """Whole seconds since this process last knew it served current data, or None."""

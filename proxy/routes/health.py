@@ -28,6 +28,7 @@ import orjson
 from aiohttp import web
 
 from proxy import appkeys
+from proxy.edge.status import NOT_READY
 from proxy.metrics import metrics_handler
 
 routes = web.RouteTableDef()
@@ -43,31 +44,19 @@ async def readyz(request: web.Request) -> web.Response:
     app = request.app
     status = app[appkeys.STATUS]
     now = time.time()
-    problems = status.problems(now)
     strict = request.query.get("strict") not in (None, "", "0", "false")
-    if not problems:
-        verdict, code = "ready", 200
-    elif status.ever_ready and status.warm and not strict:
-        verdict, code = "degraded", 200
-    else:
-        verdict, code = "not ready", 503
+    verdict = status.verdict(now, strict)
     body = {
         "status": verdict,
-        "problems": problems,
+        "problems": status.problems(now),
         "redis": "up" if status.redis_up else "down",
-        "syncd": {
-            "heartbeat": status.syncd_alive,
-            "epoch": status.epoch is not None,
-            "reconciledSecondsAgo": (
-                round(now - status.reconciled_at, 1) if status.reconciled_at else None
-            ),
-            "freshWithinSeconds": status.fresh_seconds,
-        },
+        "syncd": status.syncd_view(now),
         "environments": len(app[appkeys.CACHE]),
         "keys": len(app[appkeys.KEYS]),
         "streams": len(app[appkeys.HUB]),
         "staleSeconds": status.stale_seconds(now),
     }
+    code = 503 if verdict == NOT_READY else 200
     return web.Response(status=code, body=orjson.dumps(body), content_type="application/json")
 
 

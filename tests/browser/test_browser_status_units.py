@@ -6,9 +6,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from proxy.metrics import Metrics
-from proxy.routes import status as status_page
-from proxy.routes.status import StatusSampler, Totals, session_cookie, session_valid
 from proxy.routes.status_assets import PAGE_HTML, SCRIPT, STYLE, content_security_policy
+from proxy.routes.status_sampler import StatusSampler, Totals, client_traffic
+from proxy.routes.status_session import SESSION_SECONDS, session_cookie, session_valid
 
 TOKEN = "the-operator-token"
 
@@ -18,8 +18,8 @@ def test_a_session_is_an_hmac_of_the_token_that_expires() -> None:
     cookie = session_cookie(TOKEN, now)
     assert TOKEN not in cookie
     assert session_valid(TOKEN, cookie, now)
-    assert session_valid(TOKEN, cookie, now + status_page.SESSION_SECONDS - 1)
-    assert not session_valid(TOKEN, cookie, now + status_page.SESSION_SECONDS)
+    assert session_valid(TOKEN, cookie, now + SESSION_SECONDS - 1)
+    assert not session_valid(TOKEN, cookie, now + SESSION_SECONDS)
     assert not session_valid("a-new-token", cookie, now)  # rotating the token ends sessions
     expires, _, mac = cookie.partition(".")
     later = str(int(expires) + 3600)
@@ -46,7 +46,7 @@ def test_rates_are_over_the_window_and_operator_routes_do_not_count() -> None:
     for _ in range(50):
         metrics.observe_request("status_data", "GET", 200, 0.001)
         metrics.observe_request("metrics", "GET", 200, 0.001)
-    traffic = status_page.client_traffic(metrics)
+    traffic = client_traffic(metrics)
     assert set(traffic) == {"ofrep_bulk", "sdk_flags", "ofrep_flag"}
     assert traffic["sdk_flags"] == Totals(10, 10, 0)
     sampler.tick(105.0)
