@@ -28,7 +28,7 @@ from crivline.logs import fields
 from crivline.settings import Settings, redact_url
 from crivline.snapshot import set_json_codecs
 
-log = logging.getLogger("control")
+log = logging.getLogger(__name__)
 
 POOL_MAX_SIZE = 10
 CONNECT_TIMEOUT = 10.0

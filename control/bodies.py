@@ -29,7 +29,6 @@ from crivline import httpserver
 from crivline.errors import (
     BadRequest,
     FieldProblem,
-    PayloadTooLarge,
     Unprocessable,
     UnsupportedMediaType,
 )
@@ -191,13 +190,7 @@ def _is_json(content_type: str) -> bool:
 
 async def read_bytes(request: web.Request) -> bytes:
     """The raw body, within the size limit (413 beyond it)."""
-    limit = request.app[SETTINGS].max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
-    try:
-        return await httpserver.read_body(request, httpserver.BODY_SECONDS)
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes") from None
+    return await httpserver.read_body(request, request.app[SETTINGS].max_body_bytes)
 
 
 def _nul_path(value: Any, path: str) -> str | None:

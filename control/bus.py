@@ -19,7 +19,7 @@ from control.metrics import Metrics
 from control.store.scope import Change
 from crivline.logs import fields
 
-log = logging.getLogger("control.bus")
+log = logging.getLogger(__name__)
 
 
 class Bus:

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from crivline import httpserver
 from crivline.errors import BadRequest, NotFound, PreconditionFailed
 
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -94,11 +95,7 @@ def if_match(request: web.Request) -> Precondition | None:
 
 def if_none_match(request: web.Request, current: str) -> bool:
     """True when the client's cached copy (If-None-Match) is ``current``."""
-    raw = request.headers.get("If-None-Match")
-    if raw is None:
-        return False
-    tags = {part.strip().removeprefix("W/") for part in raw.split(",")}
-    return "*" in tags or current in tags
+    return httpserver.etag_matches(request.headers.get("If-None-Match"), current)
 
 
 def query_choice(request: web.Request, name: str, choices: tuple[str, ...], default: str) -> str:
@@ -112,6 +109,7 @@ def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18 or not lo <= int(raw) <= hi:
+    value = httpserver.decimal(raw)
+    if value is None or not lo <= value <= hi:
         raise BadRequest(f"query parameter {name} must be a whole number from {lo} to {hi}")
-    return int(raw)
+    return value

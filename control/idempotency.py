@@ -34,7 +34,7 @@ from crivline.logs import fields
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 RETENTION_HOURS = 24
-log = logging.getLogger("control.idempotency")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

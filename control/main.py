@@ -8,46 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 import uvloop
-from aiohttp import web
 
 from control.app import create_app
-from crivline import logs
-from crivline.errors import StartupError
+from crivline import httpserver, logs
 from crivline.logs import fields
 from crivline.settings import Settings
 
-log = logging.getLogger("control")
-SHUTDOWN_TIMEOUT = 10.0
+log = logging.getLogger(__name__)
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set (default: until SIGTERM or SIGINT)."""
-    loop = asyncio.get_running_loop()
-    if stop is None:
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(
-        create_app(settings), handle_signals=False, access_log=None,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
-    )  # fmt: skip
-    try:
-        await runner.setup()  # opens the database pool: DatabaseUnavailable from here
-        site = web.TCPSite(runner, settings.host, settings.control_port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise StartupError(
-                f"cannot listen on {settings.host}:{settings.control_port}: {exc.strerror or exc}"
-            ) from None
-        log.info("control listening", extra=fields(host=settings.host, port=settings.control_port))
-        await stop.wait()
-        log.info("control stopping")
-    finally:
-        await runner.cleanup()
+    # Setting the app up opens the database pool: DatabaseUnavailable from there.
+    await httpserver.serve(
+        create_app(settings),
+        settings.host,
+        settings.control_port,
+        stop=stop,
+        listening=lambda: log.info(
+            "control listening", extra=fields(host=settings.host, port=settings.control_port)
+        ),
+    )
 
 
 def run(settings: Settings) -> int:

@@ -20,7 +20,7 @@ from crivline.errors import ApiError, ServiceUnavailable
 from crivline.logs import fields
 
 PROBLEM_JSON = "application/problem+json"
-log = logging.getLogger("control.problems")
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

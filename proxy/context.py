@@ -5,7 +5,8 @@ missing ``targetingKey`` are all accepted (flags that need them answer according
 body that is not JSON is a PARSE_ERROR, a context that is not an object — or is nested
 deeper or holds more values than the limits allow — is INVALID_CONTEXT, and a body over
 ``CRIVLINE_MAX_BODY_BYTES`` is a 413, one that does not arrive in time a 408 and one
-that cannot be decoded a 400. Each refusal says which limit and by how much.
+that cannot be decoded a 400 (:func:`crivline.httpserver.read_body`). Each refusal says
+which limit and by how much.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from aiohttp import web
 
-from crivline import httpserver
-from crivline.errors import BadRequest, PayloadTooLarge
+from crivline.errors import BadRequest
 
 
 def _refusal(exc_type: type[BadRequest], code: str, detail: str, key: str | None) -> BadRequest:
@@ -24,24 +23,6 @@ def _refusal(exc_type: type[BadRequest], code: str, detail: str, key: str | None
     if key is not None:
         extra["key"] = key
     return exc_type(detail, extra=extra)
-
-
-async def read_body(
-    request: web.Request, max_bytes: int, seconds: float = httpserver.BODY_SECONDS
-) -> bytes:
-    length = request.content_length
-    if length is not None and length > max_bytes:
-        raise PayloadTooLarge(
-            f"request body is {length} bytes; the limit is {max_bytes} (CRIVLINE_MAX_BODY_BYTES)"
-        )
-    if not request.body_exists:
-        return b""
-    try:
-        return await httpserver.read_body(request, seconds)
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(
-            f"request body is larger than the limit of {max_bytes} bytes (CRIVLINE_MAX_BODY_BYTES)"
-        ) from None
 
 
 def parse_context(

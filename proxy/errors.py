@@ -17,7 +17,7 @@ from aiohttp import web
 
 from crivline.errors import ApiError
 
-log = logging.getLogger("proxy")
+log = logging.getLogger(__name__)
 
 JSON = "application/json"
 

@@ -1,4 +1,4 @@
-"""Response headers every data endpoint sends, and ETag comparison.
+"""Response headers every data endpoint sends.
 
 ``Crivline-Version`` names the environment version a response was computed from;
 ``Crivline-Stale`` (whole seconds) appears only while this process cannot vouch that
@@ -21,17 +21,3 @@ def served(state: EnvState, status: EdgeStatus) -> dict[str, str]:
         if stale is not None:
             headers[STALE] = str(stale)
     return headers
-
-
-def etag_matches(if_none_match: str | None, etag: str) -> bool:
-    """RFC 9110 weak comparison of an If-None-Match header against our ETag."""
-    if not if_none_match:
-        return False
-    opaque = etag.removeprefix("W/")
-    if if_none_match in (etag, opaque):
-        return True
-    for candidate in if_none_match.split(","):
-        candidate = candidate.strip()
-        if candidate == "*" or candidate.removeprefix("W/") == opaque:
-            return True
-    return False

@@ -12,21 +12,18 @@ hint so clients reconnect elsewhere, let in-flight requests finish (bounded by
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import signal
 
 import uvloop
-from aiohttp import web
 
-from crivline import logs
-from crivline.errors import StartupError
+from crivline import httpserver, logs
+from crivline.logs import fields
 from crivline.settings import Settings, redact_url
 from proxy.app import create_app
 from proxy.options import ProxyOptions
 
-log = logging.getLogger("proxy")
+log = logging.getLogger(__name__)
 
 
 def run(settings: Settings) -> int:
@@ -45,43 +42,27 @@ def serve(settings: Settings, options: ProxyOptions | None = None) -> int:
 
 
 async def _serve(settings: Settings, options: ProxyOptions) -> int:
-    app = create_app(settings, options)
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=options.shutdown_timeout
+    def listening() -> None:
+        log.info(
+            "proxy listening",
+            extra=fields(
+                url=f"http://{settings.host}:{settings.proxy_port}",
+                redis=redact_url(settings.require_redis()),
+                edge=settings.edge_id,
+                pid=os.getpid(),
+            ),
+        )
+
+    # on_shutdown closes every stream with a retry hint before in-flight requests finish.
+    await httpserver.serve(
+        create_app(settings, options),
+        settings.host,
+        settings.proxy_port,
+        shutdown_timeout=options.shutdown_timeout,
+        what=" (CRIVLINE_PROXY_PORT)",
+        listening=listening,
+        reuse_port=True,
+        backlog=2048,
     )
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.proxy_port, reuse_port=True, backlog=2048)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise StartupError(
-            f"cannot listen on {settings.host}:{settings.proxy_port} "
-            f"(CRIVLINE_PROXY_PORT): {os.strerror(exc.errno) if exc.errno else exc}"
-        ) from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log.info(
-        "proxy listening",
-        extra={
-            "fields": {
-                "url": f"http://{settings.host}:{settings.proxy_port}",
-                "redis": redact_url(settings.require_redis()),
-                "edge": settings.edge_id,
-                "pid": os.getpid(),
-            }
-        },
-    )
-    try:
-        await stop.wait()
-        log.info("stopping: closing streams, finishing in-flight requests")
-    finally:
-        # The handlers stay until the end: a second SIGTERM (a process-group kill on top
-        # of the supervisor's) must not cut the graceful shutdown short.
-        await runner.cleanup()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
     log.info("proxy stopped")
     return 0

@@ -20,7 +20,7 @@ from proxy import appkeys, cors
 from proxy.errors import api_error_response, http_exception_response, internal_error_response
 from proxy.streams import OPENED
 
-log = logging.getLogger("proxy")
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

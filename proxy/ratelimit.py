@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from crivline.keyspace import Keyspace
 
-log = logging.getLogger("proxy.ratelimit")
+log = logging.getLogger(__name__)
 
 _TTL_SECONDS = 3
 

@@ -15,25 +15,20 @@ import time
 
 from aiohttp import web
 
+from crivline import httpserver
 from proxy import appkeys, cors
 from proxy.hub import StreamClient
 
-log = logging.getLogger("proxy.streams")
+log = logging.getLogger(__name__)
 
 OPENED = web.RequestKey("stream_opened_seconds", float)
-
-_HEADERS = {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-cache, no-transform",
-    "X-Accel-Buffering": "no",  # tell nginx-like proxies not to buffer the stream
-}
 
 
 async def serve(
     request: web.Request, client: StreamClient, headers: dict[str, str], started: float
 ) -> web.StreamResponse:
     hub = request.app[appkeys.HUB]
-    response = web.StreamResponse(status=200, headers={**_HEADERS, **headers})
+    response = web.StreamResponse(status=200, headers={**httpserver.SSE_HEADERS, **headers})
     response.force_close()
     if cors.applies(request.path):
         cors.decorate(response)

@@ -25,7 +25,7 @@ from types import FrameType
 
 from crivline.settings import Settings
 
-log = logging.getLogger("proxy.supervisor")
+log = logging.getLogger(__name__)
 
 STARTUP_SECONDS = 5.0
 GRACE_SECONDS = 20.0

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from crivline.logs import fields
 
 T = TypeVar("T")
-log = logging.getLogger("crivline.syncd")
+log = logging.getLogger(__name__)
 
 
 IO_ERRORS: tuple[type[BaseException], ...] = (

@@ -28,6 +28,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from crivline import httpserver
 from crivline.edge_store import EdgeStore
 from crivline.logs import fields
 from syncd.backoff import Backoff, is_io_error, reraise_if_cancelled
@@ -41,7 +42,7 @@ from syncd.scope import ScopeView
 from syncd.source import Source
 from syncd.work import WorkQueue, worker
 
-log = logging.getLogger("crivline.syncd")
+log = logging.getLogger(__name__)
 
 
 class Daemon:
@@ -174,11 +175,14 @@ class Daemon:
 
     async def _start_http(self) -> None:
         app = build_app(self.health, self.readiness, self.metrics.registry)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
+        runner = await httpserver.listen(
+            app,
+            self.config.host,
+            self.config.port,
+            what=" (CRIVLINE_SYNCD_PORT)",
+            reuse_address=True,
+        )
         self._runner = runner
-        site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
-        await site.start()
         addresses = runner.addresses
         self.port = int(addresses[0][1]) if addresses else self.config.port
 

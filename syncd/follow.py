@@ -25,7 +25,7 @@ from crivline.logs import fields
 from syncd.backoff import PG_ERRORS, Backoff, reraise_if_cancelled
 from syncd.metrics import SyncdMetrics
 
-log = logging.getLogger("crivline.syncd")
+log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 8000  # pg_notify's own limit; anything longer is not ours
 

@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import asyncpg
 import uvloop
 
-from crivline import logs
-from crivline.errors import StartupError
+from crivline import httpserver, logs
 from crivline.logs import fields
 from crivline.settings import Settings, redact_url
 from syncd.clients import CONNECT_DEADLINE, connect, listen_connection
 from syncd.config import SyncdConfig
 from syncd.daemon import Daemon
 
-log = logging.getLogger("crivline.syncd")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -32,7 +30,6 @@ async def serve(settings: Settings, *, connect_deadline: float = CONNECT_DEADLIN
     """Connect, run the daemon until SIGTERM/SIGINT, clean up; the exit code."""
     config = SyncdConfig.from_settings(settings)
     database = settings.require_database()
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     daemon: Daemon | None = None
 
@@ -41,9 +38,7 @@ async def serve(settings: Settings, *, connect_deadline: float = CONNECT_DEADLIN
         if daemon is not None:
             daemon.request_stop()
 
-    for sig in _SIGNALS:
-        loop.add_signal_handler(sig, on_signal)
-    try:
+    with httpserver.on_signals(on_signal):
         # A stop request while start-up still retries its connections ends it cleanly.
         clients = await _unless_stopped(connect(settings, config, connect_deadline), stop)
         if clients is None:
@@ -64,22 +59,12 @@ async def serve(settings: Settings, *, connect_deadline: float = CONNECT_DEADLIN
         if stop.is_set():
             daemon.request_stop()
         try:
-            await daemon.run()
-        except OSError as exc:
-            raise StartupError(
-                f"syncd cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
-            ) from None
+            await daemon.run()  # a port that cannot be bound: StartupError
         except RuntimeError:
             return 1  # a task died of a bug; the daemon logged which and why
         finally:
             await clients.close()
         return 0
-    finally:
-        for sig in _SIGNALS:
-            loop.remove_signal_handler(sig)
-
-
-_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:

@@ -25,7 +25,7 @@ from syncd.scope import ScopedEnvironment, ScopeView, scope_owners
 from syncd.source import Source
 from syncd.work import WorkQueue, finish_in_flight
 
-log = logging.getLogger("crivline.syncd")
+log = logging.getLogger(__name__)
 
 
 class RedisLostData(Exception):

@@ -23,7 +23,7 @@ from syncd.metrics import SyncdMetrics
 from syncd.scope import Scope
 from syncd.source import Source
 
-log = logging.getLogger("crivline.syncd")
+log = logging.getLogger(__name__)
 
 
 class Outcome(StrEnum):

@@ -21,7 +21,7 @@ from syncd.backoff import PG_ERRORS, Backoff
 from syncd.metrics import SyncdMetrics
 from syncd.scope import Scope, ScopedEnvironment, environments_in_scope
 
-log = logging.getLogger("crivline.syncd")
+log = logging.getLogger(__name__)
 
 _UPDATED_AT = (
     "SELECT extract(epoch FROM updated_at)::float8 FROM environments WHERE id = $1 AND version = $2"

@@ -22,7 +22,7 @@ from syncd.replicate import Outcome, Replicator, Want
 from syncd.scope import ScopeView
 
 T = TypeVar("T")
-log = logging.getLogger("crivline.syncd")
+log = logging.getLogger(__name__)
 
 
 async def finish_in_flight(work: Coroutine[Any, Any, T], grace: float) -> T:

@@ -42,6 +42,7 @@ from crivline.flags.model import (
     Reason,
     Resolution,
     ofrep_bulk_body,
+    ofrep_flags_part,
 )
 from crivline.flags.validate import validate_flag, validate_flag_set, validate_segment
 
@@ -58,6 +59,7 @@ __all__ = [
     "Resolution",
     "compile_flag_set",
     "ofrep_bulk_body",
+    "ofrep_flags_part",
     "validate_flag",
     "validate_flag_set",
     "validate_segment",

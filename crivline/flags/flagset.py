@@ -22,7 +22,7 @@ from crivline.flags.expr import CompileError, Expr
 from crivline.flags.model import ErrorCode, Reason, Resolution
 from crivline.flags.ops import arguments
 
-log = logging.getLogger("crivline.flags")
+log = logging.getLogger(__name__)
 
 Evaluate = Callable[[Mapping[str, Any]], Resolution]
 Entry = Resolution | Evaluate

@@ -175,9 +175,14 @@ def ofrep_bulk_body(
 
     Reuses each result's cached ``to_json()``, so a bulk answer costs one join.
     """
-    flags = b",".join([r.to_json() for r in results])
     meta = orjson.dumps(metadata) if metadata else b"{}"
-    return b'{"flags":[' + flags + b'],"metadata":' + meta + b"}"
+    return ofrep_flags_part(results) + b',"metadata":' + meta + b"}"
+
+
+def ofrep_flags_part(results: Iterable[Resolution]) -> bytes:
+    """``{"flags":[...]`` — the bulk body up to its metadata, left open so a server can
+    cache it and append its own members (the proxy adds ``eventStreams``)."""
+    return b'{"flags":[' + b",".join([r.to_json() for r in results]) + b"]"
 
 
 @dataclass(frozen=True, slots=True)

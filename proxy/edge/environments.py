@@ -30,8 +30,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from crivline import httpserver, sse
 from crivline import keyspace as ks
-from crivline import sse
 from crivline.edge_store import DeltaEntry, EdgeStore, unbroken_chain
 from crivline.errors import ServiceUnavailable
 from crivline.flags import CompiledFlagSet, compile_flag_set
@@ -43,7 +43,7 @@ from proxy.metrics import Metrics
 from proxy.options import ProxyOptions
 from proxy.tasks import Tasks
 
-log = logging.getLogger("proxy.edge.environments")
+log = logging.getLogger(__name__)
 
 _CONCURRENT_LOADS = 32
 _RETRY_COLD_LOAD_SECONDS = 1.0  # a failed cold load is not retried per request
@@ -93,8 +93,7 @@ def flag_set_etag(version: int, digest: str) -> str:
 def version_of_etag(etag: str) -> int | None:
     """The version a flag-set ETag names (``"12-ab…"``, with or without quotes/W/)."""
     text = etag.strip().removeprefix("W/").strip('"')
-    head = text.split("-", 1)[0]
-    return int(head) if head.isascii() and head.isdigit() and len(head) < 19 else None
+    return httpserver.decimal(text.split("-", 1)[0])
 
 
 def is_time_dependent(flag_set: bytes) -> bool:

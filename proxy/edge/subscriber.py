@@ -30,7 +30,7 @@ from proxy.edge.status import EdgeStatus
 from proxy.options import ProxyOptions
 from proxy.tasks import Tasks, cancel_and_wait
 
-log = logging.getLogger("proxy.edge.subscriber")
+log = logging.getLogger(__name__)
 
 
 class Subscriber:

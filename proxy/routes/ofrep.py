@@ -31,13 +31,13 @@ from datetime import datetime
 import orjson
 from aiohttp import web
 
-from crivline import sse
+from crivline import httpserver, sse
 from crivline.errors import ApiError, ServiceUnavailable, Unauthorized
-from crivline.flags import ErrorCode
+from crivline.flags import ErrorCode, ofrep_flags_part
 from proxy import appkeys, cors, headers, streams
 from proxy.access import authorize, authorize_hash
 from proxy.auth import ANY_KIND
-from proxy.context import parse_context, read_body
+from proxy.context import parse_context
 from proxy.edge.environments import EnvironmentCache, EnvState, version_of_etag
 from proxy.edge.keys import KeyInfo
 from proxy.errors import api_error_response
@@ -65,14 +65,9 @@ async def evaluate_flag(request: web.Request) -> web.Response:
     state = await app[appkeys.CACHE].obtain(info.environment)
     out = headers.served(state, app[appkeys.STATUS])
     try:
-        body = await read_body(
-            request, app[appkeys.SETTINGS].max_body_bytes, app[appkeys.OPTIONS].body_timeout_seconds
-        )
-        context = _context(request, body, key)
+        context = _context(request, await _read_body(request), key)
     except ApiError as exc:
-        response = api_error_response(exc)
-        response.headers.update(out)
-        return response
+        return _refused(exc, out)
     result = state.flags.evaluate(key, context)
     code = result.error_code
     status = 200 if code is None else 404 if code is ErrorCode.FLAG_NOT_FOUND else 400
@@ -89,14 +84,23 @@ async def evaluate_all(request: web.Request) -> web.Response:
         state = await _honour_refetch_hints(request, cache, state)
     out = headers.served(state, app[appkeys.STATUS])
     try:
-        body = await read_body(
-            request, app[appkeys.SETTINGS].max_body_bytes, app[appkeys.OPTIONS].body_timeout_seconds
-        )
-        return _bulk(request, info, state, body, out)
+        return _bulk(request, info, state, await _read_body(request), out)
     except ApiError as exc:
-        response = api_error_response(exc)
-        response.headers.update(out)
-        return response
+        return _refused(exc, out)
+
+
+async def _read_body(request: web.Request) -> bytes:
+    app = request.app
+    return await httpserver.read_body(
+        request, app[appkeys.SETTINGS].max_body_bytes, app[appkeys.OPTIONS].body_timeout_seconds
+    )
+
+
+def _refused(exc: ApiError, served: dict[str, str]) -> web.Response:
+    """An OFREP error body that still says which version it was computed against."""
+    response = api_error_response(exc)
+    response.headers.update(served)
+    return response
 
 
 def _bulk(
@@ -118,7 +122,7 @@ def _bulk(
     out["ETag"] = etag
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None:
-        hit = headers.etag_matches(if_none_match, etag)
+        hit = httpserver.etag_matches(if_none_match, etag)
         metrics.conditional_request("ofrep_bulk", hit)
         if hit:
             return web.Response(status=304, headers=out)
@@ -142,8 +146,7 @@ def _bulk(
 def _evaluate(request: web.Request, state: EnvState, body: bytes) -> bytes:
     """``{"flags":[...]`` (left open for the rest of the body)."""
     context = _context(request, body, None)
-    results = state.flags.evaluate_all(context)
-    return b'{"flags":[' + b",".join([r.to_json() for r in results]) + b"]"
+    return ofrep_flags_part(state.flags.evaluate_all(context))
 
 
 # A host as URLs spell it: a name (at most 255 characters) or an IPv4/IPv6 address, and
@@ -194,7 +197,7 @@ def _event_streams(request: web.Request, info: KeyInfo, state: EnvState, now: fl
 def _last_modified(raw: str) -> int | None:
     raw = raw.strip()
     if raw.isascii() and raw.isdigit():
-        return int(raw) if len(raw) < 19 else None
+        return httpserver.decimal(raw)
     try:
         return int(datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp())
     except (ValueError, OverflowError):
@@ -234,14 +237,7 @@ def _come_back_later(request: web.Request) -> web.Response:
     an empty stream that only says when to reconnect: it will, with the same URL."""
     retry_ms = request.app[appkeys.OPTIONS].retry_ms
     body = sse.retry(retry_ms) + sse.comment("cannot check stream tickets yet; reconnect")
-    response = web.Response(
-        body=body,
-        headers={
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache, no-transform",
-            "Retry-After": "1",
-        },
-    )
+    response = web.Response(body=body, headers={**httpserver.SSE_HEADERS, "Retry-After": "1"})
     cors.decorate(response)
     return response
 

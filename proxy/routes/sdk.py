@@ -20,7 +20,7 @@ import time
 
 from aiohttp import web
 
-from crivline import sse
+from crivline import httpserver, sse
 from proxy import appkeys, headers, streams
 from proxy.access import authorize
 from proxy.auth import SERVER_ONLY
@@ -39,7 +39,7 @@ async def flags(request: web.Request) -> web.Response:
     out["Cache-Control"] = "no-cache"
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None:
-        hit = headers.etag_matches(if_none_match, state.etag)
+        hit = httpserver.etag_matches(if_none_match, state.etag)
         app[appkeys.METRICS].conditional_request("sdk_flags", hit)
         if hit:
             return web.Response(status=304, headers=out)
@@ -50,8 +50,7 @@ def last_event_id(request: web.Request) -> int | None:
     raw = request.headers.get("Last-Event-ID")
     if raw is None:
         return None
-    raw = raw.strip()
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
+    return httpserver.decimal(raw.strip())
 
 
 @routes.get("/sdk/v1/stream", name="sdk_stream")
