@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -27,6 +26,7 @@ from crivline.keyspace import Keyspace
 from crivline.logs import fields
 from crivline.settings import Settings, redact_url
 from crivline.snapshot import set_json_codecs
+from crivline.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        purge.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await purge
+        await cancel_and_wait(purge)
         await pool.close()
 
 

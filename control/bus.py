@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from control.metrics import Metrics
 from control.store.scope import Change
 from crivline.logs import fields
+from crivline.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,4 @@ class Bus:
         if not pending:
             return
         _, late = await asyncio.wait(pending, timeout=wait)
-        for task in late:
-            task.cancel()
-        if late:
-            await asyncio.gather(*late, return_exceptions=True)
+        await cancel_and_wait(*late)

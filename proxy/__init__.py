@@ -22,8 +22,8 @@ Module map (one concern each):
 - :mod:`proxy.ratelimit`, :mod:`proxy.cors`, :mod:`proxy.headers`, :mod:`proxy.errors`,
   :mod:`proxy.middleware` — the cross-cutting parts (errors rendered in ONE place).
 - :mod:`proxy.metrics` — Prometheus.
-- :mod:`proxy.options`, :mod:`proxy.appkeys`, :mod:`proxy.tasks` — tunables, typed app
-  keys, background tasks that are always awaited.
+- :mod:`proxy.options`, :mod:`proxy.appkeys` — tunables, typed app keys. Background
+  tasks are always awaited (:mod:`crivline.tasks`, shared with control and syncd).
 
 SSE framing is in :mod:`crivline.sse` (shared with the load tests).
 """

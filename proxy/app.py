@@ -27,6 +27,7 @@ from redis.backoff import NoBackoff
 from crivline import httpserver
 from crivline.keyspace import Keyspace
 from crivline.settings import Settings
+from crivline.tasks import Tasks
 from proxy import appkeys
 from proxy.bulkcache import BulkCache
 from proxy.edge import monitor
@@ -42,7 +43,6 @@ from proxy.ratelimit import RateLimiter
 from proxy.routes import health, ofrep, sdk
 from proxy.routes import status as status_page
 from proxy.routes.status_sampler import sampling as status_sampling
-from proxy.tasks import Tasks
 from proxy.tickets import SharedSecret, TicketSigner
 
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 from crivline import sse
 from crivline.errors import ServiceUnavailable, TooManyRequests
+from crivline.tasks import Tasks
 from proxy.metrics import Metrics
 from proxy.options import ProxyOptions
-from proxy.tasks import Tasks
 
 SDK = "sdk"
 OFREP = "ofrep"

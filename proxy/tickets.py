@@ -42,6 +42,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from crivline.keyspace import Keyspace
+from crivline.tasks import cancel_and_wait
 
 _TAG = 1
 _PAYLOAD = struct.Struct(">B16s32sQI")
@@ -168,6 +169,5 @@ class SharedSecret:
             pass  # Redis is unreachable: the caller says "retry"
 
     async def close(self) -> None:
-        if self._loading is not None and not self._loading.done():
-            self._loading.cancel()
-            await asyncio.wait({self._loading})
+        if self._loading is not None:
+            await cancel_and_wait(self._loading)

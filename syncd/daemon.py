@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from crivline import httpserver
 from crivline.edge_store import EdgeStore
 from crivline.logs import fields
+from crivline.tasks import cancel_and_wait
 from syncd.backoff import Backoff, is_io_error, reraise_if_cancelled
 from syncd.config import SyncdConfig
 from syncd.follow import BusListener, PostgresListener, Wakeup
@@ -143,8 +144,7 @@ class Daemon:
                     [stop, *everything], return_when=asyncio.FIRST_COMPLETED
                 )
             finally:
-                stop.cancel()
-                await asyncio.wait({stop})
+                await cancel_and_wait(stop)
             for task in done:
                 if task is not stop:
                     ended = None if task.cancelled() else task.exception()
@@ -338,17 +338,8 @@ class Daemon:
 
 
 async def _cancel_all(tasks: list[asyncio.Task[None]], patience: float) -> None:
-    """Cancel ``tasks`` and wait for them. A cancellation can be lost inside a library
-    (``asyncio.wait_for`` before Python 3.12 drops one that races a completion), so one
-    still running after ``patience`` seconds is cancelled again, every second."""
-    pending = [task for task in tasks if not task.done()]
-    wait = patience
-    while pending:
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=wait)
-        pending = [task for task in pending if not task.done()]
-        wait = 1.0
+    """Cancel ``tasks`` and wait for them: again every second after ``patience``."""
+    await cancel_and_wait(*tasks, patience=patience, every=1.0)
     for task in tasks:
         if not task.cancelled() and task.exception() is not None:
             log.debug("task ended", extra=fields(task=task.get_name()))

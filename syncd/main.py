@@ -18,6 +18,7 @@ import uvloop
 from crivline import httpserver, logs
 from crivline.logs import fields
 from crivline.settings import Settings, redact_url
+from crivline.tasks import cancel_and_wait
 from syncd.clients import CONNECT_DEADLINE, connect, listen_connection
 from syncd.config import SyncdConfig
 from syncd.daemon import Daemon
@@ -74,10 +75,7 @@ async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> 
     try:
         await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        stopped.cancel()
-        if not task.done():
-            task.cancel()
-        await asyncio.wait({task, stopped})
+        await cancel_and_wait(task, stopped)
     if task.cancelled():
         return None
     return task.result()

@@ -16,6 +16,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
 from crivline.logs import fields
+from crivline.tasks import cancel_and_wait
 from syncd.backoff import Backoff, is_io_error, reraise_if_cancelled
 from syncd.metrics import SyncdMetrics
 from syncd.replicate import Outcome, Replicator, Want
@@ -35,11 +36,7 @@ async def finish_in_flight(work: Coroutine[Any, Any, T], grace: float) -> T:
         try:
             await asyncio.wait({task}, timeout=grace)
         finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.wait({task})
-            if task.done() and not task.cancelled():
-                task.exception()  # retrieved: we are stopping, its outcome no longer matters
+            await cancel_and_wait(task)  # we are stopping: its outcome no longer matters
         raise
 
 

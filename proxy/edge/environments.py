@@ -36,12 +36,12 @@ from crivline.edge_store import DeltaEntry, EdgeStore, unbroken_chain
 from crivline.errors import ServiceUnavailable
 from crivline.flags import CompiledFlagSet, compile_flag_set
 from crivline.keyspace import Keyspace
+from crivline.tasks import Tasks
 from proxy.edge.keys import KeyIndex
 from proxy.edge.status import EdgeStatus
 from proxy.hub import Hub, PatchEvent
 from proxy.metrics import Metrics
 from proxy.options import ProxyOptions
-from proxy.tasks import Tasks
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from redis.asyncio import Redis
 
 from crivline.edge_store import PENDING_PREFIX
 from crivline.keyspace import Keyspace
-from proxy.tasks import Tasks
+from crivline.tasks import Tasks
 
 
 @dataclass(frozen=True, slots=True)

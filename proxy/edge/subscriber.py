@@ -24,11 +24,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from crivline.keyspace import Keyspace
+from crivline.tasks import Tasks, cancel_and_wait
 from proxy.edge.environments import EnvironmentCache
 from proxy.edge.keys import KeyIndex
 from proxy.edge.status import EdgeStatus
 from proxy.options import ProxyOptions
-from proxy.tasks import Tasks, cancel_and_wait
 
 log = logging.getLogger(__name__)
 

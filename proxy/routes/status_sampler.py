@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from crivline.tasks import Tasks
 from proxy import appkeys
 from proxy.edge.environments import EnvironmentCache
 from proxy.metrics import Metrics
-from proxy.tasks import Tasks
 
 SAMPLE_SECONDS = 1.0  # how often traffic totals are recorded for the rates
 RATE_WINDOW = 10.0  # rates are averaged over this many seconds

@@ -9,10 +9,10 @@ import redis.asyncio as aioredis
 from edgekit import PREFIX, TEST_OPTIONS, Feeder, StartProxy, eventually, flag, make_key, new_env
 
 from crivline.keyspace import Keyspace
+from crivline.tasks import cancel_and_wait
 from proxy.hub import SDK, Hub
 from proxy.metrics import Metrics
 from proxy.ratelimit import RateLimiter
-from proxy.tasks import cancel_and_wait
 
 T = 1_900_000_000.0  # a fixed second for deterministic windows
 

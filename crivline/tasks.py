@@ -1,5 +1,7 @@
 """Background tasks that are always awaited: spawned through :class:`Tasks`, stopped by it.
 
+The one way to stop a task in control, syncd and the proxy is :func:`cancel_and_wait`.
+
 Cancelling a task and then waiting for it is the only clean way to stop it. Waiting uses
 ``asyncio.wait``, so a cancellation of the *waiter* propagates instead of being
 mistaken for the task's own.
@@ -17,19 +19,29 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait until it has finished. Its own failure is not raised here
-    (a :class:`Tasks` member's is logged when it happens).
+async def cancel_and_wait(
+    *tasks: asyncio.Task[Any] | asyncio.Future[Any], patience: float = 0.5, every: float = 0.5
+) -> None:
+    """Cancel ``tasks`` and wait until every one has finished. Their own failures are not
+    raised here (a :class:`Tasks` member's is logged when it happens).
 
-    The cancellation is repeated until the task ends: redis-py (8.1) can swallow a
-    ``CancelledError`` that lands while it is connecting, and a single ``cancel()``
-    would then wait forever. If *we* are cancelled meanwhile, that propagates.
+    The cancellation is repeated until a task ends — after ``patience`` seconds, then
+    every ``every`` seconds: a library can swallow a ``CancelledError`` (redis-py 8.1
+    while it connects; ``asyncio.wait_for`` before Python 3.12 when one races a
+    completion), and a single ``cancel()`` would then wait forever. If *we* are
+    cancelled meanwhile, that propagates.
     """
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.5)
-    if not task.cancelled():
-        task.exception()  # retrieved, so asyncio does not complain about it
+    pending = [task for task in tasks if not task.done()]
+    wait = patience
+    while pending:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=wait)
+        pending = [task for task in pending if not task.done()]
+        wait = every
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not complain about it
 
 
 class Tasks:
@@ -70,4 +82,4 @@ class Tasks:
     async def close(self) -> None:
         self._closed = True
         while self._tasks:
-            await asyncio.gather(*(cancel_and_wait(t) for t in list(self._tasks)))
+            await cancel_and_wait(*self._tasks)
