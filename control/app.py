@@ -22,6 +22,7 @@ from control.routing import add_routes
 from control.state import BUS, METRICS, OPENAPI, POOL, SETTINGS
 from crivline import httpserver
 from crivline.errors import DatabaseUnavailable
+from crivline.ioerrors import POSTGRES_ERRORS
 from crivline.keyspace import Keyspace
 from crivline.logs import fields
 from crivline.settings import Settings, redact_url
@@ -42,7 +43,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             url, min_size=1, max_size=POOL_MAX_SIZE, init=set_json_codecs,
             timeout=CONNECT_TIMEOUT, command_timeout=60,
         )  # fmt: skip
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except POSTGRES_ERRORS as exc:
         raise DatabaseUnavailable(f"cannot connect to {redact_url(url)}: {exc}") from None
     app[POOL] = pool
     purge = asyncio.create_task(idempotency.purge_expired(pool), name="idempotency-purge")

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from control.metrics import Metrics
 from control.store.scope import Change
-from crivline.logs import fields
+from crivline.logs import describe, fields
 from crivline.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class Bus:
                 extra=fields(
                     channel=self.channel,
                     environments=[c.environment_id for c in changes],
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=describe(exc),
                 ),
             )
         else:

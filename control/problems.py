@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from crivline.errors import ApiError, ServiceUnavailable
-from crivline.logs import fields
+from crivline.logs import describe, fields
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except _UNAVAILABLE as exc:
         log.warning(
             "database unavailable",
-            extra=fields(path=request.path, error=f"{type(exc).__name__}: {exc}"),
+            extra=fields(path=request.path, error=describe(exc)),
         )
         unavailable = ServiceUnavailable(
             "the central database cannot be reached right now; retry shortly",

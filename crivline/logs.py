@@ -32,8 +32,7 @@ class JsonFormatter(logging.Formatter):
             entry.update(fields)
         if record.exc_info and record.exc_info[0] is not None:
             # Operators get the exception type and message on the same line, not a dump.
-            exc = record.exc_info[1]
-            entry["error"] = f"{type(exc).__name__}: {exc}"
+            entry["error"] = describe(record.exc_info[1])
         return orjson.dumps(entry, default=str).decode()
 
 
@@ -47,6 +46,11 @@ def configure(component: str, level: str = "INFO") -> None:
     # aiohttp's access log is one line per request: too much at the edge's request rates.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.Formatter.converter = time.gmtime
+
+
+def describe(exc: BaseException | None) -> str:
+    """An exception as one line for a log field or a status: ``"TypeName: message"``."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 def fields(**values: Any) -> dict[str, Any]:

@@ -168,6 +168,7 @@ class Settings:
     max_body_bytes: int = _env("CRIVLINE_MAX_BODY_BYTES", _positive_int, 256 * 1024)
     max_streams_per_key: int = _env("CRIVLINE_MAX_STREAMS_PER_KEY", _positive_int, 1000)
     max_streams: int = _env("CRIVLINE_MAX_STREAMS", _positive_int, 20000)
+    redis_max_connections: int = _env("CRIVLINE_REDIS_MAX_CONNECTIONS", _positive_int, 64)
     log_level: str = _env("CRIVLINE_LOG_LEVEL", _log_level, "INFO")
     data_dir: Path = _env("CRIVLINE_DATA_DIR", _path, Path(".crivline"))
 

@@ -93,7 +93,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         # Fail fast: the proxy serves from memory and retries on its own schedule.
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
-        max_connections=64,
+        max_connections=settings.redis_max_connections,
     )
     app[appkeys.REDIS] = client
     yield

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from crivline import httpserver
+
 
 @dataclass(frozen=True, slots=True)
 class ProxyOptions:
@@ -39,10 +41,10 @@ class ProxyOptions:
     reconnect_max_seconds: float = 2.0  # cap of the subscriber's reconnect backoff
     rate_limit_flush_seconds: float = 0.1  # local counts pushed to the shared counters
     sync_fresh_seconds: float | None = None  # None: derived from the settings
-    shutdown_timeout: float = 10.0  # in-flight requests get this long on SIGTERM
+    shutdown_timeout: float = httpserver.SHUTDOWN_SECONDS  # for in-flight requests on SIGTERM
     # -- connections (see crivline.httpserver) ------------------------------------------------
-    idle_timeout_seconds: float = 75.0  # no complete request on a connection: closed
-    body_timeout_seconds: float = 30.0  # a request body must arrive within this (408)
+    idle_timeout_seconds: float = httpserver.IDLE_SECONDS  # no complete request: closed
+    body_timeout_seconds: float = httpserver.BODY_SECONDS  # a body must arrive within (408)
 
     def with_(self, **changes: Any) -> ProxyOptions:
         return replace(self, **changes)

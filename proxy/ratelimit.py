@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from crivline.ioerrors import REDIS_ERRORS
 from crivline.keyspace import Keyspace
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class RateLimiter:
             try:
                 await self.flush()
                 failing = False
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 if not failing:
                     log.info(
                         "rate-limit counters unavailable; limiting per process",

@@ -39,8 +39,8 @@ import uuid
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from crivline.ioerrors import REDIS_ERRORS
 from crivline.keyspace import Keyspace
 from crivline.tasks import cancel_and_wait
 
@@ -165,7 +165,7 @@ class SharedSecret:
     async def _load(self) -> None:
         try:
             await self.adopt()
-        except (RedisError, OSError, TimeoutError):
+        except REDIS_ERRORS:
             pass  # Redis is unreachable: the caller says "retry"
 
     async def close(self) -> None:

@@ -8,35 +8,10 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import asyncpg
-from redis.exceptions import RedisError
-
-from crivline.logs import fields
+from crivline.logs import describe, fields
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-IO_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,  # a connection whose protocol state broke as it died
-    RedisError,
-)
-PG_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-)
-
-
-def is_io_error(exc: BaseException) -> bool:
-    """A failure of Postgres or Redis, retried quietly; anything else is logged as a bug."""
-    return isinstance(exc, IO_ERRORS)
 
 
 def reraise_if_cancelled() -> None:
@@ -102,6 +77,6 @@ async def retry(
                 raise
             log.warning(
                 "connect failed, retrying",
-                extra=fields(target=what, error=f"{type(exc).__name__}: {exc}", retry_in=delay),
+                extra=fields(target=what, error=describe(exc), retry_in=delay),
             )
             await asyncio.sleep(delay)

@@ -20,9 +20,10 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from crivline.errors import DatabaseUnavailable, StartupError
+from crivline.ioerrors import POSTGRES_ERRORS, REDIS_ERRORS
 from crivline.settings import Settings, redact_url
 from crivline.snapshot import set_json_codecs
-from syncd.backoff import PG_ERRORS, retry
+from syncd.backoff import retry
 from syncd.config import SyncdConfig
 
 CONNECT_DEADLINE = 60.0  # seconds of retries before start-up gives up
@@ -44,7 +45,7 @@ class Clients:
             if client is not None:
                 try:
                     await client.aclose()
-                except (RedisError, OSError):
+                except REDIS_ERRORS:
                     pass
 
 
@@ -88,10 +89,10 @@ async def connect(settings: Settings, config: SyncdConfig, deadline: float) -> C
         primary = await retry(
             "postgres",
             lambda: postgres_pool(database, config),
-            retry_on=PG_ERRORS,
+            retry_on=POSTGRES_ERRORS,
             deadline=deadline,
         )
-    except PG_ERRORS as exc:
+    except POSTGRES_ERRORS as exc:
         raise DatabaseUnavailable(f"cannot connect to {redact_url(database)}: {exc}") from None
     try:
         return await _connect_rest(settings, config, deadline, primary, redis_url)
@@ -113,7 +114,7 @@ async def _connect_rest(
         await retry(
             "redis",
             redis.ping,
-            retry_on=(RedisError, OSError, TimeoutError),
+            retry_on=REDIS_ERRORS,
             deadline=deadline,
         )
     except BaseException as exc:
@@ -133,5 +134,5 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
     try:
         async with asyncio.timeout(5):
             await pool.close()
-    except PG_ERRORS:
+    except POSTGRES_ERRORS:
         pool.terminate()

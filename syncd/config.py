@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from crivline.keyspace import Keyspace
 from crivline.settings import Settings
 from syncd.scope import Scope
+
+# The operator settings' defaults are the defaults here too (one home for each).
+_DEFAULT: dict[str, Any] = {f.name: f.default for f in fields(Settings)}
 
 
 @dataclass(frozen=True, slots=True)
 class SyncdConfig:
     keyspace: Keyspace = field(default_factory=Keyspace)
     scope: Scope = field(default_factory=Scope)
-    reconcile_interval: float = 5.0
-    heartbeat_ttl: float = 15.0
-    host: str = "127.0.0.1"
-    port: int = 8082  # 0: any free port (tests)
+    reconcile_interval: float = _DEFAULT["reconcile_interval"]
+    heartbeat_ttl: float = _DEFAULT["heartbeat_ttl"]
+    host: str = _DEFAULT["host"]
+    port: int = _DEFAULT["syncd_port"]  # 0: any free port (tests)
     # LISTEN on Postgres. Off only in tests that prove reconciliation alone suffices.
     listen: bool = True
     # Rebuilds of different environments that may run at once.

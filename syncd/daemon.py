@@ -26,13 +26,13 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from crivline import httpserver
 from crivline.edge_store import EdgeStore
-from crivline.logs import fields
+from crivline.ioerrors import REDIS_ERRORS, is_io_error
+from crivline.logs import describe, fields
 from crivline.tasks import cancel_and_wait
-from syncd.backoff import Backoff, is_io_error, reraise_if_cancelled
+from syncd.backoff import Backoff, reraise_if_cancelled
 from syncd.config import SyncdConfig
 from syncd.follow import BusListener, PostgresListener, Wakeup
 from syncd.http import build_app
@@ -262,7 +262,7 @@ class Daemon:
                 log.warning(
                     "reconciliation failed, will retry",
                     extra=fields(
-                        error=f"{type(exc).__name__}: {exc}",
+                        error=describe(exc),
                         retry_in=round(delay, 3),
                         full_sync=not self.reconciler.synced,
                     ),
@@ -285,12 +285,10 @@ class Daemon:
         while True:
             try:
                 await self.store.heartbeat(ttl, self._heartbeat_info())
-            except (RedisError, OSError, TimeoutError) as exc:
+            except REDIS_ERRORS as exc:
                 reraise_if_cancelled()
                 if healthy:
-                    log.warning(
-                        "edge redis unreachable", extra=fields(error=f"{type(exc).__name__}: {exc}")
-                    )
+                    log.warning("edge redis unreachable", extra=fields(error=describe(exc)))
                 healthy = False
             else:
                 if not healthy:

@@ -18,11 +18,11 @@ from typing import Any
 import asyncpg
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from crivline.ioerrors import POSTGRES_ERRORS, REDIS_ERRORS
 from crivline.keyspace import PG_CHANNEL
-from crivline.logs import fields
-from syncd.backoff import PG_ERRORS, Backoff, reraise_if_cancelled
+from crivline.logs import describe, fields
+from syncd.backoff import Backoff, reraise_if_cancelled
 from syncd.metrics import SyncdMetrics
 
 log = logging.getLogger(__name__)
@@ -122,13 +122,13 @@ class PostgresListener:
                 connected_before = True
                 self.on_reconnect()
                 await self._watch(conn, lost)
-            except PG_ERRORS as exc:
+            except POSTGRES_ERRORS as exc:
                 reraise_if_cancelled()
                 delay = backoff.next()
                 log.log(
                     logging.WARNING if backoff.attempt == 1 else logging.DEBUG,
                     "postgres listen connection lost, reconnecting",
-                    extra=fields(error=f"{type(exc).__name__}: {exc}", retry_in=round(delay, 3)),
+                    extra=fields(error=describe(exc), retry_in=round(delay, 3)),
                 )
                 self.listening = False
                 await asyncio.sleep(delay)
@@ -194,13 +194,13 @@ class BusListener:
                         self.metrics.wakeups.labels("bus", "invalid").inc()
                         continue
                     self.on_wakeup(wakeup, "bus")
-            except (RedisError, OSError, TimeoutError) as exc:
+            except REDIS_ERRORS as exc:
                 reraise_if_cancelled()
                 delay = backoff.next()
                 log.log(
                     logging.WARNING if backoff.attempt == 1 else logging.DEBUG,
                     "bus connection lost, reconnecting",
-                    extra=fields(error=f"{type(exc).__name__}: {exc}", retry_in=round(delay, 3)),
+                    extra=fields(error=describe(exc), retry_in=round(delay, 3)),
                 )
                 self.subscribed = False
                 await asyncio.sleep(delay)
@@ -216,5 +216,5 @@ def _setter(event: asyncio.Event) -> Callable[[Any], None]:
 async def _close_pubsub(pubsub: Any) -> None:
     try:
         await pubsub.aclose()
-    except (RedisError, OSError):
+    except REDIS_ERRORS:
         pass

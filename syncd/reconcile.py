@@ -18,7 +18,7 @@ import time
 import uuid
 
 from crivline.edge_store import EdgeStore
-from crivline.logs import fields
+from crivline.logs import describe, fields
 from syncd.metrics import SyncdMetrics
 from syncd.replicate import Outcome, Replicator, Want
 from syncd.scope import ScopedEnvironment, ScopeView, scope_owners
@@ -93,7 +93,7 @@ class Reconciler:
         if failures:
             raise SyncIncomplete(
                 f"{len(failures)} of {len(behind)} environments failed; first: "
-                f"{type(failures[0]).__name__}: {failures[0]}"
+                + describe(failures[0])
             )
         await self._remove_strays(scope)
         epoch = await self.store.finish_full_sync(marker)

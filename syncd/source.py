@@ -15,9 +15,10 @@ from typing import cast
 
 import asyncpg
 
-from crivline.logs import fields
+from crivline.ioerrors import POSTGRES_ERRORS
+from crivline.logs import describe, fields
 from crivline.snapshot import EnvironmentSnapshot, load_snapshot
-from syncd.backoff import PG_ERRORS, Backoff
+from syncd.backoff import Backoff
 from syncd.metrics import SyncdMetrics
 from syncd.scope import Scope, ScopedEnvironment, environments_in_scope
 
@@ -77,11 +78,11 @@ class Source:
         while True:
             try:
                 loaded = await self._load(self.replica, environment_id, from_replica=True)
-            except PG_ERRORS as exc:
+            except POSTGRES_ERRORS as exc:
                 # A replica that is down is not a reason to stop: the primary answers.
                 log.warning(
                     "replica read failed, reading the primary",
-                    extra=fields(environment=environment_id, error=f"{type(exc).__name__}: {exc}"),
+                    extra=fields(environment=environment_id, error=describe(exc)),
                 )
                 self.metrics.replica_fallbacks.inc()
                 return None

@@ -15,9 +15,10 @@ import logging
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
-from crivline.logs import fields
+from crivline.ioerrors import is_io_error
+from crivline.logs import describe, fields
 from crivline.tasks import cancel_and_wait
-from syncd.backoff import Backoff, is_io_error, reraise_if_cancelled
+from syncd.backoff import Backoff, reraise_if_cancelled
 from syncd.metrics import SyncdMetrics
 from syncd.replicate import Outcome, Replicator, Want
 from syncd.scope import ScopeView
@@ -115,7 +116,7 @@ async def worker(
                 extra=fields(
                     environment=env,
                     version=want.version,
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=describe(exc),
                     retry_in=round(delay, 3),
                 ),
                 exc_info=not is_io_error(exc),

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 from aiohttp import web
 
 from control.http import json_response
 from control.routing import Api, Reply
 from control.state import METRICS, OPENAPI, POOL
 from control.tx import connection
+from crivline.ioerrors import POSTGRES_ERRORS
 from crivline.migrate import pending
 
 api = Api()
@@ -35,7 +35,7 @@ async def readyz(request: web.Request) -> web.Response:
         async with asyncio.timeout(READY_TIMEOUT):
             async with request.app[POOL].acquire() as proxy:
                 missing = await pending(connection(proxy))
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except POSTGRES_ERRORS as exc:
         reason = f"unreachable: {type(exc).__name__}"
         return json_response({"status": "not ready", "database": reason}, status=503)
     if missing:

@@ -36,6 +36,7 @@ from crivline.edge_store import DeltaEntry, EdgeStore, unbroken_chain
 from crivline.errors import ServiceUnavailable
 from crivline.flags import CompiledFlagSet, compile_flag_set
 from crivline.keyspace import Keyspace
+from crivline.logs import describe
 from crivline.tasks import Tasks
 from proxy.edge.keys import KeyIndex
 from proxy.edge.status import EdgeStatus
@@ -340,7 +341,7 @@ class EnvironmentCache:
             self._metrics.refreshes.labels("error").inc()
             log.warning(
                 "environment refresh failed",
-                extra={"fields": {"environment": env, "error": f"{type(exc).__name__}: {exc}"}},
+                extra={"fields": {"environment": env, "error": describe(exc)}},
             )
         finally:
             del self._workers[env]

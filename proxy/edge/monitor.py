@@ -12,9 +12,10 @@ import asyncio
 import logging
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from crivline.edge_store import EdgeStore
+from crivline.ioerrors import REDIS_ERRORS
+from crivline.logs import describe
 from proxy import appkeys
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,9 @@ async def monitor(app: web.Application) -> None:
     while True:
         try:
             alive, sync = await store.liveness()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             failures += 1
-            status.redis_lost(f"{type(exc).__name__}: {exc}")
+            status.redis_lost(describe(exc))
             if failures == 2:
                 subscriber.kick(f"health check failed: {exc}")
         else:

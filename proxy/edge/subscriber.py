@@ -21,9 +21,10 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from crivline.ioerrors import REDIS_ERRORS
 from crivline.keyspace import Keyspace
+from crivline.logs import describe
 from crivline.tasks import Tasks, cancel_and_wait
 from proxy.edge.environments import EnvironmentCache
 from proxy.edge.keys import KeyIndex
@@ -69,8 +70,8 @@ class Subscriber:
         while True:
             try:
                 await self._session()
-            except (RedisError, OSError) as exc:
-                self._lost(f"{type(exc).__name__}: {exc}")
+            except REDIS_ERRORS as exc:
+                self._lost(describe(exc))
             failures += 1
             cap = self._options.reconnect_max_seconds
             await asyncio.sleep(min(cap, 0.05 * 2 ** min(failures, 10)) * random.uniform(0.5, 1))
@@ -107,7 +108,7 @@ class Subscriber:
                 await cancel_and_wait(resync)
             try:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
-            except (RedisError, OSError):
+            except REDIS_ERRORS:
                 pass
 
     def kick(self, why: str) -> None:
@@ -122,7 +123,7 @@ class Subscriber:
                 if self._on_connected is not None:
                     await self._on_connected()
                 await self._cache.resync()
-            except (RedisError, OSError):
+            except REDIS_ERRORS:
                 raise  # the session reconnects
             except Exception as exc:
                 log.warning("resync incomplete; retrying", extra={"fields": {"error": str(exc)}})
