@@ -29,7 +29,7 @@ import orjson
 from aiohttp import web
 
 from crivline.errors import BadRequest, Unprocessable
-from crivline.logs import fields
+from crivline.logs import describe, fields
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -134,5 +134,5 @@ async def purge_expired(pool: asyncpg.Pool, every: float = 3600.0) -> None:
                 )
             log.debug("purged idempotency keys", extra=fields(result=deleted))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("idempotency purge failed", extra=fields(error=str(exc)))
+            log.warning("idempotency purge failed", extra=fields(error=describe(exc)))
         await asyncio.sleep(every)

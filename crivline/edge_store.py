@@ -31,44 +31,61 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from string import Template
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
 from crivline import keyspace as ks
+from crivline.jsontypes import JSON
 from crivline.keyspace import Keyspace
 from crivline.snapshot import EnvironmentSnapshot
 
-JSON = Any
+# The apply script's arguments before the per-key groups, by name (ARGV[1] first); each
+# live key then adds a group of _KEY_GROUP values. The script reads them as locals.
+_APPLY_ARGS = (
+    "version",
+    "base",
+    "flagset",
+    "delta",
+    "committed_at",
+    "applied_at",
+    "log_length",
+    "key_prefix",
+    "changes",
+    "environment",
+    "tenant",
+    "project",
+    "tenant_key",
+    "project_key",
+    "environment_key",
+    "key_count",
+)
+_KEY_GROUP = 5  # hash, id, kind, expires_at, expiry in ms ('' for none)
 
-# Arguments before the per-key groups of the apply script, and the size of each group.
-_APPLY_FIXED_ARGS = 16
-_KEY_GROUP = 5
-
-_APPLY = """
-local version = tonumber(ARGV[1])
-local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if current >= version then
+_APPLY = Template("""
+$arguments
+local current = tonumber(redis.call('HGET', KEYS[1], '$F_VERSION') or '0')
+if current >= tonumber(version) then
   return {0, current, 0}
 end
-local key_prefix = ARGV[8]
-local env = ARGV[10]
+local env = environment
 -- Live keys: rewrite each one whole; drop the ones that are no longer live.
-local n = tonumber(ARGV[16])
+local n = tonumber(key_count)
 local live = {}
-local i = 17
+local i = $first_key
 for _ = 1, n do
   local h = ARGV[i]
   live[h] = true
   local name = key_prefix .. h
   redis.call('DEL', name)
-  redis.call('HSET', name, 'environment', env, 'project', ARGV[12], 'tenant', ARGV[11],
+  redis.call('HSET', name, 'environment', env, 'project', project, 'tenant', tenant,
              'id', ARGV[i + 1], 'kind', ARGV[i + 2], 'expires_at', ARGV[i + 3])
   if ARGV[i + 4] ~= '' then
     redis.call('PEXPIREAT', name, ARGV[i + 4])
   end
-  i = i + 5
+  i = i + $key_group
 end
 local keys_changed = false
 local old = redis.call('SMEMBERS', KEYS[3])
@@ -83,38 +100,55 @@ for _, h in ipairs(old) do
 end
 redis.call('DEL', KEYS[3])
 local batch = {}
-i = 17
+i = $first_key
 for _ = 1, n do
   batch[#batch + 1] = ARGV[i]
   if #batch == 500 then
     redis.call('SADD', KEYS[3], unpack(batch))
     batch = {}
   end
-  i = i + 5
+  i = i + $key_group
 end
 if #batch > 0 then
   redis.call('SADD', KEYS[3], unpack(batch))
 end
 -- The environment, whole.
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'flagset', ARGV[3],
-           'tenant', ARGV[11], 'project', ARGV[12], 'environment', env,
-           'tenant_key', ARGV[13], 'project_key', ARGV[14], 'environment_key', ARGV[15],
-           'committed_at', ARGV[5], 'applied_at', ARGV[6])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*',
-           'v', ARGV[1], 'base', ARGV[2], 'delta', ARGV[4], 'at', ARGV[5])
+redis.call('HSET', KEYS[1], '$F_VERSION', version, '$F_FLAGSET', flagset,
+           '$F_TENANT', tenant, '$F_PROJECT', project, '$F_ENVIRONMENT', env,
+           '$F_TENANT_KEY', tenant_key, '$F_PROJECT_KEY', project_key,
+           '$F_ENVIRONMENT_KEY', environment_key,
+           '$F_COMMITTED_AT', committed_at, '$F_APPLIED_AT', applied_at)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_length, '*',
+           'v', version, 'base', base, 'delta', delta, 'at', committed_at)
 redis.call('SADD', KEYS[4], env)
 local flag = 'false'
 if keys_changed then
   flag = 'true'
 end
-redis.call('PUBLISH', ARGV[9], '{"e":"' .. env .. '","v":' .. ARGV[1] .. ',"at":' ..
-           ARGV[5] .. ',"keys":' .. flag .. '}')
+redis.call('PUBLISH', changes, '{"e":"' .. env .. '","v":' .. version .. ',"at":' ..
+           committed_at .. ',"keys":' .. flag .. '}')
 if keys_changed then
   return {1, current, 1}
 end
 return {1, current, 0}
-"""
+""").substitute(
+    arguments="\n".join(
+        f"local {name} = ARGV[{number}]" for number, name in enumerate(_APPLY_ARGS, start=1)
+    ),
+    first_key=len(_APPLY_ARGS) + 1,
+    key_group=_KEY_GROUP,
+    F_VERSION=ks.F_VERSION,
+    F_FLAGSET=ks.F_FLAGSET,
+    F_TENANT=ks.F_TENANT,
+    F_PROJECT=ks.F_PROJECT,
+    F_ENVIRONMENT=ks.F_ENVIRONMENT,
+    F_TENANT_KEY=ks.F_TENANT_KEY,
+    F_PROJECT_KEY=ks.F_PROJECT_KEY,
+    F_ENVIRONMENT_KEY=ks.F_ENVIRONMENT_KEY,
+    F_COMMITTED_AT=ks.F_COMMITTED_AT,
+    F_APPLIED_AT=ks.F_APPLIED_AT,
+)
 
 _REMOVE = """
 local existed = redis.call('EXISTS', KEYS[1]) + redis.call('SREM', KEYS[4], ARGV[3])
@@ -356,25 +390,25 @@ class EdgeStore:
         """
         env = snapshot.environment_id
         delta = compute_delta(base_flag_set if base_version > 0 else None, snapshot.flag_set)
-        args: list[str | bytes | int] = [
-            snapshot.version,
-            base_version,
-            snapshot.flag_set_bytes(),
-            orjson.dumps(delta, option=orjson.OPT_SORT_KEYS),
-            _number(committed_at),
-            _number(time.time() if applied_at is None else applied_at),
-            self.delta_log_length,
-            self.keyspace.api_key(""),
-            self.keyspace.changes,
-            env,
-            snapshot.tenant_id,
-            snapshot.project_id,
-            snapshot.tenant_key,
-            snapshot.project_key,
-            snapshot.environment_key,
-            len(snapshot.keys),
-        ]
-        assert len(args) == _APPLY_FIXED_ARGS
+        named: dict[str, str | bytes | int] = {
+            "version": snapshot.version,
+            "base": base_version,
+            "flagset": snapshot.flag_set_bytes(),
+            "delta": orjson.dumps(delta, option=orjson.OPT_SORT_KEYS),
+            "committed_at": _number(committed_at),
+            "applied_at": _number(time.time() if applied_at is None else applied_at),
+            "log_length": self.delta_log_length,
+            "key_prefix": self.keyspace.api_key(""),
+            "changes": self.keyspace.changes,
+            "environment": env,
+            "tenant": snapshot.tenant_id,
+            "project": snapshot.project_id,
+            "tenant_key": snapshot.tenant_key,
+            "project_key": snapshot.project_key,
+            "environment_key": snapshot.environment_key,
+            "key_count": len(snapshot.keys),
+        }
+        args = [named[name] for name in _APPLY_ARGS]
         for key in snapshot.keys:
             expires = "" if key.expires_at is None else _number(key.expires_at)
             expires_ms = "" if key.expires_at is None else str(int(key.expires_at * 1000))

@@ -39,7 +39,9 @@ from aiohttp.abc import AbstractStreamWriter
 from yarl import URL
 
 from crivline.errors import BadRequest, PayloadTooLarge, RequestTimeout, StartupError
+from crivline.logs import fields
 
+APPLICATION_JSON = "application/json"
 IDLE_SECONDS = 75.0
 BODY_SECONDS = 30.0
 SHUTDOWN_SECONDS = 10.0  # in-flight requests get this long on SIGTERM
@@ -267,7 +269,7 @@ async def serve(
             if listening is not None:
                 listening()
             await stop.wait()
-            _log.info("stopping: finishing in-flight requests", extra={"fields": {"port": port}})
+            _log.info("stopping: finishing in-flight requests", extra=fields(port=port))
         finally:
             await runner.cleanup()
 

@@ -1,6 +1,6 @@
 """Structured logs: one JSON object per line on stderr, never a secret.
 
-``log.info("synced", extra={"fields": {"environment": env, "version": 7}})`` becomes
+``log.info("synced", extra=fields(environment=env, version=7))`` becomes
 ``{"ts": …, "level": "info", "logger": "syncd", "event": "synced", "environment": …}``.
 """
 

@@ -14,6 +14,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from crivline.logs import fields
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ class Tasks:
             log.error(
                 "background task failed",
                 exc_info=exc,
-                extra={"fields": {"task": task.get_name()}},
+                extra=fields(task=task.get_name()),
             )
 
     def _quiet_done(self, task: asyncio.Task[Any]) -> None:

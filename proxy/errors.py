@@ -15,11 +15,11 @@ import logging
 import orjson
 from aiohttp import web
 
+from crivline import httpserver
 from crivline.errors import ApiError
 
 log = logging.getLogger(__name__)
 
-JSON = "application/json"
 
 _CODES: dict[int, str] = {
     400: "INVALID_CONTEXT",
@@ -54,7 +54,9 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     response = web.Response(
-        status=status, body=error_body(status, detail, code, key), content_type=JSON
+        status=status,
+        body=error_body(status, detail, code, key),
+        content_type=httpserver.APPLICATION_JSON,
     )
     if headers:
         response.headers.update(headers)

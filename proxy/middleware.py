@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from crivline.errors import ApiError
+from crivline.logs import fields
 from proxy import appkeys, cors
 from proxy.errors import api_error_response, http_exception_response, internal_error_response
 from proxy.streams import OPENED
@@ -44,7 +45,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         except Exception:
             log.exception(
                 "unhandled error",
-                extra={"fields": {"path": request.path, "method": request.method}},
+                extra=fields(path=request.path, method=request.method),
             )
             response = internal_error_response()
     if with_cors:

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from crivline.ioerrors import REDIS_ERRORS
 from crivline.keyspace import Keyspace
+from crivline.logs import describe, fields
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class RateLimiter:
                 if not failing:
                     log.info(
                         "rate-limit counters unavailable; limiting per process",
-                        extra={"fields": {"error": str(exc)}},
+                        extra=fields(error=describe(exc)),
                     )
                 failing = True
                 for window in self._windows.values():

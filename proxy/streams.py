@@ -16,6 +16,7 @@ import time
 from aiohttp import web
 
 from crivline import httpserver
+from crivline.logs import fields
 from proxy import appkeys, cors
 from proxy.hub import StreamClient
 
@@ -51,7 +52,7 @@ async def serve(
         client.close("client disconnected")
     except Exception:
         # The status line is out: all that is left is to end the stream and say why.
-        log.exception("stream failed", extra={"fields": {"path": request.path}})
+        log.exception("stream failed", extra=fields(path=request.path))
         client.close("error")
     finally:
         hub.release(client)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+from crivline.logs import fields
 from crivline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def supervise(settings: Settings) -> int:
             worker.start()
         log.info(
             "proxy workers started",
-            extra={"fields": {"workers": len(workers), "port": settings.proxy_port}},
+            extra=fields(workers=len(workers), port=settings.proxy_port),
         )
         failed = _watch(workers, lambda: stopping)
         for worker in workers:
@@ -99,7 +100,7 @@ def _watch(workers: list[_Worker], stopping: Callable[[], bool]) -> str | None:
             delay = min(10.0, 0.5 * 2 ** min(worker.restarts, 5))
             log.warning(
                 "worker died; restarting",
-                extra={"fields": {"worker": worker.index, "code": code, "in_seconds": delay}},
+                extra=fields(worker=worker.index, code=code, in_seconds=delay),
             )
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline and not stopping():
@@ -120,9 +121,7 @@ def _reap(workers: list[_Worker]) -> list[int]:
         try:
             proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.warning(
-                "worker did not stop in time; killing", extra={"fields": {"worker": worker.index}}
-            )
+            log.warning("worker did not stop in time; killing", extra=fields(worker=worker.index))
             proc.kill()
             proc.wait()
         # A worker still starting when SIGTERM came had no handler yet: the signal's

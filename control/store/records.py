@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-JSON = Any
+from crivline.jsontypes import JSON
 
 
 def _id(value: Any) -> str:

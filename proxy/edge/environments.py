@@ -36,7 +36,7 @@ from crivline.edge_store import DeltaEntry, EdgeStore, unbroken_chain
 from crivline.errors import ServiceUnavailable
 from crivline.flags import CompiledFlagSet, compile_flag_set
 from crivline.keyspace import Keyspace
-from crivline.logs import describe
+from crivline.logs import describe, fields
 from crivline.tasks import Tasks
 from proxy.edge.keys import KeyIndex
 from proxy.edge.status import EdgeStatus
@@ -341,7 +341,7 @@ class EnvironmentCache:
             self._metrics.refreshes.labels("error").inc()
             log.warning(
                 "environment refresh failed",
-                extra={"fields": {"environment": env, "error": describe(exc)}},
+                extra=fields(environment=env, error=describe(exc)),
             )
         finally:
             del self._workers[env]
@@ -444,7 +444,7 @@ class EnvironmentCache:
         except Exception as exc:
             log.info(
                 "delta log unavailable for a resume; sending the full flag set",
-                extra={"fields": {"environment": env, "error": str(exc)}},
+                extra=fields(environment=env, error=describe(exc)),
             )
         state = self._states.get(env) or state
         if entries:

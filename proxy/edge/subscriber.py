@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from crivline.ioerrors import REDIS_ERRORS
 from crivline.keyspace import Keyspace
-from crivline.logs import describe
+from crivline.logs import describe, fields
 from crivline.tasks import Tasks, cancel_and_wait
 from proxy.edge.environments import EnvironmentCache
 from proxy.edge.keys import KeyIndex
@@ -80,7 +80,7 @@ class Subscriber:
 
     def _lost(self, error: str) -> None:
         if self._status.redis_up or self.connected.is_set():
-            log.warning("redis lost; serving from memory", extra={"fields": {"error": error}})
+            log.warning("redis lost; serving from memory", extra=fields(error=error))
         self.connected.clear()
         self.resynced.clear()
         self._status.redis_lost(error)
@@ -92,7 +92,7 @@ class Subscriber:
             await pubsub.subscribe(self._ks.changes)
             self._status.redis_back()
             self.connected.set()
-            log.info("subscribed to changes", extra={"fields": {"channel": self._ks.changes}})
+            log.info("subscribed to changes", extra=fields(channel=self._ks.changes))
             resync = self._tasks.spawn(self._resync_loop(), "resync", quiet=True)
             self._kick = None
             while True:
@@ -126,7 +126,7 @@ class Subscriber:
             except REDIS_ERRORS:
                 raise  # the session reconnects
             except Exception as exc:
-                log.warning("resync incomplete; retrying", extra={"fields": {"error": str(exc)}})
+                log.warning("resync incomplete; retrying", extra=fields(error=describe(exc)))
                 delay = 1.0
             else:
                 self.resynced.set()
@@ -150,7 +150,7 @@ class Subscriber:
             body = orjson.loads(message["data"])
             env = str(body["e"])
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            log.warning("unreadable announcement", extra={"fields": {"error": str(exc)}})
+            log.warning("unreadable announcement", extra=fields(error=describe(exc)))
             return
         if body.get("removed"):
             self._cache.removed(env)
@@ -159,7 +159,7 @@ class Subscriber:
             version = int(body["v"])
             at = float(body["at"]) if body.get("at") is not None else None
         except (KeyError, TypeError, ValueError) as exc:
-            log.warning("unreadable announcement", extra={"fields": {"error": str(exc)}})
+            log.warning("unreadable announcement", extra=fields(error=describe(exc)))
             return
         if body.get("keys"):
             self._keys.clear_negative()

@@ -46,7 +46,6 @@ from proxy.routes.sdk import last_event_id
 
 routes = web.RouteTableDef()
 
-JSON = "application/json"
 EVENTS_PATH = "/ofrep/v1/events"
 
 
@@ -71,7 +70,9 @@ async def evaluate_flag(request: web.Request) -> web.Response:
     result = state.flags.evaluate(key, context)
     code = result.error_code
     status = 200 if code is None else 404 if code is ErrorCode.FLAG_NOT_FOUND else 400
-    return web.Response(status=status, body=result.to_json(), headers=out, content_type=JSON)
+    return web.Response(
+        status=status, body=result.to_json(), headers=out, content_type=httpserver.APPLICATION_JSON
+    )
 
 
 @routes.post("/ofrep/v1/evaluate/flags", name="ofrep_bulk")
@@ -140,7 +141,7 @@ def _bulk(
         + _event_streams(request, info, state, now)
         + b"}"
     )
-    return web.Response(body=answer, headers=out, content_type=JSON)
+    return web.Response(body=answer, headers=out, content_type=httpserver.APPLICATION_JSON)
 
 
 def _evaluate(request: web.Request, state: EnvState, body: bytes) -> bytes:
