@@ -108,7 +108,6 @@ async def _keys(app: web.Application) -> AsyncIterator[None]:
         negative_ttl=options.negative_key_ttl,
         negative_capacity=options.negative_key_capacity,
         miss_budget=options.key_miss_budget,
-        wait_for_sync=True,  # an edge Redis still being filled says "retry", not 401
     )
     app[appkeys.KEYS] = keys
     yield

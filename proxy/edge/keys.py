@@ -13,13 +13,11 @@ a small per-second budget, so a flood of random keys never turns into a flood of
 commands. Any key change clears the negative cache, so a new key works as soon as its
 announcement arrives.
 
-With ``wait_for_sync`` (as the proxy runs it), a key Redis does not hold is not
-necessarily unknown: while the edge Redis is being filled — syncd's full sync is under
-way (its ``pending:`` marker, before the epoch), or the edge serves nothing yet and this
-process never held an environment (a new edge, or a Redis that restarted empty, before
-syncd wrote anything back) — it may well be valid. Then the lookup raises
-:class:`EdgeIncomplete` (the caller answers "retry", never "unauthorized") and nothing
-is remembered. An edge with an epoch is complete: there, absent means unknown.
+A key Redis does not hold is only unknown once the edge Redis holds a complete sync
+(the sync state's ``epoch``, which syncd writes when a full sync finished without Redis
+losing data). Before that — a new edge, a full sync under way, a Redis that restarted
+empty — it may well be valid: the lookup raises :class:`EdgeIncomplete` (the caller
+answers "retry", never "unauthorized") and nothing is remembered.
 """
 
 from __future__ import annotations
@@ -33,7 +31,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from crivline.edge_store import PENDING_PREFIX
 from crivline.keyspace import Keyspace
 from crivline.tasks import Tasks
 
@@ -78,14 +75,6 @@ class EdgeIncomplete(Exception):
     """The key is not in the edge Redis, but neither is a complete sync: ask again soon."""
 
 
-def _edge_complete(sync_fields: set[str], serving: bool) -> bool:
-    """Whether a key absent from the edge Redis is really unknown (see the module doc)."""
-    if "epoch" in sync_fields:
-        return True
-    filling = any(f.startswith(PENDING_PREFIX) for f in sync_fields)
-    return serving and not filling
-
-
 class _Budget:
     """A token bucket: at most ``rate`` events per second, bursts up to ``rate``."""
 
@@ -115,7 +104,6 @@ class KeyIndex:
         negative_ttl: float = 5.0,
         negative_capacity: int = 100_000,
         miss_budget: float = 50.0,
-        wait_for_sync: bool = False,
     ) -> None:
         self._redis = redis
         self._ks = keyspace
@@ -128,9 +116,7 @@ class KeyIndex:
         self._inflight: dict[str, asyncio.Task[KeyInfo | None]] = {}
         self._tasks = Tasks("keys")
         self._generation = 0  # bumped by every reload; outdated lookups are not cached
-        self._wait_for_sync = wait_for_sync
         self._edge_complete = True  # what the last lookup found (for lookups over budget)
-        self._held_environments = False  # keys of some environment were loaded once
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -170,15 +156,12 @@ class KeyIndex:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hgetall(self._ks.api_key(key_hash))
-                pipe.hkeys(self._ks.sync_state)
-                pipe.scard(self._ks.served)
-                raw, sync_fields, served = await pipe.execute()
+                pipe.hexists(self._ks.sync_state, "epoch")
+                raw, epoch = await pipe.execute()
         finally:
             del self._inflight[key_hash]
         info = key_info(key_hash, raw) if raw else None
-        self._edge_complete = not self._wait_for_sync or _edge_complete(
-            {_text(f) for f in sync_fields}, int(served) > 0 or self._held_environments
-        )
+        self._edge_complete = bool(epoch)
         if info is None and not self._edge_complete:
             raise EdgeIncomplete(key_hash)
         if generation != self._generation:
@@ -223,7 +206,6 @@ class KeyIndex:
         envs = list(envs)
         if not envs:
             return set()
-        self._held_environments = True
         self._generation += 1
         async with self._redis.pipeline(transaction=False) as pipe:
             for env in envs:

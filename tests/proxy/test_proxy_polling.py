@@ -63,6 +63,7 @@ async def test_auth_errors_are_json_with_the_right_status(
 ) -> None:
     env, server, client = new_env(), make_key("server"), make_key("client")
     await feeder.write(env, {"a": flag({"on": True}, "on")}, keys=[server, client])
+    await feeder.synced()  # a complete edge: an absent key is unknown
     proxy = await start_proxy()
 
     missing = await proxy.get("/sdk/v1/flags")
@@ -96,6 +97,7 @@ async def test_auth_errors_are_json_with_the_right_status(
 async def test_unknown_keys_are_negatively_cached(feeder: Feeder, start_proxy: StartProxy) -> None:
     env, key = new_env(), make_key("server")
     await feeder.write(env, {"a": flag({"on": True}, "on")}, keys=[key])
+    await feeder.synced()  # a complete edge: an absent key is unknown
     proxy = await start_proxy()
     stranger = make_key("server")
     before = await feeder.redis.info("commandstats")
@@ -114,6 +116,7 @@ async def test_a_key_created_after_start_works_once_announced(
 ) -> None:
     env, first = new_env(), make_key("server")
     await feeder.write(env, {"a": flag({"on": True}, "on")}, keys=[first])
+    await feeder.synced()  # a complete edge: an absent key is unknown
     proxy = await start_proxy()
     late = make_key("server")
     refused = await proxy.get("/sdk/v1/flags", headers=late.headers)

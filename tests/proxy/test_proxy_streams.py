@@ -190,6 +190,7 @@ async def test_revoked_key_stream_is_closed_within_a_second(
 ) -> None:
     env, doomed, other = new_env(), make_key("server"), make_key("server")
     await feeder.write(env, {"a": ON}, keys=[doomed, other])
+    await feeder.synced()  # a complete edge: an absent key is unknown
     proxy = await start_proxy()
     stream = await open_stream(proxy, "/sdk/v1/stream", headers=doomed.headers)
     survivor = await open_stream(proxy, "/sdk/v1/stream", headers=other.headers)
@@ -234,6 +235,7 @@ async def test_stream_limits_per_key_and_per_process(
 ) -> None:
     env, key, other = new_env(), make_key("server"), make_key("server")
     await feeder.write(env, {"a": ON}, keys=[key, other])
+    await feeder.synced()  # a complete edge: an absent key is unknown
     proxy = await start_proxy(max_streams_per_key=1, max_streams=2)
     first = await open_stream(proxy, "/sdk/v1/stream", headers=key.headers)
     await first.next_event()
@@ -279,6 +281,7 @@ async def test_ofrep_event_stream_sends_refetch_and_the_refetch_is_served(
 ) -> None:
     env, key = new_env(), make_key("client")
     await feeder.write(env, {"a": ON}, keys=[key], committed_at=1_771_622_898.5)
+    await feeder.synced()  # a complete edge: an absent key is unknown
     proxy = await start_proxy()
     url, first = await ofrep_stream_url(proxy, key.headers)
     etag = first.headers["ETag"]
@@ -351,6 +354,7 @@ async def test_ofrep_stream_tickets_are_checked(
 ) -> None:
     env, key = new_env(), make_key("client")
     await feeder.write(env, {"a": ON}, keys=[key])
+    await feeder.synced()  # a complete edge: an absent key is unknown
     proxy = await start_proxy()
     url, _ = await ofrep_stream_url(proxy, key.headers)
     path = url.removeprefix(proxy.url)
@@ -374,6 +378,7 @@ async def test_an_environment_leaving_the_edge_ends_its_streams_and_keys(
 ) -> None:
     env, key = new_env(), make_key("server")
     await feeder.write(env, {"a": ON}, keys=[key])
+    await feeder.synced()  # a complete edge: an absent key is unknown
     proxy = await start_proxy()
     stream = await open_stream(proxy, "/sdk/v1/stream", headers=key.headers)
     await stream.next_event()
