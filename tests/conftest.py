@@ -35,6 +35,10 @@ from crivline.embedded import PostgresServer, ValkeyServer
 from crivline.migrate import migrate
 from crivline.snapshot import set_json_codecs
 
+# The proxy and control kits' fixtures (feeder, start_proxy, open_stream, central),
+# for every area that runs a proxy.
+pytest_plugins = ["support.edgekit"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 TEMPLATE_DB = "crivline_template"

@@ -1,7 +1,7 @@
 """The adversarial suite's world: the real pipeline (control API → Postgres → syncd →
 Valkey → proxy) with two tenants that use the same names for different things.
 
-The servers come from ``tests/proxy/edgekit.py`` and ``tests/control/control_testkit.py``
+The servers come from ``tests/support/edgekit.py`` and ``tests/support/control_testkit.py``
 (imported, not copied): ``central`` runs the control API and a syncd daemon on the
 per-test Postgres and Valkey, ``start_proxy`` a proxy on that Valkey.
 
@@ -13,26 +13,9 @@ so a test can grep any answer for something it must not contain.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-TESTS = Path(__file__).resolve().parent.parent
-for folder in ("proxy", "control"):
-    if str(TESTS / folder) not in sys.path:
-        sys.path.insert(0, str(TESTS / folder))
-
-import pytest  # noqa: E402
-from edgekit import (  # noqa: E402
-    Central,
-    StartProxy,
-    central,
-    feeder,
-    open_stream,
-    start_proxy,
-)
-from world import OPERATOR_TOKEN, OPTIONS, World, build_world  # noqa: E402
-
-__all__ = ["central", "feeder", "open_stream", "start_proxy"]
+import pytest
+from support.edgekit import Central, StartProxy
+from world import OPERATOR_TOKEN, OPTIONS, World, build_world
 
 
 @pytest.fixture

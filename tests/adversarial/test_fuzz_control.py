@@ -31,7 +31,7 @@ from fuzzkit import (
 from hypothesis import given
 from hypothesis import strategies as st
 from rawhttp import exchange, request_bytes
-from test_control_isolation import BODIES, TENANT_ROWS
+from support.control_testkit import BODIES, TENANT_ROWS
 from world import ENVS, TENANTS, World, marker
 
 from control.bodies import Body

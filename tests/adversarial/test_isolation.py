@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from edgekit import SSEClient
+from support.edgekit import SSEClient
 from world import ENVS, KINDS, TENANTS, World, marker
 
 from crivline import sse

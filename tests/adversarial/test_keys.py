@@ -14,7 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from edgekit import SSEClient, eventually
+from support.edgekit import SSEClient
+from support.waiting import eventually
 from world import TENANTS, World
 
 from crivline import tokens

@@ -20,8 +20,9 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from control_testkit import control_settings, start_control
-from edgekit import Central, SSEClient, StartProxy, eventually
+from support.control_testkit import control_settings, start_control
+from support.edgekit import Central, SSEClient, StartProxy
+from support.waiting import eventually
 from world import OPERATOR_TOKEN, OPTIONS, World, build_world
 
 from crivline import httpserver

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from edgekit import TEST_OPTIONS, Central, RunningProxy, StartProxy
+from support.edgekit import TEST_OPTIONS, Central, RunningProxy, StartProxy
 
 from crivline.seed import create_tenant
 

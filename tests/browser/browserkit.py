@@ -35,7 +35,8 @@ from typing import Any, NoReturn
 import orjson
 import pytest
 from aiohttp import web
-from edgekit import Central, RunningProxy, StartProxy, eventually
+from support.edgekit import Central, RunningProxy, StartProxy
+from support.waiting import eventually
 
 from crivline.embedded import free_port
 

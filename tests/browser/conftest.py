@@ -2,7 +2,7 @@
 the OpenFeature JS SDKs with the OFREP providers) against a real proxy fed by the real
 control API and syncd.
 
-The proxy fixtures come from ``tests/proxy/edgekit.py`` (imported, not copied). The
+The proxy fixtures come from ``tests/support/edgekit.py`` (imported, not copied). The
 Node dependencies are installed by ``npm ci`` on first use (see
 :func:`browserkit.ensure_node_modules`); without Node or Chromium these tests skip
 saying what to install — except in CI, where they fail.
@@ -10,14 +10,10 @@ saying what to install — except in CI, where they fail.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "proxy"))
-
 from browserkit import (
     Browser,
     Page,
@@ -29,9 +25,6 @@ from browserkit import (
     output_dir,
     serve_pages,
 )
-from edgekit import central, feeder, open_stream, start_proxy
-
-__all__ = ["central", "feeder", "open_stream", "start_proxy"]
 
 
 @pytest.fixture(scope="session")

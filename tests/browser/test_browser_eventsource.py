@@ -20,7 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
 from browserkit import Page, PageServer, Shop, open_shop
-from edgekit import EDGE, PREFIX, Central, RunningProxy, StartProxy, eventually
+from support.edgekit import EDGE, PREFIX, Central, RunningProxy, StartProxy
+from support.waiting import eventually
 
 from crivline.keyspace import F_VERSION, Keyspace
 

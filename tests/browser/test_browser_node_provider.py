@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 from browserkit import JS, expected_details, open_shop, sdk_flags
-from edgekit import Central, StartProxy
+from support.edgekit import Central, StartProxy
 
 from crivline.flags import compile_flag_set
 from proxy import appkeys

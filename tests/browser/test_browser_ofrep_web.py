@@ -18,7 +18,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from browserkit import Page, PageServer, expected_details, open_shop, sdk_flags
-from edgekit import Central, StartProxy, eventually
+from support.edgekit import Central, StartProxy
+from support.waiting import eventually
 
 from crivline.flags import compile_flag_set
 from proxy import appkeys

@@ -13,8 +13,8 @@ from typing import Any
 
 import aiohttp
 from browserkit import Page, Shop, open_shop
-from edgekit import Central, SSEClient, StartProxy
 from prometheus_client.parser import text_string_to_metric_families
+from support.edgekit import Central, SSEClient, StartProxy
 
 NewPage = Callable[[str], Awaitable[Page]]
 OpenStream = Callable[..., Awaitable[SSEClient]]

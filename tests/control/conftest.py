@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from control_testkit import Control, control_settings, start_control
+from support.control_testkit import Control, control_settings, start_control
 
 
 @pytest.fixture

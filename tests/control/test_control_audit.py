@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-from control_testkit import Control
+from support.control_testkit import Control
 
 
 async def entries(control: Control, **query: Any) -> list[dict[str, Any]]:

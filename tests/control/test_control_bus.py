@@ -9,7 +9,7 @@ import asyncpg
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from control_testkit import Control, control_settings, start_control
+from support.control_testkit import Control, control_settings, start_control
 
 from control.state import BUS
 from crivline.embedded import free_port

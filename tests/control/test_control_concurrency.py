@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from control_testkit import Control
+from support.control_testkit import Control
 
 from crivline.keyspace import PG_CHANNEL
 

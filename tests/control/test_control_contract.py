@@ -18,7 +18,7 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
-from control_testkit import control_settings
+from support.control_testkit import control_settings
 
 from control.app import create_app
 from crivline.seed import seed_demo

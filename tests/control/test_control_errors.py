@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from control_testkit import Control, control_settings, start_control
+from support.control_testkit import Control, control_settings, start_control
 
 from control.app import create_app
 

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
-from control_testkit import Control
+from support.control_testkit import Control
 
 from crivline.snapshot import load_snapshot
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from control_testkit import Control, start_control
+from support.control_testkit import Control, start_control
 
 from crivline.settings import Settings
 

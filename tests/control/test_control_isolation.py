@@ -5,37 +5,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import pytest
-from control_testkit import Control, control_settings, start_control
+from support.control_testkit import (
+    BODIES,
+    TENANT_ROWS,
+    Control,
+    control_settings,
+    start_control,
+)
 
 from control.routes import operations
-
-# A valid body for each operation that takes one: the isolation must hold for requests
-# that would succeed on the caller's own objects.
-BODIES: dict[str, Any] = {
-    "createProject": {"key": "fresh"},
-    "createEnvironment": {"key": "fresh"},
-    "createFlag": {"key": "fresh", "type": "boolean", "variants": {"on": True}},
-    "updateFlag": {"name": "Mine now"},
-    "putFlagState": {"state": "ENABLED", "defaultVariant": "on"},
-    "putSegment": {"definition": {"==": [1, 1]}},
-    "createApiKey": {"kind": "server"},
-    "importFlagSet": {"flags": {"x": {"state": "ENABLED", "variants": {"a": 1}}}},
-}
-
-TENANT_ROWS = """
-SELECT (SELECT json_agg(p ORDER BY p.id) FROM projects p WHERE tenant_id = $1) AS projects,
-       (SELECT json_agg(e ORDER BY e.id) FROM environments e WHERE tenant_id = $1) AS envs,
-       (SELECT json_agg(f ORDER BY f.id) FROM flags f WHERE tenant_id = $1) AS flags,
-       (SELECT json_agg(fe ORDER BY fe.flag_id, fe.environment_id)
-          FROM flag_environments fe WHERE tenant_id = $1) AS states,
-       (SELECT json_agg(s ORDER BY s.id) FROM segments s WHERE tenant_id = $1) AS segments,
-       (SELECT json_agg(k ORDER BY k.id) FROM api_keys k WHERE tenant_id = $1) AS keys,
-       (SELECT count(*) FROM audit_log WHERE tenant_id = $1) AS audit_rows
-"""
 
 
 async def build(tenant: Control) -> None:

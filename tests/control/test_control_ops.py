@@ -7,7 +7,7 @@ import re
 import asyncpg
 import orjson
 import pytest
-from control_testkit import Control, control_settings, start_control
+from support.control_testkit import Control, control_settings, start_control
 
 from control.app import create_app
 from control.state import OPENAPI

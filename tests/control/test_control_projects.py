@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
-from control_testkit import Control
+from support.control_testkit import Control
 
 
 async def test_create_read_and_list_projects(control: Control) -> None:

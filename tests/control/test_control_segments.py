@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
-from control_testkit import Control
+from support.control_testkit import Control
 
 PRO = {"in": [{"var": "plan"}, ["pro", "enterprise"]]}
 

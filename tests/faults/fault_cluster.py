@@ -35,6 +35,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import orjson
+from support.waiting import eventually
 
 from crivline.embedded import PostgresServer, ValkeyServer, free_port
 from crivline.migrate import migrate
@@ -52,23 +53,11 @@ TENANTS = ("acme", "globex", "initech")
 async def wait_until(
     condition: Callable[[], Any], within: float, what: str, *, every: float = 0.05
 ) -> Any:
-    """Poll ``condition`` (sync or async) until it is truthy; fail after ``within`` s."""
-    deadline = time.monotonic() + within
-    last: Any = None
-    while True:
-        try:
-            value = condition()
-            if isinstance(value, Awaitable):
-                value = await value
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            value, last = None, exc
-        if value:
-            return value
-        if value is not None:
-            last = value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:.1f}s waiting for {what} ({last!r})")
-        await asyncio.sleep(every)
+    """:func:`support.waiting.eventually`, counting a server that does not answer yet as
+    a falsy answer."""
+    return await eventually(
+        condition, within, what, every=every, tolerate=(aiohttp.ClientError, OSError)
+    )
 
 
 def _base_environ() -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import redis.asyncio as aioredis
-from edgekit import TEST_OPTIONS, Feeder, flag, make_key, new_env
+from support.edgekit import TEST_OPTIONS, Feeder, flag, make_key, new_env
 
 from proxy.edge.environments import EnvironmentCache
 from proxy.edge.keys import KeyIndex

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from edgekit import EDGE, PREFIX, Feeder, Key, SSEClient, eventually, flag, make_key, new_env
+from support.edgekit import EDGE, PREFIX, Feeder, Key, SSEClient, flag, make_key, new_env
+from support.waiting import eventually
 
 from crivline.embedded import free_port
 

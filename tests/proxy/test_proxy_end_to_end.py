@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
-from edgekit import Central, RunningProxy, SSEClient, StartProxy, eventually
+from support.edgekit import Central, RunningProxy, SSEClient, StartProxy
+from support.waiting import eventually
 
 from crivline.embedded import ValkeyServer
 from proxy import appkeys

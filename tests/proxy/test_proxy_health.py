@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from edgekit import Feeder, SSEClient, StartProxy, eventually, flag, make_key, new_env
+from support.edgekit import Feeder, SSEClient, StartProxy, flag, make_key, new_env
+from support.waiting import eventually
 
 from proxy import appkeys
 

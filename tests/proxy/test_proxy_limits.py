@@ -6,7 +6,8 @@ import asyncio
 import time
 
 import redis.asyncio as aioredis
-from edgekit import PREFIX, TEST_OPTIONS, Feeder, StartProxy, eventually, flag, make_key, new_env
+from support.edgekit import PREFIX, TEST_OPTIONS, Feeder, StartProxy, flag, make_key, new_env
+from support.waiting import eventually
 
 from crivline.keyspace import Keyspace
 from crivline.tasks import cancel_and_wait

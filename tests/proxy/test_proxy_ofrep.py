@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 import pytest
-from edgekit import Feeder, Key, RunningProxy, StartProxy, flag, make_key, new_env
+from support.edgekit import Feeder, Key, RunningProxy, StartProxy, flag, make_key, new_env
 
 from crivline.flags import compile_flag_set
 from proxy import appkeys

@@ -14,12 +14,13 @@ import uuid
 from typing import Any
 
 import orjson
-from edgekit import Central, RunningProxy, StartProxy, eventually
 from openfeature import api
 from openfeature.contrib.provider.ofrep import OFREPProvider
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import ErrorCode as OFErrorCode
 from openfeature.flag_evaluation import FlagEvaluationDetails
+from support.edgekit import Central, RunningProxy, StartProxy
+from support.waiting import eventually
 
 from crivline.flags import compile_flag_set
 from proxy import appkeys

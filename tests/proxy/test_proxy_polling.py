@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import orjson
-from edgekit import Feeder, StartProxy, flag, make_key, new_env
+from support.edgekit import Feeder, StartProxy, flag, make_key, new_env
 
 from crivline import keyspace as ks
 

@@ -10,17 +10,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from edgekit import (
+from support.edgekit import (
     TEST_OPTIONS,
     Feeder,
     RunningProxy,
     SSEClient,
     StartProxy,
-    eventually,
     flag,
     make_key,
     new_env,
 )
+from support.waiting import eventually
 
 from crivline import keyspace as ks
 from proxy import appkeys

@@ -4,13 +4,13 @@ conditions, and the expected edge state read straight from Postgres."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
 import redis.asyncio as aioredis
+from support.waiting import eventually
 
 from crivline import tokens
 from crivline.edge_store import EdgeStore
@@ -72,19 +72,8 @@ class Announcements:
 async def wait_for(
     condition: Callable[[], Any], within: float = 10.0, what: str = "condition"
 ) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``within`` s."""
-    deadline = time.monotonic() + within
-    last: Any = None
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return result
-        last = result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what} (last: {last!r})")
-        await asyncio.sleep(0.01)
+    """:func:`support.waiting.eventually` with syncd's longer default patience."""
+    return await eventually(condition, within, what, every=0.01)
 
 
 @dataclass

@@ -37,6 +37,7 @@ from crivline.snapshot import EdgeKey, EnvironmentSnapshot
 from proxy import appkeys
 from proxy.app import create_app
 from proxy.options import ProxyOptions
+from support.waiting import eventually
 
 PREFIX = "t:"
 EDGE = "edge-1"
@@ -53,22 +54,6 @@ TEST_OPTIONS = ProxyOptions(
     redis_timeout=1.0,
     shutdown_timeout=5.0,
 )
-
-
-async def eventually(
-    condition: Callable[[], Any], within: float = 5.0, what: str = "condition"
-) -> Any:
-    """Poll ``condition`` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def new_env() -> str:
