@@ -190,7 +190,8 @@ def _is_json(content_type: str) -> bool:
 
 async def read_bytes(request: web.Request) -> bytes:
     """The raw body, within the size limit (413 beyond it)."""
-    return await httpserver.read_body(request, request.app[SETTINGS].max_body_bytes)
+    limit = request.app[SETTINGS].max_body_bytes
+    return await httpserver.read_body(request, limit, httpserver.BODY_SECONDS)
 
 
 def _nul_path(value: Any, path: str) -> str | None:
