@@ -117,9 +117,26 @@ def test_shorthand_buckets_by_flag_key_and_targeting_key() -> None:
     key = "fractional-flag-shorthand"
     assert flags.evaluate(key, {"targetingKey": "jon@company.com"}).value == "heads"
     assert flags.evaluate(key, {"targetingKey": "jane@company.com"}).value == "tails"
-    for ctx in ({}, {"targetingKey": ""}, {"targetingKey": 12345}, {"targetingKey": None}):
-        r = flags.evaluate(key, ctx)
-        assert (r.value, r.reason) == ("draw", Reason.DEFAULT), ctx
+
+
+@pytest.mark.parametrize(
+    "ctx", [{}, {"targetingKey": ""}, {"targetingKey": 12345}, {"targetingKey": None}]
+)
+def test_shorthand_without_a_usable_targeting_key_is_the_default(ctx: dict[str, Any]) -> None:
+    flags = compile_flag_set(
+        {
+            "flags": {
+                "fractional-flag-shorthand": {
+                    "state": "ENABLED",
+                    "variants": {"heads": "heads", "tails": "tails", "draw": "draw"},
+                    "defaultVariant": "draw",
+                    "targeting": {"fractional": [["heads"], ["tails", 1]]},
+                }
+            }
+        }
+    )
+    r = flags.evaluate("fractional-flag-shorthand", ctx)
+    assert (r.value, r.reason) == ("draw", Reason.DEFAULT)
 
 
 @pytest.mark.parametrize(
