@@ -102,18 +102,20 @@ def test_bucketing_expression_with_flag_key() -> None:
         assert (r.value, r.reason) == (want, Reason.SPLIT), name
 
 
-def test_shorthand_buckets_by_flag_key_and_targeting_key() -> None:
-    doc = {
-        "flags": {
-            "fractional-flag-shorthand": {
-                "state": "ENABLED",
-                "variants": {"heads": "heads", "tails": "tails", "draw": "draw"},
-                "defaultVariant": "draw",
-                "targeting": {"fractional": [["heads"], ["tails", 1]]},
-            }
+SHORTHAND = {
+    "flags": {
+        "fractional-flag-shorthand": {
+            "state": "ENABLED",
+            "variants": {"heads": "heads", "tails": "tails", "draw": "draw"},
+            "defaultVariant": "draw",
+            "targeting": {"fractional": [["heads"], ["tails", 1]]},
         }
     }
-    flags = compile_flag_set(doc)
+}
+
+
+def test_shorthand_buckets_by_flag_key_and_targeting_key() -> None:
+    flags = compile_flag_set(SHORTHAND)
     key = "fractional-flag-shorthand"
     assert flags.evaluate(key, {"targetingKey": "jon@company.com"}).value == "heads"
     assert flags.evaluate(key, {"targetingKey": "jane@company.com"}).value == "tails"
@@ -123,18 +125,7 @@ def test_shorthand_buckets_by_flag_key_and_targeting_key() -> None:
     "ctx", [{}, {"targetingKey": ""}, {"targetingKey": 12345}, {"targetingKey": None}]
 )
 def test_shorthand_without_a_usable_targeting_key_is_the_default(ctx: dict[str, Any]) -> None:
-    flags = compile_flag_set(
-        {
-            "flags": {
-                "fractional-flag-shorthand": {
-                    "state": "ENABLED",
-                    "variants": {"heads": "heads", "tails": "tails", "draw": "draw"},
-                    "defaultVariant": "draw",
-                    "targeting": {"fractional": [["heads"], ["tails", 1]]},
-                }
-            }
-        }
-    )
+    flags = compile_flag_set(SHORTHAND)
     r = flags.evaluate("fractional-flag-shorthand", ctx)
     assert (r.value, r.reason) == ("draw", Reason.DEFAULT)
 
