@@ -30,6 +30,7 @@ from crivline.settings import Settings
 from proxy import appkeys, health, routes_ofrep, routes_sdk, status_page
 from proxy.bulkcache import BulkCache
 from proxy.environments import EnvironmentCache
+from proxy.fairness import FAIRNESS, Fairness
 from proxy.hub import Hub
 from proxy.keys import KeyIndex
 from proxy.metrics import Metrics
@@ -121,6 +122,13 @@ async def _hub(app: web.Application) -> AsyncIterator[None]:
     )
     hub.start()
     app[appkeys.HUB] = hub
+    app[FAIRNESS] = Fairness(
+        hub,
+        app[appkeys.METRICS],
+        max_streams_per_tenant=settings.max_streams_per_tenant,
+        max_streams_per_environment=settings.max_streams_per_environment,
+        evaluation_share=settings.tenant_evaluation_share,
+    )
     yield
     await hub.shutdown()
 

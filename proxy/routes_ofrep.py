@@ -40,6 +40,7 @@ from proxy.auth import ANY_KIND
 from proxy.context import parse_context, read_body
 from proxy.environments import EnvironmentCache, EnvState, version_of_etag
 from proxy.errors import api_error_response
+from proxy.fairness import FAIRNESS
 from proxy.hub import OFREP
 from proxy.keys import KeyInfo
 from proxy.routes_sdk import last_event_id
@@ -73,7 +74,7 @@ async def evaluate_flag(request: web.Request) -> web.Response:
         response = api_error_response(exc)
         response.headers.update(out)
         return response
-    result = state.flags.evaluate(key, context)
+    result = app[FAIRNESS].evaluate(info.tenant, lambda: state.flags.evaluate(key, context))
     code = result.error_code
     status = 200 if code is None else 404 if code is ErrorCode.FLAG_NOT_FOUND else 400
     return web.Response(status=status, body=result.to_json(), headers=out, content_type=JSON)
@@ -92,7 +93,7 @@ async def evaluate_all(request: web.Request) -> web.Response:
         body = await read_body(
             request, app[appkeys.SETTINGS].max_body_bytes, app[appkeys.OPTIONS].body_timeout_seconds
         )
-        return _bulk(request, info, state, body, out)
+        return app[FAIRNESS].evaluate(info.tenant, lambda: _bulk(request, info, state, body, out))
     except ApiError as exc:
         response = api_error_response(exc)
         response.headers.update(out)
@@ -278,7 +279,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     version = since if since is not None else served_version
     if version is None:
         version = state.version
-    client = app[appkeys.HUB].open(info.environment, info.key_hash, OFREP, version, info.expires_at)
+    client = app[FAIRNESS].open_stream(info, OFREP, version)
     opening = sse.retry(app[appkeys.OPTIONS].retry_ms)
     if client.version < state.version:
         opening += state.refetch_event

@@ -16,6 +16,7 @@ import time
 from aiohttp import web
 
 from proxy import appkeys, cors
+from proxy.fairness import FAIRNESS
 from proxy.hub import StreamClient
 
 log = logging.getLogger("proxy.streams")
@@ -60,4 +61,5 @@ async def serve(
         client.close("error")
     finally:
         hub.release(client)
+        request.app[FAIRNESS].release(client)
     return response

@@ -293,7 +293,10 @@ def _guard(fn: Evaluate, key: str, metadata: Mapping[str, Any], budget: Budget) 
 def trail_path(root: Any, trail: list[Any], base: str) -> tuple[str, str | None]:
     """Where in ``root`` the nodes of ``trail`` (innermost first) lead: the path in
     validation's notation, and the segment it went into through a ``$ref`` (if any)."""
-    chain = list(reversed(trail))
+    chain: list[Any] = []
+    for node in reversed(trail):  # a node the tail compiler handed to the expression one
+        if not chain or chain[-1] is not node:  # appears twice in a row
+            chain.append(node)
     if not chain or chain[0] is not root:
         return base, None
     path, node = base, root
