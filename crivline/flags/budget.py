@@ -41,7 +41,7 @@ class Budget:
 
     work: int = 100_000
     bytes: int = 1_048_576
-    request_work: int = 1_000_000
+    request_work: int = 500_000
     request_bytes: int = 8_388_608
 
 
