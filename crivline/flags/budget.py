@@ -10,7 +10,10 @@ Work whose size the compiler cannot see is metered while it runs:
   ``missing``), and one per 64 characters a string operation scans or copies;
 - **bytes built**: the length of every string and 8 bytes per item of every array an
   operation builds at run time (``cat``, ``substr``, ``merge``, ``map``, ``filter``, and
-  arrays turned into strings by ``==``, ``<``, ``in``, arithmetic or ``cat``).
+  arrays turned into strings by ``==``, ``<``, ``in``, arithmetic or ``cat``). Strings
+  ``cat`` and ``substr`` build shorter than 64 characters are not charged: they cost a
+  step like any other operation, and this keeps the common short ``cat`` (a bucketing
+  key) free of metering.
 
 Everything else an evaluation does is bounded by the compiled size (see
 :data:`crivline.flags.model.Limits.max_compiled_bytes`): without loops each compiled
@@ -39,10 +42,10 @@ _UNLIMITED: Final = 1 << 62
 class Budget:
     """Bounds on one evaluation (``work``, ``bytes``) and one bulk request."""
 
-    work: int = 100_000
+    work: int = 50_000
     bytes: int = 1_048_576
-    request_work: int = 500_000
-    request_bytes: int = 8_388_608
+    request_work: int = 200_000
+    request_bytes: int = 4_194_304
 
 
 DEFAULT_BUDGET: Final = Budget()

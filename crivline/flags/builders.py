@@ -263,18 +263,25 @@ def contains(haystack: Any, needle: Any) -> bool:
 def concatenate(fns: Sequence[Fn]) -> Fn:
     parts = tuple(fns)
 
+    build, small = budget.build, budget.CHARS_PER_UNIT
+
     def run(d: Any) -> str:
         texts = [to_string(f(d)) for f in parts]
-        budget.build(sum(map(len, texts)))
+        size = sum(map(len, texts))
+        if size >= small:  # a short string costs a step, already counted
+            build(size)
         return "".join(texts)
 
     return run
 
 
 def substring(source: Fn, start: Fn, length: Fn | None) -> Fn:
+    build, small = budget.build, budget.CHARS_PER_UNIT
+
     def run(d: Any) -> str:
         text = substr(source(d), start(d), None if length is None else length(d))
-        budget.build(len(text))
+        if len(text) >= small:  # a short string costs a step, already counted
+            build(len(text))
         return text
 
     return run

@@ -158,6 +158,7 @@ def to_string(value: Any) -> str:
     if t is bool:
         return "true" if value else "false"
     if t is list:
+        budget.items(len(value))
         parts = ["" if item is None else to_string(item) for item in value]
         # Charged before joining: a list holding one long string many times over would
         # otherwise be built in full first.
