@@ -131,16 +131,16 @@ class ExprCompiler:
         hit = self._memo.get((name, top))
         if hit is not None:
             expr, size = hit
-            budget.build(size)  # every use counts, as if the segment were inlined
+            budget.spend(size)  # every use counts, as if the segment were inlined
             return expr
         node = self.segment(name)
         self.enter(name)
-        before = METER.bytes
+        before = METER.work
         try:
             expr = self.compile(node, top)
         finally:
             self.leave()
-        self._memo[(name, top)] = (expr, before - METER.bytes)
+        self._memo[(name, top)] = (expr, before - METER.work)
         return expr
 
     def nodes(self, node: Any) -> int:

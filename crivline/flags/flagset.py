@@ -22,7 +22,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from crivline.flags import builders
-from crivline.flags.budget import DEFAULT_BUDGET, METER, Budget, BudgetExceeded, describe
+from crivline.flags.budget import (
+    BYTES_PER_UNIT,
+    DEFAULT_BUDGET,
+    METER,
+    Budget,
+    BudgetExceeded,
+    describe,
+)
 from crivline.flags.coerce import truthy, variant_name
 from crivline.flags.compile import ExprCompiler
 from crivline.flags.errors import FlagSetError, Problem
@@ -38,9 +45,6 @@ Entry = Resolution | Evaluate
 Tail = Resolution | Evaluate
 
 _NO_METADATA: Final[Mapping[str, Any]] = {}
-# Work constant folding may do while compiling one flag (folding a map over a long
-# literal list runs it): ten evaluations' worth.
-_COMPILE_WORK: Final = 10 * DEFAULT_BUDGET.work
 
 
 def _error(
@@ -264,11 +268,10 @@ def _choice(cond: Expr, then: Tail, otherwise: Tail) -> Evaluate:
 
 def _guard(fn: Evaluate, key: str, metadata: Mapping[str, Any], budget: Budget) -> Evaluate:
     meter = METER
-    work, size = budget.work, budget.bytes
+    work = budget.work
 
     def evaluate(ctx: Mapping[str, Any]) -> Resolution:
         meter.work = work  # a fresh budget for this evaluation
-        meter.bytes = size
         try:
             return fn(ctx)
         except BudgetExceeded as exc:
@@ -338,20 +341,18 @@ def _child_path(items: list[Any], target: Any, path: str) -> str | None:
 def _too_big(exc: BudgetExceeded, targeting: Any, base: str, limits: Limits) -> Problem:
     path, segment = trail_path(targeting, exc.trail, base)
     inside = f" (inside segment {segment!r})" if segment is not None else ""
-    if exc.kind == "work":
-        what = "folding its constant operations would take more work than allowed"
-    else:
-        what = (
-            f"it compiles to more than {limits.max_compiled_bytes} bytes "
-            "(every $ref inlined where it is used, constant operations folded)"
-        )
+    what = (
+        f"it compiles to more than {limits.max_compiled_bytes} bytes "
+        "(every $ref inlined where it is used, constant operations folded)"
+    )
     return Problem(path, f"this rule is too large to serve: {what}{inside}")
 
 
 def _compile_targeting(
     key: str, targeting: Any, segments: Mapping[str, Any], answers: _Answers, limits: Limits
 ) -> Tail:
-    METER.grant(_COMPILE_WORK, limits.max_compiled_bytes)
+    # Compiled size is metered in the evaluator's units: bytes / BYTES_PER_UNIT.
+    METER.work = limits.max_compiled_bytes // BYTES_PER_UNIT
     METER.close_pool()
     return _TailCompiler(ExprCompiler(key, segments), answers).tail(targeting, split=False)
 
@@ -518,7 +519,7 @@ class CompiledFlagSet:
         if self._static_context is not None:
             context = {**self._static_context, **context}
         budget = self._budget
-        METER.open_pool(budget.request_work, budget.request_bytes)
+        METER.open_pool(budget.request_work)
         try:
             return [e if type(e) is Resolution else e(context) for e in self._order]  # type: ignore[operator]
         finally:
