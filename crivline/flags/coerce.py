@@ -65,6 +65,8 @@ def fit(value: int | float) -> int | float:
 
 def string_to_number(text: str) -> int | float:
     """JavaScript ``Number(text)``: NaN for anything that is not a number literal."""
+    if len(text) >= budget.CHARS_PER_UNIT:  # reading a long string is charged as a scan
+        budget.scan(len(text))
     s = text.strip()
     if not s:
         return 0

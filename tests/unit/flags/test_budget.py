@@ -317,3 +317,12 @@ def test_no_rule_found_by_search_escapes_the_budget(rule: Any, context: dict[str
     assert work <= DEFAULT_BUDGET.work + 5 * 10**6, (work, rule)
     if work > DEFAULT_BUDGET.work:
         assert over_budget(result), result
+
+
+def test_reading_a_long_string_as_a_number_is_charged() -> None:
+    # found by the search above: * on a 20,000-character string, once per item
+    rule = {"some": [{"var": "a"}, {"==": [{"*": [2, {"var": "s"}]}, 1]}]}
+    context = {"a": [{"s": "1" * 20_000}] * 2_000}
+    work, result = spent(flag({"if": [rule, "on", "off"]}), context)
+    assert over_budget(result), result
+    assert work > DEFAULT_BUDGET.work
