@@ -264,15 +264,27 @@ def concatenate(fns: Sequence[Fn]) -> Fn:
     parts = tuple(fns)
 
     build, small = budget.build, budget.CHARS_PER_UNIT
+    if len(parts) <= _FEW:
+        # Few parts, each an existing string: charged once built, at most a few times
+        # the largest string that already exists.
+        def run_few(d: Any) -> str:
+            text = "".join([to_string(f(d)) for f in parts])
+            if len(text) >= small:  # a short string costs a step, already counted
+                build(len(text))
+            return text
+
+        return run_few
 
     def run(d: Any) -> str:
         texts = [to_string(f(d)) for f in parts]
         size = sum(map(len, texts))
-        if size >= small:  # a short string costs a step, already counted
-            build(size)
+        build(size)  # before joining: many parts may repeat one long string
         return "".join(texts)
 
     return run
+
+
+_FEW = 4  # cat with at most this many parts is charged after joining
 
 
 def substring(source: Fn, start: Fn, length: Fn | None) -> Fn:
