@@ -266,7 +266,9 @@ def _choice(cond: Expr, then: Tail, otherwise: Tail) -> Evaluate:
     return builders.choose(cf, cond.plain, _as_function(then), _as_function(otherwise))
 
 
-def _guard(fn: Evaluate, key: str, metadata: Mapping[str, Any], budget: Budget) -> Evaluate:
+def _guard(
+    fn: Evaluate, key: str, metadata: Mapping[str, Any], budget: Budget = DEFAULT_BUDGET
+) -> Evaluate:
     meter = METER
     work = budget.work
 
