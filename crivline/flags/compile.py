@@ -58,6 +58,8 @@ def node_bytes(node: Any) -> int:
     t = type(node)
     if t is str:
         return _NODE_BYTES + len(node)
+    if t is int or t is bool or node is None:
+        return _NODE_BYTES
     if t is list:
         return _NODE_BYTES + budget.BYTES_PER_ITEM * len(node)
     if t is dict:
@@ -87,31 +89,32 @@ class ExprCompiler:
     def compile(self, node: Any, top: bool) -> Expr:
         """``top``: the data is the context (not an item of map/filter/...)."""
         try:
-            budget.build(node_bytes(node))
-            return self._compile(node, top)
+            # this node's own compiled size, charged inline: compile runs per node
+            meter = METER
+            meter.work -= node_bytes(node) // budget.BYTES_PER_UNIT
+            if meter.work < 0:
+                raise BudgetExceeded("work")
+            t = type(node)
+            if t is dict:
+                if len(node) != 1:
+                    return constant(node)  # not an operation: a literal object
+                op, raw = next(iter(node.items()))
+                if op == "$ref" and type(raw) is str:
+                    return self.ref(raw, top)
+                handler = self._ops.get(op)
+                if handler is None:
+                    raise CompileError(f"unknown operation {op!r}")
+                return handler(arguments(raw), top)
+            if t is list:
+                parts = self._all(node, top)
+                fractional = any(p.fractional for p in parts)
+                if all(p.is_const for p in parts):
+                    return constant([p.const for p in parts], fractional=fractional)
+                return Expr(b.listing([p.fn for p in parts]), plain=True, fractional=fractional)
+            return constant(node)
         except BudgetExceeded as exc:
             exc.trail.append(node)
             raise
-
-    def _compile(self, node: Any, top: bool) -> Expr:
-        t = type(node)
-        if t is dict:
-            if len(node) != 1:
-                return constant(node)  # not an operation: a literal object
-            op, raw = next(iter(node.items()))
-            if op == "$ref" and type(raw) is str:
-                return self.ref(raw, top)
-            handler = self._ops.get(op)
-            if handler is None:
-                raise CompileError(f"unknown operation {op!r}")
-            return handler(arguments(raw), top)
-        if t is list:
-            parts = self._all(node, top)
-            fractional = any(p.fractional for p in parts)
-            if all(p.is_const for p in parts):
-                return constant([p.const for p in parts], fractional=fractional)
-            return Expr(b.listing([p.fn for p in parts]), plain=True, fractional=fractional)
-        return constant(node)
 
     def segment(self, name: str) -> Any:
         if name not in self.segments:
