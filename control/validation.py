@@ -16,7 +16,13 @@ from typing import Any
 import orjson
 
 from crivline.errors import FieldProblem, Unprocessable
-from crivline.flags import FlagSetError, validate_flag, validate_flag_set, validate_segment
+from crivline.flags import (
+    FlagSetError,
+    compiled_size_problem,
+    validate_flag,
+    validate_flag_set,
+    validate_segment,
+)
 
 _PLAIN = re.compile(r"[^.\[\]\"\s]+")
 
@@ -76,6 +82,44 @@ def segment_problems(
     except FlagSetError as error:
         return _prefixed(prefix, error)
     return []
+
+
+def dependent_flag_problems(
+    segment: str, targetings: Iterable[tuple[str, str, Any]], segments: Mapping[str, Any]
+) -> list[FieldProblem]:
+    """Flag states (flag, environment, targeting) that would be too large to serve once
+    ``segment`` changes to what ``segments`` holds — the edge compiles them with it."""
+    problems = []
+    for flag, env, targeting in targetings:
+        if not isinstance(targeting, dict) or not _reaches(targeting, segment, segments):
+            continue
+        base = join_path(join_path(join_path("flags", flag), "environments"), env)
+        found = compiled_size_problem(flag, targeting, segments, base=join_path(base, "targeting"))
+        if found is not None:
+            why = found.message.removeprefix("this rule is too large to serve: ")
+            problems.append(
+                FieldProblem(
+                    found.path,
+                    f"with this segment, flag {flag!r} in environment {env!r} would be too "
+                    f"large to serve: {why}",
+                )
+            )
+    return problems
+
+
+def _reaches(node: Any, segment: str, segments: Mapping[str, Any]) -> bool:
+    """Whether ``node`` refers to ``segment``, directly or through other segments."""
+    seen: set[str] = set()
+    stack = list(segment_refs(node))
+    while stack:
+        name = stack.pop()
+        if name == segment:
+            return True
+        if name in seen or name not in segments:
+            continue
+        seen.add(name)
+        stack.extend(segment_refs(segments[name]))
+    return False
 
 
 def flag_set_problems(document: Any, types: Mapping[str, str]) -> list[FieldProblem]:

@@ -97,6 +97,16 @@ def _seconds(name: str, raw: str) -> float:
     return value
 
 
+def _share(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number (seconds per second), got {raw!r}") from None
+    if not 0 <= value <= 64:
+        raise ConfigError(f"{name} must be between 0 (off) and 64, got {raw!r}")
+    return value
+
+
 def _url(schemes: tuple[str, ...]) -> Callable[[str, str], Secret]:
     def parse(name: str, raw: str) -> Secret:
         parts = urlsplit(raw)
@@ -169,6 +179,11 @@ class Settings:
     max_streams_per_key: int = _env("CRIVLINE_MAX_STREAMS_PER_KEY", _positive_int, 1000)
     max_streams: int = _env("CRIVLINE_MAX_STREAMS", _positive_int, 20000)
     redis_max_connections: int = _env("CRIVLINE_REDIS_MAX_CONNECTIONS", _positive_int, 64)
+    max_streams_per_tenant: int = _env("CRIVLINE_MAX_STREAMS_PER_TENANT", _positive_int, 10000)
+    max_streams_per_environment: int = _env(
+        "CRIVLINE_MAX_STREAMS_PER_ENVIRONMENT", _positive_int, 10000
+    )
+    tenant_evaluation_share: float = _env("CRIVLINE_TENANT_EVALUATION_SHARE", _share, 0.75)
     log_level: str = _env("CRIVLINE_LOG_LEVEL", _log_level, "INFO")
     data_dir: Path = _env("CRIVLINE_DATA_DIR", _path, Path(".crivline"))
 

@@ -275,6 +275,10 @@ class Stack:
                 "CRIVLINE_SYNCD_PORT": str(ports["syncd"]),
                 # The limiter still runs on every request; it just never refuses one.
                 "CRIVLINE_RATE_LIMIT": "1000000",
+                # Likewise the per-tenant guards: one tenant is the whole load here.
+                "CRIVLINE_MAX_STREAMS_PER_TENANT": "1000000",
+                "CRIVLINE_MAX_STREAMS_PER_ENVIRONMENT": "1000000",
+                "CRIVLINE_TENANT_EVALUATION_SHARE": "64",
                 "CRIVLINE_LOG_LEVEL": "WARNING",
             }
         )

@@ -35,6 +35,7 @@ from proxy.edge.environments import EnvironmentCache
 from proxy.edge.keys import KeyIndex
 from proxy.edge.status import EdgeStatus
 from proxy.edge.subscriber import Subscriber
+from proxy.fairness import FAIRNESS, Fairness
 from proxy.hub import Hub
 from proxy.metrics import Metrics
 from proxy.middleware import edge_middleware
@@ -124,6 +125,13 @@ async def _hub(app: web.Application) -> AsyncIterator[None]:
     )
     hub.start()
     app[appkeys.HUB] = hub
+    app[FAIRNESS] = Fairness(
+        hub,
+        app[appkeys.METRICS],
+        max_streams_per_tenant=settings.max_streams_per_tenant,
+        max_streams_per_environment=settings.max_streams_per_environment,
+        evaluation_share=settings.tenant_evaluation_share,
+    )
     yield
     await hub.shutdown()
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from crivline import httpserver
 from crivline.logs import fields
 from proxy import appkeys, cors
+from proxy.fairness import FAIRNESS
 from proxy.hub import StreamClient
 
 log = logging.getLogger(__name__)
@@ -56,4 +57,5 @@ async def serve(
         client.close("error")
     finally:
         hub.release(client)
+        request.app[FAIRNESS].release(client)
     return response

@@ -14,7 +14,12 @@ from control.http import Precondition
 from control.store.projects import ProjectStore
 from control.store.records import Project, Segment, same_json
 from control.store.scope import TenantScope
-from control.validation import refuse, segment_problems, segment_refs
+from control.validation import (
+    dependent_flag_problems,
+    refuse,
+    segment_problems,
+    segment_refs,
+)
 from crivline.errors import Conflict, NotFound
 
 _COLUMNS = "id, key, definition, revision, created_at, updated_at"
@@ -77,6 +82,12 @@ class SegmentStore:
         others = await self.definitions(project)
         others.pop(key, None)
         refuse(segment_problems(key, definition, others), f"segment {key!r}")
+        # The flags that use it are compiled with it at the edge: each must stay in bounds.
+        targetings = await self._targetings(project)
+        refuse(
+            dependent_flag_problems(key, targetings, {**others, key: definition}),
+            f"segment {key!r}",
+        )
         segment, created = await self.write(project, key, definition, current)
         await self.scope.bump(await self._environment_ids(project))
         return segment, created
@@ -171,6 +182,21 @@ class SegmentStore:
             if name != key and key in segment_refs(definition):
                 found.append(f"segment {name}")
         return found
+
+    async def _targetings(self, project: Project) -> list[tuple[str, str, Any]]:
+        """(flag, environment, targeting) of every live flag state with targeting."""
+        rows = await self.conn.fetch(
+            """SELECT f.key AS flag, e.key AS env, fe.targeting
+                 FROM flag_environments fe
+                 JOIN flags f ON f.tenant_id = fe.tenant_id AND f.id = fe.flag_id
+                 JOIN environments e ON e.tenant_id = fe.tenant_id AND e.id = fe.environment_id
+                WHERE fe.tenant_id = $1 AND fe.project_id = $2 AND fe.targeting IS NOT NULL
+                  AND NOT f.is_archived
+                ORDER BY f.key, e.key""",
+            self.tenant_id,
+            project.id,
+        )
+        return [(r["flag"], r["env"], r["targeting"]) for r in rows]
 
     async def _environment_ids(self, project: Project) -> list[str]:
         # Every environment of the project serves the project's segments.

@@ -29,10 +29,17 @@ flag's over the flag set's). ``to_dict()`` / ``to_json()`` give the OFREP body (
 cached per result); ``ofrep_bulk_body(results, metadata)`` joins them for the bulk
 endpoint. Results are shared between calls: treat them, their values and their
 metadata as read-only.
+
+Bounds (see ``budget``): each evaluation of targeting gets a work budget
+(:class:`Budget`: work units and bytes built at run time; out of it, a GENERAL error)
+and ``evaluate_all`` a budget per request; each flag's targeting compiles to at most
+``Limits.max_compiled_bytes`` (``compiled_size_problem`` is that measurement, for
+validation). Numbers are IEEE doubles, as in JavaScript.
 """
 
+from crivline.flags.budget import DEFAULT_BUDGET, Budget
 from crivline.flags.errors import FlagSetError, Problem
-from crivline.flags.flagset import CompiledFlagSet, compile_flag_set
+from crivline.flags.flagset import CompiledFlagSet, compile_flag_set, compiled_size_problem
 from crivline.flags.model import (
     DEFAULT_LIMITS,
     FLAG_KEY_PATTERN,
@@ -47,9 +54,11 @@ from crivline.flags.model import (
 from crivline.flags.validate import validate_flag, validate_flag_set, validate_segment
 
 __all__ = [
+    "DEFAULT_BUDGET",
     "DEFAULT_LIMITS",
     "FLAG_KEY_PATTERN",
     "FLAG_TYPES",
+    "Budget",
     "CompiledFlagSet",
     "ErrorCode",
     "FlagSetError",
@@ -58,6 +67,7 @@ __all__ = [
     "Reason",
     "Resolution",
     "compile_flag_set",
+    "compiled_size_problem",
     "ofrep_bulk_body",
     "ofrep_flags_part",
     "validate_flag",

@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from crivline.flags import budget
 from crivline.flags.coerce import (
     divide,
     extreme,
+    fit,
     less,
     less_equal,
     loose_eq,
@@ -146,11 +148,14 @@ def compare(fns: Sequence[Fn], op: str) -> Fn:
 
 
 def arithmetic(fns: Sequence[Fn], op: str) -> Fn:
+    """JavaScript arithmetic on doubles: every operand is a safe integer or a float
+    (``to_number``), and every result is fitted back (``fit``), so no integer grows
+    beyond 2**106 before it becomes a float."""
     parts = tuple(fns)
     if op == "+":
 
         def add(d: Any) -> Any:
-            return sum(to_number(f(d)) for f in parts)
+            return fit(sum([to_number(f(d)) for f in parts]))
 
         return add
     if op == "*":
@@ -158,7 +163,7 @@ def arithmetic(fns: Sequence[Fn], op: str) -> Fn:
         def multiply(d: Any) -> Any:
             product: int | float = 1
             for f in parts:
-                product *= to_number(f(d))
+                product = fit(product * to_number(f(d)))
             return product
 
         return multiply
@@ -192,7 +197,7 @@ def arithmetic(fns: Sequence[Fn], op: str) -> Fn:
 
 
 def _subtract(x: Any, y: Any) -> int | float:
-    return to_number(x) - to_number(y)
+    return fit(to_number(x) - to_number(y))
 
 
 def _null(_d: Any) -> None:
@@ -223,6 +228,15 @@ def member(needle: Fn, haystack: Fn, fixed: Any) -> Fn:
         return in_strings
     if type(fixed) is str:
         text = fixed
+        if len(text) >= budget.CHARS_PER_UNIT:
+            scan = budget.scan
+            size = len(text)
+
+            def in_long_text(d: Any) -> bool:
+                scan(size)
+                return to_string(needle(d)) in text
+
+            return in_long_text
 
         def in_text(d: Any) -> bool:
             return to_string(needle(d)) in text
@@ -238,8 +252,10 @@ def member(needle: Fn, haystack: Fn, fixed: Any) -> Fn:
 def contains(haystack: Any, needle: Any) -> bool:
     t = type(haystack)
     if t is list:
+        budget.items(len(haystack))
         return any(strict_eq(needle, x) for x in haystack)
     if t is str:
+        budget.scan(len(haystack))
         return to_string(needle) in haystack
     return False
 
@@ -247,15 +263,38 @@ def contains(haystack: Any, needle: Any) -> bool:
 def concatenate(fns: Sequence[Fn]) -> Fn:
     parts = tuple(fns)
 
+    build, small = budget.build, budget.CHARS_PER_UNIT
+    if len(parts) <= _FEW:
+        # Few parts, each an existing string: charged once built, at most a few times
+        # the largest string that already exists.
+        def run_few(d: Any) -> str:
+            text = "".join([to_string(f(d)) for f in parts])
+            if len(text) >= small:  # a short string costs a step, already counted
+                build(len(text))
+            return text
+
+        return run_few
+
     def run(d: Any) -> str:
-        return "".join([to_string(f(d)) for f in parts])
+        texts = [to_string(f(d)) for f in parts]
+        size = sum(map(len, texts))
+        build(size)  # before joining: many parts may repeat one long string
+        return "".join(texts)
 
     return run
 
 
+_FEW = 4  # cat with at most this many parts is charged after joining
+
+
 def substring(source: Fn, start: Fn, length: Fn | None) -> Fn:
+    build, small = budget.build, budget.CHARS_PER_UNIT
+
     def run(d: Any) -> str:
-        return substr(source(d), start(d), None if length is None else length(d))
+        text = substr(source(d), start(d), None if length is None else length(d))
+        if len(text) >= small:  # a short string costs a step, already counted
+            build(len(text))
+        return text
 
     return run
 
@@ -291,9 +330,14 @@ def merge(fns: Sequence[Fn]) -> Fn:
     parts = tuple(fns)
 
     def run(d: Any) -> list[Any]:
+        values = [f(d) for f in parts]
+        size = 0
+        for v in values:
+            size += len(v) if type(v) is list else 1
+        budget.items(size)
+        budget.build(size * budget.BYTES_PER_ITEM)
         out: list[Any] = []
-        for f in parts:
-            v = f(d)
+        for v in values:
             if type(v) is list:
                 out.extend(v)
             else:
@@ -303,21 +347,33 @@ def merge(fns: Sequence[Fn]) -> Fn:
     return run
 
 
-def scoped(op: str, items: Fn, sub: Fn, initial: Fn) -> Fn:
+def scoped(op: str, items: Fn, sub: Fn, initial: Fn, body: int) -> Fn:
     """``map``, ``filter``, ``reduce``, ``all``, ``some``, ``none``: ``sub`` runs with each
-    item (for reduce ``{"current", "accumulator"}``) as its data."""
+    item (for reduce ``{"current", "accumulator"}``) as its data. ``body`` is the size of
+    ``sub`` in compiled nodes: the work of every item is charged before the loop runs."""
+    charge = budget.items
+    built = budget.build
+    per_item = budget.BYTES_PER_ITEM
     if op == "map":
 
         def mapped(d: Any) -> list[Any]:
             v = items(d)
-            return [sub(x) for x in v] if type(v) is list else []
+            if type(v) is not list:
+                return []
+            charge(len(v), body)
+            built(len(v) * per_item)
+            return [sub(x) for x in v]
 
         return mapped
     if op == "filter":
 
         def filtered(d: Any) -> list[Any]:
             v = items(d)
-            return [x for x in v if truthy(sub(x))] if type(v) is list else []
+            if type(v) is not list:
+                return []
+            charge(len(v), body)
+            built(len(v) * per_item)
+            return [x for x in v if truthy(sub(x))]
 
         return filtered
     if op == "reduce":
@@ -327,6 +383,7 @@ def scoped(op: str, items: Fn, sub: Fn, initial: Fn) -> Fn:
             v = items(d)
             if type(v) is not list:
                 return acc
+            charge(len(v), body)
             for x in v:
                 acc = sub({"current": x, "accumulator": acc})
             return acc
@@ -336,20 +393,29 @@ def scoped(op: str, items: Fn, sub: Fn, initial: Fn) -> Fn:
 
         def every(d: Any) -> bool:
             v = items(d)
-            return type(v) is list and bool(v) and all(truthy(sub(x)) for x in v)
+            if type(v) is not list or not v:
+                return False
+            charge(len(v), body)
+            return all(truthy(sub(x)) for x in v)
 
         return every
     if op == "some":
 
         def some(d: Any) -> bool:
             v = items(d)
-            return type(v) is list and any(truthy(sub(x)) for x in v)
+            if type(v) is not list:
+                return False
+            charge(len(v), body)
+            return any(truthy(sub(x)) for x in v)
 
         return some
 
     def none(d: Any) -> bool:
         v = items(d)
-        return type(v) is not list or not any(truthy(sub(x)) for x in v)
+        if type(v) is not list:
+            return True
+        charge(len(v), body)
+        return not any(truthy(sub(x)) for x in v)
 
     return none
 
@@ -400,9 +466,15 @@ def version_compare(left: Fn, op: Fn, right: Fn) -> Fn:
 
 
 def regex_search(value: Fn, search: Callable[[str], Any]) -> Fn:
+    scan = budget.scan
+
     def run(d: Any) -> bool | None:
         v = value(d)
-        return search(v) is not None if type(v) is str else None
+        if type(v) is not str:
+            return None
+        if len(v) >= budget.CHARS_PER_UNIT:
+            scan(len(v))
+        return search(v) is not None
 
     return run
 

@@ -7,6 +7,13 @@ numbers print the way JavaScript prints them (``3.0`` → ``"3"``). Python ints 
 are both JavaScript numbers; ``bool`` is not a number here even though Python says so.
 Known simplifications: strings compare by code point (JavaScript: UTF-16 unit), and
 arrays and objects compare by identity, as in JavaScript.
+
+Numbers are IEEE doubles, as in JavaScript: an integer stays a Python ``int`` only while
+it is exactly representable (|n| ≤ 2**53, :data:`MAX_SAFE`); anything larger becomes a
+float (``inf`` past the double range). Arithmetic on safe integers is exact and its
+result is rounded the same way, so no evaluation does unbounded integer arithmetic —
+repeated squaring reaches ``inf`` in a few steps instead of growing a huge integer.
+Arrays turned into strings are charged to the evaluation budget (``budget.build``).
 """
 
 from __future__ import annotations
@@ -14,9 +21,12 @@ from __future__ import annotations
 import math
 from typing import Any, Final
 
+from crivline.flags import budget
+
 NAN: Final = math.nan
 INF: Final = math.inf
 
+MAX_SAFE: Final = 2**53  # JavaScript's Number.MAX_SAFE_INTEGER + 1: exact in a double
 _NUMBER_CHARS: Final = frozenset("0123456789+-.eE")
 _RADIX: Final = {"0x": 16, "0o": 8, "0b": 2}
 
@@ -33,8 +43,25 @@ def truthy(value: Any) -> bool:
     return bool(value)
 
 
+def big_to_float(value: int) -> float:
+    """A Python integer as the nearest double (±inf when it is out of range)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return INF if value > 0 else -INF
+
+
+def fit(value: int | float) -> int | float:
+    """A number as a double would hold it: ints beyond ±2**53 become floats."""
+    if type(value) is int and not -MAX_SAFE <= value <= MAX_SAFE:
+        return big_to_float(value)
+    return value
+
+
 def string_to_number(text: str) -> int | float:
     """JavaScript ``Number(text)``: NaN for anything that is not a number literal."""
+    if len(text) >= budget.CHARS_PER_UNIT:  # reading a long string is charged as a scan
+        budget.scan(len(text))
     s = text.strip()
     if not s:
         return 0
@@ -44,7 +71,7 @@ def string_to_number(text: str) -> int | float:
         if not digits or "_" in digits or not digits.isascii() or not digits.isalnum():
             return NAN
         try:
-            return int(digits, _RADIX[head])
+            return fit(int(digits, _RADIX[head]))
         except ValueError:
             return NAN
     if s in ("Infinity", "+Infinity"):
@@ -62,7 +89,11 @@ def string_to_number(text: str) -> int | float:
 def to_number(value: Any) -> int | float:
     """JavaScript ``Number(value)``."""
     t = type(value)
-    if t is int or t is float:
+    if t is int:
+        if -MAX_SAFE <= value <= MAX_SAFE:
+            return value  # type: ignore[no-any-return]
+        return big_to_float(value)
+    if t is float:
         return value  # type: ignore[no-any-return]
     if t is str:
         return string_to_number(value)
@@ -114,7 +145,9 @@ def to_string(value: Any) -> str:
     if t is str:
         return value  # type: ignore[no-any-return]
     if t is int:
-        return str(value)
+        if -MAX_SAFE <= value <= MAX_SAFE:
+            return str(value)
+        return number_to_string(big_to_float(value))
     if t is float:
         return number_to_string(value)
     if value is None:
@@ -122,7 +155,12 @@ def to_string(value: Any) -> str:
     if t is bool:
         return "true" if value else "false"
     if t is list:
-        return ",".join("" if item is None else to_string(item) for item in value)
+        budget.items(len(value))
+        parts = ["" if item is None else to_string(item) for item in value]
+        # Charged before joining: a list holding one long string many times over would
+        # otherwise be built in full first.
+        budget.build(sum(map(len, parts)) + len(parts))
+        return ",".join(parts)
     if t is dict:
         return "[object Object]"
     return str(value)
@@ -257,8 +295,6 @@ def variant_name(value: Any) -> str | None:
         return value  # type: ignore[no-any-return]
     if t is bool:
         return "true" if value else "false"
-    if t is int:
-        return str(value)
-    if t is float:
-        return number_to_string(value)
+    if t is int or t is float:
+        return to_string(value)
     return None

@@ -9,6 +9,13 @@ a cycle of segments or an invalid ``regex_match`` pattern raise :class:`CompileE
 (the flag then answers PARSE_ERROR); everything else compiles to what flagd does at
 run time, for example an operation with the wrong number of arguments evaluates to
 null. Validation is where such mistakes are refused.
+
+Compilation is metered (``budget``): every node compiled charges its own size in
+bytes, every ``$ref`` the whole compiled size of its segment (each use counts, as if
+inlined), and constant folding the strings and arrays it builds. The caller grants the
+bound (``Limits.max_compiled_bytes``); past it :class:`BudgetExceeded` escapes with the
+trail of nodes it came through, so the same measurement refuses a rule at write time
+(with its path) and at the edge.
 """
 
 from __future__ import annotations
@@ -16,8 +23,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
+
+from crivline.flags import budget
 from crivline.flags import builders as b
 from crivline.flags import fractional as fr
+from crivline.flags.budget import METER, BudgetExceeded
 from crivline.flags.coerce import to_number, truthy
 from crivline.flags.expr import (
     NULL,
@@ -38,6 +49,30 @@ Handler = Callable[[list[Any], bool], Expr]
 # (selector or constant bucket index, bucket variant expressions)
 FractionalParts = tuple[fr.Selector | int, list[Expr]]
 
+_NODE_BYTES = 16  # what any compiled node counts for, before its strings and items
+_BODY_CAP = 1_000_000
+
+
+def node_bytes(node: Any) -> int:
+    """The compiled size of ``node`` itself (its children are counted as they compile)."""
+    t = type(node)
+    if t is str:
+        return _NODE_BYTES + len(node)
+    if t is int or t is bool or node is None:
+        return _NODE_BYTES
+    if t is list:
+        return _NODE_BYTES + budget.BYTES_PER_ITEM * len(node)
+    if t is dict:
+        if len(node) == 1:
+            op, raw = next(iter(node.items()))
+            items = len(raw) if type(raw) is list else 1
+            return _NODE_BYTES + len(op) + budget.BYTES_PER_ITEM * items
+        try:  # a literal object: kept whole
+            return _NODE_BYTES + len(orjson.dumps(node))
+        except (TypeError, orjson.JSONEncodeError):
+            return _NODE_BYTES
+    return _NODE_BYTES
+
 
 class ExprCompiler:
     """Compiles the expressions of one flag (``flag_key`` is needed by ``$flagd``)."""
@@ -45,7 +80,7 @@ class ExprCompiler:
     def __init__(self, flag_key: str, segments: Mapping[str, Any]) -> None:
         self.flag_key = flag_key
         self.segments = segments
-        self._memo: dict[tuple[str, bool], Expr] = {}
+        self._memo: dict[tuple[str, bool], tuple[Expr, int]] = {}
         self._active: list[str] = []
         self._ops: dict[str, Handler] = self._handlers()
 
@@ -53,24 +88,33 @@ class ExprCompiler:
 
     def compile(self, node: Any, top: bool) -> Expr:
         """``top``: the data is the context (not an item of map/filter/...)."""
-        t = type(node)
-        if t is dict:
-            if len(node) != 1:
-                return constant(node)  # not an operation: a literal object
-            op, raw = next(iter(node.items()))
-            if op == "$ref" and type(raw) is str:
-                return self.ref(raw, top)
-            handler = self._ops.get(op)
-            if handler is None:
-                raise CompileError(f"unknown operation {op!r}")
-            return handler(arguments(raw), top)
-        if t is list:
-            parts = self._all(node, top)
-            fractional = any(p.fractional for p in parts)
-            if all(p.is_const for p in parts):
-                return constant([p.const for p in parts], fractional=fractional)
-            return Expr(b.listing([p.fn for p in parts]), plain=True, fractional=fractional)
-        return constant(node)
+        try:
+            # this node's own compiled size, charged inline: compile runs per node
+            meter = METER
+            meter.work -= node_bytes(node) // budget.BYTES_PER_UNIT
+            if meter.work < 0:
+                raise BudgetExceeded("work")
+            t = type(node)
+            if t is dict:
+                if len(node) != 1:
+                    return constant(node)  # not an operation: a literal object
+                op, raw = next(iter(node.items()))
+                if op == "$ref" and type(raw) is str:
+                    return self.ref(raw, top)
+                handler = self._ops.get(op)
+                if handler is None:
+                    raise CompileError(f"unknown operation {op!r}")
+                return handler(arguments(raw), top)
+            if t is list:
+                parts = self._all(node, top)
+                fractional = any(p.fractional for p in parts)
+                if all(p.is_const for p in parts):
+                    return constant([p.const for p in parts], fractional=fractional)
+                return Expr(b.listing([p.fn for p in parts]), plain=True, fractional=fractional)
+            return constant(node)
+        except BudgetExceeded as exc:
+            exc.trail.append(node)
+            raise
 
     def segment(self, name: str) -> Any:
         if name not in self.segments:
@@ -89,15 +133,35 @@ class ExprCompiler:
     def ref(self, name: str, top: bool) -> Expr:
         hit = self._memo.get((name, top))
         if hit is not None:
-            return hit
+            expr, size = hit
+            budget.spend(size)  # every use counts, as if the segment were inlined
+            return expr
         node = self.segment(name)
         self.enter(name)
+        before = METER.work
         try:
             expr = self.compile(node, top)
         finally:
             self.leave()
-        self._memo[(name, top)] = expr
+        self._memo[(name, top)] = (expr, before - METER.work)
         return expr
+
+    def nodes(self, node: Any) -> int:
+        """How many compiled nodes ``node`` has with its ``$ref``s inlined (capped)."""
+        count = 0
+        stack = [node]
+        while stack and count < _BODY_CAP:
+            item = stack.pop()
+            count += 1
+            t = type(item)
+            if t is dict:
+                if len(item) == 1 and type(item.get("$ref")) is str:
+                    stack.append(self.segments.get(item["$ref"]))
+                    continue
+                stack.extend(item.values())
+            elif t is list:
+                stack.extend(item)
+        return count
 
     def _all(self, args: list[Any], top: bool) -> list[Expr]:
         return [self.compile(a, top) for a in args]
@@ -112,6 +176,8 @@ class ExprCompiler:
         if all(p.is_const for p in parts):
             try:
                 value = fn(None)
+            except BudgetExceeded:  # folding would build too much: the rule is too big
+                raise
             except Exception:  # leave the failure to evaluation time, where it is reported
                 return Expr(fn, plain=plain, fractional=fractional)
             return constant(value, fractional=fractional)
@@ -293,7 +359,8 @@ class ExprCompiler:
         items = self._arg(args, 0, top)
         sub = self.compile(args[1], False) if len(args) > 1 else NULL
         initial = self._arg(args, 2, top) if op == "reduce" else NULL
-        fn = b.scoped(op, items.fn, sub.fn, initial.fn)
+        body = self.nodes(args[1]) if len(args) > 1 else 1
+        fn = b.scoped(op, items.fn, sub.fn, initial.fn, body)
         return self.make(fn, [items, sub, initial], plain=op != "reduce")
 
     # -- flagd and Crivline operations -------------------------------------------------

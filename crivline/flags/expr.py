@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from crivline.flags import budget
 from crivline.flags.coerce import to_string
 
 Fn = Callable[[Any], Any]
@@ -176,6 +177,7 @@ def with_default(base: Expr, default: Expr) -> Expr:
 
 
 def missing_keys(data: Any, keys: list[Any], top: bool, flag_key: str) -> list[Any]:
+    budget.items(len(keys))
     out = []
     for k in keys:
         v = lookup(data, k, top, flag_key)

@@ -6,6 +6,13 @@ as TARGETING_MATCH or SPLIT, the default as STATIC or DEFAULT, DISABLED — is a
 branches of ``if`` and the buckets of ``fractional`` that produce the flag's answer
 map straight to those prebuilt results, so a typical evaluation is a few closure calls
 and returns an existing object.
+
+Budgets (``budget``): compiling a flag's targeting may build at most
+``Limits.max_compiled_bytes`` (its nodes with every ``$ref`` inlined, and what constant
+folding builds), else the flag answers PARSE_ERROR — :func:`compiled_size_problem` is the
+same measurement for validation. Every evaluation of targeting gets a fresh
+:class:`~crivline.flags.budget.Budget` (the entry resets the meter) and ends in a GENERAL
+error, never a stall, when it runs out; ``evaluate_all`` also bounds the request.
 """
 
 from __future__ import annotations
@@ -15,11 +22,20 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from crivline.flags import builders
+from crivline.flags.budget import (
+    BYTES_PER_UNIT,
+    DEFAULT_BUDGET,
+    METER,
+    Budget,
+    BudgetExceeded,
+    describe,
+)
 from crivline.flags.coerce import truthy, variant_name
 from crivline.flags.compile import ExprCompiler
 from crivline.flags.errors import FlagSetError, Problem
 from crivline.flags.expr import CompileError, Expr
-from crivline.flags.model import ErrorCode, Reason, Resolution
+from crivline.flags.messages import key_path
+from crivline.flags.model import DEFAULT_LIMITS, ErrorCode, Limits, Reason, Resolution
 from crivline.flags.ops import arguments
 
 log = logging.getLogger(__name__)
@@ -131,6 +147,13 @@ class _TailCompiler:
         self.answers = answers
 
     def tail(self, node: Any, split: bool) -> Tail:
+        try:
+            return self._tail(node, split)
+        except BudgetExceeded as exc:
+            exc.trail.append(node)
+            raise
+
+    def _tail(self, node: Any, split: bool) -> Tail:
         if type(node) is dict and len(node) == 1:
             op, raw = next(iter(node.items()))
             if op == "$ref" and type(raw) is str:
@@ -243,10 +266,22 @@ def _choice(cond: Expr, then: Tail, otherwise: Tail) -> Evaluate:
     return builders.choose(cf, cond.plain, _as_function(then), _as_function(otherwise))
 
 
-def _guard(fn: Evaluate, key: str, metadata: Mapping[str, Any]) -> Evaluate:
+def _guard(
+    fn: Evaluate, key: str, metadata: Mapping[str, Any], budget: Budget = DEFAULT_BUDGET
+) -> Evaluate:
+    meter = METER
+    work = budget.work
+
     def evaluate(ctx: Mapping[str, Any]) -> Resolution:
+        meter.work = work  # a fresh budget for this evaluation
         try:
             return fn(ctx)
+        except BudgetExceeded as exc:
+            meter.exceeded += 1
+            return _error(key, ErrorCode.GENERAL, describe(exc.kind, budget), metadata)
+        except RecursionError:
+            # Deep data built at run time (an array nested in itself by reduce).
+            return _error(key, ErrorCode.GENERAL, "targeting nested its data too deeply", metadata)
         except Exception:  # evaluation never raises: report, don't crash
             # A bug in an operation: logged for the operator, not shown to the caller.
             log.exception("targeting failed", extra={"fields": {"flag": key}})
@@ -258,6 +293,90 @@ def _guard(fn: Evaluate, key: str, metadata: Mapping[str, Any]) -> Evaluate:
             )
 
     return evaluate
+
+
+def trail_path(root: Any, trail: list[Any], base: str) -> tuple[str, str | None]:
+    """Where in ``root`` the nodes of ``trail`` (innermost first) lead: the path in
+    validation's notation, and the segment it went into through a ``$ref`` (if any)."""
+    chain: list[Any] = []
+    for node in reversed(trail):  # a node the tail compiler handed to the expression one
+        if not chain or chain[-1] is not node:  # appears twice in a row
+            chain.append(node)
+    if not chain or chain[0] is not root:
+        return base, None
+    path, node = base, root
+    for nxt in chain[1:]:
+        if type(node) is dict and len(node) == 1:
+            op, raw = next(iter(node.items()))
+            if op == "$ref":
+                return path, raw if type(raw) is str else None
+            here = key_path(path, op)
+            if raw is nxt:
+                path, node = here, nxt
+                continue
+            found = _child_path(raw, nxt, here) if type(raw) is list else None
+        elif type(node) is list:
+            found = _child_path(node, nxt, path)
+        else:
+            found = None
+        if found is None:
+            break
+        path, node = found, nxt
+    if type(node) is dict and len(node) == 1 and "$ref" in node:
+        raw = node["$ref"]
+        return key_path(path, "$ref"), raw if type(raw) is str else None
+    return path, None
+
+
+def _child_path(items: list[Any], target: Any, path: str) -> str | None:
+    for i, item in enumerate(items):
+        if item is target:
+            return f"{path}[{i}]"
+    for i, item in enumerate(items):  # a fractional bucket: [variant, weight]
+        if type(item) is list:
+            for j, inner in enumerate(item):
+                if inner is target:
+                    return f"{path}[{i}][{j}]"
+    return None
+
+
+def _too_big(exc: BudgetExceeded, targeting: Any, base: str, limits: Limits) -> Problem:
+    path, segment = trail_path(targeting, exc.trail, base)
+    inside = f" (inside segment {segment!r})" if segment is not None else ""
+    what = (
+        f"it compiles to more than {limits.max_compiled_bytes} bytes "
+        "(every $ref inlined where it is used, constant operations folded)"
+    )
+    return Problem(path, f"this rule is too large to serve: {what}{inside}")
+
+
+def _compile_targeting(
+    key: str, targeting: Any, segments: Mapping[str, Any], answers: _Answers, limits: Limits
+) -> Tail:
+    # Compiled size is metered in the evaluator's units: bytes / BYTES_PER_UNIT.
+    METER.work = limits.max_compiled_bytes // BYTES_PER_UNIT
+    METER.close_pool()
+    return _TailCompiler(ExprCompiler(key, segments), answers).tail(targeting, split=False)
+
+
+def compiled_size_problem(
+    key: str,
+    targeting: Any,
+    segments: Mapping[str, Any],
+    *,
+    base: str = "targeting",
+    limits: Limits = DEFAULT_LIMITS,
+) -> Problem | None:
+    """Whether ``targeting`` is over the compiled-size bound — measured exactly as the
+    edge's compiler measures it — and where. Other problems are validation's to report."""
+    answers = _Answers(key, {}, None, _NO_METADATA)
+    try:
+        _compile_targeting(key, targeting, segments, answers, limits)
+    except BudgetExceeded as exc:
+        return _too_big(exc, targeting, base, limits)
+    except (CompileError, RecursionError):
+        return None
+    return None
 
 
 def _variant_values(variants: Mapping[str, Any], flag_type: str | None) -> dict[str, Any]:
@@ -283,13 +402,17 @@ def compile_flag(
     segments: Mapping[str, Any],
     set_metadata: Mapping[str, Any],
     flag_type: str | None = None,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    budget: Budget = DEFAULT_BUDGET,
 ) -> tuple[Entry, dict[str, Any]]:
     """One flag's evaluation (a constant result, or a function of the context) and its
     metadata (the flag's over the flag set's)."""
     metadata = dict(set_metadata)
     if isinstance(definition, Mapping) and isinstance(definition.get("metadata"), Mapping):
         metadata.update(definition["metadata"])
-    return _compile_flag(key, definition, segments, metadata, flag_type), metadata
+    entry = _compile_flag(key, definition, segments, metadata, flag_type, limits, budget)
+    return entry, metadata
 
 
 def _compile_flag(
@@ -298,6 +421,8 @@ def _compile_flag(
     segments: Mapping[str, Any],
     metadata: dict[str, Any],
     flag_type: str | None,
+    limits: Limits,
+    budget: Budget,
 ) -> Entry:
     def parse_error(message: str) -> Resolution:
         return _error(key, ErrorCode.PARSE_ERROR, message, metadata)
@@ -326,27 +451,39 @@ def _compile_flag(
     if type(targeting) is not dict:
         return parse_error("targeting must be a JSONLogic rule (an object)")
     try:
-        tail = _TailCompiler(ExprCompiler(key, segments), answers).tail(targeting, split=False)
+        tail = _compile_targeting(key, targeting, segments, answers, limits)
     except CompileError as exc:
         return parse_error(f"invalid targeting: {exc}")
     except RecursionError:
         return parse_error("invalid targeting: nested too deeply")
+    except BudgetExceeded as exc:
+        return parse_error(str(_too_big(exc, targeting, "targeting", limits)))
     if isinstance(tail, Resolution):
         return tail
-    return _guard(tail, key, metadata)
+    return _guard(tail, key, metadata, budget)
 
 
 class CompiledFlagSet:
     """A flag set ready to evaluate. Evaluation is pure and never raises."""
 
-    __slots__ = ("_entries", "_flag_metadata", "_order", "_static_context", "keys", "metadata")
+    __slots__ = (
+        "_budget",
+        "_entries",
+        "_flag_metadata",
+        "_order",
+        "_static_context",
+        "keys",
+        "metadata",
+    )
 
     def __init__(
         self,
         entries: Mapping[str, tuple[Entry, dict[str, Any]]],
         metadata: Mapping[str, Any],
         static_context: Mapping[str, Any] | None = None,
+        budget: Budget = DEFAULT_BUDGET,
     ) -> None:
+        self._budget = budget
         self._entries: dict[str, Entry] = {k: e for k, (e, _) in entries.items()}
         self._flag_metadata: dict[str, dict[str, Any]] = {k: m for k, (_, m) in entries.items()}
         self._order: tuple[Entry, ...] = tuple(self._entries.values())
@@ -383,7 +520,12 @@ class CompiledFlagSet:
             return [self._invalid_context(key, context) for key in self.keys]
         if self._static_context is not None:
             context = {**self._static_context, **context}
-        return [e if type(e) is Resolution else e(context) for e in self._order]  # type: ignore[operator]
+        budget = self._budget
+        METER.open_pool(budget.request_work)
+        try:
+            return [e if type(e) is Resolution else e(context) for e in self._order]  # type: ignore[operator]
+        finally:
+            METER.close_pool()
 
     def _invalid_context(self, key: str, context: object) -> Resolution:
         metadata = self._flag_metadata.get(key, _NO_METADATA)
@@ -400,6 +542,8 @@ def compile_flag_set(
     *,
     types: Mapping[str, str] | None = None,
     static_context: Mapping[str, Any] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    budget: Budget = DEFAULT_BUDGET,
 ) -> CompiledFlagSet:
     """Compile a flag-set document (validate it first with ``validate_flag_set``).
 
@@ -407,7 +551,9 @@ def compile_flag_set(
     only a document without a ``flags`` object raises :class:`FlagSetError`. ``types``
     (flag key → declared type) makes integer variants of float flags serve as floats.
     ``static_context`` is merged under every evaluation context (like flagd's sync
-    context): the request's own keys win.
+    context): the request's own keys win. ``limits.max_compiled_bytes`` bounds each
+    flag's compiled size (over it: PARSE_ERROR); ``budget`` bounds each evaluation and
+    each ``evaluate_all``.
     """
     if not isinstance(doc, Mapping):
         raise FlagSetError([Problem("", "a flag set must be a JSON object")])
@@ -422,7 +568,15 @@ def compile_flag_set(
         set_metadata = {}
     types = types or {}
     entries = {
-        str(key): compile_flag(str(key), definition, segments, set_metadata, types.get(key))
+        str(key): compile_flag(
+            str(key),
+            definition,
+            segments,
+            set_metadata,
+            types.get(key),
+            limits=limits,
+            budget=budget,
+        )
         for key, definition in flags.items()
     }
-    return CompiledFlagSet(entries, dict(set_metadata), static_context)
+    return CompiledFlagSet(entries, dict(set_metadata), static_context, budget)

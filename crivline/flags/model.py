@@ -193,13 +193,17 @@ class Limits:
     segment). ``max_depth``: nesting of arrays and objects in it. ``max_expanded_nodes``:
     operations in one flag's targeting after every ``$ref`` is inlined (segments that
     reference each other can otherwise grow exponentially). ``max_pattern_length``: the
-    length of one ``regex_match`` pattern.
+    length of one ``regex_match`` pattern. ``max_compiled_bytes``: one flag's targeting
+    (or one segment) as the evaluator compiles it — every node, every ``$ref`` counted at
+    each use as if inlined, and the strings and arrays constant folding builds; the edge's
+    compiler measures the same way and answers PARSE_ERROR past it.
     """
 
     max_bytes: int = 1_048_576
     max_depth: int = 64
     max_expanded_nodes: int = 20_000
     max_pattern_length: int = 1_024
+    max_compiled_bytes: int = 2_097_152
 
 
 DEFAULT_LIMITS: Final = Limits()

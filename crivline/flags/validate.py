@@ -14,6 +14,7 @@ from typing import Any, Final
 import orjson
 
 from crivline.flags.errors import FlagSetError, Problem
+from crivline.flags.flagset import compiled_size_problem
 from crivline.flags.messages import describe, key_path, listing
 from crivline.flags.model import DEFAULT_LIMITS, FLAG_KEY_RE, FLAG_TYPES, Limits
 from crivline.flags.refs import SegmentGraph
@@ -163,7 +164,7 @@ class _Checker:
         self.default_variant(definition, names, key_path(path, "defaultVariant"))
         self.metadata(definition.get("metadata"), key_path(path, "metadata"))
         if "targeting" in definition:
-            self.targeting(definition["targeting"], names, segments, graph, path)
+            self.targeting(definition["targeting"], names, segments, graph, path, key)
 
     def variants(self, definition: dict[str, Any], flag_type: str | None, path: str) -> set[str]:
         variants = definition.get("variants")
@@ -219,8 +220,10 @@ class _Checker:
         segments: Mapping[Any, Any],
         graph: SegmentGraph,
         flag_path: str,
+        key: Any = "",
     ) -> None:
         path = key_path(flag_path, "targeting")
+        found = len(self.problems)
         if targeting is None or targeting == {}:
             return
         if type(targeting) is not dict:
@@ -244,6 +247,18 @@ class _Checker:
                 f"targeting expands to more than {self.limits.max_expanded_nodes} nodes once "
                 "its $ref segments are inlined",
             )
+        self.compiled_size(str(key), targeting, segments, path, found)
+
+    def compiled_size(
+        self, key: str, rule: Any, segments: Mapping[Any, Any], path: str, found: int
+    ) -> None:
+        """The edge's own measurement of the compiled rule, when nothing else is wrong
+        with it (a rule with problems is refused anyway)."""
+        if len(self.problems) > found:
+            return
+        problem = compiled_size_problem(key, rule, segments, base=path, limits=self.limits)
+        if problem is not None:
+            self.add(problem.path, problem.message)
 
     def segment(
         self, name: Any, fragment: Any, segments: Mapping[Any, Any], graph: SegmentGraph, path: str
@@ -253,6 +268,7 @@ class _Checker:
         if type(fragment) is not dict or not fragment:
             self.add(path, "a segment must be a JSONLogic rule (an object with one operation)")
             return
+        found = len(self.problems)
         rules = RuleChecker(self.add, segments, None, self.limits)
         rules.check(fragment, path, tail=False)
         cycle = graph.cycle_from(name)
@@ -265,6 +281,7 @@ class _Checker:
                 f"this segment expands to more than {self.limits.max_expanded_nodes} nodes "
                 "once the segments it refers to are inlined",
             )
+        self.compiled_size(str(name), fragment, segments, path, found)
 
 
 def _run(limits: Limits, body: Callable[[_Checker], None]) -> None:

@@ -41,6 +41,7 @@ from proxy.context import parse_context
 from proxy.edge.environments import EnvironmentCache, EnvState, version_of_etag
 from proxy.edge.keys import KeyInfo
 from proxy.errors import api_error_response
+from proxy.fairness import FAIRNESS
 from proxy.hub import OFREP
 from proxy.routes.sdk import last_event_id
 
@@ -67,7 +68,7 @@ async def evaluate_flag(request: web.Request) -> web.Response:
         context = _context(request, await _read_body(request), key)
     except ApiError as exc:
         return _refused(exc, out)
-    result = state.flags.evaluate(key, context)
+    result = app[FAIRNESS].evaluate(info.tenant, lambda: state.flags.evaluate(key, context))
     code = result.error_code
     status = 200 if code is None else 404 if code is ErrorCode.FLAG_NOT_FOUND else 400
     return web.Response(
@@ -85,7 +86,8 @@ async def evaluate_all(request: web.Request) -> web.Response:
         state = await _honour_refetch_hints(request, cache, state)
     out = headers.served(state, app[appkeys.STATUS])
     try:
-        return _bulk(request, info, state, await _read_body(request), out)
+        body = await _read_body(request)
+        return app[FAIRNESS].evaluate(info.tenant, lambda: _bulk(request, info, state, body, out))
     except ApiError as exc:
         return _refused(exc, out)
 
@@ -275,7 +277,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     version = since if since is not None else served_version
     if version is None:
         version = state.version
-    client = app[appkeys.HUB].open(info.environment, info.key_hash, OFREP, version, info.expires_at)
+    client = app[FAIRNESS].open_stream(info, OFREP, version)
     opening = sse.retry(app[appkeys.OPTIONS].retry_ms)
     if client.version < state.version:
         opening += state.refetch_event

@@ -24,6 +24,7 @@ from crivline import httpserver, sse
 from proxy import appkeys, headers, streams
 from proxy.access import authorize
 from proxy.auth import SERVER_ONLY
+from proxy.fairness import FAIRNESS
 from proxy.hub import SDK
 
 routes = web.RouteTableDef()
@@ -67,7 +68,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         opening, version = await cache.catch_up(info.environment, since)
         state = cache.get(info.environment) or state
     # From here to hub.open nothing awaits: no event can slip between the two.
-    client = app[appkeys.HUB].open(info.environment, info.key_hash, SDK, version, info.expires_at)
+    client = app[FAIRNESS].open_stream(info, SDK, version)
     options = app[appkeys.OPTIONS]
     client.send(sse.retry(options.retry_ms) + opening)
     if opening:

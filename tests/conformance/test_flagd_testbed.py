@@ -25,7 +25,10 @@ from typing import Any
 import pytest
 from flagd_gherkin import Scenario, Step, parse_feature
 
-from crivline.flags import CompiledFlagSet, Resolution, compile_flag_set
+from crivline.flags import DEFAULT_BUDGET, CompiledFlagSet, Resolution, compile_flag_set
+from crivline.flags.budget import METER
+
+_UNSET = 1 << 62
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTBED = ROOT.parent / "shared" / "conformance" / "flagd-testbed"
@@ -130,7 +133,11 @@ class Details:
 def sdk_evaluate(
     flags: CompiledFlagSet, key: str, type_name: str, default: Any, ctx: dict[str, Any]
 ) -> Details:
+    METER.work = _UNSET
     r: Resolution = flags.evaluate(key, ctx)
+    if METER.work != _UNSET:  # targeting ran: far below the budget, as every scenario must
+        work = DEFAULT_BUDGET.work - METER.work
+        assert work < DEFAULT_BUDGET.work // 100, (key, work)
     metadata = dict(r.metadata)
     if r.error_code is not None:
         return Details(default, None, "ERROR", r.error_code.value, metadata)

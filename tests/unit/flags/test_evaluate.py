@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -181,11 +182,32 @@ def test_missing_default_variant_is_a_general_error() -> None:
     assert r.error_code == ErrorCode.GENERAL
 
 
+class _Exploding(Mapping[str, Any]):
+    """Context data whose lookups fail: a stand-in for a bug in an operation."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("lookup failed")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
 def test_exceptions_in_targeting_become_general_errors() -> None:
-    # a huge integer cannot become a float: Python raises, evaluation must not
-    rule = {"if": [{">": [{"*": [{"var": "n"}, 1.5]}, 1]}, "on", "off"]}
-    r = evaluate(flag(rule), {"n": 10**400})
+    rule = {"if": [{"==": [{"var": "a.b"}, 1]}, "on", "off"]}
+    r = evaluate(flag(rule), {"a": _Exploding()})
     assert (r.reason, r.error_code) == (Reason.ERROR, ErrorCode.GENERAL)
+    assert r.error_message == "targeting failed on this context; it has been logged"
+    assert evaluate(flag(rule), {"a": {"b": 1}}).value is True
+
+
+def test_a_huge_integer_is_a_double_like_in_javascript() -> None:
+    # beyond the double range it is Infinity, as Number(10**400) is in JavaScript
+    rule = {"if": [{">": [{"*": [{"var": "n"}, 1.5]}, 1]}, "on", "off"]}
+    assert evaluate(flag(rule), {"n": 10**400}).value is True
+    assert evaluate(flag(rule), {"n": -(10**400)}).value is False
     assert evaluate(flag(rule), {"n": 2}).value is True
 
 
