@@ -1,7 +1,7 @@
 """A compiled flag set: one call per evaluation, results built at compile time.
 
 Every answer a flag can give that does not depend on an error message — each variant
-as TARGETING_MATCH or SPLIT, the default as STATIC or DEFAULT, DISABLED — is a
+as TARGETING_MATCH, the default as STATIC or DEFAULT, DISABLED — is a
 :class:`Resolution` built once here. Targeting compiles "in tail position": the
 branches of ``if`` and the buckets of ``fractional`` that produce the flag's answer
 map straight to those prebuilt results, so a typical evaluation is a few closure calls
@@ -19,6 +19,7 @@ from crivline.flags.coerce import truthy, variant_name
 from crivline.flags.compile import ExprCompiler
 from crivline.flags.errors import FlagSetError, Problem
 from crivline.flags.expr import CompileError, Expr
+from crivline.flags.fractional import LEGACY_SCHEME, Scheme, scheme_of
 from crivline.flags.model import ErrorCode, Reason, Resolution
 from crivline.flags.ops import arguments
 
@@ -56,7 +57,6 @@ class _Answers:
         self.values = values
         self.metadata = metadata
         self._match: dict[str, Resolution] = {}
-        self._split: dict[str, Resolution] = {}
         self.default = self._default(default, Reason.DEFAULT)
         self.static = self._default(default, Reason.STATIC)
 
@@ -74,15 +74,17 @@ class _Answers:
         return Resolution(self.key, value, name, reason, metadata=self.metadata)
 
     def variant(self, name: str, split: bool) -> Resolution:
-        table = self._split if split else self._match
-        hit = table.get(name)
+        # A variant a ``fractional`` chose (``split``) is TARGETING_MATCH too: that is what
+        # current flagd and its providers report (openfeature-flagd-core 2.x included),
+        # and an SDK moving between them must see the same reason.
+        hit = self._match.get(name)
         if hit is not None:
             return hit
         value = self.values.get(name)
         if value is None:
             return self.unknown(name)
-        reason = Reason.SPLIT if split else Reason.TARGETING_MATCH
-        hit = table[name] = Resolution(self.key, value, name, reason, metadata=self.metadata)
+        hit = Resolution(self.key, value, name, Reason.TARGETING_MATCH, metadata=self.metadata)
+        self._match[name] = hit
         return hit
 
     def unknown(self, name: str) -> Resolution:
@@ -283,13 +285,14 @@ def compile_flag(
     segments: Mapping[str, Any],
     set_metadata: Mapping[str, Any],
     flag_type: str | None = None,
+    bucketing: Scheme = LEGACY_SCHEME,
 ) -> tuple[Entry, dict[str, Any]]:
     """One flag's evaluation (a constant result, or a function of the context) and its
     metadata (the flag's over the flag set's)."""
     metadata = dict(set_metadata)
     if isinstance(definition, Mapping) and isinstance(definition.get("metadata"), Mapping):
         metadata.update(definition["metadata"])
-    return _compile_flag(key, definition, segments, metadata, flag_type), metadata
+    return _compile_flag(key, definition, segments, metadata, flag_type, bucketing), metadata
 
 
 def _compile_flag(
@@ -298,6 +301,7 @@ def _compile_flag(
     segments: Mapping[str, Any],
     metadata: dict[str, Any],
     flag_type: str | None,
+    bucketing: Scheme,
 ) -> Entry:
     def parse_error(message: str) -> Resolution:
         return _error(key, ErrorCode.PARSE_ERROR, message, metadata)
@@ -326,7 +330,9 @@ def _compile_flag(
     if type(targeting) is not dict:
         return parse_error("targeting must be a JSONLogic rule (an object)")
     try:
-        tail = _TailCompiler(ExprCompiler(key, segments), answers).tail(targeting, split=False)
+        tail = _TailCompiler(ExprCompiler(key, segments, bucketing), answers).tail(
+            targeting, split=False
+        )
     except CompileError as exc:
         return parse_error(f"invalid targeting: {exc}")
     except RecursionError:
@@ -400,6 +406,7 @@ def compile_flag_set(
     *,
     types: Mapping[str, str] | None = None,
     static_context: Mapping[str, Any] | None = None,
+    bucketing: Scheme | None = None,
 ) -> CompiledFlagSet:
     """Compile a flag-set document (validate it first with ``validate_flag_set``).
 
@@ -407,7 +414,8 @@ def compile_flag_set(
     only a document without a ``flags`` object raises :class:`FlagSetError`. ``types``
     (flag key → declared type) makes integer variants of float flags serve as floats.
     ``static_context`` is merged under every evaluation context (like flagd's sync
-    context): the request's own keys win.
+    context): the request's own keys win. ``bucketing`` is the ``fractional`` scheme;
+    by default the one the set's ``metadata.fractionalBucketing`` names, else v2.
     """
     if not isinstance(doc, Mapping):
         raise FlagSetError([Problem("", "a flag set must be a JSON object")])
@@ -421,8 +429,9 @@ def compile_flag_set(
     if not isinstance(set_metadata, Mapping):
         set_metadata = {}
     types = types or {}
+    scheme = bucketing or scheme_of(set_metadata)
     entries = {
-        str(key): compile_flag(str(key), definition, segments, set_metadata, types.get(key))
+        str(key): compile_flag(str(key), definition, segments, set_metadata, types.get(key), scheme)
         for key, definition in flags.items()
     }
     return CompiledFlagSet(entries, dict(set_metadata), static_context)
