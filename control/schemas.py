@@ -24,9 +24,16 @@ _NAME = Field("string", min_length=1, max_length=200, description="Display name.
 NEW_PROJECT = Body(
     "NewProject", {"key": _KEY, "name": _NAME}, examples=({"key": "web-shop", "name": "Web shop"},)
 )
+_BUCKETING = Field(
+    "string",
+    choices=("v2", "v3"),
+    description="The fractional bucketing scheme of the environment's flag set: v3, "
+    "flagd's current one (the default), or v2, the one environments created before it "
+    "keep (see docs/flag-format.md).",
+)
 NEW_ENVIRONMENT = Body(
     "NewEnvironment",
-    {"key": _KEY, "name": _NAME},
+    {"key": _KEY, "name": _NAME, "fractionalBucketing": _BUCKETING},
     examples=({"key": "staging", "name": "Staging"},),
 )
 
@@ -189,6 +196,7 @@ RESPONSE_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
             "key": {"type": "string"},
             "name": {"type": "string"},
             "version": {"type": "integer", "minimum": 1, "description": "The replication clock."},
+            "fractionalBucketing": {"type": "string", "enum": ["v2", "v3"]},
             "createdAt": _TIME,
             "updatedAt": _TIME,
         }

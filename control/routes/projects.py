@@ -80,7 +80,10 @@ async def create_environment(request: web.Request) -> web.Response:
 
     async def create(store: TenantStore) -> Outcome:
         env = await store.projects.create_environment(
-            project_key, body["key"], body.get("name", body["key"])
+            project_key,
+            body["key"],
+            body.get("name", body["key"]),
+            body.get("fractionalBucketing"),
         )
         location = f"/api/v1/projects/{project_key}/environments/{env.key}"
         return Outcome(env.to_api(), 201, {"Location": location})

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncpg
 
 from control.store.records import Environment, Project
 from control.store.scope import TenantScope
 from crivline.errors import Conflict, NotFound
+from crivline.flags.fractional import CURRENT_SCHEME
 
 _PROJECT_COLUMNS = "id, key, name, created_at, updated_at"
-_ENVIRONMENT_COLUMNS = "id, project_id, key, name, version, created_at, updated_at"
+_ENVIRONMENT_COLUMNS = (
+    "id, project_id, key, name, version, created_at, updated_at, fractional_bucketing"
+)
 _PROJECT = f"SELECT {_PROJECT_COLUMNS} FROM projects"
 _ENVIRONMENT = f"SELECT {_ENVIRONMENT_COLUMNS} FROM environments"
 
@@ -82,8 +87,12 @@ class ProjectStore:
             raise NotFound(f"no environment {key!r} in project {project.key!r}")
         return Environment.from_row(row)
 
-    async def create_environment(self, project_key: str, key: str, name: str) -> Environment:
+    async def create_environment(
+        self, project_key: str, key: str, name: str, bucketing: str | None = None
+    ) -> Environment:
         """A new environment, with a DISABLED state for every flag of the project.
+
+        ``bucketing`` is its fractional scheme, by default flagd's current one (v3).
 
         Locks the project row against concurrent flag creation (which holds it FOR
         SHARE), so no flag is created without a row in this environment or vice versa.
@@ -91,12 +100,15 @@ class ProjectStore:
         project = await self.get(project_key, lock="FOR NO KEY UPDATE")
         try:
             row = await self.conn.fetchrow(
-                f"""INSERT INTO environments (tenant_id, project_id, key, name)
-                   VALUES ($1, $2, $3, $4) RETURNING {_ENVIRONMENT_COLUMNS}""",
+                f"""INSERT INTO environments (tenant_id, project_id, key, name,
+                                             fractional_bucketing)
+                   VALUES ($1, $2, $3, $4, $5)
+                   RETURNING {_ENVIRONMENT_COLUMNS}""",
                 self.tenant_id,
                 project.id,
                 key,
                 name,
+                bucketing or CURRENT_SCHEME,
             )
         except asyncpg.UniqueViolationError:
             raise Conflict(
@@ -117,15 +129,7 @@ class ProjectStore:
             self.scope.actor,
         )
         versions = await self.scope.bump([env.id])
-        env = Environment(
-            env.id,
-            env.project_id,
-            env.key,
-            env.name,
-            versions[env.id],
-            env.created_at,
-            env.updated_at,
-        )
+        env = dataclasses.replace(env, version=versions[env.id])
         await self.scope.audit(
             project_id=project.id,
             action="environment.create",
