@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from crivline import httpserver
+from crivline import httpserver, strictjson
 from crivline.errors import BadRequest, PayloadTooLarge
 
 
@@ -51,10 +50,17 @@ def parse_context(
     if not body or body.isspace():
         return {}
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        doc = strictjson.loads(body)
+    except strictjson.JSONDecodeError as exc:
         raise _refusal(
             BadRequest, "PARSE_ERROR", f"the request body is not valid JSON: {exc}", key
+        ) from None
+    except strictjson.DuplicateKey as exc:
+        raise _refusal(
+            BadRequest,
+            "PARSE_ERROR",
+            f"the request body is ambiguous: a JSON object has the key {exc.key!r} more than once",
+            key,
         ) from None
     if type(doc) is not dict:
         raise _refusal(

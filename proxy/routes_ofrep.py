@@ -31,7 +31,7 @@ from datetime import datetime
 import orjson
 from aiohttp import web
 
-from crivline import sse
+from crivline import sse, strictjson
 from crivline.errors import ApiError, ServiceUnavailable, Unauthorized
 from crivline.flags import ErrorCode
 from proxy import appkeys, cors, headers, streams
@@ -107,10 +107,13 @@ def _bulk(
     tickets = app[appkeys.TICKETS]
     now = time.time()
     window = tickets.expiry(now) if tickets.ready else 0
-    digest = hashlib.blake2b(body, digest_size=16).digest()
+    context = _context(request, body, None)
+    # The context's canonical form: the same context with its keys in another order is
+    # the same ETag and the same cached answer.
+    digest = hashlib.blake2b(strictjson.canonical(context), digest_size=16).digest()
     flags_part: bytes | None = None
     if state.time_dependent:
-        flags_part = _evaluate(request, state, body)
+        flags_part = _evaluate(state, context)
         tag = hashlib.blake2b(flags_part + b"%d" % window, digest_size=8).hexdigest()
     else:
         tag = hashlib.blake2b(digest + b"%d" % window, digest_size=8).hexdigest()
@@ -127,7 +130,7 @@ def _bulk(
         flags_part = bulk_cache.get(state.content_hash, digest)
         metrics.cache_lookup("bulk", flags_part is not None)
         if flags_part is None:
-            flags_part = _evaluate(request, state, body)
+            flags_part = _evaluate(state, context)
             bulk_cache.put(state.content_hash, digest, flags_part)
     answer = (
         flags_part
@@ -139,9 +142,8 @@ def _bulk(
     return web.Response(body=answer, headers=out, content_type=JSON)
 
 
-def _evaluate(request: web.Request, state: EnvState, body: bytes) -> bytes:
+def _evaluate(state: EnvState, context: dict[str, object]) -> bytes:
     """``{"flags":[...]`` (left open for the rest of the body)."""
-    context = _context(request, body, None)
     results = state.flags.evaluate_all(context)
     return b'{"flags":[' + b",".join([r.to_json() for r in results]) + b"]"
 
