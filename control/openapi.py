@@ -34,6 +34,13 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "Which flags: live ones (false, the default), archived ones, or all.",
         "schema": {"enum": ["false", "true", "all"], "default": "false"},
     },
+    "projectChanges": {
+        "name": "projectChanges", "in": "query", "required": False,
+        "description": "What an import does when it would change a flag's project-wide "
+        "parts (variants, metadata, or restoring it from the archive), which every "
+        "environment serves: refuse (409, the default) or apply (and report them).",
+        "schema": {"enum": ["refuse", "apply"], "default": "refuse"},
+    },
     "project": {
         "name": "project", "in": "query", "required": False,
         "description": "Only entries of this project (by key).",

@@ -332,6 +332,21 @@ RESPONSE_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
                     for name in ("created", "updated")
                 }
             ),
+            "projectChanges": _object(
+                {
+                    "flags": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Flags whose variants or metadata changed (or that "
+                        "were restored) in every environment.",
+                    },
+                    "environments": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "The other environments whose flag set changed.",
+                    },
+                }
+            ),
         }
     ),
     "Problem": {
