@@ -73,7 +73,7 @@ CONTEXTS = [
         targeting_key="user-2", attributes={"email": "x@beta.example", "plan": "pro"}
     ),
     EvaluationContext(targeting_key="user-3", attributes={"plan": "free"}),
-    EvaluationContext(targeting_key="user-42", attributes={"email": "y@other.example"}),
+    EvaluationContext(targeting_key="user-40", attributes={"email": "y@other.example"}),
 ]
 
 
