@@ -16,6 +16,7 @@ from aiohttp import web
 from control.app import create_app
 from crivline import logs
 from crivline.errors import StartupError
+from crivline.listening import listen_failure
 from crivline.logs import fields
 from crivline.settings import Settings
 
@@ -41,7 +42,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             await site.start()
         except OSError as exc:
             raise StartupError(
-                f"cannot listen on {settings.host}:{settings.control_port}: {exc.strerror or exc}"
+                listen_failure(settings.host, settings.control_port, "CRIVLINE_CONTROL_PORT", exc)
             ) from None
         log.info("control listening", extra=fields(host=settings.host, port=settings.control_port))
         await stop.wait()

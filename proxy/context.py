@@ -37,6 +37,8 @@ async def read_body(
         return b""
     try:
         return await httpserver.read_body(request, seconds)
+    except BadRequest as exc:  # a broken Content-Encoding or framing: not the context's fault
+        raise _refusal(BadRequest, "PARSE_ERROR", exc.detail, None) from None
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(
             f"request body is larger than the limit of {max_bytes} bytes (CRIVLINE_MAX_BODY_BYTES)"

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from crivline import logs
 from crivline.errors import StartupError
+from crivline.listening import listen_failure
 from crivline.settings import Settings, redact_url
 from proxy.app import create_app
 from proxy.options import ProxyOptions
@@ -56,8 +57,7 @@ async def _serve(settings: Settings, options: ProxyOptions) -> int:
     except OSError as exc:
         await runner.cleanup()
         raise StartupError(
-            f"cannot listen on {settings.host}:{settings.proxy_port} "
-            f"(CRIVLINE_PROXY_PORT): {os.strerror(exc.errno) if exc.errno else exc}"
+            listen_failure(settings.host, settings.proxy_port, "CRIVLINE_PROXY_PORT", exc)
         ) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -18,6 +18,7 @@ import uvloop
 
 from crivline import logs
 from crivline.errors import StartupError
+from crivline.listening import listen_failure
 from crivline.logs import fields
 from crivline.settings import Settings, redact_url
 from syncd.clients import CONNECT_DEADLINE, connect, listen_connection
@@ -67,7 +68,7 @@ async def serve(settings: Settings, *, connect_deadline: float = CONNECT_DEADLIN
             await daemon.run()
         except OSError as exc:
             raise StartupError(
-                f"syncd cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+                "syncd " + listen_failure(config.host, config.port, "CRIVLINE_SYNCD_PORT", exc)
             ) from None
         except RuntimeError:
             return 1  # a task died of a bug; the daemon logged which and why

@@ -178,8 +178,9 @@ def _meaningful(flag: dict[str, Any]) -> dict[str, Any]:
 async def test_import_into_one_environment_never_silently_changes_another(
     shop: Control, db: asyncpg.Connection
 ) -> None:
-    doc = {"flags": {"greeting": {"state": "ENABLED", "variants": {"a": "Hi", "b": "Yo"},
-                                  "defaultVariant": "a", "metadata": {"owner": "web"}}}}  # fmt: skip
+    greeting = {"state": "ENABLED", "variants": {"a": "Hi", "b": "Yo"}, "defaultVariant": "a",
+                "metadata": {"owner": "web"}}  # fmt: skip
+    doc = {"flags": {"greeting": greeting}}
     assert (await shop.post(IMPORT.format(env="dev"), doc)).status == 200
     staging_before = (await shop.get(FLAGSET.format(env="dev"))).body
     # The same flag into prod without its metadata: that would remove it in dev too.

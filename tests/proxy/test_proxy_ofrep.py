@@ -308,3 +308,22 @@ async def test_a_repeated_json_key_is_refused_by_name(
         body = await response.json()
         assert body["errorCode"] == "PARSE_ERROR", body
         assert "'plan' more than once" in body["errorDetails"], body
+
+
+async def test_a_broken_gzip_body_is_a_parse_error(
+    served: tuple[RunningProxy, Key, Key, str],
+) -> None:
+    proxy, _server, client, _env = served
+    response = await proxy.post(
+        "/ofrep/v1/evaluate/flags/bool-flag",
+        data=b"\x1f\x8b not really gzip",
+        headers={
+            **client.headers,
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+        },
+    )
+    assert response.status == 400
+    body = await response.json()
+    assert body["errorCode"] == "PARSE_ERROR", body
+    assert "Content-Encoding" in body["errorDetails"]

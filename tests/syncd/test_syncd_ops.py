@@ -103,7 +103,10 @@ async def test_postgres_down_leaves_redis_untouched_and_syncd_unready_then_catch
         )
         status, body = await get(http, syncd.daemon.port or 0, "/readyz")
         assert status == 503
-        assert orjson.loads(body)["listening"] is False
+        answer = orjson.loads(body)
+        assert answer["listening"] is False
+        assert len(answer["reasons"]) == 1, answer  # it says why
+        assert "no reconciliation with Postgres and Redis has succeeded" in answer["reasons"][0]
         status, _ = await get(http, syncd.daemon.port or 0, "/healthz")
         assert status == 200  # alive, just not fresh
         # Redis keeps serving the last state, untouched: same versions, same epoch.
