@@ -283,8 +283,9 @@ class Stack:
         self.say(f"  database      {redact_url(settings.require_database())}")
         self.say(f"  redis         {redact_url(settings.require_redis())}")
         self.say(f"  demo token    {demo['token']}")
-        self.say(f"  server key    {keys['server']}   (development)")
-        self.say(f"  client key    {keys['client']}   (development)")
+        for env, env_keys in demo["keys"].items():
+            self.say(f"  server key    {env_keys['server']}   ({env})")
+            self.say(f"  client key    {env_keys['client']}   ({env})")
         self.say()
         self.say("Try:")
         if "control" in parts:

@@ -206,3 +206,13 @@ async def test_import_refuses_flag_set_metadata_it_would_drop(shop: Control) -> 
     assert sorted(answer.problem_paths()) == ["metadata.flagSetId", "metadata.version"]
     ours = {"flags": {}, "metadata": {"flagSetId": "shop/prod", "fractionalBucketing": "v3"}}
     assert (await shop.post(IMPORT.format(env="prod"), ours)).status == 200
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "flags.json"
+
+
+async def test_the_readme_example_document_imports(shop: Control) -> None:
+    doc = orjson.loads(EXAMPLE.read_bytes())
+    answer = await shop.post(IMPORT.format(env="prod"), doc)
+    assert answer.status == 200, answer
+    assert answer.body["flags"]["created"] == sorted(doc["flags"])
