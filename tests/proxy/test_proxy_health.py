@@ -94,6 +94,8 @@ async def test_metrics_count_what_happens(
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     text = await response.text()
+    for runtime in ("process_resident_memory_bytes", "python_info", "python_gc_"):
+        assert runtime in text, runtime
     expected = [
         'crivline_proxy_requests_total{method="GET",route="sdk_flags",status="200"} 1.0',
         'crivline_proxy_requests_total{method="GET",route="sdk_flags",status="304"} 1.0',

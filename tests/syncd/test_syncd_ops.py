@@ -61,6 +61,8 @@ async def test_health_readiness_and_metrics(
     assert status == 200
     text = body.decode()
     for name in (
+        "process_resident_memory_bytes",
+        "python_info",
         "crivline_syncd_environments 2.0",
         "crivline_syncd_versions_applied_total",
         "crivline_syncd_rebuild_duration_seconds_bucket",
