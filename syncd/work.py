@@ -117,6 +117,7 @@ async def worker(
                 "rebuild failed, will retry",
                 extra=fields(
                     environment=env,
+                    name=replicator.names.get(env),
                     version=want.version,
                     error=f"{type(exc).__name__}: {exc}",
                     retry_in=round(delay, 3),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -309,3 +310,18 @@ async def test_sigterm_while_start_up_still_retries_exits_cleanly(redis_url: str
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_applied_environments_are_logged_by_name(
+    db: asyncpg.Connection, start_syncd: StartSyncd, caplog: pytest.LogCaptureFixture
+) -> None:
+    project = await make_project(db)
+    await add_flag(db, project, "checkout")
+    with caplog.at_level(logging.INFO, logger="crivline.syncd"):
+        syncd = await start_syncd()
+        env = project.environments["production"]
+        version = await set_default(db, project, "production", "checkout", "on")
+        await wait_for(lambda: _version_is(syncd.store, env, version), 5, "the change")
+    applied = [r for r in caplog.records if r.getMessage() == "environment applied"]
+    names = {r.fields["environment"]: r.fields["name"] for r in applied}  # type: ignore[attr-defined]
+    assert names[env] == "acme/app/production"
