@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 from crivline import httpserver
 from crivline.keyspace import Keyspace
 from crivline.settings import Settings
-from proxy import appkeys, health, routes_ofrep, routes_sdk, status_page
+from proxy import appkeys, health, openapi, routes_ofrep, routes_sdk, status_page
 from proxy.bulkcache import BulkCache
 from proxy.environments import EnvironmentCache
 from proxy.hub import Hub
@@ -74,7 +74,13 @@ def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.A
         ]
     )
     app.on_shutdown.append(_close_streams)
-    for table in (routes_sdk.routes, routes_ofrep.routes, health.routes, status_page.routes):
+    for table in (
+        routes_sdk.routes,
+        routes_ofrep.routes,
+        health.routes,
+        status_page.routes,
+        openapi.routes,
+    ):
         httpserver.add_routes(app, table)
     httpserver.refuse_unmatched(app)
     return app

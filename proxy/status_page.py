@@ -64,7 +64,7 @@ CHANGES_KEPT = 40  # propagation points kept for the chart
 SESSION_SECONDS = 12 * 3600
 COOKIE = "crivline_status"
 OPERATOR_ROUTES = frozenset(
-    {"healthz", "readyz", "metrics", "status", "status_data", "status_sign_in"}
+    {"healthz", "readyz", "metrics", "openapi", "status", "status_data", "status_sign_in"}
 )
 
 _SESSION_CONTEXT = b"crivline/proxy/status-session/v1"

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from edgekit import Feeder, SSEClient, StartProxy, eventually, flag, make_key, new_env
+from edgekit import (
+    Feeder,
+    SSEClient,
+    StartProxy,
+    eventually,
+    flag,
+    make_key,
+    new_env,
+    proxy_settings,
+)
 
 from proxy import appkeys
+from proxy.app import create_app
 
 OpenStream = Callable[..., Awaitable[SSEClient]]
 
@@ -143,3 +153,28 @@ async def test_status_page_needs_the_operator_token(
     assert described["flags"] == 1
     assert described["streams"] == {"sdk": 1, "ofrep": 0}
     assert "op-secret" not in await page.text()
+
+
+async def test_the_openapi_document_lists_exactly_the_proxys_routes(
+    start_proxy: StartProxy,
+) -> None:
+    proxy = await start_proxy()
+    response = await proxy.get("/openapi.json")
+    assert response.status == 200
+    document = await response.json()
+    assert document["openapi"].startswith("3.1")
+    described = {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        for method in operations
+    }
+    app = create_app(proxy_settings("redis://127.0.0.1:1/0"))
+    served = {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None and route.method not in ("HEAD", "*")
+    }
+    assert described == served
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            assert operation["responses"], operation
