@@ -37,6 +37,22 @@ NEW_ENVIRONMENT = Body(
     examples=({"key": "staging", "name": "Staging"},),
 )
 
+PROJECT_PATCH = Body(
+    "ProjectPatch",
+    {"name": _NAME},
+    description="Fields to change. A project's key never changes: SDK flag-set ids and edge "
+    "scopes name it.",
+    examples=({"name": "Web shop (EU)"},),
+)
+ENVIRONMENT_PATCH = Body(
+    "EnvironmentPatch",
+    {"name": _NAME, "fractionalBucketing": _BUCKETING},
+    description="Fields to change. An environment's key never changes: SDK flag-set ids and "
+    "edge scopes name it. Changing fractionalBucketing re-buckets every user of its "
+    "fractional rules: it is what a v2 environment does to move to flagd's v3, knowingly.",
+    examples=({"fractionalBucketing": "v3"},),
+)
+
 NEW_FLAG = Body(
     "NewFlag",
     {
@@ -145,6 +161,8 @@ FLAG_SET_DOCUMENT = Body(
 BODIES: Final = (
     NEW_PROJECT,
     NEW_ENVIRONMENT,
+    PROJECT_PATCH,
+    ENVIRONMENT_PATCH,
     NEW_FLAG,
     FLAG_PATCH,
     FLAG_STATE,

@@ -76,9 +76,72 @@ class ProjectStore:
         )
         return [Environment.from_row(r) for r in rows]
 
-    async def environment(self, project: Project, key: str) -> Environment:
+    async def update(self, key: str, changes: dict[str, str]) -> Project:
+        """Rename a project (its display name; the key stays). Audited; no environment
+        moves: the name is in no flag set."""
+        current = await self.get(key, lock="FOR NO KEY UPDATE")
+        name = changes.get("name", current.name)
+        if name == current.name:
+            return current
         row = await self.conn.fetchrow(
-            f"{_ENVIRONMENT} WHERE tenant_id = $1 AND project_id = $2 AND key = $3",
+            f"""UPDATE projects SET name = $3, updated_at = now()
+                 WHERE tenant_id = $1 AND id = $2 RETURNING {_PROJECT_COLUMNS}""",
+            self.tenant_id,
+            current.id,
+            name,
+        )
+        assert row is not None
+        after = Project.from_row(row)
+        await self.scope.audit(
+            project_id=current.id,
+            action="project.update",
+            entity_type="project",
+            entity_id=current.id,
+            entity_key=key,
+            before=current.to_api(),
+            after=after.to_api(),
+        )
+        return after
+
+    async def update_environment(
+        self, project_key: str, key: str, changes: dict[str, str]
+    ) -> Environment:
+        """Rename an environment or change its fractional bucketing scheme. Audited; the
+        environment's version moves only when its flag set changes (the scheme is in its
+        metadata), so a rename reaches no edge."""
+        project = await self.get(project_key)
+        current = await self.environment(project, key, lock="FOR NO KEY UPDATE")
+        name = changes.get("name", current.name)
+        bucketing = changes.get("fractionalBucketing", current.fractional_bucketing)
+        if (name, bucketing) == (current.name, current.fractional_bucketing):
+            return current
+        row = await self.conn.fetchrow(
+            f"""UPDATE environments SET name = $3, fractional_bucketing = $4, updated_at = now()
+                 WHERE tenant_id = $1 AND id = $2 RETURNING {_ENVIRONMENT_COLUMNS}""",
+            self.tenant_id,
+            current.id,
+            name,
+            bucketing,
+        )
+        assert row is not None
+        after = Environment.from_row(row)
+        if bucketing != current.fractional_bucketing:
+            versions = await self.scope.bump([after.id])
+            after = dataclasses.replace(after, version=versions[after.id])
+        await self.scope.audit(
+            project_id=project.id,
+            action="environment.update",
+            entity_type="environment",
+            entity_id=current.id,
+            entity_key=key,
+            before=current.to_api(),
+            after=after.to_api(),
+        )
+        return after
+
+    async def environment(self, project: Project, key: str, *, lock: str = "") -> Environment:
+        row = await self.conn.fetchrow(
+            f"{_ENVIRONMENT} WHERE tenant_id = $1 AND project_id = $2 AND key = $3 {lock}",
             self.tenant_id,
             project.id,
             key,
