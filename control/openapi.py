@@ -57,8 +57,9 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "IfMatch": {
         "name": "If-Match", "in": "header", "required": False,
-        "description": "Write only if the object is still at this ETag (else 412). Without "
-        "it the write is unconditional.",
+        "description": "Write only if the object is still at this ETag (else 412), like "
+        '"3" (a bare 3 is read as "3"), or *. Without it the write is unconditional; a '
+        "tag that is neither quoted nor a number is 400.",
         "schema": {"type": "string"},
     },
     "IfNoneMatch": {

@@ -52,12 +52,17 @@ def canonical(doc: Any) -> bytes:
 
 
 def _keys(doc: Any) -> int:
-    t = type(doc)
-    if t is dict:
-        return len(doc) + sum(_keys(v) for v in doc.values() if type(v) in (dict, list))
-    if t is list:
-        return sum(_keys(v) for v in doc if type(v) in (dict, list))
-    return 0
+    """How many keys the objects of ``doc`` hold (iterative: any depth orjson allows)."""
+    count = 0
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            count += len(item)
+            stack.extend(v for v in item.values() if type(v) in (dict, list))
+        elif type(item) is list:
+            stack.extend(v for v in item if type(v) in (dict, list))
+    return count
 
 
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

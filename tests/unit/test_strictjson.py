@@ -57,3 +57,13 @@ def test_equal_documents_have_equal_canonical_bytes() -> None:
     two = strictjson.loads(b'{ "a" : { "c" : null, "d" : [1,2] }, "b" : 1 }')
     assert strictjson.canonical(one) == strictjson.canonical(two)
     assert strictjson.canonical(one) == b'{"a":{"c":null,"d":[1,2]},"b":1}'
+
+
+def test_the_deepest_document_orjson_takes_is_checked_without_recursion() -> None:
+    deep = b'{"a": ' * 1000 + b"1" + b"}" * 1000
+    doc = strictjson.loads(deep)
+    for _ in range(1000):
+        doc = doc["a"]
+    assert doc == 1
+    repeated = b'{"a": ' * 1000 + b'{"k": 1, "k": 2}' + b"}" * 1000
+    strictjson.loads(repeated)  # too deep for the second reader: left to the depth limits
