@@ -4,20 +4,28 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# Two stamps: `make up` needs only the runtime dependencies (a quick first start);
+# `make test` and the other developer targets add the dev extras (pytest, mypy, locust…).
+RUNTIME := $(VENV)/.installed-runtime
+STAMP   := $(VENV)/.installed
 
 .PHONY: up test lint typecheck unit bench bench-deps bench-micro venv clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@$(PIP) -e .
+	@touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
+	@$(PIP) -e '.[dev]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
 
-up: $(STAMP)
+# ARGS are passed to `crivline up`, for example ARGS="--data-dir /srv/crivline".
+up: $(RUNTIME)
 	@$(BIN)/crivline up $(ARGS)
 
 lint: $(STAMP)

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from control import idempotency
+from control.access_log import access_log_middleware
 from control.auth import auth_middleware
 from control.bus import Bus
 from control.metrics import Metrics
@@ -79,7 +80,12 @@ def create_app(settings: Settings) -> web.Application:
     metrics = Metrics()
     app = web.Application(
         # Outermost first: every answer is measured, every error becomes a problem+json.
-        middlewares=[metrics.middleware(), problem_middleware, auth_middleware],
+        middlewares=[
+            access_log_middleware(),
+            metrics.middleware(),
+            problem_middleware,
+            auth_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
         # Idle and half-sent connections are closed (slowloris): see crivline.httpserver.
         handler_args=httpserver.handler_args(httpserver.IDLE_SECONDS),

@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import orjson
 from aiohttp import web
 
 from control.state import SETTINGS
-from crivline import httpserver
+from crivline import httpserver, strictjson
 from crivline.errors import (
     BadRequest,
     FieldProblem,
@@ -225,9 +224,13 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
             headers={"Accept-Post": "application/json"},
         )
     try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        document = strictjson.loads(raw)
+    except strictjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except strictjson.DuplicateKey as exc:
+        raise BadRequest(
+            f"the body is ambiguous: a JSON object has the key {exc.key!r} more than once"
+        ) from None
     if (where := _nul_path(document, "")) is not None:
         # Well-formed JSON that Postgres cannot store (text and jsonb refuse U+0000).
         raise Unprocessable(

@@ -6,7 +6,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
@@ -84,11 +84,27 @@ class Precondition:
         )
 
 
+_QUOTED: Final = re.compile(r'"[^"]*"')
+
+
 def if_match(request: web.Request) -> Precondition | None:
     raw = request.headers.get("If-Match")
     if raw is None:
         return None
-    tags = {part.strip() for part in raw.split(",") if part.strip()}
+    tags = set()
+    for part in raw.split(","):
+        tag = part.strip()
+        if tag.isdigit():
+            # A bare revision (If-Match: 2) is what a hand-written request often sends:
+            # RFC 9110 wants it quoted, but it can only mean one thing, so it counts.
+            tag = f'"{tag}"'
+        elif tag and tag != "*" and not _QUOTED.fullmatch(tag.removeprefix("W/")):
+            raise BadRequest(
+                f'If-Match must list entity tags in double quotes, like "3" (the ETag '
+                f"of what you read), or *; {tag!r} is neither"
+            )
+        if tag:
+            tags.add(tag)
     # Weak tags never match under If-Match (RFC 9110 §13.1.1 uses strong comparison).
     return Precondition(tags=frozenset(t for t in tags if not t.startswith("W/")), any="*" in tags)
 

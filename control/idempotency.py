@@ -28,6 +28,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
+from crivline import strictjson
 from crivline.errors import BadRequest, Unprocessable
 from crivline.logs import describe, fields
 
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class IdempotencyKey:
     key: str
-    fingerprint: bytes  # SHA-256 of method, path with query, and body
+    fingerprint: bytes  # SHA-256 of method, path with query, and the body's canonical form
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +66,20 @@ def from_request(request: web.Request, body: bytes) -> IdempotencyKey | None:
     if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
         raise BadRequest(f"{HEADER} must be 1 to 255 printable ASCII characters")
     digest = hashlib.sha256()
-    for part in (request.method.encode(), request.rel_url.raw_path_qs.encode(), body):
+    for part in (request.method.encode(), request.rel_url.raw_path_qs.encode(), _canonical(body)):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return IdempotencyKey(key, digest.digest())
+
+
+def _canonical(body: bytes) -> bytes:
+    """A JSON body as sorted, compact JSON, so the same request with its keys in another
+    order or other white space is the same request; anything else as it is (it will be
+    refused by the route, and failed requests are not recorded)."""
+    try:
+        return strictjson.canonical(strictjson.loads(body))
+    except (strictjson.JSONDecodeError, strictjson.DuplicateKey):
+        return body
 
 
 _CLAIM = """

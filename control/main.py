@@ -27,6 +27,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         settings.host,
         settings.control_port,
         stop=stop,
+        port_variable="CRIVLINE_CONTROL_PORT",
         listening=lambda: log.info(
             "control listening", extra=fields(host=settings.host, port=settings.control_port)
         ),

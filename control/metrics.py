@@ -14,11 +14,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from control.problems import Handler
+from crivline.runtime_metrics import add_runtime_collectors
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        add_runtime_collectors(self.registry)
         self.requests = Counter(
             "crivline_control_http_requests",
             "HTTP requests answered, by method, route and status.",

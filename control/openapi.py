@@ -34,6 +34,13 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "Which flags: live ones (false, the default), archived ones, or all.",
         "schema": {"enum": ["false", "true", "all"], "default": "false"},
     },
+    "projectChanges": {
+        "name": "projectChanges", "in": "query", "required": False,
+        "description": "What an import does when it would change a flag's project-wide "
+        "parts (variants, metadata, or restoring it from the archive), which every "
+        "environment serves: refuse (409, the default) or apply (and report them).",
+        "schema": {"enum": ["refuse", "apply"], "default": "refuse"},
+    },
     "project": {
         "name": "project", "in": "query", "required": False,
         "description": "Only entries of this project (by key).",
@@ -50,8 +57,9 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "IfMatch": {
         "name": "If-Match", "in": "header", "required": False,
-        "description": "Write only if the object is still at this ETag (else 412). Without "
-        "it the write is unconditional.",
+        "description": "Write only if the object is still at this ETag (else 412), like "
+        '"3" (a bare 3 is read as "3"), or *. Without it the write is unconditional; a '
+        "tag that is neither quoted nor a number is 400.",
         "schema": {"type": "string"},
     },
     "IfNoneMatch": {

@@ -24,10 +24,33 @@ _NAME = Field("string", min_length=1, max_length=200, description="Display name.
 NEW_PROJECT = Body(
     "NewProject", {"key": _KEY, "name": _NAME}, examples=({"key": "web-shop", "name": "Web shop"},)
 )
+_BUCKETING = Field(
+    "string",
+    choices=("v2", "v3"),
+    description="The fractional bucketing scheme of the environment's flag set: v3, "
+    "flagd's current one (the default), or v2, the one environments created before it "
+    "keep (see docs/flag-format.md).",
+)
 NEW_ENVIRONMENT = Body(
     "NewEnvironment",
-    {"key": _KEY, "name": _NAME},
+    {"key": _KEY, "name": _NAME, "fractionalBucketing": _BUCKETING},
     examples=({"key": "staging", "name": "Staging"},),
+)
+
+PROJECT_PATCH = Body(
+    "ProjectPatch",
+    {"name": _NAME},
+    description="Fields to change. A project's key never changes: SDK flag-set ids and edge "
+    "scopes name it.",
+    examples=({"name": "Web shop (EU)"},),
+)
+ENVIRONMENT_PATCH = Body(
+    "EnvironmentPatch",
+    {"name": _NAME, "fractionalBucketing": _BUCKETING},
+    description="Fields to change. An environment's key never changes: SDK flag-set ids and "
+    "edge scopes name it. Changing fractionalBucketing re-buckets every user of its "
+    "fractional rules: it is what a v2 environment does to move to flagd's v3, knowingly.",
+    examples=({"fractionalBucketing": "v3"},),
 )
 
 NEW_FLAG = Body(
@@ -138,6 +161,8 @@ FLAG_SET_DOCUMENT = Body(
 BODIES: Final = (
     NEW_PROJECT,
     NEW_ENVIRONMENT,
+    PROJECT_PATCH,
+    ENVIRONMENT_PATCH,
     NEW_FLAG,
     FLAG_PATCH,
     FLAG_STATE,
@@ -189,6 +214,7 @@ RESPONSE_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
             "key": {"type": "string"},
             "name": {"type": "string"},
             "version": {"type": "integer", "minimum": 1, "description": "The replication clock."},
+            "fractionalBucketing": {"type": "string", "enum": ["v2", "v3"]},
             "createdAt": _TIME,
             "updatedAt": _TIME,
         }
@@ -322,6 +348,21 @@ RESPONSE_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
                 {
                     name: {"type": "array", "items": {"type": "string"}}
                     for name in ("created", "updated")
+                }
+            ),
+            "projectChanges": _object(
+                {
+                    "flags": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Flags whose variants or metadata changed (or that "
+                        "were restored) in every environment.",
+                    },
+                    "environments": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "The other environments whose flag set changed.",
+                    },
                 }
             ),
         }

@@ -6,12 +6,18 @@ packages' own wrappers) so each server runs on a known TCP port, in its own proc
 group, and can be SIGKILLed and started again on the same port and data folder.
 
 PostgreSQL refuses to run as root; when we are root the server runs as an
-unprivileged system user that the embedded package creates.
+unprivileged system user that the embedded package creates. That user must reach the
+binaries and the data folder, and a checkout is often where it cannot: in ``/root`` or
+a ``mktemp -d`` folder (mode 0700). Rather than opening the caller's folders to
+everyone, what it cannot reach is placed under :data:`RUNTIME_ROOT` (root's, 0711: it can
+pass through, not list): a copy of the binaries, once per installation, and the cluster
+itself, with a symbolic link at the data folder the caller named.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -25,6 +31,43 @@ from pathlib import Path
 from crivline.errors import StartupError
 
 PG_USER = "embedded_postgres"
+RUNTIME_ROOT = Path("/var/lib/crivline-embedded")
+
+
+def reachable_by_others(path: Path) -> bool:
+    """Whether a user who owns none of ``path``'s folders can reach it (every folder
+    above it lets others through)."""
+    return all(folder.stat().st_mode & 0o001 for folder in path.resolve().parents)
+
+
+def _runtime_root() -> Path:
+    RUNTIME_ROOT.mkdir(mode=0o711, parents=True, exist_ok=True)
+    RUNTIME_ROOT.chmod(0o711)
+    return RUNTIME_ROOT
+
+
+def _reachable_install(install: Path) -> Path:
+    """``install`` (a pginstall folder), or a copy of it the server's user can reach."""
+    if reachable_by_others(install / "bin"):
+        return install
+    digest = hashlib.sha256(str(install.resolve()).encode()).hexdigest()[:16]
+    stat = (install / "bin" / "postgres").stat()
+    copy = _runtime_root() / f"pginstall-{digest}-{stat.st_size}-{int(stat.st_mtime)}"
+    package = install.parent  # the binaries find their libraries (RPATH) in a sibling of it
+    libs = package.with_name(f"{package.name}.libs")
+    if not (copy / package.name / install.name / "bin" / "postgres").exists():
+        partial = copy.with_name(f"{copy.name}.{os.getpid()}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(install, partial / package.name / install.name, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, partial / libs.name, symlinks=True)
+        for folder in [partial, partial / package.name]:
+            folder.chmod(0o755)
+        try:
+            partial.rename(copy)  # atomic: a concurrent copier's finished one wins
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)
+    return copy / package.name / install.name
 
 
 def _package_dir(module: str, distribution: str) -> Path:
@@ -164,14 +207,46 @@ class PostgresServer(_Process):
     name = "PostgreSQL"
     _stop_signal = signal.SIGINT  # "fast" shutdown: roll back sessions, checkpoint, exit
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, durable: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        durable: bool = True,
+        install: Path | None = None,
+    ) -> None:
         super().__init__(port, data_dir.parent / f"{data_dir.name}.log")
         self.data_dir = data_dir
         self.durable = durable
+        self._install = install  # a pginstall folder; default: the embedded package's
+        self._bin: Path | None = None
+        self.cluster = data_dir  # where the cluster really is, once started (see above)
 
-    @staticmethod
-    def bin_dir() -> Path:
-        return _package_dir("embedded_postgres", "embedded-postgres") / "pginstall" / "bin"
+    def bin_dir(self) -> Path:
+        if self._bin is None:
+            install = self._install or (
+                _package_dir("embedded_postgres", "embedded-postgres") / "pginstall"
+            )
+            if os.geteuid() == 0:
+                install = _reachable_install(install)
+            self._bin = install / "bin"
+        return self._bin
+
+    def _cluster_dir(self) -> Path:
+        """Where the cluster really is: ``data_dir``, or when we are root and the server's
+        user cannot reach it, a folder under RUNTIME_ROOT that ``data_dir`` links to."""
+        if os.geteuid() != 0 or self.data_dir.is_symlink():
+            return self.data_dir.resolve() if self.data_dir.is_symlink() else self.data_dir
+        if self.data_dir.parent.exists() and reachable_by_others(self.data_dir):
+            return self.data_dir
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(str(self.data_dir.absolute()).encode()).hexdigest()[:16]
+        real = _runtime_root() / f"cluster-{digest}"
+        if self.data_dir.exists():  # a cluster from before: move it where it can be run
+            shutil.rmtree(real, ignore_errors=True)
+            shutil.move(str(self.data_dir), str(real))
+        self.data_dir.symlink_to(real, target_is_directory=True)
+        return real
 
     def _run_as(self) -> dict[str, object]:
         if os.geteuid() != 0:
@@ -185,13 +260,6 @@ class PostgresServer(_Process):
         entry = _ensure_pg_user()
         for p in [path, *path.rglob("*")]:
             os.chown(p, entry.pw_uid, entry.pw_gid)
-        # Every folder above must be traversable by the server's user.
-        parent = path.parent
-        while parent != parent.parent:
-            mode = parent.stat().st_mode
-            if mode & 0o005 != 0o005:
-                parent.chmod(mode | 0o005)
-            parent = parent.parent
 
     @property
     def url(self) -> str:
@@ -207,7 +275,8 @@ class PostgresServer(_Process):
         """initdb into ``data_dir`` unless a cluster is already there."""
         if self.initialised():
             return
-        partial = self.data_dir.with_name(self.data_dir.name + ".initdb")
+        cluster = self._cluster_dir()
+        partial = cluster.with_name(cluster.name + ".initdb")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         self._own(partial)
@@ -227,15 +296,16 @@ class PostgresServer(_Process):
             shutil.rmtree(partial, ignore_errors=True)
             raise StartupError(f"initdb failed: {result.stderr.strip().splitlines()[-1:]}")
         # Only a complete cluster gets the real name, so a failed first run leaves nothing.
-        partial.rename(self.data_dir)
+        partial.rename(cluster)
 
     def start(self, timeout: float = 30.0) -> None:
         self.init()
-        self._own(self.data_dir)
-        socket_dir = self.data_dir  # the data folder is private to the server's user
+        cluster = self.cluster = self._cluster_dir()
+        self._own(cluster)
+        socket_dir = cluster  # the data folder is private to the server's user
         argv = [
             str(self.bin_dir() / "postgres"),
-            "-D", str(self.data_dir), "-p", str(self.port), "-k", str(socket_dir),
+            "-D", str(cluster), "-p", str(self.port), "-k", str(socket_dir),
             "-c", "listen_addresses=127.0.0.1",
             "-c", "max_connections=200",
             "-c", "shared_buffers=32MB",

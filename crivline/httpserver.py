@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 from collections.abc import Callable, Iterator, Sized
 from typing import Any, NoReturn
@@ -39,6 +38,7 @@ from aiohttp.abc import AbstractStreamWriter
 from yarl import URL
 
 from crivline.errors import BadRequest, PayloadTooLarge, RequestTimeout, StartupError
+from crivline.listening import listen_failure
 from crivline.logs import fields
 
 APPLICATION_JSON = "application/json"
@@ -208,13 +208,14 @@ async def listen(
     port: int,
     *,
     shutdown_timeout: float = SHUTDOWN_SECONDS,
-    what: str = "",
+    port_variable: str = "",
     **site_options: Any,
 ) -> web.AppRunner:
     """Set ``app`` up and listen on ``host:port``; the runner, for ``cleanup()``.
 
-    A port that cannot be bound is a :class:`StartupError` naming it (``what`` adds
-    which setting it came from), after the app's resources are released again."""
+    A port that cannot be bound is a :class:`StartupError` naming the cause (the host
+    when it does not resolve, else ``port_variable``, the setting the port came from),
+    after the app's resources are released again."""
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout
     )
@@ -223,8 +224,7 @@ async def listen(
         await web.TCPSite(runner, host, port, **site_options).start()
     except OSError as exc:
         await runner.cleanup()
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise StartupError(f"cannot listen on {host}:{port}{what}: {reason}") from None
+        raise StartupError(listen_failure(host, port, port_variable, exc)) from None
     return runner
 
 
@@ -249,7 +249,7 @@ async def serve(
     *,
     shutdown_timeout: float = SHUTDOWN_SECONDS,
     stop: asyncio.Event | None = None,
-    what: str = "",
+    port_variable: str = "",
     listening: Callable[[], None] | None = None,
     **site_options: Any,
 ) -> None:
@@ -263,7 +263,12 @@ async def serve(
         signals = on_signals(stop.set)
     with signals:
         runner = await listen(
-            app, host, port, shutdown_timeout=shutdown_timeout, what=what, **site_options
+            app,
+            host,
+            port,
+            shutdown_timeout=shutdown_timeout,
+            port_variable=port_variable,
+            **site_options,
         )
         try:
             if listening is not None:

@@ -148,44 +148,190 @@ _POSTGRES = _url(("postgres", "postgresql"))
 _REDIS = _url(("redis", "rediss", "unix"))
 
 
-def _env(var: str, parse: Callable[[str, str], Any], default: Any = None) -> Any:
-    return field(default=default, metadata={"env": var, "parse": parse})
+def _env(
+    var: str,
+    parse: Callable[[str, str], Any],
+    default: Any = None,
+    *,
+    doc: str,
+    shown: str | None = None,
+) -> Any:
+    """A setting read from ``var``. ``doc`` is its line in the README's configuration
+    table (generated from here: :func:`configuration_table`); ``shown`` is its default as
+    written there when the value itself would mislead (a host name, a random secret)."""
+    return field(default=default, metadata={"env": var, "parse": parse, "doc": doc, "shown": shown})
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a Crivline process can be configured with."""
 
-    database_url: Secret | None = _env("CRIVLINE_DATABASE_URL", _POSTGRES)
-    replica_url: Secret | None = _env("CRIVLINE_REPLICA_URL", _POSTGRES)
-    redis_url: Secret | None = _env("CRIVLINE_REDIS_URL", _REDIS)
-    bus_url: Secret | None = _env("CRIVLINE_BUS_URL", _REDIS)
-    host: str = _env("CRIVLINE_HOST", _text, "127.0.0.1")
-    proxy_port: int = _env("CRIVLINE_PROXY_PORT", _port, 8080)
-    control_port: int = _env("CRIVLINE_CONTROL_PORT", _port, 8081)
-    syncd_port: int = _env("CRIVLINE_SYNCD_PORT", _port, 8082)
-    key_prefix: str = _env("CRIVLINE_KEY_PREFIX", _prefix, "crivline:")
-    edge_id: str = _env("CRIVLINE_EDGE_ID", _prefix, socket.gethostname() or "edge")
-    reconcile_interval: float = _env("CRIVLINE_RECONCILE_INTERVAL", _seconds, 5.0)
-    heartbeat_ttl: float = _env("CRIVLINE_HEARTBEAT_TTL", _seconds, 15.0)
-    scope_tenant: str | None = _env("CRIVLINE_SCOPE_TENANT", _text)
-    scope_project: str | None = _env("CRIVLINE_SCOPE_PROJECT", _text)
-    scope_environment: str | None = _env("CRIVLINE_SCOPE_ENVIRONMENT", _text)
-    proxy_workers: int = _env("CRIVLINE_PROXY_WORKERS", _positive_int, 1)
-    ticket_secret: Secret | None = _env("CRIVLINE_TICKET_SECRET", _secret)
-    operator_token: Secret | None = _env("CRIVLINE_OPERATOR_TOKEN", _secret)
-    rate_limit_per_second: int = _env("CRIVLINE_RATE_LIMIT", _non_negative_int, 1000)
-    max_body_bytes: int = _env("CRIVLINE_MAX_BODY_BYTES", _positive_int, 256 * 1024)
-    max_streams_per_key: int = _env("CRIVLINE_MAX_STREAMS_PER_KEY", _positive_int, 1000)
-    max_streams: int = _env("CRIVLINE_MAX_STREAMS", _positive_int, 20000)
-    redis_max_connections: int = _env("CRIVLINE_REDIS_MAX_CONNECTIONS", _positive_int, 64)
-    max_streams_per_tenant: int = _env("CRIVLINE_MAX_STREAMS_PER_TENANT", _positive_int, 10000)
-    max_streams_per_environment: int = _env(
-        "CRIVLINE_MAX_STREAMS_PER_ENVIRONMENT", _positive_int, 10000
+    database_url: Secret | None = _env(
+        "CRIVLINE_DATABASE_URL",
+        _POSTGRES,
+        doc="central Postgres (`postgresql://…`); unset under `crivline up`: an embedded one",
     )
-    tenant_evaluation_share: float = _env("CRIVLINE_TENANT_EVALUATION_SHARE", _share, 0.75)
-    log_level: str = _env("CRIVLINE_LOG_LEVEL", _log_level, "INFO")
-    data_dir: Path = _env("CRIVLINE_DATA_DIR", _path, Path(".crivline"))
+    replica_url: Secret | None = _env(
+        "CRIVLINE_REPLICA_URL",
+        _POSTGRES,
+        doc="optional read replica for syncd's snapshot reads",
+    )
+    redis_url: Secret | None = _env(
+        "CRIVLINE_REDIS_URL",
+        _REDIS,
+        doc="the edge's Redis/Valkey (`redis://…`); unset under `crivline up`: an embedded one",
+    )
+    bus_url: Secret | None = _env(
+        "CRIVLINE_BUS_URL",
+        _REDIS,
+        doc="optional Redis pub/sub bus between control and the edges",
+    )
+    host: str = _env(
+        "CRIVLINE_HOST",
+        _text,
+        "127.0.0.1",
+        doc="address the HTTP parts bind",
+    )
+    proxy_port: int = _env(
+        "CRIVLINE_PROXY_PORT",
+        _port,
+        8080,
+        doc="the proxy's port",
+    )
+    control_port: int = _env(
+        "CRIVLINE_CONTROL_PORT",
+        _port,
+        8081,
+        doc="the control API's port",
+    )
+    syncd_port: int = _env(
+        "CRIVLINE_SYNCD_PORT",
+        _port,
+        8082,
+        doc="syncd's port (`/healthz`, `/readyz`, `/metrics`)",
+    )
+    key_prefix: str = _env(
+        "CRIVLINE_KEY_PREFIX",
+        _prefix,
+        "crivline:",
+        doc="prefix of every Redis key",
+    )
+    edge_id: str = _env(
+        "CRIVLINE_EDGE_ID",
+        _prefix,
+        socket.gethostname() or "edge",
+        doc="names this edge in Redis",
+        shown="host name",
+    )
+    reconcile_interval: float = _env(
+        "CRIVLINE_RECONCILE_INTERVAL",
+        _seconds,
+        5.0,
+        doc="seconds between syncd's version reconciliations",
+    )
+    heartbeat_ttl: float = _env(
+        "CRIVLINE_HEARTBEAT_TTL",
+        _seconds,
+        15.0,
+        doc="seconds syncd's heartbeat in Redis lives; a proxy whose edge has none is not ready",
+    )
+    scope_tenant: str | None = _env(
+        "CRIVLINE_SCOPE_TENANT",
+        _text,
+        doc="serve only this tenant (by key)",
+        shown="all",
+    )
+    scope_project: str | None = _env(
+        "CRIVLINE_SCOPE_PROJECT",
+        _text,
+        doc="serve only this project (by key)",
+        shown="all",
+    )
+    scope_environment: str | None = _env(
+        "CRIVLINE_SCOPE_ENVIRONMENT",
+        _text,
+        doc="serve only this environment (by key)",
+        shown="all",
+    )
+    proxy_workers: int = _env(
+        "CRIVLINE_PROXY_WORKERS",
+        _positive_int,
+        1,
+        doc="proxy processes on one port",
+    )
+    ticket_secret: Secret | None = _env(
+        "CRIVLINE_TICKET_SECRET",
+        _secret,
+        doc="signs browser stream tickets",
+        shown="random, shared through Redis",
+    )
+    operator_token: Secret | None = _env(
+        "CRIVLINE_OPERATOR_TOKEN",
+        _secret,
+        doc="protects the proxy's status page (`/status` is 404 without it)",
+    )
+    rate_limit_per_second: int = _env(
+        "CRIVLINE_RATE_LIMIT",
+        _non_negative_int,
+        1000,
+        doc="requests per second per key (0: off)",
+    )
+    max_body_bytes: int = _env(
+        "CRIVLINE_MAX_BODY_BYTES",
+        _positive_int,
+        256 * 1024,
+        doc="request body limit (413 above it)",
+    )
+    max_streams_per_key: int = _env(
+        "CRIVLINE_MAX_STREAMS_PER_KEY",
+        _positive_int,
+        1000,
+        doc="open streams per key and proxy process (429 above it)",
+    )
+    max_streams: int = _env(
+        "CRIVLINE_MAX_STREAMS",
+        _positive_int,
+        20000,
+        doc="open streams per proxy process (503 above it)",
+    )
+    redis_max_connections: int = _env(
+        "CRIVLINE_REDIS_MAX_CONNECTIONS",
+        _positive_int,
+        64,
+        doc="connections one proxy process may open to its Redis",
+    )
+    max_streams_per_tenant: int = _env(
+        "CRIVLINE_MAX_STREAMS_PER_TENANT",
+        _positive_int,
+        10000,
+        doc="open streams per tenant per process, all its keys and environments (429 above it)",
+    )
+    max_streams_per_environment: int = _env(
+        "CRIVLINE_MAX_STREAMS_PER_ENVIRONMENT",
+        _positive_int,
+        10000,
+        doc="open streams per environment per process (429 above it)",
+    )
+    tenant_evaluation_share: float = _env(
+        "CRIVLINE_TENANT_EVALUATION_SHARE",
+        _share,
+        0.75,
+        doc="seconds of evaluation per second one tenant may use in a proxy process "
+        "(a share of one core; 0: off); 429 above it",
+    )
+    log_level: str = _env(
+        "CRIVLINE_LOG_LEVEL",
+        _log_level,
+        "INFO",
+        doc="`DEBUG`, `INFO`, `WARNING`, `ERROR`",
+    )
+    data_dir: Path = _env(
+        "CRIVLINE_DATA_DIR",
+        _path,
+        Path(".crivline"),
+        doc="where `crivline up` keeps the embedded servers' data, logs and "
+        "`stack.json` (`--data-dir`)",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -244,3 +390,19 @@ class Settings:
                 continue
             out[f.metadata["env"]] = value.reveal() if isinstance(value, Secret) else str(value)
         return out
+
+
+def configuration_table() -> str:
+    """The README's configuration table, one row per setting, from the fields above."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for f in fields(Settings):
+        shown = f.metadata["shown"]
+        if shown is None:
+            default = f.default
+            shown = "—" if default is None else f"`{default}`"
+        rows.append(f"| `{f.metadata['env']}` | {shown} | {f.metadata['doc']} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python -m crivline.settings: print the table for the README
+    print(configuration_table(), end="")

@@ -77,12 +77,15 @@ def build_flag_set(
     flag_set_id: str,
     flags: Iterable[Any],
     segments: Iterable[Any],
+    bucketing: str,
 ) -> dict[str, JSON]:
     """The flagd document for an environment from its flag and segment rows.
 
     ``flags`` rows carry key, variants, metadata, state, default_variant, targeting;
     ``segments`` rows carry key and definition. Flags never configured in the
-    environment (state None) are served DISABLED with the code default.
+    environment (state None) are served DISABLED with the code default. ``bucketing``
+    is the environment's fractional scheme; it rides in the flag set's metadata
+    (``fractionalBucketing``), so every evaluator of the document buckets the same way.
     """
     doc: dict[str, JSON] = {
         "flags": {
@@ -95,7 +98,7 @@ def build_flag_set(
             )
             for row in flags
         },
-        "metadata": {"flagSetId": flag_set_id},
+        "metadata": {"flagSetId": flag_set_id, "fractionalBucketing": bucketing},
     }
     evaluators = {row["key"]: row["definition"] for row in segments}
     if evaluators:
@@ -104,7 +107,8 @@ def build_flag_set(
 
 
 _ENVIRONMENT = """
-SELECT e.id::text AS id, e.key, e.version, p.id::text AS project_id, p.key AS project_key,
+SELECT e.id::text AS id, e.key, e.version, e.fractional_bucketing,
+       p.id::text AS project_id, p.key AS project_key,
        t.id::text AS tenant_id, t.key AS tenant_key
   FROM environments e
   JOIN projects p ON p.id = e.project_id
@@ -161,7 +165,10 @@ async def load_snapshot(
         segments = await conn.fetch(_SEGMENTS, env["project_id"])
         keys = await conn.fetch(_KEYS, env["id"])
     flag_set = build_flag_set(
-        flag_set_id=f"{env['project_key']}/{env['key']}", flags=flags, segments=segments
+        flag_set_id=f"{env['project_key']}/{env['key']}",
+        flags=flags,
+        segments=segments,
+        bucketing=env["fractional_bucketing"],
     )
     return EnvironmentSnapshot(
         environment_id=env["id"],

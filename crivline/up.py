@@ -146,7 +146,9 @@ class Stack:
             self.say("• starting embedded PostgreSQL …")
             self.postgres = PostgresServer(data_dir / "postgres")
             self.postgres.start()
-            self.record_pid(data_dir, "postgres", self.postgres.pid, str(data_dir / "postgres"))
+            # The marker is the data folder as its command line names it (under root from a
+            # private folder, the cluster lives elsewhere: crivline.embedded).
+            self.record_pid(data_dir, "postgres", self.postgres.pid, str(self.postgres.cluster))
             asyncio.run(_ensure_database(self.postgres.url, DATABASE))
             settings = settings.with_(database_url=Secret(self.postgres.url_for(DATABASE)))
             self.say(
@@ -283,8 +285,9 @@ class Stack:
         self.say(f"  database      {redact_url(settings.require_database())}")
         self.say(f"  redis         {redact_url(settings.require_redis())}")
         self.say(f"  demo token    {demo['token']}")
-        self.say(f"  server key    {keys['server']}   (development)")
-        self.say(f"  client key    {keys['client']}   (development)")
+        for env, env_keys in demo["keys"].items():
+            self.say(f"  server key    {env_keys['server']}   ({env})")
+            self.say(f"  client key    {env_keys['client']}   ({env})")
         self.say()
         self.say("Try:")
         if "control" in parts:

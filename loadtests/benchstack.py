@@ -229,13 +229,21 @@ def metrics(url: str) -> dict[str, float]:
 # -- the stack ------------------------------------------------------------------------------
 
 
+def _reachable_temp(prefix: str) -> Path:
+    """A temporary folder of ours that others may pass through (not list), so the
+    embedded PostgreSQL, run as its own user under root, keeps its data in it."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o711)
+    return path
+
+
 @dataclass
 class Stack:
     say: Any = print
     keep: bool = False
     server_keys: int = 32
     client_keys: int = 8
-    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="crivline-bench-")))
+    root: Path = field(default_factory=lambda: _reachable_temp("crivline-bench-"))
     proc: subprocess.Popen[bytes] | None = None
     doc: dict[str, Any] = field(default_factory=dict)
     target: ltconfig.Target = field(default_factory=ltconfig.Target)

@@ -28,7 +28,7 @@ from crivline import httpserver
 from crivline.keyspace import Keyspace
 from crivline.settings import Settings
 from crivline.tasks import Tasks
-from proxy import appkeys
+from proxy import appkeys, openapi
 from proxy.bulkcache import BulkCache
 from proxy.edge import monitor
 from proxy.edge.environments import EnvironmentCache
@@ -79,7 +79,7 @@ def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.A
         ]
     )
     app.on_shutdown.append(_close_streams)
-    for table in (sdk.routes, ofrep.routes, health.routes, status_page.routes):
+    for table in (sdk.routes, ofrep.routes, health.routes, status_page.routes, openapi.routes):
         httpserver.add_routes(app, table)
     httpserver.refuse_unmatched(app)
     return app

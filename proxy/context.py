@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
+from aiohttp import web
 
+from crivline import httpserver, strictjson
 from crivline.errors import BadRequest
 
 
@@ -25,6 +26,15 @@ def _refusal(exc_type: type[BadRequest], code: str, detail: str, key: str | None
     return exc_type(detail, extra=extra)
 
 
+async def read_body(request: web.Request, max_bytes: int, seconds: float) -> bytes:
+    """The body (see :func:`crivline.httpserver.read_body`); one whose Content-Encoding or
+    framing is broken is a PARSE_ERROR, not the evaluation context's fault."""
+    try:
+        return await httpserver.read_body(request, max_bytes, seconds)
+    except BadRequest as exc:
+        raise _refusal(BadRequest, "PARSE_ERROR", exc.detail, None) from None
+
+
 def parse_context(
     body: bytes, *, key: str | None, max_depth: int, max_nodes: int
 ) -> dict[str, Any]:
@@ -32,10 +42,17 @@ def parse_context(
     if not body or body.isspace():
         return {}
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        doc = strictjson.loads(body)
+    except strictjson.JSONDecodeError as exc:
         raise _refusal(
             BadRequest, "PARSE_ERROR", f"the request body is not valid JSON: {exc}", key
+        ) from None
+    except strictjson.DuplicateKey as exc:
+        raise _refusal(
+            BadRequest,
+            "PARSE_ERROR",
+            f"the request body is ambiguous: a JSON object has the key {exc.key!r} more than once",
+            key,
         ) from None
     if type(doc) is not dict:
         raise _refusal(

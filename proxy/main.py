@@ -59,7 +59,7 @@ async def _serve(settings: Settings, options: ProxyOptions) -> int:
         settings.host,
         settings.proxy_port,
         shutdown_timeout=options.shutdown_timeout,
-        what=" (CRIVLINE_PROXY_PORT)",
+        port_variable="CRIVLINE_PROXY_PORT",
         listening=listening,
         reuse_port=True,
         backlog=2048,

@@ -179,7 +179,7 @@ class Daemon:
             app,
             self.config.host,
             self.config.port,
-            what=" (CRIVLINE_SYNCD_PORT)",
+            port_variable="CRIVLINE_SYNCD_PORT",
             reuse_address=True,
         )
         self._runner = runner
@@ -323,8 +323,24 @@ class Daemon:
     def readiness(self) -> dict[str, Any]:
         age = self.metrics.reconciliation_age()
         fresh = age <= self.config.stale_after
+        reasons = []  # why not ready, in words an operator can act on
+        if self._stop.is_set():
+            reasons.append("stopping")
+        if not self.reconciler.synced:
+            reasons.append("the first full sync of Postgres into Redis has not completed yet")
+        if not fresh:
+            reasons.append(
+                "no reconciliation with Postgres and Redis has succeeded "
+                + (
+                    "yet"
+                    if age == float("inf")
+                    else f"for {age:.1f} s (stale after {self.config.stale_after:g} s)"
+                )
+                + ": is one of them unreachable? (see the log)"
+            )
         return {
-            "ok": self.reconciler.synced and fresh and not self._stop.is_set(),
+            "ok": not reasons,
+            "reasons": reasons,
             "full_sync": self.reconciler.synced,
             "epoch": self.reconciler.epoch,
             "last_reconciliation_age": round(age, 3) if age != float("inf") else None,

@@ -84,6 +84,8 @@ class Replicator:
         self.scope = scope
         self.metrics = metrics
         self.known: dict[str, int] = {}
+        # tenant/project/environment by id, for log lines an operator can read
+        self.names: dict[str, str] = {}
         # Called when a write finds an environment gone that Redis held before.
         self.on_loss: Callable[[], None] | None = None
         self._locks = _KeyedLocks()
@@ -101,7 +103,10 @@ class Replicator:
         self.known.pop(env, None)
         if removed:
             self.metrics.removed.inc()
-            log.info("environment removed", extra=fields(environment=env, reason=reason))
+            log.info(
+                "environment removed",
+                extra=fields(environment=env, name=self.names.pop(env, None), reason=reason),
+            )
         return removed
 
     async def _sync(self, env: str, want: Want) -> Outcome:
@@ -154,10 +159,13 @@ class Replicator:
             self.metrics.commit_lag.observe(max(0.0, now - committed_at))
         if want.received is not None:
             self.metrics.notification_lag.observe(max(0.0, time.monotonic() - want.received))
+        name = f"{snapshot.tenant_key}/{snapshot.project_key}/{snapshot.environment_key}"
+        self.names[env] = name
         log.info(
             "environment applied",
             extra=fields(
                 environment=env,
+                name=name,
                 version=snapshot.version,
                 previous=result.previous,
                 keys_changed=result.keys_changed,

@@ -115,6 +115,7 @@ async def worker(
                 "rebuild failed, will retry",
                 extra=fields(
                     environment=env,
+                    name=replicator.names.get(env),
                     version=want.version,
                     error=describe(exc),
                     retry_in=round(delay, 3),

@@ -79,6 +79,9 @@ def work_dir() -> Iterator[Path]:
     # Not under pytest's basetemp: another pytest session on the machine resets that
     # folder's mode and prunes it, which would pull the data away from a running server.
     path = Path(tempfile.mkdtemp(prefix="crivline-servers-"))
+    # Our own folder: others may pass through (not list it), so a PostgreSQL run as its
+    # own user under root reaches its data here (crivline.embedded, RUNTIME_ROOT).
+    path.chmod(0o711)
     try:
         yield path
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from control.bodies import parse
-from control.http import etag, if_none_match, path_key
+from control.http import etag, if_none_match, path_key, query_choice
 from control.routing import Api, Reply
 from control.schemas import FLAG_SET_DOCUMENT
 from control.store import TenantStore
@@ -48,15 +48,17 @@ async def get_flag_set(request: web.Request) -> web.Response:
 @api.operation(
     "POST", _ENV + "/import", operation_id="importFlagSet", tag="flag sets",
     summary="Load a flagd flag-set document into this environment, in one transaction",
-    body=FLAG_SET_DOCUMENT, headers=("IdempotencyKey",),
+    body=FLAG_SET_DOCUMENT, headers=("IdempotencyKey",), query=("projectChanges",),
     replies=(Reply(200, "What the import created and changed", "ImportReport"),),
-    problems=(400, 401, 404, 413, 415, 422),
+    problems=(400, 401, 404, 409, 413, 415, 422),
 )  # fmt: skip
 async def import_flag_set(request: web.Request) -> web.Response:
     project, env = path_key(request, "project"), path_key(request, "environment")
+    apply = query_choice(request, "projectChanges", ("refuse", "apply"), "refuse") == "apply"
     document = await parse(request, FLAG_SET_DOCUMENT)
 
     async def run(store: TenantStore) -> Outcome:
-        return Outcome((await store.importer.run(project, env, document)).to_api())
+        report = await store.importer.run(project, env, document, apply_project_changes=apply)
+        return Outcome(report.to_api())
 
     return await write(request, run, idempotent=True)

@@ -7,7 +7,7 @@ from aiohttp import web
 from control.bodies import parse
 from control.http import json_response, path_key
 from control.routing import Api, Reply
-from control.schemas import NEW_ENVIRONMENT, NEW_PROJECT
+from control.schemas import ENVIRONMENT_PATCH, NEW_ENVIRONMENT, NEW_PROJECT, PROJECT_PATCH
 from control.store import TenantStore
 from control.tx import Outcome, reading, write
 
@@ -80,7 +80,10 @@ async def create_environment(request: web.Request) -> web.Response:
 
     async def create(store: TenantStore) -> Outcome:
         env = await store.projects.create_environment(
-            project_key, body["key"], body.get("name", body["key"])
+            project_key,
+            body["key"],
+            body.get("name", body["key"]),
+            body.get("fractionalBucketing"),
         )
         location = f"/api/v1/projects/{project_key}/environments/{env.key}"
         return Outcome(env.to_api(), 201, {"Location": location})
@@ -99,3 +102,37 @@ async def get_environment(request: web.Request) -> web.Response:
         project = await store.projects.get(project_key)
         env = await store.projects.environment(project, env_key)
     return json_response(env.to_api())
+
+
+@api.operation(
+    "PATCH", "/projects/{project}", operation_id="updateProject", tag="projects",
+    summary="Rename a project (its key stays)", body=PROJECT_PATCH,
+    replies=(Reply(200, "The project as it is now", "Project"),),
+    problems=(400, 401, 404, 413, 415),
+)  # fmt: skip
+async def update_project(request: web.Request) -> web.Response:
+    key = path_key(request, "project")
+    changes = await parse(request, PROJECT_PATCH)
+
+    async def update(store: TenantStore) -> Outcome:
+        return Outcome((await store.projects.update(key, changes)).to_api())
+
+    return await write(request, update)
+
+
+@api.operation(
+    "PATCH", "/projects/{project}/environments/{environment}", operation_id="updateEnvironment",
+    tag="projects", body=ENVIRONMENT_PATCH,
+    summary="Rename an environment or change its fractional bucketing scheme (its key stays)",
+    replies=(Reply(200, "The environment as it is now", "Environment"),),
+    problems=(400, 401, 404, 413, 415),
+)  # fmt: skip
+async def update_environment(request: web.Request) -> web.Response:
+    project_key, env_key = path_key(request, "project"), path_key(request, "environment")
+    changes = await parse(request, ENVIRONMENT_PATCH)
+
+    async def update(store: TenantStore) -> Outcome:
+        env = await store.projects.update_environment(project_key, env_key, changes)
+        return Outcome(env.to_api())
+
+    return await write(request, update)

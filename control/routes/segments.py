@@ -60,7 +60,7 @@ async def put_segment(request: web.Request) -> web.Response:
 @api.operation(
     "DELETE", _SEGMENT, operation_id="deleteSegment", tag="segments",
     summary="Delete a segment that no flag or segment refers to", headers=("IfMatch",),
-    replies=(Reply(204, "Deleted", media_type=""),), problems=(401, 404, 409, 412),
+    replies=(Reply(204, "Deleted", media_type=""),), problems=(400, 401, 404, 409, 412),
 )  # fmt: skip
 async def delete_segment(request: web.Request) -> web.StreamResponse:
     project, key = path_key(request, "project"), path_key(request, "segment")

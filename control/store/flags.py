@@ -178,12 +178,16 @@ class FlagStore:
         wanted["variants"] = stored_variants(current.type, wanted["variants"])
         if same_json(wanted, fields):
             return current  # nothing to change: no revision, no audit, no bump
-        if not same_json(
+        served = not same_json(
             [wanted["variants"], wanted["metadata"]], [fields["variants"], fields["metadata"]]
-        ):
+        )
+        if served:
             await self._check_environments(project, current, wanted["variants"], wanted["metadata"])
         after = await self.rewrite(project, current, **wanted)
-        await self.scope.bump(await self._environment_ids(project))
+        # Name and description are not in any flag set: the edge has nothing to learn,
+        # so no environment moves (no poller refetches the same bytes, no empty patch).
+        if served:
+            await self.scope.bump(await self._environment_ids(project))
         return after
 
     async def set_archived(

@@ -5,14 +5,21 @@ This is how an existing flagd user moves in. For each flag of the document:
 - new to the project: created, with the type its variants imply; this environment gets
   the document's state, default variant and targeting; every other environment gets it
   DISABLED with the same default variant;
-- already in the project: its variants and metadata become the document's (its type
-  stays: the variants must fit it), an archived flag is restored, and this
-  environment's state becomes the document's.
+- already in the project: this environment's state becomes the document's. Its
+  variants and metadata (an absent ``metadata`` is none) and whether it is archived
+  belong to the project — every environment serves them — so an import that would
+  change them is refused with 409 naming each flag and part, unless it is asked to
+  apply them (``?projectChanges=apply``); then the answer's ``projectChanges`` lists
+  the flags and the other environments that changed. Its type always stays (the
+  variants must fit it).
 
 ``$evaluators`` become the project's segments (created or replaced). Flags and
 segments the document does not mention are left alone: an import adds and updates, it
-never deletes. The document's own ``metadata`` and ``$schema`` are accepted and not
-stored (the flag set's id is derived from the project and environment).
+never deletes. Nothing in the document is dropped unsaid: its top-level ``metadata``
+may only repeat what the environment's flag set already says (``flagSetId``, derived
+from the project and environment, and ``fractionalBucketing``, the environment's
+scheme); anything else there is refused (422), as Crivline keeps no flag-set metadata
+of its own. ``$schema`` is a URL and ignored.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from control.store.records import Environment, Flag, FlagEnvironment, Project, s
 from control.store.scope import TenantScope
 from control.store.segments import SegmentStore
 from control.validation import flag_problems, flag_set_problems, infer_type, join_path, refuse
+from crivline.errors import Conflict, FieldProblem
 
 
 @dataclass(slots=True)
@@ -38,6 +46,8 @@ class ImportReport:
     unchanged: list[str] = field(default_factory=list)
     segments_created: list[str] = field(default_factory=list)
     segments_updated: list[str] = field(default_factory=list)
+    project_flags: list[str] = field(default_factory=list)
+    other_environments: list[str] = field(default_factory=list)
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -49,6 +59,10 @@ class ImportReport:
                 "unchanged": self.unchanged,
             },
             "segments": {"created": self.segments_created, "updated": self.segments_updated},
+            "projectChanges": {
+                "flags": self.project_flags,
+                "environments": self.other_environments,
+            },
         }
 
 
@@ -77,9 +91,17 @@ class Importer:
         self.flags = flags
         self.segments = segments
 
-    async def run(self, project_key: str, env_key: str, doc: Mapping[str, Any]) -> ImportReport:
+    async def run(
+        self,
+        project_key: str,
+        env_key: str,
+        doc: Mapping[str, Any],
+        *,
+        apply_project_changes: bool = False,
+    ) -> ImportReport:
         project = await self.projects.get(project_key, lock="FOR SHARE")
         env = await self.projects.environment(project, env_key)
+        refuse(_set_metadata_problems(project, env, doc.get("metadata")), "the flag set")
         report = ImportReport(environment=env.key, version=env.version)
         flags_in: Mapping[str, Any] = doc.get("flags") or {}
         evaluators: Mapping[str, Any] = doc.get("$evaluators") or {}
@@ -94,6 +116,18 @@ class Importer:
             "the flag set",
         )
         refuse(self._other_environment_problems(env, existing, flags_in, merged), "the flag set")
+        environments = await self.projects.environments(project)
+        others = [e.key for e in environments if e.id != env.id]
+        changes = _project_changes(existing, flags_in)
+        if changes and not apply_project_changes:
+            raise Conflict(
+                f"the import would change {len(changes)} project-wide part(s) of existing "
+                "flags, which every environment of the project serves"
+                + (f" ({', '.join(others)} too)" if others else "")
+                + ": make the document match them, or import with ?projectChanges=apply "
+                "to change them everywhere",
+                problems=changes,
+            )
         project_wide = await self._segments(project, evaluators, known_segments, report)
         for key in sorted(flags_in):
             definition = flags_in[key]
@@ -103,15 +137,18 @@ class Importer:
                 flag_changed = await self._update_flag(project, existing[key], definition)
                 state_changed = await self._set_state(project, existing[key], env, definition)
                 project_wide |= flag_changed
+                if flag_changed:
+                    report.project_flags.append(key)
                 target = report.updated if flag_changed or state_changed else report.unchanged
                 target.append(key)
             else:
                 await self._create_flag(project, env, key, flag_type, definition)
                 project_wide = True
                 report.created.append(key)
-        environment_ids = [e.id for e in await self.projects.environments(project)]
+        environment_ids = [e.id for e in environments]
         if project_wide:
             versions = await self.scope.bump(environment_ids)
+            report.other_environments = others
         elif report.updated:
             versions = await self.scope.bump([env.id])
         else:
@@ -213,3 +250,56 @@ class Importer:
             return False
         await self.flags.write_state(project, flag, env, current, state, default_variant, targeting)
         return True
+
+
+def _set_metadata_problems(project: Project, env: Environment, metadata: Any) -> list[FieldProblem]:
+    """The document's top-level metadata may only say what the flag set already says."""
+    if not isinstance(metadata, Mapping):
+        return []  # absent (validation refuses other shapes)
+    ours = {
+        "flagSetId": f"{project.key}/{env.key}",
+        "fractionalBucketing": env.fractional_bucketing,
+    }
+    problems = []
+    for name, value in metadata.items():
+        path = join_path("metadata", name)
+        if name not in ours:
+            problems.append(
+                FieldProblem(
+                    path,
+                    "flag-set metadata is not stored (only flags, their metadata and "
+                    "$evaluators are); move it into the flags' metadata or leave it out",
+                )
+            )
+        elif value != ours[name]:
+            problems.append(
+                FieldProblem(path, f"this environment's flag set has {ours[name]!r} here")
+            )
+    return problems
+
+
+def _project_changes(
+    existing: Mapping[str, Flag], flags_in: Mapping[str, Any]
+) -> list[FieldProblem]:
+    """The project-wide parts of existing flags the document would change."""
+    problems = []
+    for key in sorted(existing):
+        flag, definition = existing[key], flags_in[key]
+        at = join_path("flags", key)
+        variants = stored_variants(flag.type, definition["variants"])
+        if not same_json(flag.variants, variants):
+            problems.append(
+                FieldProblem(join_path(at, "variants"), "differs from the project's variants")
+            )
+        metadata = definition.get("metadata") or {}
+        if not same_json(flag.metadata, metadata):
+            problems.append(
+                FieldProblem(
+                    join_path(at, "metadata"),
+                    "differs from the project's metadata"
+                    + (" (the document has none)" if not metadata else ""),
+                )
+            )
+        if flag.archived:
+            problems.append(FieldProblem(at, "is archived: importing it restores it everywhere"))
+    return problems

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncpg
 
 from control.store.records import Environment, Project
 from control.store.scope import TenantScope
 from crivline.errors import Conflict, NotFound
+from crivline.flags.fractional import CURRENT_SCHEME
 
 _PROJECT_COLUMNS = "id, key, name, created_at, updated_at"
-_ENVIRONMENT_COLUMNS = "id, project_id, key, name, version, created_at, updated_at"
+_ENVIRONMENT_COLUMNS = (
+    "id, project_id, key, name, version, created_at, updated_at, fractional_bucketing"
+)
 _PROJECT = f"SELECT {_PROJECT_COLUMNS} FROM projects"
 _ENVIRONMENT = f"SELECT {_ENVIRONMENT_COLUMNS} FROM environments"
 
@@ -71,9 +76,72 @@ class ProjectStore:
         )
         return [Environment.from_row(r) for r in rows]
 
-    async def environment(self, project: Project, key: str) -> Environment:
+    async def update(self, key: str, changes: dict[str, str]) -> Project:
+        """Rename a project (its display name; the key stays). Audited; no environment
+        moves: the name is in no flag set."""
+        current = await self.get(key, lock="FOR NO KEY UPDATE")
+        name = changes.get("name", current.name)
+        if name == current.name:
+            return current
         row = await self.conn.fetchrow(
-            f"{_ENVIRONMENT} WHERE tenant_id = $1 AND project_id = $2 AND key = $3",
+            f"""UPDATE projects SET name = $3, updated_at = now()
+                 WHERE tenant_id = $1 AND id = $2 RETURNING {_PROJECT_COLUMNS}""",
+            self.tenant_id,
+            current.id,
+            name,
+        )
+        assert row is not None
+        after = Project.from_row(row)
+        await self.scope.audit(
+            project_id=current.id,
+            action="project.update",
+            entity_type="project",
+            entity_id=current.id,
+            entity_key=key,
+            before=current.to_api(),
+            after=after.to_api(),
+        )
+        return after
+
+    async def update_environment(
+        self, project_key: str, key: str, changes: dict[str, str]
+    ) -> Environment:
+        """Rename an environment or change its fractional bucketing scheme. Audited; the
+        environment's version moves only when its flag set changes (the scheme is in its
+        metadata), so a rename reaches no edge."""
+        project = await self.get(project_key)
+        current = await self.environment(project, key, lock="FOR NO KEY UPDATE")
+        name = changes.get("name", current.name)
+        bucketing = changes.get("fractionalBucketing", current.fractional_bucketing)
+        if (name, bucketing) == (current.name, current.fractional_bucketing):
+            return current
+        row = await self.conn.fetchrow(
+            f"""UPDATE environments SET name = $3, fractional_bucketing = $4, updated_at = now()
+                 WHERE tenant_id = $1 AND id = $2 RETURNING {_ENVIRONMENT_COLUMNS}""",
+            self.tenant_id,
+            current.id,
+            name,
+            bucketing,
+        )
+        assert row is not None
+        after = Environment.from_row(row)
+        if bucketing != current.fractional_bucketing:
+            versions = await self.scope.bump([after.id])
+            after = dataclasses.replace(after, version=versions[after.id])
+        await self.scope.audit(
+            project_id=project.id,
+            action="environment.update",
+            entity_type="environment",
+            entity_id=current.id,
+            entity_key=key,
+            before=current.to_api(),
+            after=after.to_api(),
+        )
+        return after
+
+    async def environment(self, project: Project, key: str, *, lock: str = "") -> Environment:
+        row = await self.conn.fetchrow(
+            f"{_ENVIRONMENT} WHERE tenant_id = $1 AND project_id = $2 AND key = $3 {lock}",
             self.tenant_id,
             project.id,
             key,
@@ -82,8 +150,12 @@ class ProjectStore:
             raise NotFound(f"no environment {key!r} in project {project.key!r}")
         return Environment.from_row(row)
 
-    async def create_environment(self, project_key: str, key: str, name: str) -> Environment:
+    async def create_environment(
+        self, project_key: str, key: str, name: str, bucketing: str | None = None
+    ) -> Environment:
         """A new environment, with a DISABLED state for every flag of the project.
+
+        ``bucketing`` is its fractional scheme, by default flagd's current one (v3).
 
         Locks the project row against concurrent flag creation (which holds it FOR
         SHARE), so no flag is created without a row in this environment or vice versa.
@@ -91,12 +163,15 @@ class ProjectStore:
         project = await self.get(project_key, lock="FOR NO KEY UPDATE")
         try:
             row = await self.conn.fetchrow(
-                f"""INSERT INTO environments (tenant_id, project_id, key, name)
-                   VALUES ($1, $2, $3, $4) RETURNING {_ENVIRONMENT_COLUMNS}""",
+                f"""INSERT INTO environments (tenant_id, project_id, key, name,
+                                             fractional_bucketing)
+                   VALUES ($1, $2, $3, $4, $5)
+                   RETURNING {_ENVIRONMENT_COLUMNS}""",
                 self.tenant_id,
                 project.id,
                 key,
                 name,
+                bucketing or CURRENT_SCHEME,
             )
         except asyncpg.UniqueViolationError:
             raise Conflict(
@@ -117,15 +192,7 @@ class ProjectStore:
             self.scope.actor,
         )
         versions = await self.scope.bump([env.id])
-        env = Environment(
-            env.id,
-            env.project_id,
-            env.key,
-            env.name,
-            versions[env.id],
-            env.created_at,
-            env.updated_at,
-        )
+        env = dataclasses.replace(env, version=versions[env.id])
         await self.scope.audit(
             project_id=project.id,
             action="environment.create",

@@ -60,6 +60,7 @@ class Environment:
     version: int
     created_at: datetime
     updated_at: datetime
+    fractional_bucketing: str
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Environment:
@@ -71,6 +72,7 @@ class Environment:
             row["version"],
             row["created_at"],
             row["updated_at"],
+            row["fractional_bucketing"],
         )
 
     def to_api(self) -> dict[str, JSON]:
@@ -79,6 +81,7 @@ class Environment:
             "key": self.key,
             "name": self.name,
             "version": self.version,
+            "fractionalBucketing": self.fractional_bucketing,
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
         }

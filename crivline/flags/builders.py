@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from crivline.flags import budget
+from crivline.flags import fractional as fr
 from crivline.flags.coerce import (
     divide,
     extreme,
@@ -496,6 +497,32 @@ def targeting_key(prefix: str, top: bool) -> Callable[[Any], str | None]:
     return from_item
 
 
+def targeting_key_cbor(flag_key: str, top: bool) -> Callable[[Any], bytes | None]:
+    """fractional v3's bucketing bytes without an expression: ``[flagKey, targetingKey]``."""
+    prefix = fr.shorthand_prefix(flag_key)
+    text = fr.cbor_text
+
+    def encode(k: Any) -> bytes | None:
+        if type(k) is not str or not k or prefix is None:
+            return None
+        tail = text(k)
+        return None if tail is None else prefix + tail
+
+    if top:
+        return lambda d: encode(d.get("targetingKey"))
+    return lambda d: encode(walk(d, ["targetingKey"]))
+
+
+def cbor_or_null(fn: Fn) -> Callable[[Any], bytes | None]:
+    """fractional v3's bucketing bytes of an expression's value (None for null)."""
+    encode = fr.cbor_value
+
+    def run(d: Any) -> bytes | None:
+        return encode(fn(d))
+
+    return run
+
+
 def text_or_null(fn: Fn) -> Callable[[Any], str | None]:
     def run(d: Any) -> str | None:
         v = fn(d)
@@ -504,9 +531,9 @@ def text_or_null(fn: Fn) -> Callable[[Any], str | None]:
     return run
 
 
-def fixed_text(text: str) -> Callable[[Any], str | None]:
-    def run(_d: Any) -> str | None:
-        return text
+def fixed_key(key: str | bytes) -> Callable[[Any], str | bytes | None]:
+    def run(_d: Any) -> str | bytes | None:
+        return key
 
     return run
 

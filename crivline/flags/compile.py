@@ -77,9 +77,12 @@ def node_bytes(node: Any) -> int:
 class ExprCompiler:
     """Compiles the expressions of one flag (``flag_key`` is needed by ``$flagd``)."""
 
-    def __init__(self, flag_key: str, segments: Mapping[str, Any]) -> None:
+    def __init__(
+        self, flag_key: str, segments: Mapping[str, Any], bucketing: fr.Scheme = fr.LEGACY_SCHEME
+    ) -> None:
         self.flag_key = flag_key
         self.segments = segments
+        self.bucketing = bucketing
         self._memo: dict[tuple[str, bool], tuple[Expr, int]] = {}
         self._active: list[str] = []
         self._ops: dict[str, Handler] = self._handlers()
@@ -403,18 +406,24 @@ class ExprCompiler:
         """How a ``fractional`` picks its bucket; None when it can only be null."""
         if not args:
             return None
-        fixed_key: str | None = None
-        if type(args[0]) is list:  # no bucketing expression: flagKey + targetingKey
+        v3 = self.bucketing == "v3"
+        fixed_key: str | bytes | None = None
+        key_fn: fr.KeyFn
+        if type(args[0]) is list:  # no bucketing expression: flagKey and targetingKey
             buckets = args
-            key_fn = b.targeting_key(self.flag_key, top)
+            if v3:
+                key_fn = b.targeting_key_cbor(self.flag_key, top)
+            else:
+                key_fn = b.targeting_key(self.flag_key, top)
         else:
             key = self.compile(args[0], top)
             buckets = args[1:]
             if key.is_const:
-                if type(key.const) is not str:
+                fixed_key = fr.cbor_value(key.const) if v3 else key.const
+                if type(fixed_key) is not (bytes if v3 else str):
                     return None
-                fixed_key = key.const
-                key_fn = b.fixed_text(fixed_key)
+            elif v3:
+                key_fn = b.cbor_or_null(key.fn)
             else:
                 key_fn = b.text_or_null(key.fn)
         variants: list[Expr] = []
@@ -433,6 +442,8 @@ class ExprCompiler:
             if fixed_key is not None:
                 return fr.pick(fixed_key, values), variants
             return fr.static_selector(key_fn, values), variants
+        if fixed_key is not None:
+            key_fn = b.fixed_key(fixed_key)
         return fr.dynamic_selector(key_fn, [w.fn for w in weights]), variants
 
     def fractional(self, args: list[Any], top: bool) -> Expr:

@@ -1,7 +1,7 @@
 """A compiled flag set: one call per evaluation, results built at compile time.
 
 Every answer a flag can give that does not depend on an error message — each variant
-as TARGETING_MATCH or SPLIT, the default as STATIC or DEFAULT, DISABLED — is a
+as TARGETING_MATCH, the default as STATIC or DEFAULT, DISABLED — is a
 :class:`Resolution` built once here. Targeting compiles "in tail position": the
 branches of ``if`` and the buckets of ``fractional`` that produce the flag's answer
 map straight to those prebuilt results, so a typical evaluation is a few closure calls
@@ -34,6 +34,7 @@ from crivline.flags.coerce import truthy, variant_name
 from crivline.flags.compile import ExprCompiler
 from crivline.flags.errors import FlagSetError, Problem
 from crivline.flags.expr import CompileError, Expr
+from crivline.flags.fractional import LEGACY_SCHEME, Scheme, scheme_of
 from crivline.flags.messages import key_path
 from crivline.flags.model import DEFAULT_LIMITS, ErrorCode, Limits, Reason, Resolution
 from crivline.flags.ops import arguments
@@ -72,7 +73,6 @@ class _Answers:
         self.values = values
         self.metadata = metadata
         self._match: dict[str, Resolution] = {}
-        self._split: dict[str, Resolution] = {}
         self.default = self._default(default, Reason.DEFAULT)
         self.static = self._default(default, Reason.STATIC)
 
@@ -90,15 +90,17 @@ class _Answers:
         return Resolution(self.key, value, name, reason, metadata=self.metadata)
 
     def variant(self, name: str, split: bool) -> Resolution:
-        table = self._split if split else self._match
-        hit = table.get(name)
+        # A variant a ``fractional`` chose (``split``) is TARGETING_MATCH too: that is what
+        # current flagd and its providers report (openfeature-flagd-core 2.x included),
+        # and an SDK moving between them must see the same reason.
+        hit = self._match.get(name)
         if hit is not None:
             return hit
         value = self.values.get(name)
         if value is None:
             return self.unknown(name)
-        reason = Reason.SPLIT if split else Reason.TARGETING_MATCH
-        hit = table[name] = Resolution(self.key, value, name, reason, metadata=self.metadata)
+        hit = Resolution(self.key, value, name, Reason.TARGETING_MATCH, metadata=self.metadata)
+        self._match[name] = hit
         return hit
 
     def unknown(self, name: str) -> Resolution:
@@ -351,12 +353,19 @@ def _too_big(exc: BudgetExceeded, targeting: Any, base: str, limits: Limits) -> 
 
 
 def _compile_targeting(
-    key: str, targeting: Any, segments: Mapping[str, Any], answers: _Answers, limits: Limits
+    key: str,
+    targeting: Any,
+    segments: Mapping[str, Any],
+    answers: _Answers,
+    limits: Limits,
+    bucketing: Scheme = LEGACY_SCHEME,
 ) -> Tail:
     # Compiled size is metered in the evaluator's units: bytes / BYTES_PER_UNIT.
     METER.work = limits.max_compiled_bytes // BYTES_PER_UNIT
     METER.close_pool()
-    return _TailCompiler(ExprCompiler(key, segments), answers).tail(targeting, split=False)
+    return _TailCompiler(ExprCompiler(key, segments, bucketing), answers).tail(
+        targeting, split=False
+    )
 
 
 def compiled_size_problem(
@@ -405,13 +414,14 @@ def compile_flag(
     *,
     limits: Limits = DEFAULT_LIMITS,
     budget: Budget = DEFAULT_BUDGET,
+    bucketing: Scheme = LEGACY_SCHEME,
 ) -> tuple[Entry, dict[str, Any]]:
     """One flag's evaluation (a constant result, or a function of the context) and its
     metadata (the flag's over the flag set's)."""
     metadata = dict(set_metadata)
     if isinstance(definition, Mapping) and isinstance(definition.get("metadata"), Mapping):
         metadata.update(definition["metadata"])
-    entry = _compile_flag(key, definition, segments, metadata, flag_type, limits, budget)
+    entry = _compile_flag(key, definition, segments, metadata, flag_type, limits, budget, bucketing)
     return entry, metadata
 
 
@@ -423,6 +433,7 @@ def _compile_flag(
     flag_type: str | None,
     limits: Limits,
     budget: Budget,
+    bucketing: Scheme,
 ) -> Entry:
     def parse_error(message: str) -> Resolution:
         return _error(key, ErrorCode.PARSE_ERROR, message, metadata)
@@ -451,7 +462,7 @@ def _compile_flag(
     if type(targeting) is not dict:
         return parse_error("targeting must be a JSONLogic rule (an object)")
     try:
-        tail = _compile_targeting(key, targeting, segments, answers, limits)
+        tail = _compile_targeting(key, targeting, segments, answers, limits, bucketing)
     except CompileError as exc:
         return parse_error(f"invalid targeting: {exc}")
     except RecursionError:
@@ -544,6 +555,7 @@ def compile_flag_set(
     static_context: Mapping[str, Any] | None = None,
     limits: Limits = DEFAULT_LIMITS,
     budget: Budget = DEFAULT_BUDGET,
+    bucketing: Scheme | None = None,
 ) -> CompiledFlagSet:
     """Compile a flag-set document (validate it first with ``validate_flag_set``).
 
@@ -553,7 +565,8 @@ def compile_flag_set(
     ``static_context`` is merged under every evaluation context (like flagd's sync
     context): the request's own keys win. ``limits.max_compiled_bytes`` bounds each
     flag's compiled size (over it: PARSE_ERROR); ``budget`` bounds each evaluation and
-    each ``evaluate_all``.
+    each ``evaluate_all``. ``bucketing`` is the ``fractional`` scheme; by default the one
+    the set's ``metadata.fractionalBucketing`` names, else v2.
     """
     if not isinstance(doc, Mapping):
         raise FlagSetError([Problem("", "a flag set must be a JSON object")])
@@ -567,6 +580,7 @@ def compile_flag_set(
     if not isinstance(set_metadata, Mapping):
         set_metadata = {}
     types = types or {}
+    scheme = bucketing or scheme_of(set_metadata)
     entries = {
         str(key): compile_flag(
             str(key),
@@ -576,6 +590,7 @@ def compile_flag_set(
             types.get(key),
             limits=limits,
             budget=budget,
+            bucketing=scheme,
         )
         for key, definition in flags.items()
     }

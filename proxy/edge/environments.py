@@ -283,9 +283,10 @@ class EnvironmentCache:
 
     # -- resynchronisation ------------------------------------------------------------------
 
-    async def resync(self) -> None:
+    async def resync(self) -> int:
         """Compare every environment with Redis and catch up (start-up, after a reconnect,
-        and periodically as a safety net). Raises if Redis fails meanwhile.
+        and periodically as a safety net); returns how many environments and keys it
+        changed. Raises if Redis fails meanwhile.
 
         Absence from Redis only counts once Redis holds a complete sync (an epoch): a
         Redis that restarted empty must not make this process drop what it serves, nor
@@ -294,14 +295,17 @@ class EnvironmentCache:
         served = await self._store.served()
         envs = sorted(served | set(self._states))
         versions = await self._store.versions(envs)
+        changed = 0
         for env, version in versions.items():
             state = self._states.get(env)
             if version == 0:
                 if complete and env not in served and state is not None:
                     self.removed(env)  # gone from a complete Redis: it left the edge
+                    changed += 1
                 continue
             if state is None or state.version < version:
                 self._schedule(env, version)
+                changed += 1
         workers = [w for env in envs if (w := self._workers.get(env)) is not None]
         if workers:
             await asyncio.gather(*(asyncio.shield(w) for w in workers))
@@ -313,6 +317,7 @@ class EnvironmentCache:
         self._status.loaded(not missing)
         if missing:
             raise RuntimeError(f"{len(missing)} served environments could not be loaded")
+        return changed + len(gone)
 
     # -- the per-environment worker ---------------------------------------------------------
 

@@ -122,7 +122,7 @@ class Subscriber:
             try:
                 if self._on_connected is not None:
                     await self._on_connected()
-                await self._cache.resync()
+                changed = await self._cache.resync()
             except REDIS_ERRORS:
                 raise  # the session reconnects
             except Exception as exc:
@@ -130,10 +130,13 @@ class Subscriber:
                 delay = 1.0
             else:
                 self.resynced.set()
-                log.info(
+                # Every resync_interval: worth an INFO line only when it caught something.
+                log.log(
+                    logging.INFO if changed else logging.DEBUG,
                     "resynchronised with redis",
                     extra={
                         "fields": {
+                            "changed": changed,
                             "environments": len(self._cache),
                             "keys": len(self._keys),
                             "seconds": round(time.monotonic() - started, 3),

@@ -31,13 +31,13 @@ from datetime import datetime
 import orjson
 from aiohttp import web
 
-from crivline import httpserver, sse
+from crivline import httpserver, sse, strictjson
 from crivline.errors import ApiError, ServiceUnavailable, Unauthorized
 from crivline.flags import ErrorCode, ofrep_flags_part
 from proxy import appkeys, cors, headers, streams
 from proxy.access import authorize, authorize_hash
 from proxy.auth import ANY_KIND
-from proxy.context import parse_context
+from proxy.context import parse_context, read_body
 from proxy.edge.environments import EnvironmentCache, EnvState, version_of_etag
 from proxy.edge.keys import KeyInfo
 from proxy.errors import api_error_response
@@ -94,7 +94,7 @@ async def evaluate_all(request: web.Request) -> web.Response:
 
 async def _read_body(request: web.Request) -> bytes:
     app = request.app
-    return await httpserver.read_body(
+    return await read_body(
         request, app[appkeys.SETTINGS].max_body_bytes, app[appkeys.OPTIONS].body_timeout_seconds
     )
 
@@ -114,10 +114,13 @@ def _bulk(
     tickets = app[appkeys.TICKETS]
     now = time.time()
     window = tickets.expiry(now) if tickets.ready else 0
-    digest = hashlib.blake2b(body, digest_size=16).digest()
+    context = _context(request, body, None)
+    # The context's canonical form: the same context with its keys in another order is
+    # the same ETag and the same cached answer.
+    digest = hashlib.blake2b(strictjson.canonical(context), digest_size=16).digest()
     flags_part: bytes | None = None
     if state.time_dependent:
-        flags_part = _evaluate(request, state, body)
+        flags_part = _evaluate(state, context)
         tag = hashlib.blake2b(flags_part + b"%d" % window, digest_size=8).hexdigest()
     else:
         tag = hashlib.blake2b(digest + b"%d" % window, digest_size=8).hexdigest()
@@ -134,7 +137,7 @@ def _bulk(
         flags_part = bulk_cache.get(state.content_hash, digest)
         metrics.cache_lookup("bulk", flags_part is not None)
         if flags_part is None:
-            flags_part = _evaluate(request, state, body)
+            flags_part = _evaluate(state, context)
             bulk_cache.put(state.content_hash, digest, flags_part)
     answer = (
         flags_part
@@ -146,10 +149,10 @@ def _bulk(
     return web.Response(body=answer, headers=out, content_type=httpserver.APPLICATION_JSON)
 
 
-def _evaluate(request: web.Request, state: EnvState, body: bytes) -> bytes:
+def _evaluate(state: EnvState, context: dict[str, object]) -> bytes:
     """``{"flags":[...]`` (left open for the rest of the body)."""
-    context = _context(request, body, None)
-    return ofrep_flags_part(state.flags.evaluate_all(context))
+    results = state.flags.evaluate_all(context)
+    return ofrep_flags_part(results)
 
 
 # A host as URLs spell it: a name (at most 255 characters) or an IPv4/IPv6 address, and

@@ -25,7 +25,7 @@ RATE_WINDOW = 10.0  # rates are averaged over this many seconds
 HISTORY = 120  # samples kept (two minutes at one a second)
 CHANGES_KEPT = 40  # propagation points kept for the chart
 OPERATOR_ROUTES = frozenset(
-    {"healthz", "readyz", "metrics", "status", "status_data", "status_sign_in"}
+    {"healthz", "readyz", "metrics", "openapi", "status", "status_data", "status_sign_in"}
 )
 
 

@@ -61,6 +61,9 @@ def writes(key_id: str) -> list[tuple[str, str, str, Any]]:
          {"flags": {"g": {"state": "ENABLED", "variants": {"on": True}, "defaultVariant": "on",
                           "targeting": {"if": [{"$ref": "e"}, "on", None]}}},
           "$evaluators": {"e": {"==": [1, 1]}}}),
+        ("updateProject", "PATCH", P, {"name": "Audited"}),
+        ("updateEnvironment", "PATCH", f"{P}/environments/qa",
+         {"name": "QA", "fractionalBucketing": "v2"}),
     ]  # fmt: skip
 
 
@@ -131,6 +134,8 @@ async def test_no_write_commits_when_its_audit_row_cannot_be_written(world: Worl
         ("revokeApiKey", "DELETE", f"{P}/environments/qa/keys/{key['apiKey']['id']}", None),
         ("importFlagSet", "POST", f"{P}/environments/qa/import",
          {"flags": {"blocked": {"state": "ENABLED", "variants": {"on": True}}}}),
+        ("updateProject", "PATCH", P, {"name": "blocked"}),
+        ("updateEnvironment", "PATCH", f"{P}/environments/qa", {"name": "blocked"}),
     ]  # fmt: skip
     assert {a[0] for a in attempts} == WRITE_ROUTES
     versions = "SELECT json_agg(version ORDER BY id) FROM environments"

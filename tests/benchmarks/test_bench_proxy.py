@@ -199,7 +199,7 @@ def test_bulk_evaluation_uncached(benchmark: Any, app: web.Application) -> None:
 
     def evaluate() -> bytes:
         body = b'{"context":{"targetingKey":"user-%d","plan":"free"}}' % next(counter)
-        return routes_ofrep._evaluate(req, state, body)
+        return routes_ofrep._evaluate(state, routes_ofrep._context(req, body, None))
 
     assert benchmark(evaluate).startswith(b'{"flags":[')
 

@@ -92,7 +92,7 @@ async def test_node_server_provider_evaluates_every_kind_of_flag(
         reasons.add(want["reason"])
         kinds.add(flag["kind"])
     assert kinds == {"boolean", "string", "integer", "float", "object"}
-    assert {"STATIC", "TARGETING_MATCH", "SPLIT", "DEFAULT", "DISABLED"} <= reasons
+    assert {"STATIC", "TARGETING_MATCH", "DEFAULT", "DISABLED"} <= reasons
     assert "ERROR:FLAG_NOT_FOUND" in reasons
     # It really went to the proxy: one OFREP single-flag request per evaluation.
     requests = shop.proxy[appkeys.METRICS].requests.values

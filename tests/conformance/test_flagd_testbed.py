@@ -8,9 +8,13 @@
 Steps are played the way an OpenFeature SDK uses a provider: a typed evaluation with a
 code default, which the SDK returns when the result has no value or is an error, and a
 TYPE_MISMATCH when the value has the wrong type (an SDK-side check; the evaluator
-itself is untyped, like an OFREP server). Scenarios are skipped, with the reason shown,
-when they test fractional v1/v3 bucketing (Crivline implements v2), a deprecated
-behaviour, or a provider's connection, events or caching rather than evaluation.
+itself is untyped, like an OFREP server). Scenarios tagged ``@fractional-v2`` run
+against the flag set compiled with the v2 bucketing scheme, ``@fractional-v3`` and the
+rest against v3, and untagged fractional scenarios against both (Crivline implements
+both; an environment names its own).
+Scenarios are skipped, with the reason shown, when they test fractional v1 bucketing,
+a deprecated behaviour, or a provider's connection, events or caching rather than
+evaluation.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from flagd_gherkin import Scenario, Step, parse_feature
 
 from crivline.flags import DEFAULT_BUDGET, CompiledFlagSet, Resolution, compile_flag_set
 from crivline.flags.budget import METER
+from crivline.flags.fractional import Scheme
 
 _UNSET = 1 << 62
 
@@ -46,8 +51,6 @@ if not TESTBED.is_dir():
 SKIP_TAGS = {
     "fractional-v1": "fractional v1 (legacy float bucketing abs(hash)/i32::MAX*100) is "
     "superseded; Crivline implements v2, (hash * totalWeight) >> 32",
-    "fractional-v3": "fractional v3 (CBOR-encoded bucketing values) is a documented "
-    "follow-up; Crivline implements v2, the hash of the UTF-8 string",
     "deprecated": "deprecated by the testbed: flagd now answers DEFAULT without a value "
     "(@no-default-variant), not FLAG_NOT_FOUND",
 }
@@ -76,22 +79,20 @@ def _merged_provider_flags() -> dict[str, Any]:
     return {"flags": flags, "$evaluators": evaluators}
 
 
-_SETS: dict[str, CompiledFlagSet] = {}
+_SETS: dict[tuple[str, Scheme], CompiledFlagSet] = {}
 
 
-def flag_set(name: str) -> CompiledFlagSet:
-    if name not in _SETS:
+def flag_set(name: str, bucketing: Scheme) -> CompiledFlagSet:
+    if (name, bucketing) not in _SETS:
         if name == "evaluator":
             doc = _load(TESTBED / "evaluator" / "flags" / "testkit-flags.json")
-            _SETS[name] = compile_flag_set(doc)
+            context = None
         elif name == "provider":
-            _SETS[name] = compile_flag_set(
-                _merged_provider_flags(), static_context=PROVIDER_STATIC_CONTEXT
-            )
+            doc, context = _merged_provider_flags(), PROVIDER_STATIC_CONTEXT
         else:  # a selector: "rawflags/<file>" is one flag file
-            doc = _load(TESTBED / "flags" / Path(name).name)
-            _SETS[name] = compile_flag_set(doc, static_context=PROVIDER_STATIC_CONTEXT)
-    return _SETS[name]
+            doc, context = _load(TESTBED / "flags" / Path(name).name), PROVIDER_STATIC_CONTEXT
+        _SETS[name, bucketing] = compile_flag_set(doc, static_context=context, bucketing=bucketing)
+    return _SETS[name, bucketing]
 
 
 # -- the SDK side ------------------------------------------------------------------------
@@ -155,6 +156,7 @@ def sdk_evaluate(
 @dataclass
 class World:
     set_name: str
+    bucketing: Scheme = "v3"
     flag_type: str = "String"
     key: str = ""
     default: Any = None
@@ -220,7 +222,7 @@ def _nested(world: World, m: re.Match[str], s: Step) -> None:
 
 @step(r"the flag was evaluated with details")
 def _evaluate(world: World, m: re.Match[str], s: Step) -> None:
-    flags = flag_set(world.set_name)
+    flags = flag_set(world.set_name, world.bucketing)
     world.details = sdk_evaluate(flags, world.key, world.flag_type, world.default, world.context)
 
 
@@ -281,8 +283,23 @@ def _scenarios() -> list[Any]:
             if reason is None and any(_match(s) is None for s in sc.steps):
                 reason = PROVIDER_ONLY
             marks = [pytest.mark.skip(reason=reason)] if reason else []
-            params.append(pytest.param(sc, set_name, id=f"{set_name}/{sc.id}", marks=marks))
+            for scheme in _schemes(sc.tags):
+                params.append(
+                    pytest.param(
+                        sc, set_name, scheme, id=f"{set_name}/{scheme}/{sc.id}", marks=marks
+                    )
+                )
     return params
+
+
+def _schemes(tags: frozenset[str]) -> tuple[Scheme, ...]:
+    """The bucketing schemes a scenario holds for: its tag's, or both when a fractional
+    scenario names none (weights, nesting, fallbacks: the same in every scheme)."""
+    if "fractional-v2" in tags:
+        return ("v2",)
+    if tags & {"fractional-v1", "fractional-v3"} or "fractional" not in tags:
+        return ("v3",)
+    return ("v2", "v3")
 
 
 SCENARIOS = _scenarios()
@@ -293,11 +310,13 @@ def test_the_testbed_was_read() -> None:
     runnable = [p for p in SCENARIOS if not p.marks]
     assert len(SCENARIOS) > 250, len(SCENARIOS)
     assert len(runnable) > 200, len(runnable)
+    v3 = [p for p in runnable if "fractional-v3" in p.values[0].tags]
+    assert len(v3) >= 132, len(v3)
 
 
-@pytest.mark.parametrize(("scenario", "set_name"), SCENARIOS)
-def test_scenario(scenario: Scenario, set_name: str) -> None:
-    world = World(set_name=set_name)
+@pytest.mark.parametrize(("scenario", "set_name", "bucketing"), SCENARIOS)
+def test_scenario(scenario: Scenario, set_name: str, bucketing: Scheme) -> None:
+    world = World(set_name=set_name, bucketing=bucketing)
     assertions = 0
     for s in scenario.steps:
         found = _match(s)

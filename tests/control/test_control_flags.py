@@ -85,7 +85,8 @@ async def test_patch_with_if_match(shop: Control, db: asyncpg.Connection) -> Non
     assert changed.body["name"] == "Checkout v2"
     assert changed.body["revision"] == 2
     assert changed.headers["ETag"] == '"2"'
-    assert await versions(db) == {k: v + 1 for k, v in before.items()}
+    # The name is in no flag set: the edge has nothing to learn, no environment moves.
+    assert await versions(db) == before
 
     stale = await shop.patch("/projects/shop/flags/checkout", {"name": "Lost update"},
                              headers={"If-Match": '"1"'})  # fmt: skip
@@ -253,3 +254,34 @@ async def test_a_whole_number_float_edit_that_changes_nothing_is_a_no_op(
     again = await control.patch("/projects/shop/flags/rate", {"variants": {"none": 0}})
     assert again.status == 200
     assert again.headers["ETag"] == '"1"'  # 0 is 0.0 for a float flag: no new revision
+
+
+async def test_only_served_changes_move_the_environments(
+    shop: Control, db: asyncpg.Connection
+) -> None:
+    audit_rows = await db.fetchval("SELECT count(*) FROM audit_log")
+    before = await versions(db)
+    described = await shop.patch("/projects/shop/flags/checkout", {"description": "new text"})
+    assert described.status == 200
+    assert described.body["revision"] == 2
+    assert await db.fetchval("SELECT count(*) FROM audit_log") == audit_rows + 1  # audited
+    assert await versions(db) == before  # committed, not bumped
+    tagged = await shop.patch("/projects/shop/flags/checkout", {"metadata": {"team": "web"}})
+    assert tagged.status == 200
+    assert await versions(db) == {k: v + 1 for k, v in before.items()}  # served: bumped
+
+
+async def test_if_match_takes_a_bare_revision_and_explains_a_malformed_one(
+    shop: Control,
+) -> None:
+    bare = await shop.patch("/projects/shop/flags/checkout", {"name": "Bare"},
+                            headers={"If-Match": "1"})  # fmt: skip
+    assert bare.status == 200, bare.body
+    assert bare.body["revision"] == 2
+    stale = await shop.patch("/projects/shop/flags/checkout", {"name": "Stale"},
+                             headers={"If-Match": "1"})  # fmt: skip
+    assert stale.status == 412
+    malformed = await shop.patch("/projects/shop/flags/checkout", {"name": "Odd"},
+                                 headers={"If-Match": "rev-2"})  # fmt: skip
+    assert malformed.status == 400
+    assert "double quotes" in malformed.problem["detail"], malformed.problem

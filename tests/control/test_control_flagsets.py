@@ -33,7 +33,7 @@ DOCUMENT: dict[str, Any] = {
                   "targeting": {"fractional": [["light", 50], ["dark", 50]]}},
     },
     "$evaluators": {"staff": {"ends_with": [{"var": "email"}, "@shop.example"]}},
-    "metadata": {"version": "7"},
+    "metadata": {"flagSetId": "shop/prod"},
 }  # fmt: skip
 
 
@@ -105,14 +105,25 @@ async def test_import_loads_a_flagd_document(shop: Control, db: asyncpg.Connecti
     assert dict(await db.fetch("SELECT key, version FROM environments")) == after
 
 
-async def test_import_updates_existing_flags_and_restores_archived_ones(shop: Control) -> None:
+async def test_import_updates_existing_flags_and_restores_archived_ones(
+    shop: Control, db: asyncpg.Connection
+) -> None:
     await shop.post("/projects/shop/flags/checkout/archive")
     doc = {"flags": {"checkout": {"state": "ENABLED", "variants": {"on": True, "off": False,
                                                                    "maybe": False},
                                   "defaultVariant": "maybe"}}}  # fmt: skip
-    answer = await shop.post(IMPORT.format(env="dev"), doc)
+    before = dict(await db.fetch("SELECT key, version FROM environments"))
+    # Variants and archiving belong to the project: prod would change too. Refused,
+    # saying what and where, unless the import is asked to apply it.
+    refused = await shop.post(IMPORT.format(env="dev"), doc)
+    assert refused.status == 409, refused
+    assert refused.problem_paths() == ["flags.checkout.variants", "flags.checkout"]
+    assert "prod" in refused.problem["detail"]
+    assert dict(await db.fetch("SELECT key, version FROM environments")) == before
+    answer = await shop.post(IMPORT.format(env="dev") + "?projectChanges=apply", doc)
     assert answer.status == 200, answer
     assert answer.body["flags"]["updated"] == ["checkout"]
+    assert answer.body["projectChanges"] == {"flags": ["checkout"], "environments": ["prod"]}
     flag = (await shop.get("/projects/shop/flags/checkout")).body
     assert flag["archived"] is False
     assert flag["variants"] == doc["flags"]["checkout"]["variants"]
@@ -162,3 +173,46 @@ async def test_import_of_the_flagd_testbed_flags(shop: Control) -> None:
 def _meaningful(flag: dict[str, Any]) -> dict[str, Any]:
     """A flag without its empty parts ({} targeting or metadata mean none)."""
     return {k: v for k, v in flag.items() if v != {} and v is not None}
+
+
+async def test_import_into_one_environment_never_silently_changes_another(
+    shop: Control, db: asyncpg.Connection
+) -> None:
+    greeting = {"state": "ENABLED", "variants": {"a": "Hi", "b": "Yo"}, "defaultVariant": "a",
+                "metadata": {"owner": "web"}}  # fmt: skip
+    doc = {"flags": {"greeting": greeting}}
+    assert (await shop.post(IMPORT.format(env="dev"), doc)).status == 200
+    staging_before = (await shop.get(FLAGSET.format(env="dev"))).body
+    # The same flag into prod without its metadata: that would remove it in dev too.
+    bare = {"flags": {"greeting": {**doc["flags"]["greeting"]}}}
+    del bare["flags"]["greeting"]["metadata"]
+    refused = await shop.post(IMPORT.format(env="prod"), bare)
+    assert refused.status == 409
+    assert refused.problem_paths() == ["flags.greeting.metadata"]
+    assert "the document has none" in refused.problem["errors"][0]["message"]
+    assert (await shop.get(FLAGSET.format(env="dev"))).body == staging_before
+    # With the document's metadata it is this environment's change alone.
+    same = await shop.post(IMPORT.format(env="prod"), doc)
+    assert same.status == 200
+    assert same.body["projectChanges"] == {"flags": [], "environments": []}
+    assert (await shop.get(FLAGSET.format(env="dev"))).body == staging_before
+
+
+async def test_import_refuses_flag_set_metadata_it_would_drop(shop: Control) -> None:
+    doc = {"flags": {}, "metadata": {"version": "7", "flagSetId": "elsewhere/prod",
+                                     "fractionalBucketing": "v3"}}  # fmt: skip
+    answer = await shop.post(IMPORT.format(env="prod"), doc)
+    assert answer.status == 422
+    assert sorted(answer.problem_paths()) == ["metadata.flagSetId", "metadata.version"]
+    ours = {"flags": {}, "metadata": {"flagSetId": "shop/prod", "fractionalBucketing": "v3"}}
+    assert (await shop.post(IMPORT.format(env="prod"), ours)).status == 200
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "flags.json"
+
+
+async def test_the_readme_example_document_imports(shop: Control) -> None:
+    doc = orjson.loads(EXAMPLE.read_bytes())
+    answer = await shop.post(IMPORT.format(env="prod"), doc)
+    assert answer.status == 200, answer
+    assert answer.body["flags"]["created"] == sorted(doc["flags"])

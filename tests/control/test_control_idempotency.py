@@ -120,3 +120,29 @@ async def test_keys_expire_after_a_day(control: Control, db: asyncpg.Connection)
     assert "Idempotent-Replayed" not in reused.headers
     replayed = await control.post("/projects", {"key": "blog"}, headers=key)
     assert replayed.headers["Idempotent-Replayed"] == "true"
+
+
+async def test_the_same_json_in_another_key_order_is_the_same_request(
+    control: Control, db: asyncpg.Connection
+) -> None:
+    key = {"Idempotency-Key": "order-1", "Content-Type": "application/json"}
+    first = await control.post("/projects", data=b'{"key": "shop", "name": "Shop"}', headers=key)
+    assert first.status == 201
+    before = await counts(db)
+    again = await control.post(
+        "/projects", data=b'{ "name" : "Shop",\n  "key" : "shop" }', headers=key
+    )
+    assert again.status == 201, again.body
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.raw == first.raw
+    assert await counts(db) == before
+
+
+async def test_a_repeated_json_key_is_refused_by_name(control: Control) -> None:
+    answer = await control.post(
+        "/projects",
+        data=b'{"key": "shop", "name": "A", "name": "B"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert answer.status == 400
+    assert "'name' more than once" in answer.problem["detail"], answer.problem

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import asyncpg
@@ -39,6 +40,8 @@ async def test_metrics_are_per_app(database_url: str, db: asyncpg.Connection) ->
         )  # fmt: skip
         other = (await second.call("GET", "/metrics", auth=False)).raw.decode()
         assert "project.create" not in other
+        for runtime in ("process_resident_memory_bytes", "python_info", "python_gc_"):
+            assert runtime in text, runtime
     finally:
         await first.client.close()
         await second.client.close()
@@ -89,3 +92,19 @@ async def test_an_unreachable_database_is_503_and_heals(
 async def test_operator_endpoints_are_json(control: Control, path: str) -> None:
     answer = await control.call("GET", path, auth=False)
     assert answer.headers["Content-Type"].startswith("application/json")
+
+
+async def test_every_request_is_one_access_log_line_without_secrets(
+    control: Control, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="control.access"):
+        await control.post("/projects", {"key": "shop"})
+        await control.get("/projects/nowhere?cursor=x", token="crv_mgt_not-a-real-token")
+    lines = [r for r in caplog.records if r.name == "control.access"]
+    seen = [(r.fields["method"], r.fields["path"], r.fields["status"]) for r in lines]  # type: ignore[attr-defined]
+    assert seen == [("POST", "/api/v1/projects", 201), ("GET", "/api/v1/projects/nowhere", 401)]
+    assert lines[0].fields["actor"]  # type: ignore[attr-defined]
+    text = caplog.text + repr([r.__dict__ for r in lines])
+    assert control.token not in text
+    assert "crv_mgt_not-a-real-token" not in text
+    assert "cursor" not in text

@@ -87,3 +87,40 @@ async def test_duplicate_environment_is_409_and_same_key_in_other_project_is_fin
     await control.project("blog", ("dev",))
     assert (await control.get("/projects/blog/environments/dev")).status == 200
     assert (await control.get("/projects/blog/environments/prod")).status == 404
+
+
+async def test_rename_and_rebucket_an_environment_and_rename_a_project(
+    control: Control, db: asyncpg.Connection
+) -> None:
+    await control.project("shop", ("dev", "prod"))
+    version = await db.fetchval("SELECT version FROM environments WHERE key = 'prod'")
+    audit_rows = await db.fetchval("SELECT count(*) FROM audit_log")
+
+    renamed = await control.patch("/projects/shop/environments/prod", {"name": "Production"})
+    assert renamed.status == 200, renamed.body
+    assert (renamed.body["name"], renamed.body["version"]) == ("Production", version)
+    assert await db.fetchval("SELECT count(*) FROM audit_log") == audit_rows + 1
+
+    v2 = await control.patch("/projects/shop/environments/prod", {"fractionalBucketing": "v2"})
+    assert v2.status == 200
+    assert (v2.body["fractionalBucketing"], v2.body["version"]) == ("v2", version + 1)
+    flagset = (await control.get("/projects/shop/environments/prod/flagset")).body
+    assert flagset["metadata"]["fractionalBucketing"] == "v2"
+    same = await control.patch("/projects/shop/environments/prod", {"fractionalBucketing": "v2"})
+    assert same.body["version"] == version + 1  # nothing changed: nothing moved
+
+    bad = await control.patch("/projects/shop/environments/prod", {"key": "live"})
+    assert bad.status == 400  # keys never change
+
+    project = await control.patch("/projects/shop", {"name": "Shop (EU)"})
+    assert project.status == 200
+    assert project.body["name"] == "Shop (EU)"
+    assert await db.fetchval("SELECT max(version) FROM environments WHERE key = 'prod'") == (
+        version + 1
+    )
+    actions = await db.fetch("SELECT action FROM audit_log ORDER BY id DESC LIMIT 3")
+    assert [r["action"] for r in actions] == [
+        "project.update",
+        "environment.update",
+        "environment.update",
+    ]

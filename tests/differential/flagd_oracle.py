@@ -1,10 +1,11 @@
 """openfeature-flagd-core (the reference flagd evaluator in Python) as a test oracle.
 
-flagd-core 2.0 implements fractional "v3": it hashes the CBOR encoding of the
-bucketing value. Crivline implements v2, which hashes the UTF-8 string (``flagKey +
-targetingKey`` for the shorthand). :func:`fractional_v2` swaps the oracle's encoding
-step for v2's, leaving the rest of its fractional (weights, bucket arithmetic, the
-shorthand, the error cases) to be compared as it is.
+flagd-core 2.x implements fractional "v3": it hashes the CBOR encoding of the
+bucketing value, and it is compared with Crivline's v3 as it is, unpatched. Crivline
+also keeps v2 (the UTF-8 string; ``flagKey + targetingKey`` for the shorthand) for
+environments created before v3: :func:`fractional_v2` swaps the oracle's encoding step
+for v2's, leaving the rest of its fractional (weights, bucket arithmetic, the shorthand,
+the error cases) to be compared as it is.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from openfeature.contrib.tools.flagd.core.targeting import custom_ops
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import OpenFeatureError
 
-from crivline.flags import Reason, Resolution
+from crivline.flags import Resolution
 
 
 class _V2Encoding:
@@ -77,8 +78,8 @@ class Oracle:
 
 
 def outcome(r: Resolution) -> Outcome:
-    """Ours, in the oracle's terms: flagd-core says TARGETING_MATCH where we say SPLIT."""
-    reason = Reason.TARGETING_MATCH if r.reason == Reason.SPLIT else r.reason
+    """Ours, in the oracle's terms (the reasons are the same: a fractional's choice is
+    TARGETING_MATCH in both)."""
     if r.error_code is not None:
         return Outcome(None, None, "ERROR", r.error_code.value)
-    return Outcome(r.value, r.variant, reason.value, None)
+    return Outcome(r.value, r.variant, r.reason.value, None)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -15,7 +17,7 @@ import orjson
 import pytest
 
 from crivline import tokens
-from crivline.embedded import free_port
+from crivline.embedded import RUNTIME_ROOT, free_port
 from crivline.errors import StartupError
 from crivline.settings import Settings
 from crivline.up import Stack
@@ -136,12 +138,24 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.fixture
+def stack_dir(tmp_path: Path) -> Iterator[Path]:
+    """A data folder under pytest's private (0700) temporary folder: as root, up runs
+    PostgreSQL from there without opening it (crivline.embedded). The cluster it moved
+    under RUNTIME_ROOT is removed afterwards."""
+    data_dir = tmp_path / "stack"
+    yield data_dir
+    cluster = data_dir / "postgres"
+    if cluster.is_symlink() and cluster.resolve().parent == RUNTIME_ROOT:
+        shutil.rmtree(cluster.resolve(), ignore_errors=True)
+
+
 @pytest.mark.timeout(180)
 def test_up_runs_refuses_a_second_and_stops_cleanly(
-    crivline_cmd: list[str], tmp_path: Path
+    crivline_cmd: list[str], stack_dir: Path
 ) -> None:
     env = _up_env()
-    data_dir = tmp_path / "stack"
+    data_dir = stack_dir
     proc = _start_up(crivline_cmd, data_dir, env)
     try:
         stack = _wait_for_stack(proc, data_dir)
@@ -165,9 +179,9 @@ def test_up_runs_refuses_a_second_and_stops_cleanly(
 
 
 @pytest.mark.timeout(180)
-def test_up_recovers_from_a_killed_run(crivline_cmd: list[str], tmp_path: Path) -> None:
+def test_up_recovers_from_a_killed_run(crivline_cmd: list[str], stack_dir: Path) -> None:
     env = _up_env()
-    data_dir = tmp_path / "stack"
+    data_dir = stack_dir
     first = _start_up(crivline_cmd, data_dir, env)
     stack = _wait_for_stack(first, data_dir)
     first.kill()  # no cleanup at all: its servers are orphaned, its lock dies with it

@@ -10,6 +10,7 @@ from crivline import tokens
 from crivline.errors import MigrationError
 from crivline.migrate import Migration, bundled_migrations, migrate, pending
 from crivline.seed import create_tenant, seed_demo
+from crivline.snapshot import set_json_codecs
 
 
 async def test_template_is_fully_migrated(db: asyncpg.Connection) -> None:
@@ -206,3 +207,35 @@ async def test_demo_seed_is_all_or_nothing(db: asyncpg.Connection) -> None:
         await seed_demo(db)  # the second seed fails on the tenant and leaves nothing extra
     assert await db.fetchval("SELECT count(*) FROM tenants") == tenants
     assert await db.fetchval("SELECT count(*) FROM projects") == 1
+
+
+async def test_an_upgrade_keeps_existing_environments_on_v2_bucketing(
+    pg_server: object, database_url: str
+) -> None:
+    """Environments older than the bucketing scheme keep v2 (nobody is re-bucketed by an
+    upgrade); environments created after it get flagd's current v3."""
+    base, _, _ = database_url.rpartition("/")
+    admin = await asyncpg.connect(f"{base}/postgres")
+    await admin.execute('CREATE DATABASE "upgrade_target"')
+    await admin.close()
+    conn = await asyncpg.connect(f"{base}/upgrade_target")
+    try:
+        await set_json_codecs(conn)
+        first, *later = bundled_migrations()
+        await migrate(conn, [first])
+        ids = await _project(conn, "acme")  # with its environment "prod"
+        assert [m.name for m in later][:1] == ["0002_fractional_bucketing.sql"]
+        await migrate(conn)
+        await conn.execute(
+            "INSERT INTO environments (tenant_id, project_id, key, name) "
+            "VALUES ($1, $2, 'after', 'After')",
+            ids["tenant"],
+            ids["project"],
+        )
+        rows = await conn.fetch("SELECT key, fractional_bucketing FROM environments ORDER BY key")
+        assert [tuple(r) for r in rows] == [("after", "v3"), ("prod", "v2")]
+    finally:
+        await conn.close()
+        admin = await asyncpg.connect(f"{base}/postgres")
+        await admin.execute('DROP DATABASE "upgrade_target" WITH (FORCE)')
+        await admin.close()

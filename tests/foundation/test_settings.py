@@ -1,9 +1,10 @@
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from crivline.errors import ConfigError
-from crivline.settings import Secret, Settings, redact_url
+from crivline.settings import Secret, Settings, configuration_table, redact_url
 
 
 def test_defaults_without_environment() -> None:
@@ -63,3 +64,13 @@ def test_settings_are_frozen_and_round_trip_to_child_env() -> None:
     again = Settings.from_env(s.environ())
     assert again == s
     assert isinstance(again.redis_url, Secret)
+
+
+def test_the_readme_configuration_table_is_the_settings_definition() -> None:
+    """Regenerate with `python -m crivline.settings` when this fails."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    table = configuration_table()
+    assert table in readme, "README.md's configuration table drifted from crivline/settings.py"
+    documented = {line.split("`")[1] for line in table.splitlines()[2:]}
+    assert documented == {f.metadata["env"] for f in fields(Settings)}
+    assert {"CRIVLINE_DATA_DIR", "CRIVLINE_HEARTBEAT_TTL", "CRIVLINE_MAX_STREAMS"} <= documented

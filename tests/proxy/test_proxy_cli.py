@@ -189,3 +189,23 @@ def test_the_worker_module_is_what_the_supervisor_runs() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+async def test_a_host_that_does_not_resolve_is_named_as_the_cause(
+    redis_url: str, crivline_cmd: list[str]
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *crivline_cmd,
+        "proxy",
+        env=proxy_env(redis_url, 18999, CRIVLINE_HOST="bogus.invalid"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, raw = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    stderr = raw.decode()
+    lines = [line for line in stderr.splitlines() if not line.startswith("{")]
+    assert len(lines) == 1, stderr
+    assert "the host 'bogus.invalid' (CRIVLINE_HOST) does not resolve" in lines[0]
+    assert "CRIVLINE_PROXY_PORT" not in lines[0]
+    assert "Traceback" not in stderr

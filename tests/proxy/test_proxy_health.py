@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from support.edgekit import Feeder, SSEClient, StartProxy, flag, make_key, new_env
+from support.edgekit import (
+    Feeder,
+    SSEClient,
+    StartProxy,
+    flag,
+    make_key,
+    new_env,
+    proxy_settings,
+)
 from support.waiting import eventually
 
 from proxy import appkeys
+from proxy.app import create_app
 
 OpenStream = Callable[..., Awaitable[SSEClient]]
 
@@ -95,6 +104,8 @@ async def test_metrics_count_what_happens(
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     text = await response.text()
+    for runtime in ("process_resident_memory_bytes", "python_info", "python_gc_"):
+        assert runtime in text, runtime
     expected = [
         'crivline_proxy_requests_total{method="GET",route="sdk_flags",status="200"} 1.0',
         'crivline_proxy_requests_total{method="GET",route="sdk_flags",status="304"} 1.0',
@@ -142,3 +153,28 @@ async def test_status_page_needs_the_operator_token(
     assert described["flags"] == 1
     assert described["streams"] == {"sdk": 1, "ofrep": 0}
     assert "op-secret" not in await page.text()
+
+
+async def test_the_openapi_document_lists_exactly_the_proxys_routes(
+    start_proxy: StartProxy,
+) -> None:
+    proxy = await start_proxy()
+    response = await proxy.get("/openapi.json")
+    assert response.status == 200
+    document = await response.json()
+    assert document["openapi"].startswith("3.1")
+    described = {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        for method in operations
+    }
+    app = create_app(proxy_settings("redis://127.0.0.1:1/0"))
+    served = {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None and route.method not in ("HEAD", "*")
+    }
+    assert described == served
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            assert operation["responses"], operation

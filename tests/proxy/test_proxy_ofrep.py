@@ -187,6 +187,15 @@ async def test_bulk_evaluation_etag_covers_flags_and_context(
     )
     assert same.status == 304
     assert same.headers["ETag"] == etag
+    # The same context with its keys in another order and other white space is the same.
+    reordered = b'{ "context" : {"email": "a@example.com",  "targetingKey": "user-2"} }'
+    again = await proxy.post(
+        "/ofrep/v1/evaluate/flags",
+        data=reordered,
+        headers={**client.headers, "If-None-Match": etag, "Content-Type": "application/json"},
+    )
+    assert again.status == 304
+    assert again.headers["ETag"] == etag
 
     other = {"context": {"targetingKey": "user-3", "email": "b@elsewhere.org"}}
     changed_context = await proxy.post(
@@ -284,3 +293,37 @@ async def test_time_dependent_targeting_is_never_served_from_the_bulk_cache(
         headers={**key.headers, "If-None-Match": response.headers["ETag"]},
     )
     assert again.status == 304  # same answer bytes: still a 304, computed from them
+
+
+async def test_a_repeated_json_key_is_refused_by_name(
+    served: tuple[RunningProxy, Key, Key, str],
+) -> None:
+    proxy, _server, client, _env = served
+    ambiguous = b'{"context": {"targetingKey": "u1", "plan": "pro", "plan": "free"}}'
+    for path in ("/ofrep/v1/evaluate/flags/bool-flag", "/ofrep/v1/evaluate/flags"):
+        response = await proxy.post(
+            path, data=ambiguous, headers={**client.headers, "Content-Type": "application/json"}
+        )
+        assert response.status == 400, path
+        body = await response.json()
+        assert body["errorCode"] == "PARSE_ERROR", body
+        assert "'plan' more than once" in body["errorDetails"], body
+
+
+async def test_a_broken_gzip_body_is_a_parse_error(
+    served: tuple[RunningProxy, Key, Key, str],
+) -> None:
+    proxy, _server, client, _env = served
+    response = await proxy.post(
+        "/ofrep/v1/evaluate/flags/bool-flag",
+        data=b"\x1f\x8b not really gzip",
+        headers={
+            **client.headers,
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+        },
+    )
+    assert response.status == 400
+    body = await response.json()
+    assert body["errorCode"] == "PARSE_ERROR", body
+    assert "Content-Encoding" in body["errorDetails"]

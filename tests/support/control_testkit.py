@@ -21,6 +21,8 @@ BODIES: dict[str, Any] = {
     "createEnvironment": {"key": "fresh"},
     "createFlag": {"key": "fresh", "type": "boolean", "variants": {"on": True}},
     "updateFlag": {"name": "Mine now"},
+    "updateProject": {"name": "Mine now"},
+    "updateEnvironment": {"name": "Mine now"},
     "putFlagState": {"state": "ENABLED", "defaultVariant": "on"},
     "putSegment": {"definition": {"==": [1, 1]}},
     "createApiKey": {"kind": "server"},

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -61,6 +62,8 @@ async def test_health_readiness_and_metrics(
     assert status == 200
     text = body.decode()
     for name in (
+        "process_resident_memory_bytes",
+        "python_info",
         "crivline_syncd_environments 2.0",
         "crivline_syncd_versions_applied_total",
         "crivline_syncd_rebuild_duration_seconds_bucket",
@@ -103,7 +106,10 @@ async def test_postgres_down_leaves_redis_untouched_and_syncd_unready_then_catch
         )
         status, body = await get(http, syncd.daemon.port or 0, "/readyz")
         assert status == 503
-        assert orjson.loads(body)["listening"] is False
+        answer = orjson.loads(body)
+        assert answer["listening"] is False
+        assert len(answer["reasons"]) == 1, answer  # it says why
+        assert "no reconciliation with Postgres and Redis has succeeded" in answer["reasons"][0]
         status, _ = await get(http, syncd.daemon.port or 0, "/healthz")
         assert status == 200  # alive, just not fresh
         # Redis keeps serving the last state, untouched: same versions, same epoch.
@@ -304,3 +310,18 @@ async def test_sigterm_while_start_up_still_retries_exits_cleanly(redis_url: str
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_applied_environments_are_logged_by_name(
+    db: asyncpg.Connection, start_syncd: StartSyncd, caplog: pytest.LogCaptureFixture
+) -> None:
+    project = await make_project(db)
+    await add_flag(db, project, "checkout")
+    with caplog.at_level(logging.INFO, logger="crivline.syncd"):
+        syncd = await start_syncd()
+        env = project.environments["production"]
+        version = await set_default(db, project, "production", "checkout", "on")
+        await wait_for(lambda: _version_is(syncd.store, env, version), 5, "the change")
+    applied = [r for r in caplog.records if r.getMessage() == "environment applied"]
+    names = {r.fields["environment"]: r.fields["name"] for r in applied}  # type: ignore[attr-defined]
+    assert names[env] == "acme/app/production"

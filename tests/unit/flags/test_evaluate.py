@@ -101,17 +101,17 @@ def test_floats_stay_floats_and_ints_stay_ints() -> None:
     assert orjson.dumps(declared.to_dict()["value"]) == b"1.0"
 
 
-def test_split_reason_when_fractional_decides() -> None:
+def test_a_fractional_choice_is_a_targeting_match_as_in_flagd() -> None:
     d = flag({"fractional": [{"var": "targetingKey"}, ["on", 50], ["off", 50]]})
-    assert evaluate(d, {"targetingKey": "u1"}).reason == Reason.SPLIT
+    assert evaluate(d, {"targetingKey": "u1"}).reason == Reason.TARGETING_MATCH
     assert evaluate(d, {}).reason == Reason.DEFAULT  # no bucketing value: no split
     nested = flag(
         {"if": [{"var": "beta"}, {"fractional": [["on", 1], ["off", 1]]}, "off"]},
     )
-    assert evaluate(nested, {"beta": True, "targetingKey": "u"}).reason == Reason.SPLIT
+    assert evaluate(nested, {"beta": True, "targetingKey": "u"}).reason == Reason.TARGETING_MATCH
     assert evaluate(nested, {"beta": False}).reason == Reason.TARGETING_MATCH
     condition = flag({"if": [{"fractional": [[False, 0], [True, 1]]}, "on", "off"]})
-    assert evaluate(condition, {"targetingKey": "u"}).reason == Reason.SPLIT
+    assert evaluate(condition, {"targetingKey": "u"}).reason == Reason.TARGETING_MATCH
 
 
 def test_metadata_merges_flag_over_set() -> None:

@@ -99,7 +99,7 @@ def test_bucketing_expression_with_flag_key() -> None:
     )
     for name, want in [("jack", "hearts"), ("queen", "spades"), ("ten", "clubs"), ("3", "clubs")]:
         r = flags.evaluate("fractional-flag", {"user": {"name": name}})
-        assert (r.value, r.reason) == (want, Reason.SPLIT), name
+        assert (r.value, r.reason) == (want, Reason.TARGETING_MATCH), name
 
 
 SHORTHAND = {
@@ -152,7 +152,7 @@ def test_pick_weights(weights: list[int], expected: int) -> None:
         ([["a", True], ["b", 1]], Reason.DEFAULT),
         ([["a", 0], ["b", 0]], Reason.DEFAULT),
         ([["a", 2, 3]], Reason.DEFAULT),  # malformed bucket
-        ([["b"]], Reason.SPLIT),
+        ([["b"]], Reason.TARGETING_MATCH),
     ],
 )
 def test_bad_weights_fall_back_to_default(bucket: list[Any], reason: Reason) -> None:
@@ -191,7 +191,8 @@ def test_dynamic_weights() -> None:
     flags = compile_flag_set(doc)
     assert flags.evaluate("f", {"targetingKey": "user1", "tier": "premium"}).value == "red"
     assert flags.evaluate("f", {"targetingKey": "user1", "tier": "basic"}).value == "blue"
-    assert flags.evaluate("f", {"targetingKey": "user1", "tier": "basic"}).reason == Reason.SPLIT
+    basic = flags.evaluate("f", {"targetingKey": "user1", "tier": "basic"})
+    assert basic.reason == Reason.TARGETING_MATCH
 
 
 def test_split_is_roughly_uniform() -> None:

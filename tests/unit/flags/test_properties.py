@@ -130,7 +130,6 @@ def test_evaluation_never_raises(targeting: Any, ctxs: list[dict[str, Any]]) -> 
                 assert r.reason in (
                     Reason.STATIC,
                     Reason.TARGETING_MATCH,
-                    Reason.SPLIT,
                     Reason.DEFAULT,
                 )
                 assert r.value in ("ON", "OFF")
