@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -134,6 +135,46 @@ def _path(_name: str, raw: str) -> Path:
     return Path(raw)
 
 
+def _switch(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value in {"on", "true", "1", "yes"}:
+        return True
+    if value in {"off", "false", "0", "no"}:
+        return False
+    raise ConfigError(f"{name} must be on or off, got {raw!r}")
+
+
+_TIER = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTiers:
+    """Stripe price id → plan tier, written ``price_abc=pro,price_def=enterprise``."""
+
+    pairs: tuple[tuple[str, str], ...] = ()
+
+    def tier(self, price: str | None) -> str | None:
+        return next((tier for p, tier in self.pairs if p == price), None)
+
+    def __str__(self) -> str:
+        return ",".join(f"{price}={tier}" for price, tier in self.pairs)
+
+
+def _price_tiers(name: str, raw: str) -> PriceTiers:
+    out: dict[str, str] = {}
+    for item in raw.split(","):
+        price, sep, tier = (part.strip() for part in item.partition("="))
+        if not item.strip():
+            continue
+        if not sep or not price or not _TIER.fullmatch(tier):
+            raise ConfigError(
+                f"{name} must be price=tier pairs separated by commas"
+                f" (price_abc=pro,price_def=enterprise), got {item.strip()!r}"
+            )
+        out[price] = tier
+    return PriceTiers(tuple(out.items()))
+
+
 _POSTGRES = _url(("postgres", "postgresql"))
 _REDIS = _url(("redis", "rediss", "unix"))
 
@@ -170,6 +211,10 @@ class Settings:
     max_streams: int = _env("CRIVLINE_MAX_STREAMS", _positive_int, 20000)
     log_level: str = _env("CRIVLINE_LOG_LEVEL", _log_level, "INFO")
     data_dir: Path = _env("CRIVLINE_DATA_DIR", _path, Path(".crivline"))
+    stripe_webhook_secret: Secret | None = _env("CRIVLINE_STRIPE_WEBHOOK_SECRET", _secret)
+    stripe_prices: PriceTiers = _env("CRIVLINE_STRIPE_PRICES", _price_tiers, PriceTiers())
+    quotas: bool = _env("CRIVLINE_QUOTAS", _switch, True)
+    usage_flush_interval: float = _env("CRIVLINE_USAGE_FLUSH_INTERVAL", _seconds, 10.0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

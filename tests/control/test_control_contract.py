@@ -31,7 +31,9 @@ MAX_EXAMPLES = 25
 @pytest.fixture
 async def demo_server(database_url: str, db: asyncpg.Connection) -> AsyncIterator[tuple[str, str]]:
     demo = await seed_demo(db)
-    server = TestServer(create_app(control_settings(database_url)), host="127.0.0.1")
+    # With a webhook secret, so the Stripe route is live (and refuses what is unsigned).
+    settings = control_settings(database_url, stripe_webhook_secret="whsec_contract")
+    server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
     base = str(server.make_url(""))
     # The segment the document's examples name, so its routes meet a real one.
