@@ -1,12 +1,14 @@
 """Stripe webhooks, the pure part: the ``Stripe-Signature`` check and the event's reading.
 
-The signature is Stripe's scheme: the header is comma-separated ``key=value`` items,
-one ``t=`` (Unix seconds) and one or more ``v1=`` (hex HMAC-SHA256 of ``"{t}.{raw
-body}"`` under the endpoint secret). Any matching ``v1`` is accepted — while a secret is
-being rolled Stripe signs with both — and other schemes (``v0``) are ignored. A
-timestamp older than the tolerance (300 s) is refused, so a captured request cannot be
-replayed later; like Stripe's own libraries, a timestamp ahead of the clock is not. ``t``
-must be plain digits. Comparisons are in constant time.
+The signature is Stripe's scheme: the header is comma-separated ``key=value`` items
+(no spaces), a ``t=`` (Unix seconds; the first one counts) and one or more ``v1=`` (hex
+HMAC-SHA256 of ``"{t}.{raw body}"`` under the endpoint secret). Any matching ``v1`` is
+accepted — while a secret is being rolled Stripe signs with both — and other schemes
+(``v0``) are ignored. A timestamp older than the tolerance (300 s) is refused, so a
+captured request cannot be replayed later; like Stripe's own libraries, a timestamp
+ahead of the clock is not. ``t`` must be plain digits (stricter than Stripe's library,
+which also takes ``+12`` or `` 12``; Stripe never sends those). Comparisons are in
+constant time. The unit tests hold this to Stripe's own verifier.
 """
 
 from __future__ import annotations
@@ -51,12 +53,12 @@ def verify(header: str | None, payload: bytes, secret: str, now: float) -> None:
     timestamp: int | None = None
     signatures: list[str] = []
     for item in header.split(","):
-        name, sep, value = item.strip().partition("=")
-        if not sep:
-            raise WebhookRefused("the Stripe-Signature header is not a list of key=value items")
-        if name == "t":
-            if timestamp is not None or not value.isascii() or not value.isdigit():
-                raise WebhookRefused("the Stripe-Signature header needs one t= timestamp")
+        name, sep, value = item.partition("=")
+        if name in ("t", "v1") and not sep:
+            raise WebhookRefused(f"the Stripe-Signature item {name!r} has no value")
+        if name == "t" and timestamp is None:  # the first one counts, as in Stripe's code
+            if not value.isascii() or not value.isdigit():
+                raise WebhookRefused("the Stripe-Signature t= is not a Unix time in seconds")
             timestamp = int(value)
         elif name == "v1":
             signatures.append(value)
