@@ -248,6 +248,37 @@ PLAN_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
             "data": {"type": "object"},
         },
     },
+    "UsageBatch": {
+        "type": "object",
+        "description": "Counts an edge's proxies made, added once per (edge, sequence).",
+        "required": ["sequence"],
+        "additionalProperties": False,
+        "properties": {
+            "sequence": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+            "counts": {
+                "type": "array",
+                "maxItems": 10_000,
+                "items": _object(
+                    {
+                        "environment": _UUID,
+                        "day": _DATE,
+                        "kind": {"enum": list(USAGE_KINDS)},
+                        "count": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                    }
+                ),
+            },
+            "tenants": {"type": "array", "maxItems": 10_000, "items": _UUID},
+        },
+    },
+    "UsageReceipt": _object(
+        {
+            "sequence": {"type": "integer"},
+            "duplicate": {"type": "boolean"},
+            "day": _DATE,
+            "resetsAt": _TIME,
+            "evaluationsToday": {"type": "object", "additionalProperties": _COUNT},
+        }
+    ),
     "WebhookReceipt": _object(
         {
             "received": {"const": True},

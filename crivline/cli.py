@@ -7,6 +7,7 @@
     crivline tenant create KEY [--name] [--plan TIER]
                                           a tenant and its first management token
     crivline tenant plan KEY TIER         put a tenant on a plan by hand (no Stripe)
+    crivline edge create EDGE_ID          a credential for an edge to report usage
     crivline control | syncd | proxy      run one part (when this build has it)
 
 Settings come from ``CRIVLINE_*`` variables; flags override them. Deliberate failures
@@ -47,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     plan = tenant_sub.add_parser("plan", help="put a tenant on a plan (free, pro, enterprise)")
     plan.add_argument("key", help="tenant key")
     plan.add_argument("tier", help="plan tier")
+
+    edge = sub.add_parser("edge", help="edge credentials")
+    edge_sub = edge.add_subparsers(dest="edge_command", required=True, metavar="ACTION")
+    edge_create = edge_sub.add_parser("create", help="a credential for an edge's usage reports")
+    edge_create.add_argument("edge_id", help="the edge's CRIVLINE_EDGE_ID")
 
     control = sub.add_parser("control", help="run the control API")
     control.add_argument("--port", type=int, dest="control_port")
@@ -125,6 +131,23 @@ def _cmd_tenant(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(create() if args.tenant_command == "create" else plan())
 
 
+def _cmd_edge(settings: Settings, args: argparse.Namespace) -> int:
+    from crivline.seed import issue_edge_credential
+    from crivline.up import _connect
+
+    async def create() -> int:
+        conn = await _connect(settings.require_database())
+        try:
+            secret = await issue_edge_credential(conn, args.edge_id)
+        finally:
+            await conn.close()
+        print(f"edge credential for {args.edge_id}: {secret}")
+        print("  (set it as CRIVLINE_EDGE_CREDENTIAL for that edge's syncd; shown only now)")
+        return 0
+
+    return asyncio.run(create())
+
+
 def _cmd_part(part: str) -> Callable[[Settings, argparse.Namespace], int]:
     def run(settings: Settings, _args: argparse.Namespace) -> int:
         try:
@@ -143,6 +166,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "up": _cmd_up,
     "migrate": _cmd_migrate,
     "tenant": _cmd_tenant,
+    "edge": _cmd_edge,
     **{part: _cmd_part(part) for part in PARTS},
 }
 

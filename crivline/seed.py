@@ -115,6 +115,21 @@ async def create_tenant(
     return NewTenant(tenant_id, key, token)
 
 
+async def issue_edge_credential(conn: asyncpg.Connection, edge_id: str) -> str:
+    """A new credential with which ``edge_id``'s syncd reports usage; returned once."""
+    if not 1 <= len(edge_id) <= 255 or any(c.isspace() for c in edge_id):
+        raise Conflict(f"edge id {edge_id!r} is not valid: 1-255 characters, no spaces")
+    secret = tokens.generate(tokens.SecretKind.EDGE)
+    await conn.execute(
+        """INSERT INTO edge_credentials (edge_id, token_hash, display_prefix)
+           VALUES ($1, $2, $3)""",
+        edge_id,
+        tokens.digest(secret),
+        tokens.display_prefix(secret),
+    )
+    return secret
+
+
 @dataclass(frozen=True, slots=True)
 class PlanChange:
     tenant: str

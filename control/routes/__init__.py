@@ -6,6 +6,7 @@ from control.routes import (
     audit,
     flags,
     flagsets,
+    ingest,
     keys,
     ops,
     plans,
@@ -19,5 +20,17 @@ from control.routing import Operation
 
 def operations() -> list[Operation]:
     """All operations, in the order the OpenAPI document lists them."""
-    groups = (ops, projects, flags, states, segments, keys, flagsets, audit, plans, webhooks)
+    groups = (
+        ops,
+        projects,
+        flags,
+        states,
+        segments,
+        keys,
+        flagsets,
+        audit,
+        plans,
+        webhooks,
+        ingest,
+    )
     return [op for group in groups for op in group.api.operations]

@@ -68,6 +68,19 @@ CREATE TABLE usage (
     FOREIGN KEY (tenant_id, environment_id) REFERENCES environments (tenant_id, id)
 );
 
+-- Edge credentials: an edge's syncd reports usage to control's ingestion route with
+-- one (crv_edg_…, only its SHA-256 kept), so control stays the only writer of this
+-- database and an edge holds no credential for it. The edge id comes from here, not from
+-- what the edge says.
+CREATE TABLE edge_credentials (
+    id              uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    edge_id         text        NOT NULL CHECK (length(edge_id) BETWEEN 1 AND 255),
+    token_hash      bytea       NOT NULL UNIQUE CHECK (length(token_hash) = 32),
+    display_prefix  text        NOT NULL CHECK (length(display_prefix) = 8),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    revoked_at      timestamptz
+);
+
 -- Usage batches already added, by the edge that sent them and its sequence number: a
 -- batch retried after a lost answer is recognised and not counted again.
 CREATE TABLE usage_batches (
