@@ -175,6 +175,13 @@ def _price_tiers(name: str, raw: str) -> PriceTiers:
     return PriceTiers(tuple(out.items()))
 
 
+def _http_url(name: str, raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
 _POSTGRES = _url(("postgres", "postgresql"))
 _REDIS = _url(("redis", "rediss", "unix"))
 
@@ -215,6 +222,8 @@ class Settings:
     stripe_prices: PriceTiers = _env("CRIVLINE_STRIPE_PRICES", _price_tiers, PriceTiers())
     quotas: bool = _env("CRIVLINE_QUOTAS", _switch, True)
     usage_flush_interval: float = _env("CRIVLINE_USAGE_FLUSH_INTERVAL", _seconds, 10.0)
+    control_url: str | None = _env("CRIVLINE_CONTROL_URL", _http_url)
+    edge_credential: Secret | None = _env("CRIVLINE_EDGE_CREDENTIAL", _secret)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

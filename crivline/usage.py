@@ -57,6 +57,28 @@ class Batch:
         }
 
 
+def count_field(environment_id: str, day: date, kind: str) -> str:
+    """The edge Redis hash field of one count (see :mod:`crivline.keyspace`)."""
+    return f"{environment_id}|{day.isoformat()}|{kind}"
+
+
+def counts_from_fields(fields: dict[str, int]) -> tuple[Count, ...]:
+    """Counts from the edge Redis hash; fields that are not counts (``_seq``) or are
+    malformed are skipped, non-positive values too."""
+    out = []
+    for name, value in sorted(fields.items()):
+        env, _, rest = name.partition("|")
+        day_text, _, kind = rest.partition("|")
+        if kind not in USAGE_KINDS or _uuid(env) is None or value < 1:
+            continue
+        try:
+            day = date.fromisoformat(day_text)
+        except ValueError:
+            continue
+        out.append(Count(env, day, kind, value))
+    return tuple(out)
+
+
 class BatchProblems(Exception):
     def __init__(self, problems: list[FieldProblem]) -> None:
         super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))

@@ -39,6 +39,7 @@ from syncd.reconcile import Reconciler, RedisLostData
 from syncd.replicate import Replicator, Want
 from syncd.scope import ScopeView
 from syncd.source import Source
+from syncd.usage import UsageFlusher
 from syncd.work import WorkQueue, worker
 
 log = logging.getLogger("crivline.syncd")
@@ -204,6 +205,12 @@ class Daemon:
                 ),
             )
         spawn("heartbeat", "syncd-heartbeat", self._heartbeat_loop())
+        if self.config.control_url and self.config.edge_credential:
+            flusher = UsageFlusher(
+                self.store.redis, self.config.keyspace, control_url=self.config.control_url,
+                credential=self.config.edge_credential, timeout=self.config.io_timeout,
+            )  # fmt: skip
+            spawn("usage", "syncd-usage", flusher.run(self.config.usage_flush_interval))
 
     async def _shutdown(self) -> None:
         try:
@@ -215,6 +222,7 @@ class Daemon:
                 ("reconcile", grace),
                 ("work", grace),
                 ("heartbeat", 1.0),
+                ("usage", 1.0),  # a batch cut off here stays staged for the next syncd
             ):
                 await _cancel_all(self._tasks.get(group, []), patience)
             if self._runner is not None:
