@@ -32,6 +32,7 @@ from proxy.bulkcache import BulkCache
 from proxy.environments import EnvironmentCache
 from proxy.hub import Hub
 from proxy.keys import KeyIndex
+from proxy.metering import Meter
 from proxy.metrics import Metrics
 from proxy.middleware import edge_middleware
 from proxy.options import ProxyOptions
@@ -67,6 +68,7 @@ def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.A
             _hub,
             _cache,
             _limiter,
+            _meter,
             _tickets,
             _subscriber,
             _health,
@@ -154,6 +156,16 @@ async def _limiter(app: web.Application) -> AsyncIterator[None]:
         tasks.spawn(limiter.run(app[appkeys.OPTIONS].rate_limit_flush_seconds), "flush")
     yield
     await tasks.close()
+
+
+async def _meter(app: web.Application) -> AsyncIterator[None]:
+    meter = Meter(app[appkeys.REDIS], app[appkeys.KEYSPACE])
+    app[appkeys.METER] = meter
+    tasks = Tasks("metering")
+    tasks.spawn(meter.run(app[appkeys.OPTIONS].usage_flush_seconds), "flush")
+    yield
+    await tasks.close()
+    await meter.close(app[appkeys.OPTIONS].redis_timeout)
 
 
 async def _tickets(app: web.Application) -> AsyncIterator[None]:

@@ -11,6 +11,7 @@ from proxy.bulkcache import BulkCache
 from proxy.environments import EnvironmentCache
 from proxy.hub import Hub
 from proxy.keys import KeyIndex
+from proxy.metering import Meter
 from proxy.metrics import METRICS_KEY
 from proxy.options import ProxyOptions
 from proxy.ratelimit import RateLimiter
@@ -28,6 +29,7 @@ KEYS = web.AppKey("keys", KeyIndex)
 HUB = web.AppKey("hub", Hub)
 CACHE = web.AppKey("cache", EnvironmentCache)
 LIMITER = web.AppKey("limiter", RateLimiter)
+METER = web.AppKey("meter", Meter)
 TICKETS = web.AppKey("tickets", TicketSigner)
 TICKET_SECRET = web.AppKey("ticket_secret", SharedSecret)
 SUBSCRIBER = web.AppKey("subscriber", Subscriber)

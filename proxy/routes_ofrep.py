@@ -63,6 +63,7 @@ async def evaluate_flag(request: web.Request) -> web.Response:
     info = await authorize(request, ANY_KIND)
     app = request.app
     state = await app[appkeys.CACHE].obtain(info.environment)
+    app[appkeys.METER].count(info.environment, "ofrep_single")
     out = headers.served(state, app[appkeys.STATUS])
     try:
         body = await read_body(
@@ -85,6 +86,7 @@ async def evaluate_all(request: web.Request) -> web.Response:
     app = request.app
     cache = app[appkeys.CACHE]
     state = await cache.obtain(info.environment)
+    app[appkeys.METER].count(info.environment, "ofrep_bulk")
     if request.query_string:
         state = await _honour_refetch_hints(request, cache, state)
     out = headers.served(state, app[appkeys.STATUS])
@@ -279,6 +281,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     if version is None:
         version = state.version
     client = app[appkeys.HUB].open(info.environment, info.key_hash, OFREP, version, info.expires_at)
+    app[appkeys.METER].count(info.environment, "stream")
     opening = sse.retry(app[appkeys.OPTIONS].retry_ms)
     if client.version < state.version:
         opening += state.refetch_event

@@ -42,7 +42,9 @@ async def flags(request: web.Request) -> web.Response:
         hit = headers.etag_matches(if_none_match, state.etag)
         app[appkeys.METRICS].conditional_request("sdk_flags", hit)
         if hit:
+            app[appkeys.METER].count(info.environment, "poll_not_modified")
             return web.Response(status=304, headers=out)
+    app[appkeys.METER].count(info.environment, "poll")
     return web.Response(body=state.flag_set, headers=out, content_type="application/json")
 
 
@@ -69,6 +71,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         state = cache.get(info.environment) or state
     # From here to hub.open nothing awaits: no event can slip between the two.
     client = app[appkeys.HUB].open(info.environment, info.key_hash, SDK, version, info.expires_at)
+    app[appkeys.METER].count(info.environment, "stream")
     options = app[appkeys.OPTIONS]
     client.send(sse.retry(options.retry_ms) + opening)
     if opening:
