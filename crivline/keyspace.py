@@ -55,6 +55,10 @@ Per edge (``edge`` is ``CRIVLINE_EDGE_ID``):
 
 Usage (the one flow from the edge to the centre; see ``crivline/usage.py``):
 
+``{p}edge:{edge}:plans``  hash — tenant id → ``{revision}|{plan JSON}``: the plan
+    limits the edge enforces for each tenant it serves (see
+    :class:`crivline.plans.EdgePlan`); written by syncd before it applies an environment
+    of the tenant, never replaced by an older revision; read by the proxies.
 ``{p}edge:{edge}:usage``  hash — counts not yet handed to syncd, field
     ``{env}|{YYYY-MM-DD}|{kind}`` → count; every proxy process HINCRBYs its local counts
     into it on a short interval.
@@ -137,6 +141,10 @@ class Keyspace:
     @property
     def ticket_secret(self) -> str:
         return f"{self.prefix}edge:{self.edge_id}:ticket-secret"
+
+    @property
+    def plans(self) -> str:
+        return f"{self.prefix}edge:{self.edge_id}:plans"
 
     @property
     def usage(self) -> str:

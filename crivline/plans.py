@@ -9,9 +9,12 @@ period has ended. No row at all is the free tier.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+
+import orjson
 
 FREE_TIER = "free"
 UNCAPPED_TIER = "enterprise"  # the demo tenant's, and every limit NULL
@@ -55,6 +58,62 @@ class Limits:
             "flagsPerProject": self.flags_per_project,
             "environmentsPerProject": self.environments_per_project,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class EdgePlan:
+    """What an edge enforces for one tenant: its plan's edge-side limits.
+
+    ``revision`` orders plan changes (the subscription row's last change, in µs; 0 for
+    a tenant without one), so an edge never replaces a plan with an older one.
+    """
+
+    tier: str
+    evaluations_per_day: int | None
+    streams_per_environment: int | None
+    revision: int = 0
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "tier": self.tier,
+                "evaluationsPerDay": self.evaluations_per_day,
+                "streamsPerEnvironment": self.streams_per_environment,
+                "revision": self.revision,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> EdgePlan | None:
+        """The plan, or None when ``raw`` is not one (a newer format, a damaged value)."""
+        try:
+            doc = orjson.loads(raw)
+            plan = cls(
+                doc["tier"], doc["evaluationsPerDay"], doc["streamsPerEnvironment"], doc["revision"]
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+        limits = (plan.evaluations_per_day, plan.streams_per_environment)
+        if not isinstance(plan.tier, str) or not all(v is None or type(v) is int for v in limits):
+            return None
+        return plan
+
+
+def edge_plan_value(plan: EdgePlan) -> bytes:
+    """A plan as the edge Redis holds it: ``{revision}|{JSON}`` (see crivline.keyspace)."""
+    return f"{plan.revision}|".encode() + plan.to_json()
+
+
+def read_edge_plans(raw: Mapping[bytes | str, bytes | str]) -> dict[str, EdgePlan]:
+    """The edge's plans hash, tenant id → plan; malformed entries are left out."""
+    out: dict[str, EdgePlan] = {}
+    for tenant, value in raw.items():
+        text = value.decode() if isinstance(value, bytes) else value
+        _, sep, doc = text.partition("|")
+        plan = EdgePlan.from_json(doc) if sep else None
+        if plan is not None:
+            out[tenant.decode() if isinstance(tenant, bytes) else tenant] = plan
+    return out
 
 
 def effective_tier(

@@ -36,6 +36,7 @@ from proxy.metering import Meter
 from proxy.metrics import Metrics
 from proxy.middleware import edge_middleware
 from proxy.options import ProxyOptions
+from proxy.quota import PlanBook
 from proxy.ratelimit import RateLimiter
 from proxy.status import EdgeStatus
 from proxy.subscriber import Subscriber
@@ -160,9 +161,11 @@ async def _limiter(app: web.Application) -> AsyncIterator[None]:
 
 async def _meter(app: web.Application) -> AsyncIterator[None]:
     meter = Meter(app[appkeys.REDIS], app[appkeys.KEYSPACE])
-    app[appkeys.METER] = meter
+    plans = PlanBook(app[appkeys.REDIS], app[appkeys.KEYSPACE])
+    app[appkeys.METER], app[appkeys.PLANS] = meter, plans
     tasks = Tasks("metering")
     tasks.spawn(meter.run(app[appkeys.OPTIONS].usage_flush_seconds), "flush")
+    tasks.spawn(plans.run(app[appkeys.OPTIONS].usage_flush_seconds), "plans")
     yield
     await tasks.close()
     await meter.close(app[appkeys.OPTIONS].redis_timeout)

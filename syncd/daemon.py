@@ -35,6 +35,7 @@ from syncd.config import SyncdConfig
 from syncd.follow import BusListener, PostgresListener, Wakeup
 from syncd.http import build_app
 from syncd.metrics import SyncdMetrics
+from syncd.plans import PlanPublisher
 from syncd.reconcile import Reconciler, RedisLostData
 from syncd.replicate import Replicator, Want
 from syncd.scope import ScopeView
@@ -71,6 +72,7 @@ class Daemon:
         self.view = ScopeView(config.scope)
         self.replicator = Replicator(self.source, self.store, config.scope, self.metrics)
         self.replicator.on_loss = self.trigger_reconcile
+        self.replicator.before_apply = PlanPublisher(primary, redis, config.keyspace).publish
         self.queue = WorkQueue(self.replicator.known, self.metrics)
         self.reconciler = Reconciler(
             self.source,
