@@ -62,6 +62,11 @@ Usage (the one flow from the edge to the centre; see ``crivline/usage.py``):
 ``{p}edge:{edge}:usage``  hash — counts not yet handed to syncd, field
     ``{env}|{YYYY-MM-DD}|{kind}`` → count; every proxy process HINCRBYs its local counts
     into it on a short interval.
+``{p}edge:{edge}:usage:pending``  hash — ``{tenant}|{YYYY-MM-DD}`` → evaluations counted
+    at this edge (added by the proxies with their counts, in the same transaction) and
+    not yet in control's total; syncd subtracts a batch's share in the same script that
+    drops the acknowledged batch and writes the new totals, so central total + pending
+    counts every evaluation once.
 ``{p}edge:{edge}:usage:batch``  hash — the batch syncd is delivering to control: the
     counts above, renamed here atomically, plus ``_seq`` (the batch's sequence). It is
     only deleted once control has acknowledged that sequence, so a syncd killed at any
@@ -149,6 +154,10 @@ class Keyspace:
     @property
     def usage(self) -> str:
         return f"{self.prefix}edge:{self.edge_id}:usage"
+
+    @property
+    def usage_pending(self) -> str:
+        return f"{self.prefix}edge:{self.edge_id}:usage:pending"
 
     @property
     def usage_batch(self) -> str:

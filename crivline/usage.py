@@ -62,6 +62,11 @@ def count_field(environment_id: str, day: date, kind: str) -> str:
     return f"{environment_id}|{day.isoformat()}|{kind}"
 
 
+def pending_field(tenant_id: str, day: date) -> str:
+    """The field of a tenant's pending evaluations of ``day`` (see crivline.keyspace)."""
+    return f"{tenant_id}|{day.isoformat()}"
+
+
 def counts_from_fields(fields: dict[str, int]) -> tuple[Count, ...]:
     """Counts from the edge Redis hash; fields that are not counts (``_seq``) or are
     malformed are skipped, non-positive values too."""

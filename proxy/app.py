@@ -36,7 +36,7 @@ from proxy.metering import Meter
 from proxy.metrics import Metrics
 from proxy.middleware import edge_middleware
 from proxy.options import ProxyOptions
-from proxy.quota import PlanBook
+from proxy.quota import PlanBook, Quota
 from proxy.ratelimit import RateLimiter
 from proxy.status import EdgeStatus
 from proxy.subscriber import Subscriber
@@ -163,6 +163,7 @@ async def _meter(app: web.Application) -> AsyncIterator[None]:
     meter = Meter(app[appkeys.REDIS], app[appkeys.KEYSPACE])
     plans = PlanBook(app[appkeys.REDIS], app[appkeys.KEYSPACE])
     app[appkeys.METER], app[appkeys.PLANS] = meter, plans
+    app[appkeys.QUOTA] = Quota(plans, meter, enforce=app[appkeys.SETTINGS].quotas)
     tasks = Tasks("metering")
     tasks.spawn(meter.run(app[appkeys.OPTIONS].usage_flush_seconds), "flush")
     tasks.spawn(plans.run(app[appkeys.OPTIONS].usage_flush_seconds), "plans")

@@ -14,7 +14,7 @@ from proxy.keys import KeyIndex
 from proxy.metering import Meter
 from proxy.metrics import METRICS_KEY
 from proxy.options import ProxyOptions
-from proxy.quota import PlanBook
+from proxy.quota import PlanBook, Quota
 from proxy.ratelimit import RateLimiter
 from proxy.status import EdgeStatus
 from proxy.subscriber import Subscriber
@@ -32,6 +32,7 @@ CACHE = web.AppKey("cache", EnvironmentCache)
 LIMITER = web.AppKey("limiter", RateLimiter)
 METER = web.AppKey("meter", Meter)
 PLANS = web.AppKey("plans", PlanBook)
+QUOTA = web.AppKey("quota", Quota)
 TICKETS = web.AppKey("tickets", TicketSigner)
 TICKET_SECRET = web.AppKey("ticket_secret", SharedSecret)
 SUBSCRIBER = web.AppKey("subscriber", Subscriber)

@@ -63,7 +63,9 @@ async def evaluate_flag(request: web.Request) -> web.Response:
     info = await authorize(request, ANY_KIND)
     app = request.app
     state = await app[appkeys.CACHE].obtain(info.environment)
-    app[appkeys.METER].count(info.environment, "ofrep_single")
+    if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=True)) is not None:
+        return refused
+    app[appkeys.METER].count(info.environment, "ofrep_single", info.tenant)
     out = headers.served(state, app[appkeys.STATUS])
     try:
         body = await read_body(
@@ -86,7 +88,9 @@ async def evaluate_all(request: web.Request) -> web.Response:
     app = request.app
     cache = app[appkeys.CACHE]
     state = await cache.obtain(info.environment)
-    app[appkeys.METER].count(info.environment, "ofrep_bulk")
+    if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=True)) is not None:
+        return refused
+    app[appkeys.METER].count(info.environment, "ofrep_bulk", info.tenant)
     if request.query_string:
         state = await _honour_refetch_hints(request, cache, state)
     out = headers.served(state, app[appkeys.STATUS])
@@ -276,6 +280,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     else:
         info = await authorize(request, ANY_KIND)
     state = await app[appkeys.CACHE].obtain(info.environment)
+    if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=True)) is not None:
+        return refused
     since = last_event_id(request)
     version = since if since is not None else served_version
     if version is None:

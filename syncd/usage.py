@@ -32,7 +32,8 @@ from redis.exceptions import RedisError
 
 from crivline.keyspace import F_TENANT, Keyspace
 from crivline.logs import fields
-from crivline.usage import Batch, counts_from_fields
+from crivline.plans import EVALUATION_KINDS
+from crivline.usage import Batch, counts_from_fields, pending_field
 
 log = logging.getLogger("crivline.syncd.usage")
 
@@ -54,12 +55,29 @@ end
 return redis.call('HGETALL', KEYS[2])
 """
 
-# KEYS: batch. ARGV: the acknowledged sequence.
-_DROP = """
-if redis.call('HGET', KEYS[1], '_seq') == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
+# KEYS: batch, pending, today. ARGV: the acknowledged sequence (or ""), the number of
+# pending decrements, the decrements as (field, n) pairs, then the totals as (field,
+# value) pairs. One script: the proxies never see a batch's evaluations both in control's
+# total and still pending, nor in neither.
+_ACKNOWLEDGE = """
+local n = tonumber(ARGV[2])
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], '_seq') == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+    for i = 0, n - 1 do
+        local name = ARGV[3 + 2 * i]
+        if redis.call('HINCRBY', KEYS[2], name, -tonumber(ARGV[4 + 2 * i])) <= 0 then
+            redis.call('HDEL', KEYS[2], name)
+        end
+    end
 end
-return 0
+local first = 3 + 2 * n
+if #ARGV >= first then
+    redis.call('DEL', KEYS[3])
+    for i = first, #ARGV, 2 do
+        redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+    end
+end
+return 1
 """
 
 
@@ -90,7 +108,7 @@ class UsageFlusher:
         self.credential = credential
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._stage = redis.register_script(_STAGE)
-        self._drop = redis.register_script(_DROP)
+        self._acknowledge = redis.register_script(_ACKNOWLEDGE)
 
     async def served_tenants(self) -> tuple[str, ...]:
         """The tenants of the environments this edge serves (whose totals it needs)."""
@@ -129,8 +147,7 @@ class UsageFlusher:
             return None
         batch = Batch(batch.sequence, batch.counts, tenants)
         answer = await self._post(session, batch.to_json())
-        await self._drop(keys=[self.keyspace.usage_batch], args=[str(batch.sequence)])
-        await self._write_totals(answer)
+        await self._acknowledged(str(batch.sequence), await self._pending_share(batch), answer)
         counted = sum(c.count for c in batch.counts)
         return Flushed(batch.sequence, counted, bool(answer.get("duplicate")))
 
@@ -141,7 +158,7 @@ class UsageFlusher:
         if last is None:
             return
         answer = await self._post(session, {"sequence": int(last), "tenants": list(batch.tenants)})
-        await self._write_totals(answer)
+        await self._acknowledged("", {}, answer)
 
     async def _post(self, session: aiohttp.ClientSession, body: object) -> dict[str, object]:
         try:
@@ -164,19 +181,40 @@ class UsageFlusher:
             raise DeliveryFailed("control's answer is not a JSON object")
         return answer
 
-    async def _write_totals(self, answer: dict[str, object]) -> None:
-        totals = answer.get("evaluationsToday")
-        day = answer.get("day")
-        if not isinstance(totals, dict) or not isinstance(day, str):
-            return
-        items: list[str] = ["day", day]
-        for tenant, total in totals.items():
-            if type(total) is int:
-                items += [str(tenant), str(total)]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keyspace.usage_today)
-            pipe.hset(self.keyspace.usage_today, items=items)
-            await pipe.execute()
+    async def _pending_share(self, batch: Batch) -> dict[str, int]:
+        """The batch's evaluations per pending field (tenant and day), which leave the
+        edge's pending counts when control has them."""
+        envs = sorted({c.environment_id for c in batch.counts if c.kind in EVALUATION_KINDS})
+        if not envs:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for env in envs:
+                pipe.hget(self.keyspace.environment(env), F_TENANT)
+            found = await pipe.execute()
+        tenant_of = {e: t.decode() for e, t in zip(envs, found, strict=True) if t}
+        share: dict[str, int] = {}
+        for c in batch.counts:
+            tenant = tenant_of.get(c.environment_id)
+            if c.kind in EVALUATION_KINDS and tenant:
+                name = pending_field(tenant, c.day)
+                share[name] = share.get(name, 0) + c.count
+        return share
+
+    async def _acknowledged(
+        self, sequence: str, share: dict[str, int], answer: dict[str, object]
+    ) -> None:
+        """Drop the acknowledged batch, take its share out of pending, write the totals."""
+        args: list[str | int] = [sequence, len(share)]
+        for name, n in sorted(share.items()):
+            args += [name, n]
+        totals, day = answer.get("evaluationsToday"), answer.get("day")
+        if isinstance(totals, dict) and isinstance(day, str):
+            args += ["day", day]
+            for tenant, total in totals.items():
+                if type(total) is int:
+                    args += [str(tenant), total]
+        keys = [self.keyspace.usage_batch, self.keyspace.usage_pending, self.keyspace.usage_today]
+        await self._acknowledge(keys=keys, args=args)
 
     async def run(self, interval: float) -> None:
         """Flush every ``interval`` seconds until cancelled; failures are retried."""
