@@ -153,6 +153,23 @@ async def test_deletion_puts_the_tenant_on_the_free_tier(
     assert all(after[env] == versions[env] + 1 for env in versions)
 
 
+async def test_a_webhook_whose_audit_row_cannot_be_written_commits_nothing(
+    billing: Control, db: asyncpg.Connection
+) -> None:
+    versions = await _versions(db, billing.tenant_id)
+    await db.execute("ALTER TABLE audit_log ADD CONSTRAINT no_audit CHECK (false) NOT VALID")
+    try:
+        answer = await _send(billing, _subscription_event("evt_blocked", kind="created"))
+    finally:
+        await db.execute("ALTER TABLE audit_log DROP CONSTRAINT no_audit")
+    assert answer.status == 500
+    assert await _written(db) == (0, 0, 0)
+    assert await _versions(db, billing.tenant_id) == versions
+    # Stripe retries; this time it is applied.
+    again = await _send(billing, _subscription_event("evt_blocked", kind="created"))
+    assert again.body["result"] == "applied"
+
+
 @pytest.mark.parametrize("fault", ["tampered", "wrong secret", "stale", "missing", "garbage"])
 async def test_a_request_stripe_did_not_sign_is_refused_and_writes_nothing(
     billing: Control, db: asyncpg.Connection, fault: str
