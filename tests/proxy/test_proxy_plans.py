@@ -16,6 +16,7 @@ async def test_a_plan_change_reaches_the_proxy_within_the_bound(
     await central.ok("POST", "/projects", {"key": "shop"})
     await central.ok("POST", "/projects/shop/environments", {"key": "prod"})
     env = await central.environment_id("shop", "prod")
+    await set_plan(central.db, "acme", "free")
     tenant = await central.db.fetchval("SELECT id::text FROM tenants WHERE key = 'acme'")
     proxy = await start_proxy()
     await proxy.loaded(env)
