@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 
 from crivline import keyspace as ks
 from crivline import tokens
+from crivline.plans import EdgePlan
 from crivline.settings import Settings
 from proxy import appkeys, auth, routes_ofrep, routes_sdk
 from proxy.app import create_app
@@ -39,6 +40,8 @@ from proxy.environments import EnvironmentCache, build_state, patch_event
 from proxy.hub import SDK, Hub
 from proxy.keys import KeyIndex, KeyInfo
 from proxy.options import ProxyOptions
+from proxy.metering import Meter
+from proxy.quota import PlanBook, Quota
 from proxy.ratelimit import RateLimiter
 from proxy.tickets import TicketSigner
 
@@ -111,6 +114,11 @@ def app() -> Iterator[web.Application]:
         application[appkeys.HUB] = hub
         application[appkeys.CACHE] = cache
         application[appkeys.LIMITER] = RateLimiter(redis, keyspace, 0)
+        # Metering and the quota check on, with a limit the benchmark never reaches.
+        meter, plans = Meter(redis, keyspace), PlanBook(redis, keyspace)
+        plans.plans["t"] = EdgePlan("pro", 10**15, None)
+        application[appkeys.METER], application[appkeys.PLANS] = meter, plans
+        application[appkeys.QUOTA] = Quota(plans, meter, enforce=True)
         application[appkeys.TICKETS] = signer
 
     loop = asyncio.new_event_loop()
