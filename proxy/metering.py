@@ -34,6 +34,7 @@ log = logging.getLogger("proxy.metering")
 
 _DAY_SECONDS = 86400
 _EVALUATIONS = frozenset(EVALUATION_KINDS)
+_IDLE_READ = 3.0  # seconds between reads of the totals while nothing is counted
 
 
 @dataclass(slots=True)
@@ -61,7 +62,9 @@ class Meter:
         self._counts: dict[tuple[str, int, str], int] = {}
         # (tenant id, UTC day number) -> evaluations not yet in Redis
         self._evaluations: dict[tuple[str, int], int] = {}
+        self._in_flight: dict[tuple[str, int], int] = {}  # being written by a flush
         self.totals = EdgeTotals()
+        self._read_at = 0.0  # when the totals were last read
 
     def count(self, environment: str, kind: str, tenant: str = "") -> None:
         """One request of ``kind`` for ``environment``: dict updates, nothing more."""
@@ -81,14 +84,22 @@ class Meter:
         total at the last flush and what this process admitted since."""
         day = _day_number(now)
         known = self.totals.used.get(tenant, 0) if self.totals.day == day else 0
-        return known + self._evaluations.get((tenant, day), 0)
+        mine = (tenant, day)
+        return known + self._evaluations.get(mine, 0) + self._in_flight.get(mine, 0)
 
     async def flush(self) -> int:
         """Move the counts into the edge Redis and read the totals back; returns how many
         requests moved."""
+        now = time.time()
+        day = _day_number(now)
+        if not self._counts and self.totals.day == day and now - self._read_at < _IDLE_READ:
+            # Idle: nothing to move; the totals are read less often (fewer Redis calls).
+            return 0
         taken, self._counts = self._counts, {}
+        # Counted as in flight until the totals read back include them (or they return
+        # to the unflushed counts): a decision taken meanwhile must still see them.
         evaluations, self._evaluations = self._evaluations, {}
-        day = _day_number(time.time())
+        self._in_flight = evaluations
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 for (env, d, kind), n in taken.items():
@@ -105,7 +116,10 @@ class Meter:
             for mine, n in evaluations.items():
                 self._evaluations[mine] = self._evaluations.get(mine, 0) + n
             raise
+        finally:
+            self._in_flight = {}
         self.totals = _totals(results[-2], results[-1], _date(day).isoformat(), day)
+        self._read_at = now
         return sum(taken.values())
 
     async def run(self, interval: float) -> None:

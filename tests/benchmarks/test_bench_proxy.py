@@ -39,8 +39,8 @@ from proxy.context import parse_context
 from proxy.environments import EnvironmentCache, build_state, patch_event
 from proxy.hub import SDK, Hub
 from proxy.keys import KeyIndex, KeyInfo
-from proxy.options import ProxyOptions
 from proxy.metering import Meter
+from proxy.options import ProxyOptions
 from proxy.quota import PlanBook, Quota
 from proxy.ratelimit import RateLimiter
 from proxy.tickets import TicketSigner

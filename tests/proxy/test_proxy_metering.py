@@ -4,6 +4,8 @@ a graceful stop."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +17,7 @@ from redis.exceptions import RedisError
 from crivline.keyspace import Keyspace
 from crivline.usage import count_field
 from proxy import appkeys
+from proxy.metering import Meter
 
 FLAGS: dict[str, Any] = {"f": flag({"on": True, "off": False}, "on")}
 
@@ -102,3 +105,25 @@ async def test_counts_survive_a_redis_outage_and_a_graceful_stop_flushes(
         meter._redis = healthy
     await proxy.stop()
     assert await _counts(redis, feeder.keyspace, env) == {"poll": 6}
+
+
+async def test_counts_being_flushed_still_count_against_the_quota(
+    redis: aioredis.Redis,
+) -> None:
+    """While a flush is on its way to Redis, its evaluations are neither in the totals
+    read back nor in the unflushed counts: the quota must still see them."""
+    keyspace = Keyspace("m:", "edge-m")
+    meter = Meter(redis, keyspace)
+    for _ in range(5):
+        meter.count("env-1", "poll", "tenant-1")
+    await redis.execute_command("CLIENT", "PAUSE", "1000", "WRITE")  # hold the flush
+    flushing = asyncio.create_task(meter.flush())
+    try:
+        await eventually(lambda: meter._in_flight, what="the flush under way")
+        meter.count("env-1", "poll", "tenant-1")
+        assert meter.used_today("tenant-1", time.time()) == 6
+    finally:
+        await redis.execute_command("CLIENT", "UNPAUSE")
+        await flushing
+    assert meter.used_today("tenant-1", time.time()) == 6
+    assert await redis.hvals(keyspace.usage_pending) == [b"5"]
