@@ -55,6 +55,23 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "The nextCursor of the previous page (opaque).",
         "schema": {"type": "string", "minLength": 1},
     },
+    "from": {
+        "name": "from", "in": "query", "required": False,
+        "description": "First UTC day, YYYY-MM-DD (default: today).",
+        "schema": {"type": "string", "format": "date"},
+    },
+    "to": {
+        "name": "to", "in": "query", "required": False,
+        "description": "Last UTC day, YYYY-MM-DD, included (default: today); at most 366 "
+        "days after from.",
+        "schema": {"type": "string", "format": "date"},
+    },
+    "StripeSignature": {
+        "name": "Stripe-Signature", "in": "header", "required": True,
+        "description": "Stripe's signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "
+        "'{t}.{body}' under the endpoint secret> (one or more v1).",
+        "schema": {"type": "string"},
+    },
     "IfMatch": {
         "name": "If-Match", "in": "header", "required": False,
         "description": "Write only if the object is still at this ETag (else 412), like "

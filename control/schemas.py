@@ -7,6 +7,7 @@ from typing import Any, Final
 
 from control.bodies import Body, Field
 from control.http import KEY_PATTERN
+from crivline.plans import USAGE_KINDS
 
 FLAG_TYPES: Final = ("boolean", "string", "integer", "float", "object")
 STATES: Final = ("ENABLED", "DISABLED")
@@ -190,6 +191,127 @@ def _object(properties: dict[str, Any], *, optional: tuple[str, ...] = ()) -> di
 def _list_of(name: str) -> dict[str, Any]:
     return _object({"items": {"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}}})
 
+
+_COUNT: Final = {"type": "integer", "minimum": 0}
+_LIMIT: Final = {"type": ["integer", "null"], "minimum": 0, "description": "null: no limit"}
+_DATE: Final = {"type": "string", "format": "date"}
+_NULLABLE_TEXT: Final = {"type": ["string", "null"]}
+_NULLABLE_TIME: Final = {"type": ["string", "null"], "format": "date-time"}
+
+PLAN_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
+    "Plan": _object(
+        {
+            "tier": {"type": "string"},
+            "name": {"type": "string"},
+            "status": {"type": "string", "description": "The subscription's; none without"},
+            "subscribedTier": {"type": "string"},
+            "limits": _object(
+                {
+                    "evaluationsPerDay": _LIMIT,
+                    "streamsPerEnvironment": _LIMIT,
+                    "flagsPerProject": _LIMIT,
+                    "environmentsPerProject": _LIMIT,
+                }
+            ),
+            "subscription": {
+                "oneOf": [
+                    {"type": "null"},
+                    _object(
+                        {
+                            "source": {"enum": ["stripe", "manual"]},
+                            "tier": {"type": "string"},
+                            "status": {"type": "string"},
+                            "stripeCustomerId": _NULLABLE_TEXT,
+                            "stripeSubscriptionId": _NULLABLE_TEXT,
+                            "stripePriceId": _NULLABLE_TEXT,
+                            "currentPeriodStart": _NULLABLE_TIME,
+                            "currentPeriodEnd": _NULLABLE_TIME,
+                            "cancelAtPeriodEnd": {"type": "boolean"},
+                            "updatedAt": _TIME,
+                        }
+                    ),
+                ]
+            },
+            "today": _object(
+                {
+                    "day": _DATE,
+                    "evaluations": _COUNT,
+                    "streams": _COUNT,
+                    "remainingEvaluations": {"type": ["integer", "null"], "minimum": 0},
+                    "resetsAt": _TIME,
+                }
+            ),
+        },
+        optional=("subscribedTier",),
+    ),
+    "UsageReport": _object(
+        {
+            "from": _DATE,
+            "to": _DATE,
+            "items": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "day": _DATE,
+                        "project": {"type": "string"},
+                        "environment": {"type": "string"},
+                        "kind": {"enum": list(USAGE_KINDS)},
+                        "count": _COUNT,
+                    }
+                ),
+            },
+        }
+    ),
+    "StripeEvent": {
+        "type": "object",
+        "description": "A Stripe event, exactly as Stripe sends it (signed).",
+        "required": ["id", "type", "created", "data"],
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"type": "string"},
+            "created": {"type": "integer"},
+            "data": {"type": "object"},
+        },
+    },
+    "UsageBatch": {
+        "type": "object",
+        "description": "Counts an edge's proxies made, added once per (edge, sequence).",
+        "required": ["sequence"],
+        "additionalProperties": False,
+        "properties": {
+            "sequence": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+            "counts": {
+                "type": "array",
+                "maxItems": 10_000,
+                "items": _object(
+                    {
+                        "environment": _UUID,
+                        "day": _DATE,
+                        "kind": {"enum": list(USAGE_KINDS)},
+                        "count": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                    }
+                ),
+            },
+            "tenants": {"type": "array", "maxItems": 10_000, "items": _UUID},
+        },
+    },
+    "UsageReceipt": _object(
+        {
+            "sequence": {"type": "integer"},
+            "duplicate": {"type": "boolean"},
+            "day": _DATE,
+            "resetsAt": _TIME,
+            "evaluationsToday": {"type": "object", "additionalProperties": _COUNT},
+        }
+    ),
+    "WebhookReceipt": _object(
+        {
+            "received": {"const": True},
+            "result": {"enum": ["applied", "duplicate", "stale", "ignored"]},
+            "detail": {"type": "string"},
+        }
+    ),
+}
 
 _STATE_SUMMARY = {
     "state": {"enum": list(STATES)},
@@ -386,6 +508,7 @@ RESPONSE_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
         },
     },
     "Health": _object({"status": {"type": "string"}}),
+    **PLAN_SCHEMAS,
     "Readiness": _object(
         {
             "status": {"enum": ["ready", "not ready"]},

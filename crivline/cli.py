@@ -4,7 +4,10 @@
 
     crivline up [--data-dir DIR]          the whole stack on this machine
     crivline migrate                      apply the central schema's migrations
-    crivline tenant create KEY [--name]   a tenant and its first management token
+    crivline tenant create KEY [--name] [--plan TIER]
+                                          a tenant and its first management token
+    crivline tenant plan KEY TIER         put a tenant on a plan by hand (no Stripe)
+    crivline edge create EDGE_ID          a credential for an edge to report usage
     crivline control | syncd | proxy      run one part (when this build has it)
 
 Settings come from ``CRIVLINE_*`` variables; flags override them. Deliberate failures
@@ -41,6 +44,15 @@ def _parser() -> argparse.ArgumentParser:
     create = tenant_sub.add_parser("create", help="create a tenant and a management token")
     create.add_argument("key", help="tenant key: lowercase letters, digits and dashes")
     create.add_argument("--name", help="display name (default: the key)")
+    create.add_argument("--plan", default="free", help="plan tier (default: free)")
+    plan = tenant_sub.add_parser("plan", help="put a tenant on a plan (free, pro, enterprise)")
+    plan.add_argument("key", help="tenant key")
+    plan.add_argument("tier", help="plan tier")
+
+    edge = sub.add_parser("edge", help="edge credentials")
+    edge_sub = edge.add_subparsers(dest="edge_command", required=True, metavar="ACTION")
+    edge_create = edge_sub.add_parser("create", help="a credential for an edge's usage reports")
+    edge_create.add_argument("edge_id", help="the edge's CRIVLINE_EDGE_ID")
 
     control = sub.add_parser("control", help="run the control API")
     control.add_argument("--port", type=int, dest="control_port")
@@ -89,19 +101,48 @@ def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _cmd_tenant(settings: Settings, args: argparse.Namespace) -> int:
-    from crivline.seed import create_tenant
+    from crivline.seed import create_tenant, set_plan
     from crivline.up import _connect
 
     async def create() -> int:
         conn = await _connect(settings.require_database())
         try:
-            tenant = await create_tenant(conn, args.key, args.name)
+            tenant = await create_tenant(conn, args.key, args.name, args.plan)
         finally:
             await conn.close()
-        print(f"tenant {tenant.key} created")
+        print(f"tenant {tenant.key} created on the {args.plan} plan")
         print(f"  id                {tenant.id}")
         print(f"  management token  {tenant.token}")
         print("  (the token is shown only now; only its hash is stored)")
+        return 0
+
+    async def plan() -> int:
+        conn = await _connect(settings.require_database())
+        try:
+            change = await set_plan(conn, args.key, args.tier, actor="cli:tenant-plan")
+        finally:
+            await conn.close()
+        if change.changed:
+            print(f"tenant {change.tenant}: plan {change.before} -> {change.after}")
+        else:
+            print(f"tenant {change.tenant} is already on the {change.after} plan")
+        return 0
+
+    return asyncio.run(create() if args.tenant_command == "create" else plan())
+
+
+def _cmd_edge(settings: Settings, args: argparse.Namespace) -> int:
+    from crivline.seed import issue_edge_credential
+    from crivline.up import _connect
+
+    async def create() -> int:
+        conn = await _connect(settings.require_database())
+        try:
+            secret = await issue_edge_credential(conn, args.edge_id)
+        finally:
+            await conn.close()
+        print(f"edge credential for {args.edge_id}: {secret}")
+        print("  (set it as CRIVLINE_EDGE_CREDENTIAL for that edge's syncd; shown only now)")
         return 0
 
     return asyncio.run(create())
@@ -125,6 +166,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "up": _cmd_up,
     "migrate": _cmd_migrate,
     "tenant": _cmd_tenant,
+    "edge": _cmd_edge,
     **{part: _cmd_part(part) for part in PARTS},
 }
 

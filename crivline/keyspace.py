@@ -53,6 +53,29 @@ Per edge (``edge`` is ``CRIVLINE_EDGE_ID``):
 ``{p}ratelimit:{key_id}:{second}``  string with a TTL — requests of one API key in one
     epoch second, summed over every proxy process (each adds its local count in batches).
 
+Usage (the one flow from the edge to the centre; see ``crivline/usage.py``):
+
+``{p}edge:{edge}:plans``  hash — tenant id → ``{revision}|{plan JSON}``: the plan
+    limits the edge enforces for each tenant it serves (see
+    :class:`crivline.plans.EdgePlan`); written by syncd before it applies an environment
+    of the tenant, never replaced by an older revision; read by the proxies.
+``{p}edge:{edge}:usage``  hash — counts not yet handed to syncd, field
+    ``{env}|{YYYY-MM-DD}|{kind}`` → count; every proxy process HINCRBYs its local counts
+    into it on a short interval.
+``{p}edge:{edge}:usage:pending``  hash — ``{tenant}|{YYYY-MM-DD}`` → evaluations counted
+    at this edge (added by the proxies with their counts, in the same transaction) and
+    not yet in control's total; syncd subtracts a batch's share in the same script that
+    drops the acknowledged batch and writes the new totals, so central total + pending
+    counts every evaluation once.
+``{p}edge:{edge}:usage:batch``  hash — the batch syncd is delivering to control: the
+    counts above, renamed here atomically, plus ``_seq`` (the batch's sequence). It is
+    only deleted once control has acknowledged that sequence, so a syncd killed at any
+    point resends the same batch, which control recognises.
+``{p}edge:{edge}:usage:seq``  string — the last sequence this edge used (sequences are
+    also at least the staging time in ms, so they keep growing if Redis loses this).
+``{p}edge:{edge}:usage:today``  hash — ``day`` and, per tenant id, the tenant's central
+    evaluation total of that UTC day, from control's last answer.
+
 Channels:
 
 ``{p}changes``  pub/sub on the edge Redis — every applied change, JSON
@@ -123,6 +146,30 @@ class Keyspace:
     @property
     def ticket_secret(self) -> str:
         return f"{self.prefix}edge:{self.edge_id}:ticket-secret"
+
+    @property
+    def plans(self) -> str:
+        return f"{self.prefix}edge:{self.edge_id}:plans"
+
+    @property
+    def usage(self) -> str:
+        return f"{self.prefix}edge:{self.edge_id}:usage"
+
+    @property
+    def usage_pending(self) -> str:
+        return f"{self.prefix}edge:{self.edge_id}:usage:pending"
+
+    @property
+    def usage_batch(self) -> str:
+        return f"{self.prefix}edge:{self.edge_id}:usage:batch"
+
+    @property
+    def usage_sequence(self) -> str:
+        return f"{self.prefix}edge:{self.edge_id}:usage:seq"
+
+    @property
+    def usage_today(self) -> str:
+        return f"{self.prefix}edge:{self.edge_id}:usage:today"
 
     def rate_limit(self, key_id: str, second: int) -> str:
         return f"{self.prefix}ratelimit:{key_id}:{second}"

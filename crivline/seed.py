@@ -9,13 +9,14 @@ notifies the edges on commit).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from crivline import tokens
-from crivline.errors import Conflict
+from crivline.errors import Conflict, NotFound
+from crivline.plans import FREE_TIER, UNCAPPED_TIER, effective_tier
 
 SYSTEM_ACTOR = "system:bootstrap"
 
@@ -85,8 +86,11 @@ async def issue_management_token(
     return token
 
 
-async def create_tenant(conn: asyncpg.Connection, key: str, name: str | None = None) -> NewTenant:
-    """A new tenant with its first management token. Raises Conflict if the key is taken."""
+async def create_tenant(
+    conn: asyncpg.Connection, key: str, name: str | None = None, plan: str = FREE_TIER
+) -> NewTenant:
+    """A new tenant on ``plan`` with its first management token. Raises Conflict if the
+    key is taken, NotFound if the plan does not exist."""
     async with conn.transaction():
         try:
             tenant_id = await conn.fetchval(
@@ -107,7 +111,89 @@ async def create_tenant(conn: asyncpg.Connection, key: str, name: str | None = N
             entity_key=key, before=None, after={"id": tenant_id, "key": key, "name": name or key},
         )  # fmt: skip
         token = await issue_management_token(conn, tenant_id, "bootstrap")
+        await set_plan(conn, key, plan)
     return NewTenant(tenant_id, key, token)
+
+
+async def issue_edge_credential(conn: asyncpg.Connection, edge_id: str) -> str:
+    """A new credential with which ``edge_id``'s syncd reports usage; returned once."""
+    if not 1 <= len(edge_id) <= 255 or any(c.isspace() for c in edge_id):
+        raise Conflict(f"edge id {edge_id!r} is not valid: 1-255 characters, no spaces")
+    secret = tokens.generate(tokens.SecretKind.EDGE)
+    await conn.execute(
+        """INSERT INTO edge_credentials (edge_id, token_hash, display_prefix)
+           VALUES ($1, $2, $3)""",
+        edge_id,
+        tokens.digest(secret),
+        tokens.display_prefix(secret),
+    )
+    return secret
+
+
+@dataclass(frozen=True, slots=True)
+class PlanChange:
+    tenant: str
+    before: str  # the tier the tenant had
+    after: str  # the tier it has now
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+async def set_plan(
+    conn: asyncpg.Connection, tenant_key: str, tier: str, actor: str = SYSTEM_ACTOR
+) -> PlanChange:
+    """Put a tenant on ``tier`` by hand, without Stripe, in one transaction: the
+    subscription row, an audit row and — when the tenant's plan changes — a bump of
+    every environment of the tenant, so the edges enforce the new limits.
+
+    An existing Stripe subscription keeps its ids: the next Stripe event for it applies
+    as usual (and decides the plan again).
+    """
+    async with conn.transaction():
+        known = [r["tier"] for r in await conn.fetch("SELECT tier FROM plans ORDER BY tier")]
+        if tier not in known:
+            raise NotFound(f"no plan {tier!r} (plans: {', '.join(known)})")
+        tenant_id = await conn.fetchval(
+            "SELECT id::text FROM tenants WHERE key = $1 FOR NO KEY UPDATE", tenant_key
+        )
+        if tenant_id is None:
+            raise NotFound(f"no tenant {tenant_key!r}")
+        now = datetime.now(UTC)
+        before = await conn.fetchrow(
+            "SELECT plan_tier, status, current_period_end FROM subscriptions"
+            " WHERE tenant_id = $1 FOR UPDATE",
+            tenant_id,
+        )
+        had = (
+            FREE_TIER
+            if before is None
+            else effective_tier(
+                before["plan_tier"], before["status"], before["current_period_end"], now
+            )
+        )
+        if had == tier and (before is None or before["plan_tier"] == tier):
+            return PlanChange(tenant_key, had, tier)
+        await conn.execute(
+            """INSERT INTO subscriptions (tenant_id, plan_tier, status) VALUES ($1, $2, 'active')
+               ON CONFLICT (tenant_id) DO UPDATE
+                  SET plan_tier = EXCLUDED.plan_tier, status = 'active', updated_at = now()""",
+            tenant_id,
+            tier,
+        )
+        await audit(
+            conn, tenant_id=tenant_id, project_id=None, actor=actor, action="plan.set",
+            entity_type="subscription", entity_id=None, entity_key=tier,
+            before={"tier": had}, after={"tier": tier, "source": "manual"},
+        )  # fmt: skip
+        if had != tier:
+            envs = await conn.fetch(
+                "SELECT id FROM environments WHERE tenant_id = $1 ORDER BY id", tenant_id
+            )
+            for env in envs:  # in id order, like every writer: no deadlock between them
+                await conn.execute("SELECT crivline_bump_environment($1)", env["id"])
+    return PlanChange(tenant_key, had, tier)
 
 
 DEMO_FLAGS: list[dict[str, Any]] = [
@@ -150,7 +236,8 @@ async def seed_demo(conn: asyncpg.Connection, tenant_key: str = "demo") -> DemoS
 
 
 async def _seed_demo(conn: asyncpg.Connection, tenant_key: str) -> DemoStack:
-    tenant = await create_tenant(conn, tenant_key, "Demo tenant")
+    # Uncapped, so trying the stack and benchmarking it never meet the free tier's quota.
+    tenant = await create_tenant(conn, tenant_key, "Demo tenant", plan=UNCAPPED_TIER)
     demo = DemoStack(tenant=tenant.key, token=tenant.token, project="demo-app")
     actor = SYSTEM_ACTOR
     project_id = await conn.fetchval(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -142,6 +143,53 @@ def _log_level(name: str, raw: str) -> str:
 
 def _path(_name: str, raw: str) -> Path:
     return Path(raw)
+
+
+def _switch(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value in {"on", "true", "1", "yes"}:
+        return True
+    if value in {"off", "false", "0", "no"}:
+        return False
+    raise ConfigError(f"{name} must be on or off, got {raw!r}")
+
+
+_TIER = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTiers:
+    """Stripe price id → plan tier, written ``price_abc=pro,price_def=enterprise``."""
+
+    pairs: tuple[tuple[str, str], ...] = ()
+
+    def tier(self, price: str | None) -> str | None:
+        return next((tier for p, tier in self.pairs if p == price), None)
+
+    def __str__(self) -> str:
+        return ",".join(f"{price}={tier}" for price, tier in self.pairs)
+
+
+def _price_tiers(name: str, raw: str) -> PriceTiers:
+    out: dict[str, str] = {}
+    for item in raw.split(","):
+        price, sep, tier = (part.strip() for part in item.partition("="))
+        if not item.strip():
+            continue
+        if not sep or not price or not _TIER.fullmatch(tier):
+            raise ConfigError(
+                f"{name} must be price=tier pairs separated by commas"
+                f" (price_abc=pro,price_def=enterprise), got {item.strip()!r}"
+            )
+        out[price] = tier
+    return PriceTiers(tuple(out.items()))
+
+
+def _http_url(name: str, raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    return raw.rstrip("/")
 
 
 _POSTGRES = _url(("postgres", "postgresql"))
@@ -331,6 +379,41 @@ class Settings:
         Path(".crivline"),
         doc="where `crivline up` keeps the embedded servers' data, logs and "
         "`stack.json` (`--data-dir`)",
+    )
+    stripe_webhook_secret: Secret | None = _env(
+        "CRIVLINE_STRIPE_WEBHOOK_SECRET",
+        _secret,
+        doc="Stripe endpoint secret; without it `/webhooks/stripe` answers 404",
+    )
+    stripe_prices: PriceTiers = _env(
+        "CRIVLINE_STRIPE_PRICES",
+        _price_tiers,
+        PriceTiers(),
+        doc="Stripe price → plan tier: `price_abc=pro,price_def=enterprise`",
+        shown="—",
+    )
+    quotas: bool = _env(
+        "CRIVLINE_QUOTAS",
+        _switch,
+        True,
+        doc="`off`: the edge never refuses over a daily quota (metering goes on)",
+        shown="`on`",
+    )
+    usage_flush_interval: float = _env(
+        "CRIVLINE_USAGE_FLUSH_INTERVAL",
+        _seconds,
+        10.0,
+        doc="seconds between syncd's usage reports to control",
+    )
+    control_url: str | None = _env(
+        "CRIVLINE_CONTROL_URL",
+        _http_url,
+        doc="control's base URL, for syncd's usage reports (`make up` sets it)",
+    )
+    edge_credential: Secret | None = _env(
+        "CRIVLINE_EDGE_CREDENTIAL",
+        _secret,
+        doc="this edge's `crv_edg_…` credential (`crivline edge create`; `make up` makes one)",
     )
 
     @classmethod

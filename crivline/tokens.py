@@ -6,6 +6,7 @@ says what it is, so a secret scanner (or a person) recognises a leaked one:
 - ``crv_srv_`` — server SDK key: may download the full flag configuration.
 - ``crv_cli_`` — client key: evaluation only, safe to ship in a browser.
 - ``crv_mgt_`` — management token for the control API (one tenant).
+- ``crv_edg_`` — edge credential: lets one edge's syncd report usage to control.
 
 Only the SHA-256 of a secret is stored; the first eight characters after the prefix
 are kept in clear as a display prefix so people can tell keys apart.
@@ -24,12 +25,14 @@ class SecretKind(StrEnum):
     SERVER = "server"
     CLIENT = "client"
     MANAGEMENT = "management"
+    EDGE = "edge"
 
 
 PREFIXES: dict[SecretKind, str] = {
     SecretKind.SERVER: "crv_srv_",
     SecretKind.CLIENT: "crv_cli_",
     SecretKind.MANAGEMENT: "crv_mgt_",
+    SecretKind.EDGE: "crv_edg_",
 }
 
 

@@ -204,6 +204,13 @@ class Stack:
             self.say(f"• migrations: {', '.join(applied) if applied else 'up to date'}")
             demo = asyncio.run(_seed(settings.require_database(), data_dir))
             self.say(f"• demo tenant {demo['tenant']!r}, project {demo['project']!r}")
+            if "control" in parts and "syncd" in parts and settings.edge_credential is None:
+                # syncd reports this edge's usage to the local control.
+                credential = asyncio.run(_edge_credential(settings))
+                settings = settings.with_(
+                    control_url=f"http://{settings.host}:{settings.control_port}",
+                    edge_credential=Secret(credential),
+                )
             for part in parts:
                 if self._stop.is_set():
                     return 0
@@ -330,6 +337,21 @@ async def _migrate(url: str) -> list[str]:
     conn = await _connect(url)
     try:
         return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def _edge_credential(settings: Settings) -> str:
+    """A fresh usage credential for this edge (the previous run's are revoked)."""
+    conn = await _connect(settings.require_database())
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE edge_credentials SET revoked_at = now()"
+                " WHERE edge_id = $1 AND revoked_at IS NULL",
+                settings.edge_id,
+            )
+            return await seed.issue_edge_credential(conn, settings.edge_id)
     finally:
         await conn.close()
 

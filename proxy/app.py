@@ -37,9 +37,11 @@ from proxy.edge.status import EdgeStatus
 from proxy.edge.subscriber import Subscriber
 from proxy.fairness import FAIRNESS, Fairness
 from proxy.hub import Hub
+from proxy.metering import Meter
 from proxy.metrics import Metrics
 from proxy.middleware import edge_middleware
 from proxy.options import ProxyOptions
+from proxy.quota import PlanBook, Quota
 from proxy.ratelimit import RateLimiter
 from proxy.routes import health, ofrep, sdk
 from proxy.routes import status as status_page
@@ -72,6 +74,7 @@ def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.A
             _hub,
             _cache,
             _limiter,
+            _meter,
             _tickets,
             _subscriber,
             _health,
@@ -165,6 +168,19 @@ async def _limiter(app: web.Application) -> AsyncIterator[None]:
         tasks.spawn(limiter.run(app[appkeys.OPTIONS].rate_limit_flush_seconds), "flush")
     yield
     await tasks.close()
+
+
+async def _meter(app: web.Application) -> AsyncIterator[None]:
+    meter = Meter(app[appkeys.REDIS], app[appkeys.KEYSPACE])
+    plans = PlanBook(app[appkeys.REDIS], app[appkeys.KEYSPACE])
+    app[appkeys.METER], app[appkeys.PLANS] = meter, plans
+    app[appkeys.QUOTA] = Quota(plans, meter, enforce=app[appkeys.SETTINGS].quotas)
+    tasks = Tasks("metering")
+    tasks.spawn(meter.run(app[appkeys.OPTIONS].usage_flush_seconds), "flush")
+    tasks.spawn(plans.run(app[appkeys.OPTIONS].usage_flush_seconds), "plans")
+    yield
+    await tasks.close()
+    await meter.close(app[appkeys.OPTIONS].redis_timeout)
 
 
 async def _tickets(app: web.Application) -> AsyncIterator[None]:

@@ -13,8 +13,10 @@ from proxy.edge.keys import KeyIndex
 from proxy.edge.status import EdgeStatus
 from proxy.edge.subscriber import Subscriber
 from proxy.hub import Hub
+from proxy.metering import Meter
 from proxy.metrics import METRICS_KEY
 from proxy.options import ProxyOptions
+from proxy.quota import PlanBook, Quota
 from proxy.ratelimit import RateLimiter
 from proxy.tickets import SharedSecret, TicketSigner
 
@@ -28,6 +30,9 @@ KEYS = web.AppKey("keys", KeyIndex)
 HUB = web.AppKey("hub", Hub)
 CACHE = web.AppKey("cache", EnvironmentCache)
 LIMITER = web.AppKey("limiter", RateLimiter)
+METER = web.AppKey("meter", Meter)
+PLANS = web.AppKey("plans", PlanBook)
+QUOTA = web.AppKey("quota", Quota)
 TICKETS = web.AppKey("tickets", TicketSigner)
 TICKET_SECRET = web.AppKey("ticket_secret", SharedSecret)
 SUBSCRIBER = web.AppKey("subscriber", Subscriber)

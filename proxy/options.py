@@ -40,6 +40,7 @@ class ProxyOptions:
     resync_interval: float = 30.0  # full version reconciliation with Redis, as a safety net
     reconnect_max_seconds: float = 2.0  # cap of the subscriber's reconnect backoff
     rate_limit_flush_seconds: float = 0.1  # local counts pushed to the shared counters
+    usage_flush_seconds: float = 1.0  # usage counts pushed to the edge Redis (metering)
     sync_fresh_seconds: float | None = None  # None: derived from the settings
     shutdown_timeout: float = httpserver.SHUTDOWN_SECONDS  # for in-flight requests on SIGTERM
     # -- connections (see crivline.httpserver) ------------------------------------------------

@@ -33,6 +33,10 @@ class SyncdConfig:
     shutdown_grace: float = 10.0
     # How often the dedicated LISTEN connection is probed (a dead peer is not always noticed).
     listen_probe_interval: float = 5.0
+    # Usage to control (both set: on): control's base URL and this edge's credential.
+    control_url: str | None = None
+    edge_credential: str | None = field(default=None, repr=False)
+    usage_flush_interval: float = 10.0
 
     @property
     def stale_after(self) -> float:
@@ -52,4 +56,9 @@ class SyncdConfig:
             heartbeat_ttl=settings.heartbeat_ttl,
             host=settings.host,
             port=settings.syncd_port,
+            control_url=settings.control_url,
+            edge_credential=(
+                settings.edge_credential.reveal() if settings.edge_credential else None
+            ),
+            usage_flush_interval=settings.usage_flush_interval,
         )

@@ -37,10 +37,12 @@ from syncd.config import SyncdConfig
 from syncd.follow import BusListener, PostgresListener, Wakeup
 from syncd.http import build_app
 from syncd.metrics import SyncdMetrics
+from syncd.plans import PlanPublisher
 from syncd.reconcile import Reconciler, RedisLostData
 from syncd.replicate import Replicator, Want
 from syncd.scope import ScopeView
 from syncd.source import Source
+from syncd.usage import UsageFlusher
 from syncd.work import WorkQueue, worker
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class Daemon:
         self.view = ScopeView(config.scope)
         self.replicator = Replicator(self.source, self.store, config.scope, self.metrics)
         self.replicator.on_loss = self.trigger_reconcile
+        self.replicator.before_apply = PlanPublisher(primary, redis, config.keyspace).publish
         self.queue = WorkQueue(self.replicator.known, self.metrics)
         self.reconciler = Reconciler(
             self.source,
@@ -208,6 +211,12 @@ class Daemon:
                 ),
             )
         spawn("heartbeat", "syncd-heartbeat", self._heartbeat_loop())
+        if self.config.control_url and self.config.edge_credential:
+            flusher = UsageFlusher(
+                self.store.redis, self.config.keyspace, control_url=self.config.control_url,
+                credential=self.config.edge_credential, timeout=self.config.io_timeout,
+            )  # fmt: skip
+            spawn("usage", "syncd-usage", flusher.run(self.config.usage_flush_interval))
 
     async def _shutdown(self) -> None:
         try:
@@ -219,6 +228,7 @@ class Daemon:
                 ("reconcile", grace),
                 ("work", grace),
                 ("heartbeat", 1.0),
+                ("usage", 1.0),  # a batch cut off here stays staged for the next syncd
             ):
                 await _cancel_all(self._tasks.get(group, []), patience)
             if self._runner is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -88,6 +88,8 @@ class Replicator:
         self.names: dict[str, str] = {}
         # Called when a write finds an environment gone that Redis held before.
         self.on_loss: Callable[[], None] | None = None
+        # Called with the tenant before an environment is applied (its plan goes first).
+        self.before_apply: Callable[[str], Awaitable[object]] | None = None
         self._locks = _KeyedLocks()
 
     async def sync(self, environment_id: str, want: Want) -> Outcome:
@@ -144,6 +146,8 @@ class Replicator:
             return Outcome.CURRENT
         exact = want.at is not None and want.version == snapshot.version
         committed_at = want.at if exact and want.at is not None else loaded.updated_at
+        if self.before_apply is not None:
+            await self.before_apply(snapshot.tenant_id)
         result = await self.store.apply(
             snapshot, base_version=base, base_flag_set=base_flag_set, committed_at=committed_at
         )

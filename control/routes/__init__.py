@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
-from control.routes import audit, flags, flagsets, keys, ops, projects, segments, states
+from control.routes import (
+    audit,
+    flags,
+    flagsets,
+    ingest,
+    keys,
+    ops,
+    plans,
+    projects,
+    segments,
+    states,
+    webhooks,
+)
 from control.routing import Operation
 
 
 def operations() -> list[Operation]:
     """All operations, in the order the OpenAPI document lists them."""
-    groups = (ops, projects, flags, states, segments, keys, flagsets, audit)
+    groups = (
+        ops,
+        projects,
+        flags,
+        states,
+        segments,
+        keys,
+        flagsets,
+        audit,
+        plans,
+        webhooks,
+        ingest,
+    )
     return [op for group in groups for op in group.api.operations]

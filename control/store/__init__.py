@@ -17,6 +17,7 @@ from control.store.audit import AuditStore
 from control.store.flags import FlagStore
 from control.store.importer import Importer, ImportReport
 from control.store.keys import KeyStore
+from control.store.plans import PlanStore
 from control.store.projects import ProjectStore
 from control.store.scope import Change, TenantScope
 from control.store.segments import SegmentStore
@@ -32,6 +33,7 @@ class TenantStore:
         self.flags = FlagStore(self.scope, self.projects, self.segments)
         self.keys = KeyStore(self.scope, self.projects)
         self.audit = AuditStore(self.scope, self.projects)
+        self.plans = PlanStore(self.scope)
         self.importer = Importer(self.scope, self.projects, self.flags, self.segments)
 
     @property

@@ -12,9 +12,11 @@ caller, so an import can make many changes and bump each environment once.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from control.http import Precondition
+from control.store.plans import PlanStore
 from control.store.projects import ProjectStore
 from control.store.records import Environment, Flag, FlagEnvironment, Project, same_json
 from control.store.scope import TenantScope
@@ -127,6 +129,7 @@ class FlagStore:
         takes it exclusively) either sees this flag or is seen by it.
         """
         project = await self.projects.get(project_key, lock="FOR SHARE")
+        await PlanStore(self.scope).check_flag_room(project, 1, datetime.now(UTC))
         key, flag_type, variants = body["key"], body["type"], body["variants"]
         metadata, default_variant = body.get("metadata") or {}, body.get("defaultVariant")
         refuse(
@@ -201,6 +204,7 @@ class FlagStore:
         if current.archived == archived:
             return current  # already so: nothing happens, and that is not an error
         if not archived:  # back to the edge: it must still be servable everywhere
+            await PlanStore(self.scope).check_flag_room(project, 1, datetime.now(UTC))
             await self._check_environments(project, current, current.variants, current.metadata)
         after = await self.rewrite(project, current, archived=archived)
         await self.scope.bump(await self._environment_ids(project))

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from control.store.flags import FLAG_COLUMNS, FlagStore, stored_variants
+from control.store.plans import PlanStore
 from control.store.projects import ProjectStore
 from control.store.records import Environment, Flag, FlagEnvironment, Project, same_json
 from control.store.scope import TenantScope
@@ -128,6 +130,8 @@ class Importer:
                 "to change them everywhere",
                 problems=changes,
             )
+        adding = sum(1 for key in flags_in if key not in existing or existing[key].archived)
+        await PlanStore(self.scope).check_flag_room(project, adding, datetime.now(UTC))
         project_wide = await self._segments(project, evaluators, known_segments, report)
         for key in sorted(flags_in):
             definition = flags_in[key]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 
 import asyncpg
 
+from control.store.plans import PlanStore
 from control.store.records import Environment, Project
 from control.store.scope import TenantScope
 from crivline.errors import Conflict, NotFound
@@ -161,6 +163,7 @@ class ProjectStore:
         SHARE), so no flag is created without a row in this environment or vice versa.
         """
         project = await self.get(project_key, lock="FOR NO KEY UPDATE")
+        await PlanStore(self.scope).check_environment_room(project, datetime.now(UTC))
         try:
             row = await self.conn.fetchrow(
                 f"""INSERT INTO environments (tenant_id, project_id, key, name,

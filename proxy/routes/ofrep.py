@@ -63,6 +63,9 @@ async def evaluate_flag(request: web.Request) -> web.Response:
     info = await authorize(request, ANY_KIND)
     app = request.app
     state = await app[appkeys.CACHE].obtain(info.environment)
+    if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=True)) is not None:
+        return refused
+    app[appkeys.METER].count(info.environment, "ofrep_single", info.tenant)
     out = headers.served(state, app[appkeys.STATUS])
     try:
         context = _context(request, await _read_body(request), key)
@@ -82,6 +85,9 @@ async def evaluate_all(request: web.Request) -> web.Response:
     app = request.app
     cache = app[appkeys.CACHE]
     state = await cache.obtain(info.environment)
+    if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=True)) is not None:
+        return refused
+    app[appkeys.METER].count(info.environment, "ofrep_bulk", info.tenant)
     if request.query_string:
         state = await _honour_refetch_hints(request, cache, state)
     out = headers.served(state, app[appkeys.STATUS])
@@ -276,11 +282,14 @@ async def events(request: web.Request) -> web.StreamResponse:
     else:
         info = await authorize(request, ANY_KIND)
     state = await app[appkeys.CACHE].obtain(info.environment)
+    if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=True)) is not None:
+        return refused
     since = last_event_id(request)
     version = since if since is not None else served_version
     if version is None:
         version = state.version
     client = app[FAIRNESS].open_stream(info, OFREP, version)
+    app[appkeys.METER].count(info.environment, "stream")
     opening = sse.retry(app[appkeys.OPTIONS].retry_ms)
     if client.version < state.version:
         opening += state.refetch_event

@@ -35,6 +35,8 @@ async def flags(request: web.Request) -> web.Response:
     info = await authorize(request, SERVER_ONLY)
     app = request.app
     state = await app[appkeys.CACHE].obtain(info.environment)
+    if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=False)) is not None:
+        return refused
     out = headers.served(state, app[appkeys.STATUS])
     out["ETag"] = state.etag
     out["Cache-Control"] = "no-cache"
@@ -43,7 +45,9 @@ async def flags(request: web.Request) -> web.Response:
         hit = httpserver.etag_matches(if_none_match, state.etag)
         app[appkeys.METRICS].conditional_request("sdk_flags", hit)
         if hit:
+            app[appkeys.METER].count(info.environment, "poll_not_modified", info.tenant)
             return web.Response(status=304, headers=out)
+    app[appkeys.METER].count(info.environment, "poll", info.tenant)
     return web.Response(body=state.flag_set, headers=out, content_type="application/json")
 
 
@@ -61,6 +65,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     app = request.app
     cache = app[appkeys.CACHE]
     state = await cache.obtain(info.environment)
+    if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=False)) is not None:
+        return refused
     since = last_event_id(request)
     if since is None:
         opening, version = state.put_event, state.version
@@ -69,6 +75,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         state = cache.get(info.environment) or state
     # From here to hub.open nothing awaits: no event can slip between the two.
     client = app[FAIRNESS].open_stream(info, SDK, version)
+    app[appkeys.METER].count(info.environment, "stream")
     options = app[appkeys.OPTIONS]
     client.send(sse.retry(options.retry_ms) + opening)
     if opening:

@@ -154,7 +154,7 @@ async def _build_tenant(world: World, tenant: Tenant) -> None:
 
 
 async def build_world(central: Central, start_proxy: StartProxy, **proxy_overrides: Any) -> World:
-    globex = await create_tenant(central.db, "globex")
+    globex = await create_tenant(central.db, "globex", plan="enterprise")  # no daily quota
     acme_id = await central.db.fetchval("SELECT id::text FROM tenants WHERE key = 'acme'")
     tenants = {
         "acme": Tenant("acme", central.token, str(acme_id)),

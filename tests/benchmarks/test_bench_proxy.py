@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 
 from crivline import keyspace as ks
 from crivline import tokens
+from crivline.plans import EdgePlan
 from crivline.settings import Settings
 from proxy import appkeys, auth
 from proxy.app import create_app
@@ -38,7 +39,9 @@ from proxy.context import parse_context
 from proxy.edge.environments import EnvironmentCache, build_state, patch_event
 from proxy.edge.keys import KeyIndex, KeyInfo
 from proxy.hub import SDK, Hub
+from proxy.metering import Meter
 from proxy.options import ProxyOptions
+from proxy.quota import PlanBook, Quota
 from proxy.ratelimit import RateLimiter
 from proxy.routes import ofrep as routes_ofrep
 from proxy.routes import sdk as routes_sdk
@@ -113,6 +116,11 @@ def app() -> Iterator[web.Application]:
         application[appkeys.HUB] = hub
         application[appkeys.CACHE] = cache
         application[appkeys.LIMITER] = RateLimiter(redis, keyspace, 0)
+        # Metering and the quota check on, with a limit the benchmark never reaches.
+        meter, plans = Meter(redis, keyspace), PlanBook(redis, keyspace)
+        plans.plans["t"] = EdgePlan("pro", 10**15, None)
+        application[appkeys.METER], application[appkeys.PLANS] = meter, plans
+        application[appkeys.QUOTA] = Quota(plans, meter, enforce=True)
         application[appkeys.TICKETS] = signer
 
     loop = asyncio.new_event_loop()

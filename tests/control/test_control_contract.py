@@ -31,7 +31,9 @@ MAX_EXAMPLES = 25
 @pytest.fixture
 async def demo_server(database_url: str, db: asyncpg.Connection) -> AsyncIterator[tuple[str, str]]:
     demo = await seed_demo(db)
-    server = TestServer(create_app(control_settings(database_url)), host="127.0.0.1")
+    # With a webhook secret, so the Stripe route is live (and refuses what is unsigned).
+    settings = control_settings(database_url, stripe_webhook_secret="whsec_contract")
+    server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
     base = str(server.make_url(""))
     # The segment the document's examples name, so its routes meet a real one.
@@ -49,6 +51,7 @@ async def demo_server(database_url: str, db: asyncpg.Connection) -> AsyncIterato
         await server.close()
 
 
+@pytest.mark.timeout(180)  # ~35 operations; under a loaded machine well over a minute
 async def test_the_server_keeps_its_openapi_document(
     demo_server: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -63,7 +66,7 @@ async def test_the_server_keeps_its_openapi_document(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         cwd=tmp_path,
     )  # fmt: skip
-    async with asyncio.timeout(100):
+    async with asyncio.timeout(160):
         output, _ = await proc.communicate()
     text = output.decode(errors="replace")
     assert proc.returncode == 0, text[-8000:]

@@ -89,6 +89,47 @@ def test_migrate_and_tenant_create(crivline_cmd: list[str], database_url: str) -
     asyncio.run(check())
 
 
+def test_tenant_plans_from_the_command_line(crivline_cmd: list[str], database_url: str) -> None:
+    env = {"CRIVLINE_DATABASE_URL": database_url}
+    created = run([*crivline_cmd, "tenant", "create", "initech", "--plan", "pro"], env)
+    assert created.returncode == 0, created.stderr
+    assert "on the pro plan" in created.stdout
+    moved = run([*crivline_cmd, "tenant", "plan", "initech", "enterprise"], env)
+    assert moved.returncode == 0, moved.stderr
+    assert "plan pro -> enterprise" in moved.stdout
+    same = run([*crivline_cmd, "tenant", "plan", "initech", "enterprise"], env)
+    assert "already on the enterprise plan" in same.stdout
+    assert_one_clear_line(
+        run([*crivline_cmd, "tenant", "plan", "initech", "gold"], env),
+        "no plan 'gold' (plans: enterprise, free, pro)",
+    )
+    assert_one_clear_line(run([*crivline_cmd, "tenant", "plan", "nobody", "pro"], env), "nobody")
+    assert_one_clear_line(
+        run([*crivline_cmd, "tenant", "create", "hooli", "--plan", "gold"], env), "no plan"
+    )
+
+    async def check() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            tier = await conn.fetchval(
+                "SELECT s.plan_tier FROM subscriptions s JOIN tenants t ON t.id = s.tenant_id"
+                " WHERE t.key = 'initech'"
+            )
+            actions = await conn.fetch(
+                "SELECT a.actor, a.after FROM audit_log a JOIN tenants t ON t.id = a.tenant_id"
+                " WHERE t.key = 'initech' AND a.action = 'plan.set' ORDER BY a.id"
+            )
+            hooli = await conn.fetchval("SELECT count(*) FROM tenants WHERE key = 'hooli'")
+        finally:
+            await conn.close()
+        assert tier == "enterprise"
+        assert [orjson.loads(a["after"])["tier"] for a in actions] == ["pro", "enterprise"]
+        assert actions[-1]["actor"] == "cli:tenant-plan"
+        assert hooli == 0  # a refused plan leaves no tenant behind
+
+    asyncio.run(check())
+
+
 def _up_env() -> dict[str, str]:
     return {
         "CRIVLINE_PROXY_PORT": str(free_port()),
