@@ -24,7 +24,6 @@ and :meth:`SyncEvents.contact` when contact returns.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -150,8 +149,7 @@ class EdgeSync:
                 self._events.refused(exc)
             finally:
                 watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watch
+                await asyncio.gather(watch, return_exceptions=True)
 
     async def _follow_polls(self, http: httpx.AsyncClient) -> None:
         while True:
