@@ -2,8 +2,10 @@
 
 The repository's ``crivline/`` package and the provider's folder are copied as a fresh
 clone would hold them; ``python -m venv`` + ``pip install clients/crivline-openfeature``
-must succeed, bring none of the server's dependencies, ship the evaluator byte for byte
-as this repository has it (one evaluator, not a copy that could drift), and evaluate.
+(this venv's pip driving the new one with ``--python``: bootstrapping a pip into it
+costs more than the rest of the test) must succeed, bring none of the server's
+dependencies, ship the evaluator byte for byte as this repository has it (one
+evaluator, not a copy that could drift), and evaluate.
 Bounded: pip gets a network timeout and the whole install a deadline. Without a
 reachable package index the test skips and says so.
 """
@@ -72,13 +74,18 @@ def fresh_clone(into: Path) -> Path:
 def test_the_provider_installs_alone_without_the_servers_dependencies(tmp_path: Path) -> None:
     folder = fresh_clone(tmp_path / "repo")
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60
+    )
     python = venv / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     try:
         install = subprocess.run(
-            [str(python), "-m", "pip", "install", "--timeout", "20", "--quiet", str(folder)],
+            [
+                *(sys.executable, "-m", "pip", "--python", str(python), "install"),
+                *("--timeout", "20", "--quiet", "--no-compile", str(folder)),
+            ],
             capture_output=True,
             text=True,
             timeout=INSTALL_SECONDS,
