@@ -98,15 +98,16 @@ async def clients(valkey_server: Any) -> AsyncIterator[Clients]:
     )
     url = f"http://127.0.0.1:{port}"
     domains = (f"bench-in-process-{port}", f"bench-ofrep-{port}")
+    in_process = CrivlineProvider(url, server)
+    ofrep = OFREPProvider(url, headers_factory=lambda: {"X-API-Key": client})
     try:
         await _served(url, server)
-        in_process = CrivlineProvider(url, server)
         await asyncio.to_thread(api.set_provider_and_wait, in_process, domains[0])
-        ofrep = OFREPProvider(url, headers_factory=lambda: {"X-API-Key": client})
         api.set_provider(ofrep, domains[1])
         yield Clients(api.get_client(domains[0]), api.get_client(domains[1]), in_process)
     finally:
         await asyncio.to_thread(in_process.shutdown)
+        ofrep.session.close()  # an idle keep-alive connection would hold up the proxy's exit
         proc.terminate()
         await proc.wait()
         await store.remove(environment)
