@@ -14,10 +14,11 @@ environment half written:
   is written only when a full sync completed without Redis losing data meanwhile.
 - :meth:`EdgeStore.touch_reconciled` / :meth:`EdgeStore.heartbeat`.
 
-The delta of an entry is computed here, in Python, against the flag set read from Redis
-just before the write; the entry's ``base`` is the version of that flag set. If another
-writer got in between, the entry's ``base`` is not the previous entry's ``v`` and stream
-clients get a full flag set instead — a race costs a bigger message, never a wrong patch.
+The delta of an entry (:mod:`crivline.delta`) is computed here, against the flag set
+read from Redis just before the write; the entry's ``base`` is the version of that flag
+set. If another writer got in between, the entry's ``base`` is not the previous entry's
+``v`` and stream clients get a full flag set instead — a race costs a bigger message,
+never a wrong patch.
 
 The proxy reads with :meth:`EdgeStore.read_refresh` (an environment and its newest
 deltas, checked with :func:`unbroken_chain`), :meth:`EdgeStore.deltas_since`,
@@ -38,6 +39,8 @@ import orjson
 from redis.asyncio import Redis
 
 from crivline import keyspace as ks
+from crivline.delta import apply_delta as apply_delta  # re-exported: stream clients use it
+from crivline.delta import compute_delta
 from crivline.jsontypes import JSON
 from crivline.keyspace import Keyspace
 from crivline.snapshot import EnvironmentSnapshot
@@ -203,67 +206,6 @@ def _text(value: bytes | str | None) -> str | None:
 def _number(value: float) -> str:
     """A float as a JSON number (never ``inf``/``nan``, which JSON has not)."""
     return repr(round(value, 6))
-
-
-# -- the delta ---------------------------------------------------------------------------
-
-
-def _canonical(value: JSON) -> bytes:
-    # Compare serialised forms: in Python 1 == 1.0 == True, in JSON they are three values.
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-
-
-def _diff(old: Mapping[str, JSON], new: Mapping[str, JSON]) -> tuple[dict[str, JSON], list[str]]:
-    changed = {
-        key: value
-        for key, value in new.items()
-        if key not in old or _canonical(old[key]) != _canonical(value)
-    }
-    removed = sorted(key for key in old if key not in new)
-    return changed, removed
-
-
-def compute_delta(old: Mapping[str, JSON] | None, new: Mapping[str, JSON]) -> dict[str, JSON]:
-    """What turns flag set ``old`` into ``new`` (``old`` None: everything is new).
-
-    ``{"flags": {key: definition}, "removed": [key…], "evaluators": {name: fragment},
-    "removedEvaluators": [name…]}``, plus ``"metadata"`` (the whole new top-level
-    metadata) only when that changed.
-    """
-    before: Mapping[str, JSON] = old or {}
-    flags, removed = _diff(before.get("flags") or {}, new.get("flags") or {})
-    evaluators, removed_evaluators = _diff(
-        before.get("$evaluators") or {}, new.get("$evaluators") or {}
-    )
-    delta: dict[str, JSON] = {
-        "flags": flags,
-        "removed": removed,
-        "evaluators": evaluators,
-        "removedEvaluators": removed_evaluators,
-    }
-    new_metadata = new.get("metadata") or {}
-    if old is not None and _canonical(before.get("metadata") or {}) != _canonical(new_metadata):
-        delta["metadata"] = new_metadata
-    return delta
-
-
-def apply_delta(flag_set: Mapping[str, JSON], delta: Mapping[str, JSON]) -> dict[str, JSON]:
-    """``flag_set`` with ``delta`` applied (what a stream client does with a patch)."""
-    flags = dict(flag_set.get("flags") or {})
-    for key in delta.get("removed", ()):
-        flags.pop(key, None)
-    flags.update(delta.get("flags") or {})
-    evaluators = dict(flag_set.get("$evaluators") or {})
-    for name in delta.get("removedEvaluators", ()):
-        evaluators.pop(name, None)
-    evaluators.update(delta.get("evaluators") or {})
-    out: dict[str, JSON] = {k: v for k, v in flag_set.items() if k != "$evaluators"}
-    out["flags"] = flags
-    if "metadata" in delta:
-        out["metadata"] = delta["metadata"]
-    if evaluators:
-        out["$evaluators"] = evaluators
-    return out
 
 
 # -- what the store returns --------------------------------------------------------------

@@ -7,7 +7,6 @@ which must stay within the budget — never a wall-clock bound.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from flagkit import flag
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.benchset import ltflags
 
 from crivline.flags import (
     DEFAULT_BUDGET,
@@ -110,11 +110,6 @@ def test_integer_flag_values_keep_their_type() -> None:
 
 
 def test_the_bench_flag_set_runs_far_below_the_budget() -> None:
-    spec = importlib.util.spec_from_file_location("ltflags", LOADTESTS / "ltflags.py")
-    assert spec is not None
-    assert spec.loader is not None
-    ltflags = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ltflags)
     compiled = compile_flag_set(ltflags.flag_set())
     most = 0
     for n in range(300):
