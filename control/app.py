@@ -12,7 +12,6 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from control import idempotency
-from control.access_log import access_log_middleware
 from control.auth import auth_middleware
 from control.bus import Bus
 from control.metrics import Metrics
@@ -79,9 +78,9 @@ def create_app(settings: Settings) -> web.Application:
     """The control app. Its database pool and bus client open when it starts."""
     metrics = Metrics()
     app = web.Application(
-        # Outermost first: every answer is measured, every error becomes a problem+json.
+        # Outermost first: every answer is measured and logged, every error becomes a
+        # problem+json.
         middlewares=[
-            access_log_middleware(),
             metrics.middleware(),
             problem_middleware,
             auth_middleware,

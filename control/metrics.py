@@ -13,6 +13,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from control import access_log
 from control.problems import Handler
 from crivline.runtime_metrics import add_runtime_collectors
 
@@ -79,9 +80,11 @@ class Metrics:
                 status = exc.status
                 raise
             finally:
+                seconds = time.perf_counter() - started
                 resource = request.match_info.route.resource
                 route = resource.canonical if resource is not None else "unmatched"
                 self.requests.labels(request.method, route, str(status)).inc()
-                self.latency.labels(route).observe(time.perf_counter() - started)
+                self.latency.labels(route).observe(seconds)
+                access_log.record(request, status, seconds)
 
         return measure

@@ -161,17 +161,7 @@ async def test_a_taken_port_is_one_clear_line_and_exit_1(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = await asyncio.create_subprocess_exec(
-            *crivline_cmd,
-            "proxy",
-            env=proxy_env(redis_url, port),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        _, raw = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 1
-    stderr = raw.decode()
-    lines = [line for line in stderr.splitlines() if not line.startswith("{")]
+        lines, stderr = await _refused_start(crivline_cmd, proxy_env(redis_url, port))
     assert lines == [
         f"crivline proxy: error: cannot listen on 127.0.0.1:{port} (CRIVLINE_PROXY_PORT): "
         "Address already in use"
@@ -194,18 +184,22 @@ def test_the_worker_module_is_what_the_supervisor_runs() -> None:
 async def test_a_host_that_does_not_resolve_is_named_as_the_cause(
     redis_url: str, crivline_cmd: list[str]
 ) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *crivline_cmd,
-        "proxy",
-        env=proxy_env(redis_url, 18999, CRIVLINE_HOST="bogus.invalid"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    lines, stderr = await _refused_start(
+        crivline_cmd, proxy_env(redis_url, 18999, CRIVLINE_HOST="bogus.invalid")
     )
-    _, raw = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 1
-    stderr = raw.decode()
-    lines = [line for line in stderr.splitlines() if not line.startswith("{")]
     assert len(lines) == 1, stderr
     assert "the host 'bogus.invalid' (CRIVLINE_HOST) does not resolve" in lines[0]
     assert "CRIVLINE_PROXY_PORT" not in lines[0]
     assert "Traceback" not in stderr
+
+
+async def _refused_start(crivline_cmd: list[str], env: dict[str, str]) -> tuple[list[str], str]:
+    """``crivline proxy`` that must refuse to start: its exit code is 1; the lines of
+    stderr that are not JSON log records, and the whole of stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        *crivline_cmd, "proxy", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, raw = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    stderr = raw.decode()
+    return [line for line in stderr.splitlines() if not line.startswith("{")], stderr
