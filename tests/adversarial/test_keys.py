@@ -152,7 +152,10 @@ async def test_a_flood_of_unknown_keys_stays_away_from_redis(
     assert lookups - background.get("hgetall", 0) <= allowed, (lookups, background, elapsed)
     # A lookup is a few commands in one round trip; the flood is thousands of requests.
     assert total - sum(background.values()) <= 5 * allowed, (total, background, elapsed)
-    assert total < flood / 4, (total, flood)
+    # The budget is per second, so the bound above grows with the flood's duration (tens
+    # of seconds on a loaded machine); whatever the pace, most requests never reached
+    # Redis at all.
+    assert lookups - background.get("hgetall", 0) < flood / 2, (lookups, flood, elapsed)
 
 
 async def test_a_revoked_key_is_refused_everywhere_within_a_second(
