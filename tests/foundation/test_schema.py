@@ -223,7 +223,21 @@ async def test_an_upgrade_keeps_existing_environments_on_v2_bucketing(
         await set_json_codecs(conn)
         first, *later = bundled_migrations()
         await migrate(conn, [first])
-        ids = await _project(conn, "acme")  # with its environment "prod"
+        # Rows as the first schema knew them (the seed of today writes later tables too).
+        tenant = await conn.fetchval(
+            "INSERT INTO tenants (key, name) VALUES ('acme', 'Acme') RETURNING id"
+        )
+        project = await conn.fetchval(
+            "INSERT INTO projects (tenant_id, key, name) VALUES ($1, 'web', 'Web') RETURNING id",
+            tenant,
+        )
+        await conn.execute(
+            "INSERT INTO environments (tenant_id, project_id, key, name)"
+            " VALUES ($1, $2, 'prod', 'Prod')",
+            tenant,
+            project,
+        )
+        ids = {"tenant": tenant, "project": project}
         assert [m.name for m in later][:1] == ["0002_fractional_bucketing.sql"]
         await migrate(conn)
         await conn.execute(

@@ -73,7 +73,11 @@ async def test_details_hooks_and_async_calls_follow_the_sdk_contract(
     details = client.get_string_details("plan-copy", "fallback", EvaluationContext("u-1"))
     assert details.flag_key == "plan-copy"
     assert (details.value, details.variant, details.reason) == ("Pro", "pro", "TARGETING_MATCH")
-    assert dict(details.flag_metadata) == {"flagSetId": "shop/prod", "owner": "growth"}
+    assert dict(details.flag_metadata) == {
+        "flagSetId": "shop/prod",
+        "fractionalBucketing": "v3",  # a new environment buckets as flagd does today
+        "owner": "growth",
+    }
     assert details.error_code is None
     assert [name for name, _ in recorder.calls] == ["before", "after", "finally"]
     assert recorder.calls[0][1] == ("plan-copy", FlagType.STRING)

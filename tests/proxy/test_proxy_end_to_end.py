@@ -26,6 +26,7 @@ class Shop:
     server: str
     client: str
     server_id: str
+    version: int  # the environment's central version once the shop is set up
 
 
 async def make_shop(central: Central) -> Shop:
@@ -44,7 +45,9 @@ async def make_shop(central: Central) -> Shop:
     await central.set_state("shop", "checkout", "prod", state="ENABLED", defaultVariant="off")
     server, server_id = await central.create_key("shop", "prod", "server")
     client, _ = await central.create_key("shop", "prod", "client")
-    return Shop(await central.environment_id("shop", "prod"), server, client, server_id)
+    env = await central.environment_id("shop", "prod")
+    version = await central.db.fetchval("SELECT version FROM environments WHERE id = $1", env)
+    return Shop(env, server, client, server_id, int(version))
 
 
 async def edge_ready(proxy: RunningProxy, shop: Shop) -> None:
@@ -53,6 +56,8 @@ async def edge_ready(proxy: RunningProxy, shop: Shop) -> None:
         return response.status == 200
 
     await eventually(served, within=10, what="the shop served by the proxy")
+    # Served is not current: the last key's bump may still be on its way.
+    await proxy.loaded(shop.env, shop.version)
 
 
 def bearer(key: str) -> dict[str, str]:
