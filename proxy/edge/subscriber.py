@@ -39,6 +39,8 @@ from proxy.options import ProxyOptions
 
 log = logging.getLogger(__name__)
 
+_QUICK_RESYNC_RETRIES = 3
+
 
 class Subscriber:
     def __init__(
@@ -132,6 +134,7 @@ class Subscriber:
         self._resync_now.set()
 
     async def _resync_loop(self) -> None:
+        redis_failures = 0
         while True:
             self._resync_now.clear()
             started = time.monotonic()
@@ -141,11 +144,19 @@ class Subscriber:
                     await self._on_connected()
                 await self._cache.resync()
             except REDIS_ERRORS:
-                raise  # the session reconnects
+                # Right after Redis restarted, the pool still holds connections to the
+                # old server: each fails once and is dropped. Try again at once rather
+                # than leave the session to notice (up to a second later) and reconnect.
+                redis_failures += 1
+                if redis_failures > _QUICK_RESYNC_RETRIES:
+                    raise  # the session reconnects
+                await asyncio.sleep(0.02)
+                continue
             except Exception as exc:
                 log.warning("resync incomplete; retrying", extra=fields(error=describe(exc)))
                 delay = 1.0
             else:
+                redis_failures = 0
                 self.resynced.set()
                 log.info(
                     "resynchronised with redis",
