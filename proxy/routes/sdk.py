@@ -37,7 +37,8 @@ async def flags(request: web.Request) -> web.Response:
     cache = app[appkeys.CACHE]
     state = await cache.obtain(info.environment)
     if_none_match = request.headers.get("If-None-Match")
-    if if_none_match is not None and not httpserver.etag_matches(if_none_match, state.etag):
+    hit = if_none_match is not None and httpserver.etag_matches(if_none_match, state.etag)
+    if if_none_match is not None and not hit:
         held = newest_etag(if_none_match)
         if held is not None and held[0] > state.version:
             # The client holds a newer version (from a sibling process or another edge).
@@ -45,11 +46,11 @@ async def flags(request: web.Request) -> web.Response:
             outcome, state = await cache.ahead(info.environment, held[0], wait)
             if outcome is Ahead.NOT_YET:
                 return _keep_what_you_have(request, held, state)
+            hit = httpserver.etag_matches(if_none_match, state.etag)
     out = headers.served(state, app[appkeys.STATUS])
     out["ETag"] = state.etag
     out["Cache-Control"] = "no-cache"
     if if_none_match is not None:
-        hit = httpserver.etag_matches(if_none_match, state.etag)
         app[appkeys.METRICS].conditional_request("sdk_flags", hit)
         if hit:
             return web.Response(status=304, headers=out)
