@@ -229,6 +229,7 @@ class EnvironmentCache:
         self._loads = asyncio.Semaphore(_CONCURRENT_LOADS)
         self._retries: dict[str, int] = {}  # env -> failed refreshes in a row
         self._retrying: set[str] = set()  # envs with a retry scheduled
+        self._again: set[str] = set()  # envs announced again while their worker read
         self._tasks = Tasks("environments")
         self.on_keys_gone: Callable[[set[str]], None] = hub.close_keys
 
@@ -403,6 +404,10 @@ class EnvironmentCache:
         if worker is None:
             worker = self._tasks.spawn(self._work(env), f"env:{env}", quiet=True)
             self._workers[env] = worker
+        else:
+            # The running worker may be reading Redis from before this announcement:
+            # it must read once more rather than end on an "unchanged".
+            self._again.add(env)
         return worker
 
     async def _work(self, env: str) -> None:
@@ -414,7 +419,8 @@ class EnvironmentCache:
                     wanted = self._wanted.get(env, 0)
                     if state is not None and state.version >= wanted:
                         break
-                    if not await self._refresh(env, state, wanted):
+                    self._again.discard(env)
+                    if not await self._refresh(env, state, wanted) and env not in self._again:
                         break
         except Exception as exc:
             failed = True
@@ -425,6 +431,7 @@ class EnvironmentCache:
             )
         finally:
             del self._workers[env]
+            self._again.discard(env)
             state = self._states.get(env)
             # Without a failure the loop only ends when Redis holds nothing newer: a
             # version wanted beyond that (a client's id from another history) is not
