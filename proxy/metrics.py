@@ -140,6 +140,12 @@ class Metrics:
             buckets=_LAG_BUCKETS,
             registry=r,
         )
+        self.ahead = Counter(
+            p + "client_ahead",
+            "Requests proving the client holds a newer version than this process, by outcome",
+            ["outcome"],
+            registry=r,
+        )
         self.refreshes = Counter(
             p + "environment_refreshes",
             "Environment reloads from Redis, by outcome",

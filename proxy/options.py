@@ -38,7 +38,10 @@ class ProxyOptions:
     redis_timeout: float = 2.0  # connect and command timeout
     health_interval: float = 1.0  # syncd heartbeat / sync state polling
     resync_interval: float = 30.0  # full version reconciliation with Redis, as a safety net
-    reconnect_max_seconds: float = 2.0  # cap of the subscriber's reconnect backoff
+    # Cap of the subscriber's reconnect backoff. Short on purpose: it bounds how long a
+    # process stays unsubscribed (behind) after its Redis is back, and an attempt against
+    # an absent Redis is one refused connection.
+    reconnect_max_seconds: float = 0.25
     rate_limit_flush_seconds: float = 0.1  # local counts pushed to the shared counters
     usage_flush_seconds: float = 1.0  # usage counts pushed to the edge Redis (metering)
     sync_fresh_seconds: float | None = None  # None: derived from the settings

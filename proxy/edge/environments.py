@@ -20,8 +20,10 @@ again or announces its removal.
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from crivline import keyspace as ks
 from crivline.edge_store import DeltaEntry, EdgeStore, unbroken_chain
 from crivline.errors import ServiceUnavailable
 from crivline.flags import CompiledFlagSet, compile_flag_set
+from crivline.ioerrors import REDIS_ERRORS
 from crivline.keyspace import Keyspace
 from crivline.logs import describe, fields
 from crivline.tasks import Tasks
@@ -50,8 +53,18 @@ _CONCURRENT_LOADS = 32
 _RETRY_COLD_LOAD_SECONDS = 1.0  # a failed cold load is not retried per request
 # A refresh that failed (Redis away, a connection that died with a restarted Redis) is
 # tried again after this, doubling up to the cap, until the wanted version is loaded.
-_RETRY_REFRESH_SECONDS = 0.25
+# The count starts over at each resync (Redis is back): a backoff grown while Redis was
+# away must not delay the first reads of the Redis that returned.
+_RETRY_REFRESH_SECONDS = 0.05
 _RETRY_REFRESH_MAX_SECONDS = 2.0
+
+
+class Ahead(enum.Enum):
+    """What became of a client that proved it holds a version newer than this process."""
+
+    REACHED = "reached"  # this process loaded that version (or a newer one) in time
+    OTHER_HISTORY = "other history"  # the edge's complete Redis holds an older version
+    NOT_YET = "not yet"  # Redis has it (or cannot say), but it did not load in time
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -95,6 +108,21 @@ def version_of_etag(etag: str) -> int | None:
     """The version a flag-set ETag names (``"12-ab…"``, with or without quotes/W/)."""
     text = etag.strip().removeprefix("W/").strip('"')
     return httpserver.decimal(text.split("-", 1)[0])
+
+
+_FLAG_SET_ETAG = re.compile(r'(?:W/)?"([0-9]{1,18})-[0-9a-f]{16}"')
+
+
+def newest_etag(if_none_match: str) -> tuple[int, str] | None:
+    """The newest flag-set ETag an If-None-Match names, as (version, strong ETag)."""
+    best: tuple[int, str] | None = None
+    for candidate in if_none_match.split(","):
+        match = _FLAG_SET_ETAG.fullmatch(candidate.strip())
+        if match is not None:
+            version = int(match[1])
+            if best is None or version > best[0]:
+                best = version, candidate.strip().removeprefix("W/")
+    return best
 
 
 def is_time_dependent(flag_set: bytes) -> bool:
@@ -191,6 +219,9 @@ class EnvironmentCache:
         self._options = options
         self._states: dict[str, EnvState] = {}
         self._wanted: dict[str, int] = {}  # env -> the version an announcement promised
+        # env -> a version announced (or found by a resync) and not loaded yet: /readyz
+        # does not say ready while any is left.
+        self._announced: dict[str, int] = {}
         self._lag_from: dict[str, float] = {}  # env -> commit time of an announced change
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
@@ -198,6 +229,7 @@ class EnvironmentCache:
         self._loads = asyncio.Semaphore(_CONCURRENT_LOADS)
         self._retries: dict[str, int] = {}  # env -> failed refreshes in a row
         self._retrying: set[str] = set()  # envs with a retry scheduled
+        self._again: set[str] = set()  # envs announced again while their worker read
         self._tasks = Tasks("environments")
         self.on_keys_gone: Callable[[set[str]], None] = hub.close_keys
 
@@ -250,13 +282,27 @@ class EnvironmentCache:
             return
         if committed_at is not None:
             self._lag_from[env] = committed_at
+        self._expect(env, version)
         self._schedule(env, version)
+
+    def _expect(self, env: str, version: int) -> None:
+        if version > self._announced.get(env, 0):
+            self._announced[env] = version
+            self._status.set_behind(len(self._announced))
+
+    def _expected(self, env: str, version: int | None = None) -> None:
+        """``env`` reached ``version`` (None: nothing is expected of it any more)."""
+        announced = self._announced.get(env)
+        if announced is not None and (version is None or announced <= version):
+            del self._announced[env]
+            self._status.set_behind(len(self._announced))
 
     def removed(self, env: str) -> None:
         """The environment left this edge: forget it, end its streams, drop its keys."""
         self._states.pop(env, None)
         self._wanted.pop(env, None)
         self._retries.pop(env, None)
+        self._expected(env)
         self._hub.close_environment(env, "environment removed from this edge")
         gone = self._keys.forget_environment(env)
         if gone:
@@ -281,6 +327,37 @@ class EnvironmentCache:
         state = self._states.get(env)
         return state if state is not None and state.version >= version else None
 
+    async def ahead(self, env: str, version: int, wait: float) -> tuple[Ahead, EnvState]:
+        """A client proved it holds ``version`` of ``env``, newer than this process serves
+        (If-None-Match, Last-Event-ID, a ticket). Decide from the edge's Redis — syncd's
+        view of the central version — whether it can be reached: when Redis holds a
+        complete sync that syncd keeps fresh and its version is older than the client's,
+        the client's id comes from another history (the database was recreated, an id
+        typed by hand, another stack) and the answer is the current state at once.
+        Otherwise the refresh starts now (single-flight with every other) and is waited
+        for up to ``wait``. Returns what happened and the state to answer from (the
+        newest this process holds)."""
+        state = await self.obtain(env)
+        if state.version >= version:
+            return Ahead.REACHED, state
+        held: int | None = None
+        complete = False
+        if self._status.syncd_fresh():
+            try:
+                held = await self._store.version(env)
+                complete = (await self._store.sync_state()).epoch is not None
+            except REDIS_ERRORS:
+                held = None  # cannot tell: wait for the version
+        if held is not None and complete and held < version:
+            self._metrics.ahead.labels(Ahead.OTHER_HISTORY.value).inc()
+            if held > state.version:
+                state = await self.ensure_version(env, held, wait) or self._states[env]
+            return Ahead.OTHER_HISTORY, state
+        newer = await self.ensure_version(env, version, wait)
+        outcome = Ahead.REACHED if newer is not None else Ahead.NOT_YET
+        self._metrics.ahead.labels(outcome.value).inc()
+        return outcome, newer or self._states[env]
+
     # -- resynchronisation ------------------------------------------------------------------
 
     async def resync(self) -> int:
@@ -291,19 +368,23 @@ class EnvironmentCache:
         Absence from Redis only counts once Redis holds a complete sync (an epoch): a
         Redis that restarted empty must not make this process drop what it serves, nor
         the keys it accepts, before syncd has written everything back."""
+        self._retries.clear()  # Redis answers: retries start from the shortest delay
         complete = (await self._store.sync_state()).epoch is not None
         served = await self._store.served()
-        envs = sorted(served | set(self._states))
+        envs = sorted(served | set(self._states) | set(self._announced))
         versions = await self._store.versions(envs)
         changed = 0
         for env, version in versions.items():
             state = self._states.get(env)
+            if complete and version < self._announced.get(env, 0):
+                self._expected(env)  # a complete Redis is the truth: that version is gone
             if version == 0:
                 if complete and env not in served and state is not None:
                     self.removed(env)  # gone from a complete Redis: it left the edge
                     changed += 1
                 continue
             if state is None or state.version < version:
+                self._expect(env, version)
                 self._schedule(env, version)
                 changed += 1
         workers = [w for env in envs if (w := self._workers.get(env)) is not None]
@@ -328,6 +409,10 @@ class EnvironmentCache:
         if worker is None:
             worker = self._tasks.spawn(self._work(env), f"env:{env}", quiet=True)
             self._workers[env] = worker
+        else:
+            # The running worker may be reading Redis from before this announcement:
+            # it must read once more rather than end on an "unchanged".
+            self._again.add(env)
         return worker
 
     async def _work(self, env: str) -> None:
@@ -339,7 +424,8 @@ class EnvironmentCache:
                     wanted = self._wanted.get(env, 0)
                     if state is not None and state.version >= wanted:
                         break
-                    if not await self._refresh(env, state, wanted):
+                    self._again.discard(env)
+                    if not await self._refresh(env, state, wanted) and env not in self._again:
                         break
         except Exception as exc:
             failed = True
@@ -350,8 +436,12 @@ class EnvironmentCache:
             )
         finally:
             del self._workers[env]
+            self._again.discard(env)
             state = self._states.get(env)
-            if state is not None and self._wanted.get(env, 0) <= state.version:
+            # Without a failure the loop only ends when Redis holds nothing newer: a
+            # version wanted beyond that (a client's id from another history) is not
+            # kept, or every later refresh would read once more looking for it.
+            if not failed or (state is not None and self._wanted.get(env, 0) <= state.version):
                 self._wanted.pop(env, None)
         if failed:
             self._retry_later(env)
@@ -417,6 +507,7 @@ class EnvironmentCache:
     def _install(self, state: EnvState) -> None:
         self._states[state.id] = state
         self._failed_at.pop(state.id, None)
+        self._expected(state.id, state.version)
         waiters = self._waiters.get(state.id)
         if waiters:
             for v, future in waiters:

@@ -2,8 +2,8 @@
 
 The monitor polls Redis once per ``health_interval``: the heartbeat key and the sync
 state. Two failures in a row make the subscriber reconnect (a hung connection looks
-like silence, not like an error); a new sync epoch (Redis was rebuilt) does too, so
-the process resynchronises everything.
+like silence, not like an error); a new sync epoch (Redis was rebuilt) makes it
+resynchronise everything at once, keeping its subscription.
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ async def monitor(app: web.Application) -> None:
         else:
             failures = 0
             epoch = sync.epoch
-            previous = status.epoch
+            previous, first = status.epoch, status.checked_at is None
             if subscriber.connected.is_set() and not status.redis_up:
                 status.redis_back()
             status.observed(syncd_alive=alive, epoch=epoch, reconciled_at=sync.reconciled_at)
-            if previous is not None and epoch is not None and epoch != previous:
+            if not first and epoch is not None and epoch != previous:
                 log.info("sync epoch changed: redis was rebuilt; resynchronising")
-                subscriber.kick("sync epoch changed")
+                subscriber.resync_soon()
         await asyncio.sleep(interval)

@@ -25,6 +25,7 @@ class EdgeStatus:
     epoch: str | None = None  # the sync state's epoch: a complete sync is in Redis
     reconciled_at: float | None = None  # when syncd last confirmed Redis == Postgres
     warm: bool = False  # every served environment is loaded in this process
+    behind: int = 0  # environments announced at a version this process has not loaded
     checked_at: float | None = None  # last successful health poll
     fresh_seconds: float = 15.0  # reconciled_at older than this is not fresh
     ever_ready: bool = False  # it was ready once (then trouble is "degraded", not "not ready")
@@ -46,6 +47,11 @@ class EdgeStatus:
     def loaded(self, warm: bool, now: float | None = None) -> None:
         self.warm = warm
         self._update(now)
+
+    def set_behind(self, count: int, now: float | None = None) -> None:
+        if count != self.behind:
+            self.behind = count
+            self._update(now)
 
     def observed(
         self,
@@ -81,6 +87,11 @@ class EdgeStatus:
             return out
         if not self.warm:
             out.append("environments not loaded yet")
+        if self.behind:
+            out.append(
+                f"{self.behind} environment(s) behind a version announced on the changes "
+                "channel (loading it)"
+            )
         if not self.syncd_alive:
             out.append("syncd heartbeat missing: syncd is not running for this edge")
         if self.epoch is None:
@@ -93,6 +104,15 @@ class EdgeStatus:
                 f"last reconciliation {age:.0f}s ago (fresh means within {self.fresh_seconds:g}s)"
             )
         return out
+
+    def syncd_fresh(self, now: float | None = None) -> bool:
+        """syncd runs for this edge and has recently confirmed Redis equals Postgres."""
+        now = time.time() if now is None else now
+        return (
+            self.syncd_alive
+            and self.reconciled_at is not None
+            and now - self.reconciled_at <= self.fresh_seconds
+        )
 
     def verdict(self, now: float, strict: bool = False) -> str:
         """``ready``, ``degraded`` (it was ready and still serves what it holds; never in

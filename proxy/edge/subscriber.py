@@ -8,11 +8,17 @@ capped, jittered backoff, and — subscribed again first, so nothing announced f
 on is missed — resynchronises every environment with Redis, which picks up whatever
 changed while it was away. A slower periodic resync is the safety net for announcements
 lost without a disconnect.
+
+After a session that was established, the first reconnect is tried at once (the backoff
+starts over): a Redis that restarted is usually back within a few hundred milliseconds,
+and every moment unsubscribed is a moment announcements are lost. A new sync epoch (Redis
+was rebuilt and refilled) does not drop the subscription: it wakes the resync at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -32,6 +38,8 @@ from proxy.edge.status import EdgeStatus
 from proxy.options import ProxyOptions
 
 log = logging.getLogger(__name__)
+
+_QUICK_RESYNC_RETRIES = 3
 
 
 class Subscriber:
@@ -57,7 +65,9 @@ class Subscriber:
         self.connected = asyncio.Event()
         self.resynced = asyncio.Event()  # set after each successful resync
         self.messages = 0
+        self.sessions = 0  # subscriptions established since start
         self._kick: str | None = None
+        self._resync_now = asyncio.Event()
 
     def start(self) -> None:
         self._tasks.spawn(self._run(), "subscribe")
@@ -68,15 +78,18 @@ class Subscriber:
     async def _run(self) -> None:
         failures = 0
         while True:
+            established = False
             try:
                 await self._session()
             except REDIS_ERRORS as exc:
+                established = self.connected.is_set()
                 self._lost(describe(exc))
-            failures += 1
+            # A session that had been up starts the backoff over: the failures counted
+            # before it say nothing about this Redis, and a long wait here is a long
+            # window in which announcements are missed.
+            failures = 0 if established else failures + 1
             cap = self._options.reconnect_max_seconds
             await asyncio.sleep(min(cap, 0.05 * 2 ** min(failures, 10)) * random.uniform(0.5, 1))
-            if self._status.redis_up:
-                failures = 0
 
     def _lost(self, error: str) -> None:
         if self._status.redis_up or self.connected.is_set():
@@ -92,6 +105,7 @@ class Subscriber:
             await pubsub.subscribe(self._ks.changes)
             self._status.redis_back()
             self.connected.set()
+            self.sessions += 1
             log.info("subscribed to changes", extra=fields(channel=self._ks.changes))
             resync = self._tasks.spawn(self._resync_loop(), "resync", quiet=True)
             self._kick = None
@@ -115,8 +129,14 @@ class Subscriber:
         """Drop the subscription and start over (the health monitor saw Redis fail)."""
         self._kick = why
 
+    def resync_soon(self) -> None:
+        """Resynchronise now rather than at the next interval (a new sync epoch)."""
+        self._resync_now.set()
+
     async def _resync_loop(self) -> None:
+        redis_failures = 0
         while True:
+            self._resync_now.clear()
             started = time.monotonic()
             delay = self._options.resync_interval
             try:
@@ -124,11 +144,19 @@ class Subscriber:
                     await self._on_connected()
                 changed = await self._cache.resync()
             except REDIS_ERRORS:
-                raise  # the session reconnects
+                # Right after Redis restarted, the pool still holds connections to the
+                # old server: each fails once and is dropped. Try again at once rather
+                # than leave the session to notice (up to a second later) and reconnect.
+                redis_failures += 1
+                if redis_failures > _QUICK_RESYNC_RETRIES:
+                    raise  # the session reconnects
+                await asyncio.sleep(0.02)
+                continue
             except Exception as exc:
                 log.warning("resync incomplete; retrying", extra=fields(error=describe(exc)))
                 delay = 1.0
             else:
+                redis_failures = 0
                 self.resynced.set()
                 # Every resync_interval: worth an INFO line only when it caught something.
                 log.log(
@@ -143,7 +171,9 @@ class Subscriber:
                         }
                     },
                 )
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._resync_now.wait()
 
     def _handle(self, message: dict[str, Any]) -> None:
         if message.get("type") != "message":

@@ -7,7 +7,10 @@ once per version (the evaluator prebuilds every result it can).
 
 ``POST /ofrep/v1/evaluate/flags`` answers every flag for one context with a weak ETag
 over (flag-set content, context, ticket window): the same context against unchanged
-flags gets 304, a different context never matches. Evaluated bodies are kept in a
+flags gets 304, a different context never matches. The ETag starts with the version
+(``W/"<version>-<content hash>-<tag>"``), so a client holding a newer version than this
+process (from a sibling or another edge) is recognised: see
+:meth:`proxy.edge.environments.EnvironmentCache.ahead`. Evaluated bodies are kept in a
 small LRU, so a 200 for a context seen before is also only a lookup. The body
 advertises ``eventStreams``: ``/ofrep/v1/events?ticket=…``, a ticket instead of the
 key. A refetch that carries ``flagConfigEtag`` / ``flagConfigLastModified`` (from a
@@ -38,7 +41,7 @@ from proxy import appkeys, cors, headers, streams
 from proxy.access import authorize, authorize_hash
 from proxy.auth import ANY_KIND
 from proxy.context import parse_context, read_body
-from proxy.edge.environments import EnvironmentCache, EnvState, version_of_etag
+from proxy.edge.environments import Ahead, EnvironmentCache, EnvState, version_of_etag
 from proxy.edge.keys import KeyInfo
 from proxy.errors import api_error_response
 from proxy.fairness import FAIRNESS
@@ -90,12 +93,37 @@ async def evaluate_all(request: web.Request) -> web.Response:
     app[appkeys.METER].count(info.environment, "ofrep_bulk", info.tenant)
     if request.query_string:
         state = await _honour_refetch_hints(request, cache, state)
+    if_none_match = request.headers.get("If-None-Match")
+    held = _newest_bulk_etag(if_none_match) if if_none_match else None
+    if held is not None and held[0] > state.version:
+        wait = app[appkeys.OPTIONS].refetch_wait_seconds
+        outcome, state = await cache.ahead(info.environment, held[0], wait)
+        if outcome is Ahead.NOT_YET:
+            # Never an older evaluation: the client keeps its own and asks again.
+            out = headers.served(state, app[appkeys.STATUS])
+            out[headers.VERSION] = str(held[0])
+            out["ETag"] = held[1]
+            app[appkeys.METRICS].conditional_request("ofrep_bulk", True)
+            return web.Response(status=304, headers=out)
     out = headers.served(state, app[appkeys.STATUS])
     try:
         body = await _read_body(request)
         return app[FAIRNESS].evaluate(info.tenant, lambda: _bulk(request, info, state, body, out))
     except ApiError as exc:
         return _refused(exc, out)
+
+
+_BULK_ETAG = re.compile(r'W/"([0-9]{1,18})-[0-9a-f]{16}-[0-9a-f]{16}"')
+
+
+def _newest_bulk_etag(if_none_match: str) -> tuple[int, str] | None:
+    """The newest bulk ETag an If-None-Match names, as (version, ETag)."""
+    best: tuple[int, str] | None = None
+    for candidate in if_none_match.split(","):
+        match = _BULK_ETAG.fullmatch(candidate.strip())
+        if match is not None and (best is None or int(match[1]) > best[0]):
+            best = int(match[1]), match[0]
+    return best
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -130,7 +158,7 @@ def _bulk(
         tag = hashlib.blake2b(flags_part + b"%d" % window, digest_size=8).hexdigest()
     else:
         tag = hashlib.blake2b(digest + b"%d" % window, digest_size=8).hexdigest()
-    etag = f'W/"{state.content_hash}-{tag}"'
+    etag = f'W/"{state.version_text}-{state.content_hash}-{tag}"'
     out["ETag"] = etag
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None:
@@ -281,13 +309,21 @@ async def events(request: web.Request) -> web.StreamResponse:
         served_version = ticket.version
     else:
         info = await authorize(request, ANY_KIND)
-    state = await app[appkeys.CACHE].obtain(info.environment)
+    cache = app[appkeys.CACHE]
+    state = await cache.obtain(info.environment)
     if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=True)) is not None:
         return refused
     since = last_event_id(request)
     version = since if since is not None else served_version
     if version is None:
         version = state.version
+    elif version > state.version:
+        # The client saw a version this process does not hold yet: wait (bounded) for
+        # it; an id from another history, or a wait that runs out, gets a refetch.
+        wait = app[appkeys.OPTIONS].refetch_wait_seconds
+        outcome, state = await cache.ahead(info.environment, version, wait)
+        if outcome is not Ahead.REACHED:
+            version = 0
     client = app[FAIRNESS].open_stream(info, OFREP, version)
     app[appkeys.METER].count(info.environment, "stream")
     opening = sse.retry(app[appkeys.OPTIONS].retry_ms)

@@ -7,6 +7,12 @@
   empty, before syncd wrote it back) answered valid keys with 401 — which SDKs take as
   final — and remembered them as unknown. Now it says 503 + ``Retry-After`` until the
   edge is filled.
+- After Valkey was SIGKILLed and restarted empty, one proxy process stayed seconds behind
+  its sibling: its reconnect backoff had grown during the outage, the refill's new epoch
+  made it drop the subscription, and its first resync failed on a pooled connection to
+  the old server. Now a process applies what the refilled Redis holds within a few
+  hundred milliseconds, and ``/readyz`` does not say ready while it is behind an
+  announced version.
 - A fresh proxy answered valid OFREP stream tickets with 401 until it had read the edge's
   shared ticket secret from Redis. Browsers open that stream with an ``EventSource``,
   which treats any answer but ``200 text/event-stream`` as final. Now start-up reads the
@@ -22,6 +28,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -281,3 +288,176 @@ async def test_during_a_full_sync_an_absent_key_is_retry_and_after_it_unknown(
         await client.aclose()
     status, _ = await flags_status(url, stranger)
     assert status == 401  # the edge is complete: an absent key is unknown
+
+
+# -- after Redis restarts empty, no process stays behind its sibling ------------------------
+
+
+class RefillingSyncd:
+    """Writes one environment the way syncd does: a full sync into an empty Redis (a new
+    epoch, reconciled, heartbeat), then one version at a time, each announced."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.env = str(uuid.uuid4())
+        self.key = tokens.generate(tokens.SecretKind.SERVER)
+        self.keyspace = Keyspace(PREFIX, EDGE)
+
+    def _snapshot(self, version: int) -> EnvironmentSnapshot:
+        flag = {"state": "ENABLED", "variants": {"v": version}, "defaultVariant": "v"}
+        return EnvironmentSnapshot(
+            environment_id=self.env,
+            environment_key="production",
+            project_id="00000000-0000-4000-8000-0000000000b2",
+            project_key="app",
+            tenant_id="00000000-0000-4000-8000-0000000000a2",
+            tenant_key="acme",
+            version=version,
+            flag_set={"flags": {"a": flag}, "metadata": {"flagSetId": "app/production"}},
+            keys=(EdgeKey(tokens.hex_digest(self.key), str(uuid.UUID(int=1)), "server", None),),
+        )
+
+    async def _with_store(self, work: Callable[[EdgeStore], Awaitable[None]]) -> None:
+        client = aioredis.from_url(self.redis_url)  # a fresh connection: Redis restarted
+        try:
+            await work(EdgeStore(client, self.keyspace))
+        finally:
+            await client.aclose()
+
+    async def full_sync(self, version: int) -> None:
+        async def run(store: EdgeStore) -> None:
+            marker = await store.begin_full_sync()
+            base, base_set = await store.read_current(self.env)
+            result = await store.apply(
+                self._snapshot(version),
+                base_version=base,
+                base_flag_set=base_set,
+                committed_at=time.time(),
+            )
+            assert result.applied
+            assert await store.finish_full_sync(marker) is not None
+            await store.heartbeat(60.0, {"pid": 0})
+
+        await self._with_store(run)
+
+    async def write(self, version: int) -> None:
+        async def run(store: EdgeStore) -> None:
+            base, base_set = await store.read_current(self.env)
+            result = await store.apply(
+                self._snapshot(version),
+                base_version=base,
+                base_flag_set=base_set,
+                committed_at=time.time(),
+            )
+            assert result.applied
+
+        await self._with_store(run)
+
+
+def served_version(app: web.Application, env: str) -> int:
+    state = app[appkeys.CACHE].get(env)
+    return state.version if state is not None else 0
+
+
+async def test_after_redis_restarts_empty_no_process_stays_behind(
+    valkey: Any, redis_url: str, start_proxy: Callable[..., Awaitable[Started]]
+) -> None:
+    """The soak's sequence: Valkey SIGKILLed, down for 1.6 s, restarted empty, syncd
+    refilling it at once (a new epoch) and writing on; two processes of the edge.
+
+    It was: the subscriber's backoff had grown while Redis was down (up to 2 s, and it
+    did not start over after a session that had been up), and the new epoch made the
+    health monitor drop the subscription — so one process sat unsubscribed for a
+    second or two while its sibling followed every announcement. Now a new epoch only
+    wakes the resync, and the reconnect backoff is capped at 0.25 s."""
+    server: ValkeyServer = valkey
+    syncd = RefillingSyncd(redis_url)
+    await syncd.full_sync(7)
+    # The second process polls syncd's health slowly: the refill's new epoch is what it
+    # sees next, not the empty Redis in between.
+    apps = [
+        (await start_proxy(redis_url))[0],
+        (await start_proxy(redis_url, replace(OPTIONS, health_interval=0.5)))[0],
+    ]
+    await wait(lambda: all(served_version(app, syncd.env) == 7 for app in apps), "version 7")
+    await wait(lambda: all(app[appkeys.STATUS].epoch is not None for app in apps), "the epoch")
+
+    await asyncio.to_thread(server.kill)
+    await wait(lambda: not any(app[appkeys.STATUS].redis_up for app in apps), "redis lost")
+    await asyncio.sleep(1.6)  # the outage itself: the reconnect backoff grows meanwhile
+    await asyncio.to_thread(server.start)
+    back = time.monotonic()
+    await syncd.full_sync(12)  # syncd fills the empty Redis at once: a new epoch
+    # The bound: reconnect (at most 0.25 s after Redis answers) plus one resync — a few
+    # hundred milliseconds; 1 s leaves room for a loaded machine. It took 3.5 s before.
+    await wait(
+        lambda: all(served_version(app, syncd.env) == 12 for app in apps),
+        "both processes at the refilled version",
+        within=1.0,
+    )
+    caught_up = time.monotonic() - back
+    sessions = [app[appkeys.SUBSCRIBER].sessions for app in apps]
+
+    # syncd writes on; every process follows each announcement, none falls behind.
+    lags = []
+    for version in range(13, 19):
+        written = time.monotonic()
+        await syncd.write(version)
+        await wait(
+            lambda v=version: all(served_version(app, syncd.env) == v for app in apps),  # type: ignore[misc]
+            f"version {version} in both processes",
+        )
+        lags.append(time.monotonic() - written)
+    # Nobody reconnected meanwhile: the new epoch did not drop a subscription.
+    assert [app[appkeys.SUBSCRIBER].sessions for app in apps] == sessions
+    print(  # the measured bound, shown with -s
+        f"caught up {caught_up:.3f}s after Redis restarted; "
+        f"announcement to both processes: max {max(lags) * 1000:.0f} ms"
+    )
+
+
+async def test_readyz_is_not_ready_while_behind_an_announced_version(
+    redis_url: str, start_proxy: Callable[..., Awaitable[Started]]
+) -> None:
+    syncd = RefillingSyncd(redis_url)
+    await syncd.full_sync(7)
+    app, url = await start_proxy(redis_url)
+
+    async def readyz() -> dict[str, Any]:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.get(f"{url}/readyz") as response,
+        ):
+            body: dict[str, Any] = await response.json()
+            return body
+
+    deadline = time.monotonic() + 5
+    while (await readyz())["status"] != "ready":
+        assert time.monotonic() < deadline, await readyz()
+        await asyncio.sleep(0.05)
+    keyspace = Keyspace(PREFIX, EDGE)
+    name = keyspace.environment(syncd.env)
+    client = aioredis.from_url(redis_url)
+    try:
+        # Version 8 is announced, but this process cannot load it (unreadable hash).
+        await client.rename(name, name + ":aside")
+        await client.set(name, b"not a hash")
+        await client.publish(keyspace.changes, b'{"e":"%s","v":8,"at":1}' % syncd.env.encode())
+        deadline = time.monotonic() + 5
+        while (body := await readyz())["status"] == "ready":
+            assert time.monotonic() < deadline, body
+            await asyncio.sleep(0.02)
+        assert body["status"] == "degraded"  # still answering from memory, not "ready"
+        assert any("behind a version announced" in p for p in body["problems"]), body
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.delete(name)
+            pipe.rename(name + ":aside", name)
+            pipe.hset(name, "version", 8)
+            await pipe.execute()
+    finally:
+        await client.aclose()
+    await wait(lambda: served_version(app, syncd.env) == 8, "version 8")
+    deadline = time.monotonic() + 5
+    while (body := await readyz())["status"] != "ready":
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.05)

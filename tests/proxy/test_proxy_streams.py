@@ -158,10 +158,12 @@ async def test_resume_when_current_or_ahead_sends_nothing_until_newer(
     current = await open_stream(
         proxy, "/sdk/v1/stream", headers={**key.headers, "Last-Event-ID": "1"}
     )
-    ahead = await open_stream(
-        proxy, "/sdk/v1/stream", headers={**key.headers, "Last-Event-ID": "2"}
+    # Ahead of this proxy: it waits (bounded) for version 2 before sending anything.
+    opening = asyncio.ensure_future(
+        open_stream(proxy, "/sdk/v1/stream", headers={**key.headers, "Last-Event-ID": "2"})
     )
     await feeder.write(env, {"a": OFF})  # version 2
+    ahead = await opening
     await feeder.write(env, {"a": ON})  # version 3
     assert [(await current.next_event()).id for _ in range(2)] == ["2", "3"]
     only = await ahead.next_event()

@@ -1,0 +1,207 @@
+"""Monotonic reads: a client that holds a newer version than the process it reaches.
+
+Two edges on one Valkey (two keyspaces): ``ahead`` is at a version the ``behind`` edge's
+syncd has not written yet — the position of a client that failed over from a sibling
+process or moved to another edge. Versions are global per environment, so the client's
+If-None-Match, bulk ETag or Last-Event-ID proves what it holds, and it must never be
+sent anything older; an id from another history (higher than anything this stack ever
+had) must still end in the current state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import replace
+
+import pytest
+from support.edgekit import (
+    EDGE,
+    TEST_OPTIONS,
+    Feeder,
+    Key,
+    RunningProxy,
+    SSEClient,
+    StartProxy,
+    flag,
+    make_key,
+    new_env,
+)
+from support.waiting import eventually
+
+from crivline.edge_store import EdgeStore
+from crivline.keyspace import Keyspace
+from proxy import appkeys
+
+OTHER_EDGE = "edge-2"
+OTHER_PREFIX = "t2:"  # another edge: its own Redis, here a keyspace of its own
+WAIT = 1.0  # the proxy's bound on waiting for a version a client proved it holds
+OPTIONS = replace(TEST_OPTIONS, refetch_wait_seconds=WAIT)
+
+
+def flags_at(n: int) -> dict[str, object]:
+    return {
+        "a": flag({"on": True, "off": False}, "on" if n % 2 else "off"),
+        "n": flag({"v": n}, "v"),
+    }
+
+
+@pytest.fixture
+def other_edge(feeder: Feeder) -> Feeder:
+    """syncd's writer for a second edge on the same Valkey."""
+    ks = Keyspace(OTHER_PREFIX, OTHER_EDGE)
+    return Feeder(feeder.redis, ks, EdgeStore(feeder.redis, ks))
+
+
+async def fresh(edge: Feeder) -> None:
+    """The edge is complete and syncd has just confirmed it equals Postgres."""
+    await edge.synced()
+    epoch = (await edge.store.sync_state()).epoch
+    assert epoch is not None
+    assert await edge.store.touch_reconciled(epoch)
+
+
+async def two_edges(
+    feeder: Feeder, other_edge: Feeder, start_proxy: StartProxy, *, behind_fresh: bool
+) -> tuple[str, Key, RunningProxy, RunningProxy]:
+    """One environment at version 2 on the first edge and 1 on the second."""
+    env, key = new_env(), make_key("server")
+    for edge in (feeder, other_edge):
+        await edge.write(env, flags_at(1), keys=[key])
+    await feeder.write(env, flags_at(2))
+    await fresh(feeder)
+    if behind_fresh:
+        await fresh(other_edge)
+    else:
+        await other_edge.synced()
+        # Its syncd is not running: Redis cannot vouch for the central version.
+        await other_edge.redis.delete(other_edge.keyspace.heartbeat)
+    ahead = await start_proxy(OPTIONS, edge_id=EDGE)
+    behind = await start_proxy(OPTIONS, edge_id=OTHER_EDGE, key_prefix=OTHER_PREFIX)
+    await ahead.loaded(env, 2)
+    await behind.loaded(env, 1)
+    if behind_fresh:
+        await eventually(behind[appkeys.STATUS].syncd_fresh, what="syncd fresh on the edge")
+    return env, key, ahead, behind
+
+
+async def test_a_poller_from_a_newer_edge_gets_the_newer_state_once_it_lands(
+    feeder: Feeder, other_edge: Feeder, start_proxy: StartProxy
+) -> None:
+    env, key, ahead, behind = await two_edges(feeder, other_edge, start_proxy, behind_fresh=False)
+    first = await ahead.get("/sdk/v1/flags", headers=key.headers)
+    etag = first.headers["ETag"]
+    assert first.headers["Crivline-Version"] == "2"
+
+    # The behind edge refreshes at once and waits; version 2 lands meanwhile.
+    asking = asyncio.ensure_future(
+        behind.get("/sdk/v1/flags", headers={**key.headers, "If-None-Match": etag})
+    )
+    await asyncio.sleep(0)
+    await other_edge.write(env, flags_at(2))
+    answer = await asking
+    assert answer.status == 304
+    assert answer.headers["ETag"] == etag
+    assert answer.headers["Crivline-Version"] == "2"
+
+
+async def test_a_poller_ahead_of_an_edge_that_cannot_catch_up_keeps_what_it_has(
+    feeder: Feeder, other_edge: Feeder, start_proxy: StartProxy
+) -> None:
+    _env, key, ahead, behind = await two_edges(feeder, other_edge, start_proxy, behind_fresh=False)
+    etag = (await ahead.get("/sdk/v1/flags", headers=key.headers)).headers["ETag"]
+    answer = await behind.get("/sdk/v1/flags", headers={**key.headers, "If-None-Match": etag})
+    # Not version 1: a 304 for the client's own version, which it keeps.
+    assert answer.status == 304
+    assert answer.headers["ETag"] == etag
+    assert answer.headers["Crivline-Version"] == "2"
+    assert await answer.read() == b""
+
+
+async def test_a_poller_from_another_history_gets_the_current_state_at_once(
+    feeder: Feeder, other_edge: Feeder, start_proxy: StartProxy
+) -> None:
+    _env, key, _ahead, behind = await two_edges(feeder, other_edge, start_proxy, behind_fresh=True)
+    stranger = '"999-0123456789abcdef"'
+    answer = await behind.get("/sdk/v1/flags", headers={**key.headers, "If-None-Match": stranger})
+    assert answer.status == 200
+    assert answer.headers["Crivline-Version"] == "1"
+    assert answer.headers["ETag"].startswith('"1-')
+    registry = behind[appkeys.METRICS].registry
+    assert (
+        registry.get_sample_value("crivline_proxy_client_ahead_total", {"outcome": "other history"})
+        == 1.0
+    )
+
+
+async def test_a_bulk_etag_from_a_newer_edge_is_never_answered_with_an_older_evaluation(
+    feeder: Feeder, other_edge: Feeder, start_proxy: StartProxy
+) -> None:
+    _env, key, ahead, behind = await two_edges(feeder, other_edge, start_proxy, behind_fresh=False)
+    context = {"context": {"targetingKey": "user-1"}}
+    first = await ahead.post("/ofrep/v1/evaluate/flags", json=context, headers=key.headers)
+    etag = first.headers["ETag"]
+    assert re.fullmatch(r'W/"2-[0-9a-f]{16}-[0-9a-f]{16}"', etag), etag
+    answer = await behind.post(
+        "/ofrep/v1/evaluate/flags", json=context, headers={**key.headers, "If-None-Match": etag}
+    )
+    assert answer.status == 304
+    assert answer.headers["ETag"] == etag
+    assert answer.headers["Crivline-Version"] == "2"
+
+
+async def test_a_stream_resuming_from_a_newer_edge_waits_for_that_version(
+    feeder: Feeder,
+    other_edge: Feeder,
+    start_proxy: StartProxy,
+    open_stream: object,
+) -> None:
+    env, key, _ahead, behind = await two_edges(feeder, other_edge, start_proxy, behind_fresh=False)
+    assert callable(open_stream)
+    opening = asyncio.ensure_future(
+        open_stream(behind, "/sdk/v1/stream", headers={**key.headers, "Last-Event-ID": "2"})
+    )
+    await asyncio.sleep(0)
+    await other_edge.write(env, flags_at(2))
+    stream: SSEClient = await opening
+    await other_edge.write(env, flags_at(3))
+    event = await stream.next_event()
+    # Nothing for versions 1 or 2 (the client holds 2): the first event takes it to 3.
+    assert (event.event, event.id) == ("patch", "3"), event
+
+
+@pytest.mark.parametrize("path", ["/sdk/v1/stream", "/ofrep/v1/events"])
+async def test_a_stream_id_from_another_history_gets_the_current_state(
+    feeder: Feeder,
+    other_edge: Feeder,
+    start_proxy: StartProxy,
+    open_stream: object,
+    path: str,
+) -> None:
+    env, key, _ahead, behind = await two_edges(feeder, other_edge, start_proxy, behind_fresh=True)
+    assert callable(open_stream)
+    stream: SSEClient = await open_stream(
+        behind, path, headers={**key.headers, "Last-Event-ID": "999"}
+    )
+    event = await stream.next_event(within=WAIT / 2)  # at once, not after the bound
+    assert event.id == "1"
+    assert event.event == ("put" if path.startswith("/sdk") else "message")
+    # And the stream goes on from there.
+    await other_edge.write(env, flags_at(2))
+    following = await stream.next_event()
+    assert following.id == "2"
+
+
+async def test_a_stream_ahead_of_an_edge_that_cannot_catch_up_gets_a_put_after_the_bound(
+    feeder: Feeder,
+    other_edge: Feeder,
+    start_proxy: StartProxy,
+    open_stream: object,
+) -> None:
+    _env, key, _ahead, behind = await two_edges(feeder, other_edge, start_proxy, behind_fresh=False)
+    assert callable(open_stream)
+    stream: SSEClient = await open_stream(
+        behind, "/sdk/v1/stream", headers={**key.headers, "Last-Event-ID": "2"}
+    )
+    event = await stream.next_event(within=WAIT * 5)
+    assert (event.event, event.id) == ("put", "1")
