@@ -41,6 +41,8 @@ class ProxyOptions:
     reconnect_max_seconds: float = 2.0  # cap of the subscriber's reconnect backoff
     rate_limit_flush_seconds: float = 0.1  # local counts pushed to the shared counters
     sync_fresh_seconds: float | None = None  # None: derived from the settings
+    gc_freeze_seconds: float = 1.0  # proxy.heap: freeze what is alive this often (0: off)
+    gc_thaw_seconds: float = 600.0  # proxy.heap: a full collection of everything this often
     shutdown_timeout: float = httpserver.SHUTDOWN_SECONDS  # for in-flight requests on SIGTERM
     # -- connections (see crivline.httpserver) ------------------------------------------------
     idle_timeout_seconds: float = httpserver.IDLE_SECONDS  # no complete request: closed
