@@ -35,6 +35,7 @@ from crivline import keyspace as ks
 from crivline.edge_store import DeltaEntry, EdgeStore, unbroken_chain
 from crivline.errors import ServiceUnavailable
 from crivline.flags import CompiledFlagSet, compile_flag_set
+from crivline.flags.incremental import recompile_flag_set
 from crivline.keyspace import Keyspace
 from crivline.logs import describe, fields
 from crivline.tasks import Tasks
@@ -130,14 +131,24 @@ def _patches(entries: Sequence[DeltaEntry]) -> list[PatchEvent]:
 
 
 def build_state(
-    fields: Mapping[str, bytes], ring: tuple[PatchEvent, ...] = (), now: float | None = None
+    fields: Mapping[str, bytes],
+    ring: tuple[PatchEvent, ...] = (),
+    now: float | None = None,
+    *,
+    previous: EnvState | None = None,
 ) -> EnvState:
-    """One version of an environment from its Redis hash fields (raises on bad data)."""
+    """One version of an environment from its Redis hash fields (raises on bad data).
+    With the ``previous`` version, only the flags that changed are compiled again."""
     flag_set = fields[ks.F_FLAGSET]
     version = int(fields[ks.F_VERSION])
     env = fields[ks.F_ENVIRONMENT].decode()
     doc = orjson.loads(flag_set)
-    flags = compile_flag_set(doc)
+    if previous is not None and previous.id == env:
+        # Parsing the previous bytes again costs far less than compiling every flag, and
+        # keeps no parsed document alive between versions.
+        flags = recompile_flag_set(orjson.loads(previous.flag_set), previous.flags, doc)
+    else:
+        flags = compile_flag_set(doc)
     metadata = doc.get("metadata") if isinstance(doc, dict) else None
     flag_set_id = str(metadata.get("flagSetId", "")) if isinstance(metadata, dict) else ""
     digest = content_hash(flag_set)
@@ -397,7 +408,7 @@ class EnvironmentCache:
         ring: tuple[PatchEvent, ...] = ()
         if state is not None and patches is not None:
             ring = (state.ring + tuple(patches))[-self._options.ring_size :]
-        new = build_state(fields, ring)
+        new = build_state(fields, ring, previous=state)
         if state is not None and env not in self._states:
             return False  # removed from the edge while we read: do not resurrect it
         self._install(new)

@@ -222,6 +222,21 @@ def test_sse_events_built_once_per_version(benchmark: Any) -> None:
     assert state.put_event.startswith(b"id: 8\nevent: put\ndata: ")
 
 
+@pytest.mark.parametrize("incremental", [False, True], ids=["full-compile", "incremental"])
+@pytest.mark.parametrize("flags", [100, 1000])
+def test_apply_a_one_flag_change(benchmark: Any, flags: int, incremental: bool) -> None:
+    """A new version that changes one flag, applied: ``build_state`` with the previous
+    version (only that flag compiled again) against compiling the whole set."""
+    before = fields(7) | {ks.F_FLAGSET: flag_set(flags // 2)}
+    doc = orjson.loads(before[ks.F_FLAGSET])
+    doc["flags"]["targeted-3"]["defaultVariant"] = "b"
+    after = fields(8) | {ks.F_FLAGSET: orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)}
+    previous = build_state(before)
+    state = benchmark(lambda: build_state(after, previous=previous if incremental else None))
+    assert len(state.flags) == flags
+    assert state.flags.evaluate("targeted-3", {}).variant == "b"
+
+
 def test_sse_patch_event_building(benchmark: Any) -> None:
     delta = {"flags": {"static-1": {"state": "DISABLED"}}, "removed": [], "evaluators": {}}
     assert benchmark(lambda: patch_event(9, 8, delta)).data.startswith(b"id: 9\nevent: patch\n")
