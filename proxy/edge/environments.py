@@ -203,6 +203,7 @@ class EnvironmentCache:
         self._states: dict[str, EnvState] = {}
         self._wanted: dict[str, int] = {}  # env -> the version an announcement promised
         self._lag_from: dict[str, float] = {}  # env -> commit time of an announced change
+        self._told_at: dict[str, float] = {}  # env -> when an unapplied change was announced
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self._failed_at: dict[str, float] = {}  # env -> when loading it last failed
@@ -261,6 +262,7 @@ class EnvironmentCache:
             return
         if committed_at is not None:
             self._lag_from[env] = committed_at
+        self._told_at.setdefault(env, time.time())
         self._schedule(env, version)
 
     def removed(self, env: str) -> None:
@@ -408,12 +410,16 @@ class EnvironmentCache:
         ring: tuple[PatchEvent, ...] = ()
         if state is not None and patches is not None:
             ring = (state.ring + tuple(patches))[-self._options.ring_size :]
+        build_started = time.perf_counter()
         new = build_state(fields, ring, previous=state)
+        self._metrics.stages.labels("build").observe(time.perf_counter() - build_started)
         if state is not None and env not in self._states:
             return False  # removed from the edge while we read: do not resurrect it
         self._install(new)
         if state is not None:
             self._publish(new, patches)
+        else:
+            self._told_at.pop(env, None)  # a first load: no change to time
         self._metrics.refreshes.labels("loaded" if state is None else "updated").inc()
         gone = await self._keys.reload_environments([env])
         if gone:
@@ -430,11 +436,22 @@ class EnvironmentCache:
                     future.set_result(None)
 
     def _publish(self, state: EnvState, patches: list[PatchEvent] | None) -> None:
+        first = time.time()
         self._hub.publish_sdk(state.id, state.version, patches, state.put_event)
         self._hub.publish_ofrep(state.id, state.version, state.refetch_event)
+        last = time.time()
+        stages = self._metrics.stages
+        stages.labels("fan_out").observe(last - first)
+        told = self._told_at.pop(state.id, None)
+        if told is not None:
+            stages.labels("told_to_applied").observe(max(0.0, first - told))
+            if state.applied_at:
+                stages.labels("redis_to_told").observe(max(0.0, told - state.applied_at))
         committed = self._lag_from.pop(state.id, None) or state.committed_at
         if committed:
-            self._metrics.propagation_lag.observe(max(0.0, time.time() - committed))
+            self._metrics.propagation_lag.observe(max(0.0, first - committed))
+            stages.labels("commit_to_first_write").observe(max(0.0, first - committed))
+            stages.labels("commit_to_last_write").observe(max(0.0, last - committed))
 
     # -- Last-Event-ID ------------------------------------------------------------------
 
