@@ -16,7 +16,9 @@ Module map (one concern each):
   beside it (``status_assets``, ``status_sampler``, ``status_session``).
 - :mod:`proxy.auth`, :mod:`proxy.access` — authentication, and the gate (auth + rate
   limit) in front of every data endpoint.
-- :mod:`proxy.hub`, :mod:`proxy.streams` — fan-out to stream clients; serving one stream.
+- :mod:`proxy.hub`, :mod:`proxy.streams` — fan-out to stream clients (each event's bytes
+  written straight to every client's socket); serving one stream.
+- :mod:`proxy.heap` — the garbage-collector policy (freeze long-lived objects).
 - :mod:`proxy.context`, :mod:`proxy.bulkcache`, :mod:`proxy.tickets` — request bodies
   and their limits; the bulk-answer LRU; signed stream tickets.
 - :mod:`proxy.ratelimit`, :mod:`proxy.cors`, :mod:`proxy.headers`, :mod:`proxy.errors`,

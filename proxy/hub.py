@@ -1,11 +1,14 @@
 """Fan-out to stream clients: the same pre-built bytes to everyone, bounded per client.
 
 Every open stream is a :class:`StreamClient` registered here under its environment and
-its key. Publishing appends the shared bytes object to each client's pending list and
-wakes its handler, which writes whatever is pending in one go. Publishing never waits:
-a client whose unsent bytes exceed ``stream_buffer_bytes`` (it stopped reading, or reads
-slower than changes arrive) is disconnected — its transport aborted — so it can neither
-slow the others down nor grow this process's memory.
+its key. Publishing writes each event straight to every client's socket: one bytes
+object per event (framed once as an HTTP/1.1 chunk, the framing aiohttp gives the
+response) shared by all clients, one ``transport.write`` per client, no task woken per
+client. Publishing never waits: a client whose socket holds more than
+``stream_buffer_bytes`` unsent (it stopped reading, or reads slower than changes
+arrive) is disconnected — its transport aborted — so it can neither slow the others
+down nor grow this process's memory; its next connection resumes with
+``Last-Event-ID``. Keep-alives and farewells go the same way.
 
 Each client knows the version it has been sent. ``publish_sdk`` sends a client only
 what takes it from there (the patches after its version, or a ``put`` when it is not on
@@ -24,6 +27,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from crivline import sse
 from crivline.errors import ServiceUnavailable, TooManyRequests
@@ -46,13 +50,40 @@ class PatchEvent:
     data: bytes
 
 
+class Transport(Protocol):
+    """What the hub needs of a client's socket (an asyncio write transport)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+    def is_closing(self) -> bool: ...
+
+    def abort(self) -> None: ...
+
+
+def chunk(data: bytes) -> bytes:
+    """``data`` framed as one HTTP/1.1 chunk (RFC 9112 §7.1), as aiohttp would frame it."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+KEEPALIVE_CHUNK = chunk(KEEPALIVE)
+
+
 class StreamClient:
+    """One open stream. Until its handler attaches the socket, what is sent queues here
+    (the opening bytes, anything published meanwhile); from then on the hub writes
+    straight to the socket — no task wakes per client per event, and every client is
+    handed the same bytes object. The bound is the socket's own unsent buffer: over
+    ``limit`` the client is cut off (it resumes with ``Last-Event-ID``)."""
+
     __slots__ = (
-        "_chunks",
+        "_chunked",
+        "_done",
         "_limit",
+        "_pending",
         "_size",
-        "_wake",
-        "abort",
+        "_transport",
         "alive",
         "close_reason",
         "closed",
@@ -80,49 +111,84 @@ class StreamClient:
         self.expires_at = expires_at
         self.closed = False
         self.close_reason: str | None = None
-        self.abort: Callable[[], None] | None = None  # set by the handler: drop the socket
         self.alive: Callable[[], bool] | None = None  # set by the handler: is the peer there
-        self._chunks: list[bytes] = []
+        self._pending: list[bytes] = []
         self._size = 0
         self._limit = limit
-        self._wake = asyncio.Event()
+        self._transport: Transport | None = None
+        self._chunked = False
+        self._done: asyncio.Future[None] | None = None
 
-    def send(self, data: bytes) -> bool:
-        """Queue ``data``; False (and the client is disconnected) if it overflowed."""
+    def send(self, data: bytes, framed: bytes | None = None) -> bool:
+        """Send ``data`` (``framed``: the same as one HTTP chunk, when the caller has it
+        for many clients); False, and the client is cut off, if it would overflow."""
         if self.closed:
             return False
-        if self._size + len(data) > self._limit and self._chunks:
-            self._chunks.clear()
-            self._size = 0
-            self.close("overflow")
-            if self.abort is not None:
-                self.abort()
+        transport = self._transport
+        if transport is None:
+            if self._size + len(data) > self._limit and self._pending:
+                self._overflow()
+                return False
+            self._pending.append(data)
+            self._size += len(data)
+            return True
+        if transport.is_closing():
+            self.close("client disconnected")
             return False
-        self._chunks.append(data)
-        self._size += len(data)
-        self._wake.set()
+        out = data if not self._chunked else framed if framed is not None else chunk(data)
+        unsent = transport.get_write_buffer_size()
+        if unsent and unsent + len(out) > self._limit:
+            self._overflow()
+            return False
+        transport.write(out)
         return True
+
+    def _overflow(self) -> None:
+        self._pending.clear()
+        self._size = 0
+        self.close("overflow")
+        if self._transport is not None:
+            self._transport.abort()
+
+    def take(self) -> bytes:
+        """What queued before the socket was attached (the handler writes it)."""
+        pending = self._pending
+        self._pending = []
+        self._size = 0
+        return pending[0] if len(pending) == 1 else b"".join(pending)
+
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def attach(self, transport: Transport, *, chunked: bool) -> None:
+        """From now on the hub writes to ``transport`` itself. Call with nothing queued
+        (after :meth:`take`, with no await between), so nothing is reordered."""
+        if self._pending:
+            raise RuntimeError("attach() with bytes still queued")
+        self._transport = transport
+        self._chunked = chunked
+        self.alive = lambda: not transport.is_closing()
 
     def close(self, reason: str, final: bytes = b"") -> None:
         if self.closed:
             return
+        if final:
+            self.send(final)
+            if self.closed:  # the farewell found the client gone or over its bound
+                if self._done is not None and not self._done.done():
+                    self._done.set_result(None)
+                return
         self.closed = True
         self.close_reason = reason
-        if final:
-            self._chunks.append(final)
-        self._wake.set()
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
 
-    async def next(self) -> bytes:
-        """Wait for something to write; b"" once closed and drained."""
-        while not self._chunks:
-            if self.closed:
-                return b""
-            self._wake.clear()
-            await self._wake.wait()
-        chunks = self._chunks
-        self._chunks = []
-        self._size = 0
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    async def wait_closed(self) -> None:
+        if self.closed:
+            return
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+        await self._done
 
 
 class Hub:
@@ -221,23 +287,28 @@ class Hub:
         if not clients:
             return
         chain = patches or ()
-        joined: dict[int, bytes] = {}  # base version -> the events from there, joined
+        # base version -> (the events from there joined, the same as one HTTP chunk)
+        joined: dict[int, tuple[bytes, bytes]] = {}
+        put: tuple[bytes, bytes] | None = None
         puts = sent_patches = 0
         for client in list(clients):
             if client.version >= version:
                 continue
-            data = joined.get(client.version)
-            if data is None:
+            frames = joined.get(client.version)
+            if frames is None:
                 start = next((i for i, p in enumerate(chain) if p.base == client.version), None)
                 if start is None:
-                    data = put_event
+                    if put is None:
+                        put = (put_event, chunk(put_event))
+                    frames = put
                 else:
-                    data = joined[client.version] = b"".join(p.data for p in chain[start:])
-            if data is put_event:
+                    data = b"".join(p.data for p in chain[start:])
+                    frames = joined[client.version] = (data, chunk(data))
+            if frames is put:
                 puts += 1
             else:
                 sent_patches += 1
-            if client.send(data):
+            if client.send(*frames):
                 client.version = version
         if puts:
             self._metrics.events(SDK, "put", puts)
@@ -249,8 +320,9 @@ class Hub:
         if not clients:
             return
         sent = 0
+        framed = chunk(event)
         for client in list(clients):
-            if client.version < version and client.send(event):
+            if client.version < version and client.send(event, framed):
                 client.version = version
                 sent += 1
         if sent:
@@ -291,7 +363,8 @@ class Hub:
     async def _keepalive(self) -> None:
         while True:
             await asyncio.sleep(self._options.keepalive_seconds)
-            sent = sum(1 for client in list(self.clients()) if client.send(KEEPALIVE))
+            clients = list(self.clients())
+            sent = sum(1 for client in clients if client.send(KEEPALIVE, KEEPALIVE_CHUNK))
             if sent:
                 self._metrics.events("any", "keepalive", sent)
 

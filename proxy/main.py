@@ -20,6 +20,8 @@ import uvloop
 from crivline import httpserver, logs
 from crivline.logs import fields
 from crivline.settings import Settings, redact_url
+from crivline.tasks import Tasks
+from proxy import heap
 from proxy.app import create_app
 from proxy.options import ProxyOptions
 
@@ -53,16 +55,23 @@ async def _serve(settings: Settings, options: ProxyOptions) -> int:
             ),
         )
 
-    # on_shutdown closes every stream with a retry hint before in-flight requests finish.
-    await httpserver.serve(
-        create_app(settings, options),
-        settings.host,
-        settings.proxy_port,
-        shutdown_timeout=options.shutdown_timeout,
-        port_variable="CRIVLINE_PROXY_PORT",
-        listening=listening,
-        reuse_port=True,
-        backlog=2048,
-    )
+    # The garbage collector is the process's, not the app's: its policy runs here.
+    tasks = Tasks("heap")
+    if options.gc_freeze_seconds > 0:
+        tasks.spawn(heap.run(options.gc_freeze_seconds, options.gc_thaw_seconds), "gc")
+    try:
+        # on_shutdown closes every stream with a retry hint before in-flight requests finish.
+        await httpserver.serve(
+            create_app(settings, options),
+            settings.host,
+            settings.proxy_port,
+            shutdown_timeout=options.shutdown_timeout,
+            port_variable="CRIVLINE_PROXY_PORT",
+            listening=listening,
+            reuse_port=True,
+            backlog=2048,
+        )
+    finally:
+        await tasks.close()
     log.info("proxy stopped")
     return 0

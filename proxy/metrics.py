@@ -27,6 +27,7 @@ from crivline.runtime_metrics import add_runtime_collectors
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _STATUS = {code: str(code) for code in range(100, 600)}
+_STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -144,6 +145,16 @@ class Metrics:
             p + "client_ahead",
             "Requests proving the client holds a newer version than this process, by outcome",
             ["outcome"],
+            registry=r,
+        )
+        self.stages = Histogram(
+            p + "stage_seconds",
+            "Where a change's time goes in the proxy, by stage: redis_to_told (syncd's write "
+            "in Redis to its announcement here, wall clocks), told_to_applied (reading and "
+            "building the new version), build (building it), fan_out (its first to its "
+            "last stream client's write), commit_to_first_write and commit_to_last_write.",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
             registry=r,
         )
         self.refreshes = Counter(

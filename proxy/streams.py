@@ -1,11 +1,13 @@
-"""Serving one SSE stream: headers, then whatever the hub queues for the client.
+"""Serving one SSE stream: headers, the opening bytes, then the hub writes the rest.
 
 The handler registers the client with the hub (which may refuse it: limits, shutdown),
 queues the opening bytes (a ``retry:`` hint, then the ``put``, the missed patches or a
-``refetchEvaluation``) and loops: wait for bytes, write them. The loop ends when the
-hub closes the client (revocation, overflow, shutdown — after writing any farewell
-bytes) or the client goes away. The connection is closed afterwards rather than kept
-alive: an SSE client reconnects on a fresh one.
+``refetchEvaluation``), sends the headers and whatever queued through aiohttp, then
+hands the socket to the hub (:meth:`proxy.hub.StreamClient.attach`), which writes every
+later event to it directly, and waits until the hub closes the client (revocation,
+overflow, shutdown — after writing any farewell bytes) or the client goes away. The
+connection is closed afterwards rather than kept alive: an SSE client reconnects on a
+fresh one.
 """
 
 from __future__ import annotations
@@ -37,18 +39,21 @@ async def serve(
     try:
         await response.prepare(request)
         request[OPENED] = time.perf_counter() - started
-        transport = request.transport
-        if transport is not None:
-            client.abort = transport.abort
-            client.alive = lambda: not transport.is_closing()
+        # The headers and the opening go through aiohttp (it sends buffered headers with
+        # the first body write); a write may wait for the socket to drain, and what the
+        # hub published meanwhile queued behind it, so repeat until nothing is left.
         while True:
-            data = await client.next()
-            if not data:
+            await response.write(client.take())
+            if not client.has_pending():
                 break
-            await response.write(data)
-            # An idle stream waits in next() for weeks: it must not keep what it last
-            # wrote (the opening put is a fresh copy of the whole flag set per client).
-            del data
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            client.close("client disconnected")
+        else:
+            # No await since the last write: nothing can slip between it and this.
+            chunked = response.headers.get("Transfer-Encoding", "").lower() == "chunked"
+            client.attach(transport, chunked=chunked)
+            await client.wait_closed()
     except ConnectionError:  # the client went away (aiohttp: ClientConnectionResetError)
         client.close("client disconnected")
     except Exception:

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from crivline.runtime_metrics import add_runtime_collectors
 
 _LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _REBUILD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -57,6 +58,15 @@ class SyncdMetrics:
             "crivline_syncd_commit_lag_seconds",
             "From the change's commit in Postgres to its write in Redis (wall clocks).",
             buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.stages = Histogram(
+            "crivline_syncd_stage_seconds",
+            "Where a change's time goes in syncd, by stage: commit_to_wakeup (its commit in "
+            "Postgres to its notification here, wall clocks), wakeup_to_written (to its "
+            "write in Redis), snapshot_read (the Postgres read), redis_write (the write).",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
             registry=r,
         )
         self.wakeups = Counter(

@@ -129,7 +129,9 @@ class Replicator:
         return outcome
 
     async def _rebuild(self, env: str, want: Want) -> Outcome:
+        read_started = time.perf_counter()
         loaded = await self.source.snapshot(env, at_least=want.version)
+        self.metrics.stages.labels("snapshot_read").observe(time.perf_counter() - read_started)
         if loaded is None:
             await self._remove(env, "deleted")
             return Outcome.REMOVED
@@ -148,9 +150,11 @@ class Replicator:
         committed_at = want.at if exact and want.at is not None else loaded.updated_at
         if self.before_apply is not None:
             await self.before_apply(snapshot.tenant_id)
+        write_started = time.perf_counter()
         result = await self.store.apply(
             snapshot, base_version=base, base_flag_set=base_flag_set, committed_at=committed_at
         )
+        self.metrics.stages.labels("redis_write").observe(time.perf_counter() - write_started)
         if not result.applied:  # another writer got there first
             self.known[env] = max(result.previous, self.known.get(env, 0))
             return Outcome.CURRENT
@@ -162,7 +166,13 @@ class Replicator:
         if want.source != "full_sync":  # a full sync copies old data: that is no lag
             self.metrics.commit_lag.observe(max(0.0, now - committed_at))
         if want.received is not None:
-            self.metrics.notification_lag.observe(max(0.0, time.monotonic() - want.received))
+            waited = max(0.0, time.monotonic() - want.received)
+            self.metrics.notification_lag.observe(waited)
+            self.metrics.stages.labels("wakeup_to_written").observe(waited)
+            if exact and want.source != "full_sync":
+                woken = now - waited  # the wall-clock time of the notification
+                to_wakeup = max(0.0, woken - committed_at)
+                self.metrics.stages.labels("commit_to_wakeup").observe(to_wakeup)
         name = f"{snapshot.tenant_key}/{snapshot.project_key}/{snapshot.environment_key}"
         self.names[env] = name
         log.info(

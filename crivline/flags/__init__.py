@@ -18,6 +18,8 @@ Each raises :class:`FlagSetError` (and nothing else, whatever it is given) whose
 Evaluation (the proxy, on every request)::
 
     flag_set = compile_flag_set(doc, *, types=None, static_context=None)  # once per version
+    recompile_flag_set(previous_doc, previous, doc)  # crivline.flags.incremental: only
+                                                     # the flags a new version changed
     flag_set.evaluate(key, context) -> Resolution       # context: the JSON object
     flag_set.evaluate_all(context) -> list[Resolution]  # in flag-set order
     flag_set.keys, flag_set.metadata, len(flag_set), key in flag_set

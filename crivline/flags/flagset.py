@@ -508,6 +508,12 @@ class CompiledFlagSet:
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 
+    def compiled(self, key: str) -> tuple[Entry, dict[str, Any]] | None:
+        """Flag ``key`` as compiled (its evaluation and metadata), for reuse by
+        :func:`crivline.flags.incremental.recompile_flag_set`."""
+        entry = self._entries.get(key)
+        return None if entry is None else (entry, self._flag_metadata[key])
+
     def evaluate(self, key: str, context: Mapping[str, Any]) -> Resolution:
         """The result of flag ``key`` for ``context`` (a JSON object; the targeting key
         is its ``targetingKey``)."""

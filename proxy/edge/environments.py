@@ -37,6 +37,7 @@ from crivline import keyspace as ks
 from crivline.edge_store import DeltaEntry, EdgeStore, unbroken_chain
 from crivline.errors import ServiceUnavailable
 from crivline.flags import CompiledFlagSet, compile_flag_set
+from crivline.flags.incremental import recompile_flag_set
 from crivline.ioerrors import REDIS_ERRORS
 from crivline.keyspace import Keyspace
 from crivline.logs import describe, fields
@@ -158,14 +159,24 @@ def _patches(entries: Sequence[DeltaEntry]) -> list[PatchEvent]:
 
 
 def build_state(
-    fields: Mapping[str, bytes], ring: tuple[PatchEvent, ...] = (), now: float | None = None
+    fields: Mapping[str, bytes],
+    ring: tuple[PatchEvent, ...] = (),
+    now: float | None = None,
+    *,
+    previous: EnvState | None = None,
 ) -> EnvState:
-    """One version of an environment from its Redis hash fields (raises on bad data)."""
+    """One version of an environment from its Redis hash fields (raises on bad data).
+    With the ``previous`` version, only the flags that changed are compiled again."""
     flag_set = fields[ks.F_FLAGSET]
     version = int(fields[ks.F_VERSION])
     env = fields[ks.F_ENVIRONMENT].decode()
     doc = orjson.loads(flag_set)
-    flags = compile_flag_set(doc)
+    if previous is not None and previous.id == env:
+        # Parsing the previous bytes again costs far less than compiling every flag, and
+        # keeps no parsed document alive between versions.
+        flags = recompile_flag_set(orjson.loads(previous.flag_set), previous.flags, doc)
+    else:
+        flags = compile_flag_set(doc)
     metadata = doc.get("metadata") if isinstance(doc, dict) else None
     flag_set_id = str(metadata.get("flagSetId", "")) if isinstance(metadata, dict) else ""
     digest = content_hash(flag_set)
@@ -223,6 +234,7 @@ class EnvironmentCache:
         # does not say ready while any is left.
         self._announced: dict[str, int] = {}
         self._lag_from: dict[str, float] = {}  # env -> commit time of an announced change
+        self._told_at: dict[str, float] = {}  # env -> when an unapplied change was announced
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self._failed_at: dict[str, float] = {}  # env -> when loading it last failed
@@ -283,6 +295,7 @@ class EnvironmentCache:
         if committed_at is not None:
             self._lag_from[env] = committed_at
         self._expect(env, version)
+        self._told_at.setdefault(env, time.time())
         self._schedule(env, version)
 
     def _expect(self, env: str, version: int) -> None:
@@ -492,12 +505,16 @@ class EnvironmentCache:
         ring: tuple[PatchEvent, ...] = ()
         if state is not None and patches is not None:
             ring = (state.ring + tuple(patches))[-self._options.ring_size :]
-        new = build_state(fields, ring)
+        build_started = time.perf_counter()
+        new = build_state(fields, ring, previous=state)
+        self._metrics.stages.labels("build").observe(time.perf_counter() - build_started)
         if state is not None and env not in self._states:
             return False  # removed from the edge while we read: do not resurrect it
         self._install(new)
         if state is not None:
             self._publish(new, patches)
+        else:
+            self._told_at.pop(env, None)  # a first load: no change to time
         self._metrics.refreshes.labels("loaded" if state is None else "updated").inc()
         gone = await self._keys.reload_environments([env])
         if gone:
@@ -515,11 +532,22 @@ class EnvironmentCache:
                     future.set_result(None)
 
     def _publish(self, state: EnvState, patches: list[PatchEvent] | None) -> None:
+        first = time.time()
         self._hub.publish_sdk(state.id, state.version, patches, state.put_event)
         self._hub.publish_ofrep(state.id, state.version, state.refetch_event)
+        last = time.time()
+        stages = self._metrics.stages
+        stages.labels("fan_out").observe(last - first)
+        told = self._told_at.pop(state.id, None)
+        if told is not None:
+            stages.labels("told_to_applied").observe(max(0.0, first - told))
+            if state.applied_at:
+                stages.labels("redis_to_told").observe(max(0.0, told - state.applied_at))
         committed = self._lag_from.pop(state.id, None) or state.committed_at
         if committed:
-            self._metrics.propagation_lag.observe(max(0.0, time.time() - committed))
+            self._metrics.propagation_lag.observe(max(0.0, first - committed))
+            stages.labels("commit_to_first_write").observe(max(0.0, first - committed))
+            stages.labels("commit_to_last_write").observe(max(0.0, last - committed))
 
     # -- Last-Event-ID ------------------------------------------------------------------
 

@@ -230,26 +230,65 @@ def test_sse_events_built_once_per_version(benchmark: Any) -> None:
     assert state.put_event.startswith(b"id: 8\nevent: put\ndata: ")
 
 
+@pytest.mark.parametrize("incremental", [False, True], ids=["full-compile", "incremental"])
+@pytest.mark.parametrize("flags", [100, 1000])
+def test_apply_a_one_flag_change(benchmark: Any, flags: int, incremental: bool) -> None:
+    """A new version that changes one flag, applied: ``build_state`` with the previous
+    version (only that flag compiled again) against compiling the whole set."""
+    before = fields(7) | {ks.F_FLAGSET: flag_set(flags // 2)}
+    doc = orjson.loads(before[ks.F_FLAGSET])
+    doc["flags"]["targeted-3"]["defaultVariant"] = "b"
+    after = fields(8) | {ks.F_FLAGSET: orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)}
+    previous = build_state(before)
+    state = benchmark(lambda: build_state(after, previous=previous if incremental else None))
+    assert len(state.flags) == flags
+    assert state.flags.evaluate("targeted-3", {}).variant == "b"
+
+
 def test_sse_patch_event_building(benchmark: Any) -> None:
     delta = {"flags": {"static-1": {"state": "DISABLED"}}, "removed": [], "evaluators": {}}
     assert benchmark(lambda: patch_event(9, 8, delta)).data.startswith(b"id: 9\nevent: patch\n")
 
 
+class DiscardingSocket:
+    """A client socket that takes every write at once (the kernel accepted it)."""
+
+    __slots__ = ("writes",)
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return False
+
+    def abort(self) -> None:
+        raise AssertionError("a reading client was cut off")
+
+
 def test_sse_fan_out_to_1000_clients(benchmark: Any, app: web.Application) -> None:
+    """One change to 1,000 attached streams: everything the proxy does per client, up to
+    the socket's ``write`` (each client's write is one call on its transport)."""
     hub = Hub(app[appkeys.METRICS], ProxyOptions(), max_streams=10_000, max_streams_per_key=10_000)
     clients = [hub.open("fan", f"k{i % 50}", SDK, 0, None) for i in range(1000)]
+    sockets = [DiscardingSocket() for _ in clients]
+    for client, socket in zip(clients, sockets, strict=True):
+        client.attach(socket, chunked=True)
     event = patch_event(1, 0, {"flags": {}})
     version = iter(range(1, 10**9))
 
     def publish() -> None:
         v = next(version)
         hub.publish_sdk("fan", v, [patch_event(v, v - 1, {})], event.data)
-        for client in clients:  # what each handler does on wake-up, minus the socket
-            client._chunks.clear()
-            client._size = 0
 
     benchmark(publish)
     assert all(c.version > 0 for c in clients)
+    assert all(s.writes == sockets[0].writes > 0 for s in sockets)
 
 
 # -- through the network: a real `crivline proxy` process and an HTTP client -------------

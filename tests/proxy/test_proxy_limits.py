@@ -74,6 +74,41 @@ async def test_429_is_json_with_integer_retry_after(
     assert "rate limit of 2 requests per second" in body["errorDetails"]
 
 
+class SocketStandIn:
+    """A client's socket as the hub sees it: what was written, and how much of it the
+    peer has not read yet (``reads`` False: it never reads)."""
+
+    def __init__(self, *, reads: bool) -> None:
+        self.reads = reads
+        self.written: list[bytes] = []
+        self.unsent = 0
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+        if not self.reads:
+            self.unsent += len(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.unsent
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def unchunk(written: list[bytes]) -> bytes:
+    body = b""
+    for piece in written:
+        size, _, rest = piece.partition(b"\r\n")
+        assert rest.endswith(b"\r\n"), piece
+        assert len(rest) == int(size, 16) + 2, piece
+        body += rest[:-2]
+    return body
+
+
 async def test_a_slow_client_is_disconnected_without_holding_up_the_others() -> None:
     hub = Hub(
         Metrics(),
@@ -83,28 +118,53 @@ async def test_a_slow_client_is_disconnected_without_holding_up_the_others() -> 
     )
     fast = hub.open("env", "k1", SDK, 0, None)
     slow = hub.open("env", "k2", SDK, 0, None)
-    aborted: list[bool] = []
-    slow.abort = lambda: aborted.append(True)
-    received: list[bytes] = []
-
-    async def reader() -> None:
-        while data := await fast.next():
-            received.append(data)
-
-    task = asyncio.create_task(reader())
+    fast_socket, slow_socket = SocketStandIn(reads=True), SocketStandIn(reads=False)
+    fast.attach(fast_socket, chunked=True)
+    slow.attach(slow_socket, chunked=True)
     sent = []
     for version in range(1, 21):
         event = b"x" * 99 + b"\n"
         sent.append(event)
         hub.publish_sdk("env", version, None, event)
-        await asyncio.sleep(0)  # let the fast reader run, as the event loop would
     assert slow.closed
     assert slow.close_reason == "overflow"
-    assert aborted == [True]
+    assert slow_socket.aborted
+    assert slow_socket.unsent <= 1000
     assert not fast.closed
-    await eventually(lambda: b"".join(received) == b"".join(sent), what="everything delivered")
+    assert unchunk(fast_socket.written) == b"".join(sent)
     fast.close("done")
-    await task
+    await asyncio.wait_for(fast.wait_closed(), 5)
     hub.release(fast)
     hub.release(slow)
     assert len(hub) == 0
+
+
+async def test_every_client_is_handed_the_same_bytes_object() -> None:
+    hub = Hub(Metrics(), TEST_OPTIONS, max_streams=10, max_streams_per_key=10)
+    sockets = [SocketStandIn(reads=True) for _ in range(3)]
+    clients = [hub.open("env", f"k{i}", SDK, 0, None) for i in range(3)]
+    for client, socket in zip(clients, sockets, strict=True):
+        client.attach(socket, chunked=True)
+    hub.publish_sdk("env", 1, None, b"data: put\n\n")
+    first = sockets[0].written[0]
+    assert unchunk([first]) == b"data: put\n\n"
+    assert all(s.written == [first] and s.written[0] is first for s in sockets)
+    for client in clients:
+        hub.release(client)
+
+
+async def test_bytes_queue_until_the_socket_is_attached_and_a_farewell_is_written() -> None:
+    hub = Hub(Metrics(), TEST_OPTIONS, max_streams=10, max_streams_per_key=10)
+    client = hub.open("env", "k", SDK, 0, None)
+    client.send(b"opening\n")
+    hub.publish_sdk("env", 1, None, b"put\n")
+    assert client.take() == b"opening\nput\n"
+    assert not client.has_pending()
+    plain = SocketStandIn(reads=True)  # an HTTP/1.0 peer: no chunked framing
+    client.attach(plain, chunked=False)
+    hub.publish_sdk("env", 2, None, b"next\n")
+    hub.close_all("shutdown", b"bye\n")
+    await asyncio.wait_for(client.wait_closed(), 5)
+    assert plain.written == [b"next\n", b"bye\n"]
+    assert client.close_reason == "shutdown"
+    hub.release(client)
