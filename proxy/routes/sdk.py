@@ -24,6 +24,7 @@ from crivline import httpserver, sse
 from proxy import appkeys, headers, streams
 from proxy.access import authorize
 from proxy.auth import SERVER_ONLY
+from proxy.edgestreams import EDGE_STREAMS
 from proxy.fairness import FAIRNESS
 from proxy.hub import SDK
 
@@ -67,6 +68,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     state = await cache.obtain(info.environment)
     if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=False)) is not None:
         return refused
+    if (refused := app[EDGE_STREAMS].refusal(info, ofrep=False)) is not None:
+        return refused
     since = last_event_id(request)
     if since is None:
         opening, version = state.put_event, state.version
@@ -81,4 +84,5 @@ async def stream(request: web.Request) -> web.StreamResponse:
     if opening:
         kind = "put" if opening is state.put_event else "patch"
         app[appkeys.METRICS].events(SDK, kind, 1)
-    return await streams.serve(request, client, headers.served(state, app[appkeys.STATUS]), started)
+    served = streams.serve(request, client, headers.served(state, app[appkeys.STATUS]), started)
+    return await app[EDGE_STREAMS].held(info.environment, served)
