@@ -79,6 +79,7 @@ class EdgeStreams:
         self.process = process or uuid.uuid4().hex
         self.mine: dict[str, int] = {}  # env -> streams this process holds open
         self.others: dict[str, int] = {}  # env -> other live processes' streams, last read
+        self._written = False  # whether our field may be in Redis
 
     # -- the hot path -------------------------------------------------------------------
 
@@ -128,18 +129,24 @@ class EdgeStreams:
     async def refresh(self) -> None:
         """Write this process's heartbeat, read everyone's, delete the dead ones'."""
         now = time.time()
-        async with self._redis.pipeline(transaction=True) as pipe:
-            if self.mine:
-                value = f"{int(now * 1000)}|".encode() + orjson.dumps(self.mine)
-                pipe.hset(self._key, self.process, value)
-                pipe.expire(self._key, int(STALE_SECONDS * 3))
-            else:
-                pipe.hdel(self._key, self.process)
-            pipe.hgetall(self._key)
-            results = await pipe.execute()
+        if self.mine or self._written:
+            self._written = True  # a write that fails may still have landed
+            async with self._redis.pipeline(transaction=True) as pipe:
+                if self.mine:
+                    value = f"{int(now * 1000)}|".encode() + orjson.dumps(self.mine)
+                    pipe.hset(self._key, self.process, value)
+                    pipe.expire(self._key, int(STALE_SECONDS * 3))
+                else:
+                    pipe.hdel(self._key, self.process)
+                pipe.hgetall(self._key)
+                results = await pipe.execute()
+            self._written = bool(self.mine)
+            fields_read = results[-1]
+        else:  # idle: nothing of ours to write, one read (the common case on most edges)
+            fields_read = await self._redis.hgetall(self._key)
         others: dict[str, int] = {}
         dead: list[bytes | str] = []
-        for name, raw in results[-1].items():
+        for name, raw in fields_read.items():
             if (name.decode() if isinstance(name, bytes) else name) == self.process:
                 continue
             parsed = parse_field(raw)
