@@ -75,6 +75,11 @@ Usage (the one flow from the edge to the centre; see ``crivline/usage.py``):
     also at least the staging time in ms, so they keep growing if Redis loses this).
 ``{p}edge:{edge}:usage:today``  hash — ``day`` and, per tenant id, the tenant's central
     evaluation total of that UTC day, from control's last answer.
+``{p}edge:{edge}:streams``  hash — per proxy process id, ``{unix ms}|{JSON env → open
+    streams}``: each process rewrites its field every second (a heartbeat) and reads the
+    others' to cap concurrent streams per environment across the edge; a field older
+    than 10 s is a dead process's and is deleted by the next reader (see
+    :mod:`proxy.edgestreams`).
 
 Channels:
 
@@ -170,6 +175,10 @@ class Keyspace:
     @property
     def usage_today(self) -> str:
         return f"{self.prefix}edge:{self.edge_id}:usage:today"
+
+    @property
+    def edge_streams(self) -> str:
+        return f"{self.prefix}edge:{self.edge_id}:streams"
 
     def rate_limit(self, key_id: str, second: int) -> str:
         return f"{self.prefix}ratelimit:{key_id}:{second}"

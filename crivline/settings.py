@@ -399,6 +399,14 @@ class Settings:
         doc="`off`: the edge never refuses over a daily quota (metering goes on)",
         shown="`on`",
     )
+    metering: bool = _env(
+        "CRIVLINE_METERING",
+        _switch,
+        True,
+        doc="`off`: the proxy neither counts usage nor enforces plans — only to measure"
+        " their cost (`make bench`); never in production",
+        shown="`on`",
+    )
     usage_flush_interval: float = _env(
         "CRIVLINE_USAGE_FLUSH_INTERVAL",
         _seconds,

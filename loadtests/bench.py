@@ -14,6 +14,10 @@ What one run does (bounded: ~7 minutes in full, under a minute with ``--smoke``)
    proxy/baseline ratios.
 4. **Workers**: the polling 304 path on one proxy process, then on ``--workers 2``
    (unpinned: workers and generator share both CPUs), alternating.
+4b. **Metering**: polling (200 and 304) on two fresh proxies of the same edge, one as
+   shipped and one with ``CRIVLINE_METERING=off`` (no usage counting, no quota or
+   stream-cap checks), alternating round by round, pinned like the throughput phase:
+   the on/off ratio is metering's cost (target ≥ 0.97).
 5. **Scenarios** (locust): ``polling`` (+ a writer), ``ofrep``, ``edge-day``.
 6. The report: ``report.md`` (tables, targets), PNG plots, ``results.json``, the raw
    locust CSVs and logs, in ``loadtests/results/<time>/`` (or ``--out``).
@@ -70,7 +74,7 @@ from benchstack import (
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-PHASES = ("streams", "throughput", "workers", "scenarios")
+PHASES = ("streams", "throughput", "workers", "metering", "scenarios")
 
 CONTEXT = (
     '{"context":{"targetingKey":"user-{n}","email":"user{n}@example.com",'
@@ -280,7 +284,7 @@ class Bench:
     out: Path
     generator_choice: str = "auto"
     keep: bool = False
-    phases: tuple[str, ...] = ("streams", "throughput", "workers", "scenarios")
+    phases: tuple[str, ...] = PHASES
     started: float = field(default_factory=time.monotonic)
     results: dict[str, Any] = field(default_factory=dict)
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -653,6 +657,63 @@ class Bench:
         }
         self.say(f"  → workers: 2 workers = {two / one:.2f}× one worker")
 
+    def metering(self) -> None:
+        stack = self.stack
+        assert stack is not None
+        plan = self.plan
+        self.say("metering: starting fresh proxies with metering on and off …")
+        url_on, proc_on = stack.start_proxy(1, "metering-on")
+        url_off, proc_off = stack.start_proxy(1, "metering-off", CRIVLINE_METERING="off")
+        server_cpus, generator_cpus = self.cpus or (None, None)
+        server = {"Authorization": f"Bearer {stack.target.server_keys[2]}"}
+        loads = {
+            "flags-200": Load("GET", "/sdk/v1/flags", server),
+            "flags-304": Load("GET", "/sdk/v1/flags", {**server, "If-None-Match": stack.etag}),
+        }
+        sides = {"on": (url_on, [proc_on.pid]), "off": (url_off, [proc_off.pid])}
+        self.remember({"proxy-metering-on": proc_on.pid, "proxy-metering-off": proc_off.pid})
+        out: dict[str, Any] = {}
+        try:
+            stack.wait_served(url_on, 1, 30)
+            stack.wait_served(url_off, 1, 30)
+            for _url, pids in sides.values():
+                if server_cpus is not None:
+                    pin(pids[0], server_cpus)
+            for name, load in loads.items():
+                runs: dict[str, list[dict[str, Any]]] = {k: [] for k in sides}
+                for side in sides:
+                    if plan.warmup_seconds:
+                        url, pids = sides[side]
+                        self.measure(url, load, pids, seconds=plan.warmup_seconds,
+                                     connections=plan.connections, cpus=generator_cpus,
+                                     label=f"metering {name} warm-up")  # fmt: skip
+                for r in range(plan.rounds):
+                    order = list(sides) if r % 2 == 0 else list(reversed(sides))
+                    for side in order:
+                        url, pids = sides[side]
+                        run = self.measure(url, load, pids, seconds=plan.run_seconds,
+                                           connections=plan.connections, cpus=generator_cpus,
+                                           label=f"metering {name} {side}")  # fmt: skip
+                        runs[side].append(run)
+                        self.say(
+                            f"metering {name} round {r + 1}/{plan.rounds} {side:3} "
+                            f"{run['rps']:9,.0f} req/s  server {run['server_cores']:.2f} CPU"
+                        )
+                on = median(r["rps"] for r in runs["on"])
+                off = median(r["rps"] for r in runs["off"])
+                cpu = {k: median(r["server_us_per_request"] or 0 for r in runs[k]) for k in runs}
+                out[name] = {
+                    "runs": runs, "on_rps": on, "off_rps": off,
+                    "ratio": on / off if off else None,
+                    "on_us_per_request": cpu["on"], "off_us_per_request": cpu["off"],
+                }  # fmt: skip
+                self.say(f"  → metering {name}: on = {on / off:.3f}× off" if off else "")
+        finally:
+            stack.stop_extra(proc_on)
+            stack.stop_extra(proc_off)
+        out["target"] = 0.97
+        self.results["metering"] = out
+
     # -- locust ----------------------------------------------------------------------------
 
     def locust(
@@ -886,6 +947,8 @@ class Bench:
                 self.throughput()
             if "workers" in self.phases:
                 self.workers()
+            if "metering" in self.phases:
+                self.metering()
             if "scenarios" in self.phases:
                 self.scenarios()
         except BaseException as exc:

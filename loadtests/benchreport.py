@@ -226,6 +226,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "ok": workers["speedup"] >= workers["target"],
             }
         )
+    metering = results.get("metering")
+    for name in ("flags-200", "flags-304"):
+        case = (metering or {}).get(name)
+        if case and case.get("ratio") is not None:
+            rows.append(
+                {
+                    "target": f"metering + quota checks cost ≤ 3% of polling ({name})",
+                    "measured": f"on = {case['ratio']:.3f}× off ({case['on_rps']:,.0f} vs "
+                    f"{case['off_rps']:,.0f} req/s)",
+                    "ok": case["ratio"] >= metering["target"],
+                }
+            )
     return rows
 
 
@@ -315,6 +327,27 @@ def write(results: dict[str, Any], out: Path) -> Path:
             f"{_f(workers['generator_cores'], 2)} CPU of the machine's "
             f"{machine.get('usable_cpus', '?')}; other processes took "
             f"{_f(workers.get('other_cores'), 2)} CPU meanwhile."
+        )
+        add("")
+    metering = results.get("metering")
+    if metering:
+        add("## Metering")
+        add("")
+        add("| polling | metering on | metering off | on/off | server µs/request on | off |")
+        add("| --- | --- | --- | --- | --- | --- |")
+        for name in ("flags-200", "flags-304"):
+            if name in metering:
+                c = metering[name]
+                add(
+                    f"| {name} | {_f(c['on_rps'])} req/s | {_f(c['off_rps'])} req/s | "
+                    f"**{_f(c['ratio'], 3)}×** | {_f(c['on_us_per_request'], 1)} | "
+                    f"{_f(c['off_us_per_request'], 1)} |"
+                )
+        add("")
+        add(
+            "Two fresh proxies of the same edge, one as shipped, one with "
+            "`CRIVLINE_METERING=off` (nothing counted, no quota or stream-cap check), "
+            "alternating round by round on the same pinned CPU."
         )
         add("")
     prop = results.get("propagation", {})

@@ -366,8 +366,11 @@ class Stack:
                 raise BenchError(f"{proxy} does not serve version {version} ({last})")
             time.sleep(0.1)
 
-    def start_proxy(self, workers: int) -> tuple[str, subprocess.Popen[bytes]]:
-        """One more proxy on this edge (``--workers N``), e.g. to compare worker counts."""
+    def start_proxy(
+        self, workers: int, name: str = "", **env_overrides: str
+    ) -> tuple[str, subprocess.Popen[bytes]]:
+        """One more proxy on this edge (``--workers N``, more ``CRIVLINE_*`` settings),
+        e.g. to compare worker counts or metering on and off."""
         port = free_port()
         env = dict(self.env)
         env.update(
@@ -375,9 +378,10 @@ class Stack:
                 "CRIVLINE_REDIS_URL": self.doc["redis_url"],
                 "CRIVLINE_PROXY_PORT": str(port),
                 "CRIVLINE_PROXY_WORKERS": str(workers),
+                **env_overrides,
             }
         )
-        log = open(self.root / f"proxy-{workers}w.log", "wb")  # noqa: SIM115
+        log = open(self.root / f"proxy-{name or f'{workers}w'}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "crivline", "proxy"],
             env=env,

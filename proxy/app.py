@@ -35,6 +35,7 @@ from proxy.edge.environments import EnvironmentCache
 from proxy.edge.keys import KeyIndex
 from proxy.edge.status import EdgeStatus
 from proxy.edge.subscriber import Subscriber
+from proxy.edgestreams import EDGE_STREAMS, EdgeStreams
 from proxy.fairness import FAIRNESS, Fairness
 from proxy.hub import Hub
 from proxy.metering import Meter
@@ -171,16 +172,26 @@ async def _limiter(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _meter(app: web.Application) -> AsyncIterator[None]:
-    meter = Meter(app[appkeys.REDIS], app[appkeys.KEYSPACE])
+    settings, interval = app[appkeys.SETTINGS], app[appkeys.OPTIONS].usage_flush_seconds
+    on = settings.metering  # off only to measure what metering and plans cost
+    meter = Meter(app[appkeys.REDIS], app[appkeys.KEYSPACE], enabled=on)
     plans = PlanBook(app[appkeys.REDIS], app[appkeys.KEYSPACE])
     app[appkeys.METER], app[appkeys.PLANS] = meter, plans
-    app[appkeys.QUOTA] = Quota(plans, meter, enforce=app[appkeys.SETTINGS].quotas)
+    app[appkeys.QUOTA] = Quota(plans, meter, enforce=on and settings.quotas)
+    edge_streams = EdgeStreams(
+        app[appkeys.REDIS], app[appkeys.KEYSPACE].edge_streams, plans,
+        enforce=on and settings.quotas,
+    )  # fmt: skip
+    app[EDGE_STREAMS] = edge_streams
     tasks = Tasks("metering")
-    tasks.spawn(meter.run(app[appkeys.OPTIONS].usage_flush_seconds), "flush")
-    tasks.spawn(plans.run(app[appkeys.OPTIONS].usage_flush_seconds), "plans")
+    if on:
+        tasks.spawn(meter.run(interval), "flush")
+        tasks.spawn(plans.run(interval), "plans")
+        tasks.spawn(edge_streams.run(interval), "streams")
     yield
     await tasks.close()
     await meter.close(app[appkeys.OPTIONS].redis_timeout)
+    await edge_streams.close(app[appkeys.OPTIONS].redis_timeout)
 
 
 async def _tickets(app: web.Application) -> AsyncIterator[None]:

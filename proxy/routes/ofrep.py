@@ -43,6 +43,7 @@ from proxy.auth import ANY_KIND
 from proxy.context import parse_context, read_body
 from proxy.edge.environments import Ahead, EnvironmentCache, EnvState, version_of_etag
 from proxy.edge.keys import KeyInfo
+from proxy.edgestreams import EDGE_STREAMS
 from proxy.errors import api_error_response
 from proxy.fairness import FAIRNESS
 from proxy.hub import OFREP
@@ -313,6 +314,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     state = await cache.obtain(info.environment)
     if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=True)) is not None:
         return refused
+    if (refused := app[EDGE_STREAMS].refusal(info, ofrep=True)) is not None:
+        return refused
     since = last_event_id(request)
     version = since if since is not None else served_version
     if version is None:
@@ -332,4 +335,5 @@ async def events(request: web.Request) -> web.StreamResponse:
         client.version = state.version
         app[appkeys.METRICS].events(OFREP, "refetchEvaluation", 1)
     client.send(opening)
-    return await streams.serve(request, client, headers.served(state, app[appkeys.STATUS]), started)
+    served = streams.serve(request, client, headers.served(state, app[appkeys.STATUS]), started)
+    return await app[EDGE_STREAMS].held(info.environment, served)

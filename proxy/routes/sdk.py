@@ -25,6 +25,7 @@ from proxy import appkeys, headers, streams
 from proxy.access import authorize
 from proxy.auth import SERVER_ONLY
 from proxy.edge.environments import Ahead, EnvState, newest_etag
+from proxy.edgestreams import EDGE_STREAMS
 from proxy.fairness import FAIRNESS
 from proxy.hub import SDK
 
@@ -92,6 +93,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     state = await cache.obtain(info.environment)
     if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=False)) is not None:
         return refused
+    if (refused := app[EDGE_STREAMS].refusal(info, ofrep=False)) is not None:
+        return refused
     since = last_event_id(request)
     if since is not None and since > state.version:
         # Resuming from a version this process does not hold yet: wait (bounded) for
@@ -113,4 +116,5 @@ async def stream(request: web.Request) -> web.StreamResponse:
     if opening:
         kind = "put" if opening is state.put_event else "patch"
         app[appkeys.METRICS].events(SDK, kind, 1)
-    return await streams.serve(request, client, headers.served(state, app[appkeys.STATUS]), started)
+    served = streams.serve(request, client, headers.served(state, app[appkeys.STATUS]), started)
+    return await app[EDGE_STREAMS].held(info.environment, served)

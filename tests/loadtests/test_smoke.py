@@ -126,6 +126,11 @@ def test_throughput_measured_proxy_and_baseline_alike(smoke: Any) -> None:
     workers = results["workers"]
     assert workers["one_rps"] > 0
     assert workers["two_rps"] > 0
+    metering = results["metering"]
+    for name in ("flags-200", "flags-304"):
+        assert metering[name]["on_rps"] > 0, name
+        assert metering[name]["off_rps"] > 0, name
+        assert metering[name]["ratio"] == metering[name]["on_rps"] / metering[name]["off_rps"]
 
 
 @pytest.mark.timeout(240)
@@ -133,7 +138,8 @@ def test_report_written_and_every_process_stopped(smoke: Any) -> None:
     results, out, output = smoke
     report = (out / "report.md").read_text()
     assert f"report: {out / 'report.md'}" in output
-    for heading in ("## Targets", "## Throughput", "## Workers", "## Streams", "## Locust"):
+    for heading in ("## Targets", "## Throughput", "## Workers", "## Metering", "## Streams",
+                    "## Locust"):  # fmt: skip
         assert heading in report
     for key in SCENARIOS:
         assert f"| {key} |" in report
