@@ -325,7 +325,7 @@ async def test_applied_environments_are_logged_by_name(
 ) -> None:
     project = await make_project(db)
     await add_flag(db, project, "checkout")
-    with caplog.at_level(logging.INFO, logger="crivline.syncd"):
+    with caplog.at_level(logging.INFO, logger="syncd.replicate"):
         syncd = await start_syncd()
         env = project.environments["production"]
         version = await set_default(db, project, "production", "checkout", "on")
