@@ -507,11 +507,19 @@ RESPONSE_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
             "referencedBy": {"type": "array", "items": {"type": "string"}},
         },
     },
-    "Health": _object({"status": {"type": "string"}}),
+    "Health": _object(
+        {
+            "status": {"enum": ["ok", "failing"]},
+            "ready": {"type": "boolean"},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+        }
+    ),
     **PLAN_SCHEMAS,
     "Readiness": _object(
         {
             "status": {"enum": ["ready", "not ready"]},
+            "ready": {"type": "boolean"},
+            "reasons": {"type": "array", "items": {"type": "string"}},
             "database": {"type": "string"},
             "pendingMigrations": {"type": "array", "items": {"type": "string"}},
         },

@@ -31,6 +31,7 @@ from crivline import httpserver
 from crivline.edge_store import EdgeStore
 from crivline.ioerrors import REDIS_ERRORS, is_io_error
 from crivline.logs import describe, fields
+from crivline.probes import health_body, readiness_body
 from crivline.tasks import cancel_and_wait
 from syncd.backoff import Backoff, reraise_if_cancelled
 from syncd.config import SyncdConfig
@@ -282,7 +283,7 @@ class Daemon:
                 self.metrics.reconciliations.labels("ok").inc()
                 backoff.reset()
                 delay = interval
-            self.metrics.ready.set(1 if self.readiness()["ok"] else 0)
+            self.metrics.ready.set(1 if self.readiness()["ready"] else 0)
             if self.reconciler.synced != was_synced:
                 self._beat.set()
             with contextlib.suppress(TimeoutError):
@@ -319,7 +320,7 @@ class Daemon:
             "started_at": round(self.started_at, 3),
             "at": round(time.time(), 3),
             "epoch": self.reconciler.epoch,
-            "ready": self.readiness()["ok"],
+            "ready": self.readiness()["ready"],
             "scope": self.config.scope.describe(),
         }
 
@@ -328,7 +329,10 @@ class Daemon:
     def health(self) -> dict[str, Any]:
         tasks = [task for group in self._tasks.values() for task in group]
         dead = [task.get_name() for task in tasks if task.done()]
-        return {"ok": self._running and not dead and not self._stop.is_set(), "dead": dead}
+        reasons = [f"task {name} has ended" for name in dead]
+        if not self._running or self._stop.is_set():
+            reasons.append("stopping" if self._stop.is_set() else "not running")
+        return health_body(reasons, deadTasks=dead)
 
     def readiness(self) -> dict[str, Any]:
         age = self.metrics.reconciliation_age()
@@ -348,17 +352,16 @@ class Daemon:
                 )
                 + ": is one of them unreachable? (see the log)"
             )
-        return {
-            "ok": not reasons,
-            "reasons": reasons,
-            "full_sync": self.reconciler.synced,
-            "epoch": self.reconciler.epoch,
-            "last_reconciliation_age": round(age, 3) if age != float("inf") else None,
-            "stale_after": self.config.stale_after,
-            "pending": len(self.queue),
-            "listening": self.listener.listening if self.listener is not None else None,
-            "bus": self.bus.subscribed if self.bus is not None else None,
-        }
+        return readiness_body(
+            reasons,
+            fullSync=self.reconciler.synced,
+            epoch=self.reconciler.epoch,
+            lastReconciliationAgeSeconds=round(age, 3) if age != float("inf") else None,
+            staleAfterSeconds=self.config.stale_after,
+            pending=len(self.queue),
+            listening=self.listener.listening if self.listener is not None else None,
+            bus=self.bus.subscribed if self.bus is not None else None,
+        )
 
 
 async def _cancel_all(tasks: list[asyncio.Task[None]], patience: float) -> None:

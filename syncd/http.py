@@ -12,15 +12,15 @@ Status = Callable[[], dict[str, Any]]
 
 
 def build_app(health: Status, readiness: Status, registry: CollectorRegistry) -> web.Application:
-    """``health()`` / ``readiness()`` return a JSON-able dict with a boolean ``ok``."""
+    """``health()`` / ``readiness()`` return the probe shape of :mod:`crivline.probes`."""
 
     async def healthz(_request: web.Request) -> web.Response:
         body = health()
-        return web.json_response(body, status=200 if body["ok"] else 503)
+        return web.json_response(body, status=200 if body["ready"] else 503)
 
     async def readyz(_request: web.Request) -> web.Response:
         body = readiness()
-        return web.json_response(body, status=200 if body["ok"] else 503)
+        return web.json_response(body, status=200 if body["ready"] else 503)
 
     async def metrics(_request: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(registry))

@@ -12,6 +12,7 @@ from control.state import METRICS, OPENAPI, POOL
 from control.tx import connection
 from crivline.ioerrors import POSTGRES_ERRORS
 from crivline.migrate import pending
+from crivline.probes import health_body, readiness_body
 
 api = Api()
 READY_TIMEOUT = 2.0
@@ -22,7 +23,7 @@ READY_TIMEOUT = 2.0
     summary="The process is alive", replies=(Reply(200, "Alive", "Health"),),
 )  # fmt: skip
 async def healthz(_request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return json_response(health_body([]))
 
 
 @api.operation(
@@ -36,13 +37,14 @@ async def readyz(request: web.Request) -> web.Response:
             async with request.app[POOL].acquire() as proxy:
                 missing = await pending(connection(proxy))
     except POSTGRES_ERRORS as exc:
-        reason = f"unreachable: {type(exc).__name__}"
-        return json_response({"status": "not ready", "database": reason}, status=503)
-    if missing:
-        body = {"status": "not ready", "database": "migrations pending",
-                "pendingMigrations": missing}  # fmt: skip
+        reason = f"the database is unreachable ({type(exc).__name__})"
+        body = readiness_body([reason], database="unreachable")
         return json_response(body, status=503)
-    return json_response({"status": "ready", "database": "ok"})
+    if missing:
+        reason = f"{len(missing)} database migration(s) pending: run `crivline migrate`"
+        body = readiness_body([reason], database="migrations pending", pendingMigrations=missing)
+        return json_response(body, status=503)
+    return json_response(readiness_body([], database="ok"))
 
 
 @api.operation(

@@ -17,6 +17,9 @@ Status codes:
   who prefer to fail over anyway ask ``/readyz?strict=1``;
 - 503 ``not ready`` — it has never been ready, or strict mode.
 
+Both answer the shape every part shares (:mod:`crivline.probes`): ``status``, ``ready``
+(true exactly when the answer is 200), ``reasons``, then this edge's details.
+
 What feeds readiness is :mod:`proxy.edge.monitor`.
 """
 
@@ -27,16 +30,18 @@ import time
 import orjson
 from aiohttp import web
 
+from crivline.probes import health_body, probe_body
 from proxy import appkeys
 from proxy.edge.status import NOT_READY
 from proxy.metrics import metrics_handler
 
 routes = web.RouteTableDef()
+_HEALTHY = orjson.dumps(health_body([]))
 
 
 @routes.get("/healthz", name="healthz")
 async def healthz(_request: web.Request) -> web.Response:
-    return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+    return web.Response(body=_HEALTHY, content_type="application/json")
 
 
 @routes.get("/readyz", name="readyz")
@@ -46,17 +51,18 @@ async def readyz(request: web.Request) -> web.Response:
     now = time.time()
     strict = request.query.get("strict") not in (None, "", "0", "false")
     verdict = status.verdict(now, strict)
-    body = {
-        "status": verdict,
-        "problems": status.problems(now),
-        "redis": "up" if status.redis_up else "down",
-        "syncd": status.syncd_view(now),
-        "environments": len(app[appkeys.CACHE]),
-        "keys": len(app[appkeys.KEYS]),
-        "streams": len(app[appkeys.HUB]),
-        "staleSeconds": status.stale_seconds(now),
-    }
     code = 503 if verdict == NOT_READY else 200
+    body = probe_body(
+        verdict,
+        status.problems(now),
+        code == 200,
+        redis="up" if status.redis_up else "down",
+        syncd=status.syncd_view(now),
+        environments=len(app[appkeys.CACHE]),
+        keys=len(app[appkeys.KEYS]),
+        streams=len(app[appkeys.HUB]),
+        staleSeconds=status.stale_seconds(now),
+    )
     return web.Response(status=code, body=orjson.dumps(body), content_type="application/json")
 
 

@@ -9,6 +9,7 @@ import asyncpg
 import orjson
 import pytest
 from support.control_testkit import Control, control_settings, start_control
+from support.probes import assert_probe
 
 from control.app import create_app
 from control.state import OPENAPI
@@ -17,14 +18,18 @@ from crivline.embedded import PostgresServer
 
 async def test_health_and_readiness(control: Control, db: asyncpg.Connection) -> None:
     health = await control.call("GET", "/healthz", auth=False)
-    assert health.body == {"status": "ok"}
+    assert health.body == {"status": "ok", "ready": True, "reasons": []}
+    assert_probe(health.body, health.status, endpoint="healthz")
     ready = await control.call("GET", "/readyz", auth=False)
-    assert ready.body == {"status": "ready", "database": "ok"}
+    assert ready.body == {"status": "ready", "ready": True, "reasons": [], "database": "ok"}
+    assert_probe(ready.body, ready.status, endpoint="readyz")
     name = await db.fetchval("SELECT name FROM schema_migrations ORDER BY name DESC LIMIT 1")
     await db.execute("DELETE FROM schema_migrations WHERE name = $1", name)
     pending = await control.call("GET", "/readyz", auth=False)
     assert pending.status == 503
+    assert_probe(pending.body, pending.status, endpoint="readyz")
     assert pending.body["pendingMigrations"] == [name]
+    assert pending.body["reasons"] == ["1 database migration(s) pending: run `crivline migrate`"]
 
 
 async def test_metrics_are_per_app(database_url: str, db: asyncpg.Connection) -> None:
@@ -80,6 +85,8 @@ async def test_an_unreachable_database_is_503_and_heals(
         assert down.headers["Retry-After"] == "2"
         not_ready = await control.call("GET", "/readyz", auth=False)
         assert not_ready.status == 503
+        assert_probe(not_ready.body, not_ready.status, endpoint="readyz")
+        assert not_ready.body["reasons"][0].startswith("the database is unreachable (")
         assert (await control.call("GET", "/healthz", auth=False)).status == 200
     finally:
         postgres.start()

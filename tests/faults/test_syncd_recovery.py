@@ -58,7 +58,7 @@ async def daemon(database_url: str, redis_url: str) -> AsyncIterator[Daemon]:
     task = asyncio.create_task(running.run())
     try:
         deadline = time.monotonic() + 15
-        while not running.readiness()["ok"]:
+        while not running.readiness()["ready"]:
             assert time.monotonic() < deadline, running.readiness()
             await asyncio.sleep(0.02)
         yield running

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import orjson
 from support.edgekit import Central, RunningProxy, SSEClient, StartProxy
+from support.probes import assert_probe
 from support.waiting import eventually
 
 from crivline.embedded import ValkeyServer
@@ -187,9 +188,10 @@ async def test_valkey_outage_serves_from_memory_and_recovers_with_changes(
     ready = await proxy.get("/readyz")
     body = await ready.json()
     assert ready.status == 200
+    assert_probe(body, ready.status, endpoint="readyz")
     assert body["status"] == "degraded"
     assert body["redis"] == "down"
-    assert any("redis unavailable" in p for p in body["problems"])
+    assert any("redis unavailable" in p for p in body["reasons"])
     strict = await proxy.get("/readyz?strict=1")
     assert strict.status == 503
 

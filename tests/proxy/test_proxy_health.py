@@ -13,6 +13,7 @@ from support.edgekit import (
     new_env,
     proxy_settings,
 )
+from support.probes import assert_probe
 from support.waiting import eventually
 
 from proxy import appkeys
@@ -25,7 +26,9 @@ async def test_healthz_answers_without_redis_state(start_proxy: StartProxy) -> N
     proxy = await start_proxy()
     response = await proxy.get("/healthz")
     assert response.status == 200
-    assert await response.json() == {"status": "ok"}
+    body = await response.json()
+    assert body == {"status": "ok", "ready": True, "reasons": []}
+    assert_probe(body, response.status, endpoint="healthz")
 
 
 async def test_readyz_needs_syncds_heartbeat_and_a_fresh_complete_sync(
@@ -37,11 +40,12 @@ async def test_readyz_needs_syncds_heartbeat_and_a_fresh_complete_sync(
     response = await proxy.get("/readyz")
     assert response.status == 503
     body = await response.json()
+    assert_probe(body, response.status, endpoint="readyz")
     assert body["status"] == "not ready"
     assert body["redis"] == "up"
     assert body["environments"] == 1
-    assert "syncd heartbeat missing: syncd is not running for this edge" in body["problems"]
-    assert "no complete sync in redis (sync state has no epoch)" in body["problems"]
+    assert "syncd heartbeat missing: syncd is not running for this edge" in body["reasons"]
+    assert "no complete sync in redis (sync state has no epoch)" in body["reasons"]
     stale = await proxy.get("/sdk/v1/flags", headers=key.headers)
     assert "Crivline-Stale" in stale.headers
 
@@ -52,8 +56,9 @@ async def test_readyz_needs_syncds_heartbeat_and_a_fresh_complete_sync(
 
     await eventually(ready, what="ready once syncd's state is there")
     body = await (await proxy.get("/readyz")).json()
+    assert_probe(body, 200, endpoint="readyz")
     assert body["status"] == "ready"
-    assert body["problems"] == []
+    assert body["reasons"] == []
     assert body["syncd"]["heartbeat"] is True
     fresh = await proxy.get("/sdk/v1/flags", headers=key.headers)
     assert "Crivline-Stale" not in fresh.headers
@@ -77,7 +82,7 @@ async def test_readyz_says_when_reconciliation_is_too_old(
     proxy = await start_proxy()
 
     async def problems() -> list[str]:
-        return list((await (await proxy.get("/readyz")).json())["problems"])
+        return list((await (await proxy.get("/readyz")).json())["reasons"])
 
     found = await eventually(problems, what="a freshness problem")
     assert any(p.startswith("last reconciliation") for p in found), found

@@ -369,7 +369,7 @@ async def central(database_url: str, redis_url: str, db: Any) -> AsyncIterator[C
     task = asyncio.create_task(daemon.run())
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:
-        await eventually(lambda: daemon.readiness()["ok"], within=15, what="syncd ready")
+        await eventually(lambda: daemon.readiness()["ready"], within=15, what="syncd ready")
         yield Central(
             f"http://127.0.0.1:{control_settings.control_port}", tenant.token, session, daemon, db
         )

@@ -74,7 +74,7 @@ async def start_syncd(database_url: str, redis_url: str) -> AsyncIterator[StartS
         running = Running(daemon, asyncio.create_task(daemon.run()), primary, replica, redis)
         started.append(running)
         if ready:
-            await wait_for(lambda: daemon.readiness()["ok"], 15, "syncd to be ready")
+            await wait_for(lambda: daemon.readiness()["ready"], 15, "syncd to be ready")
         return running
 
     try:

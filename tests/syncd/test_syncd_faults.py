@@ -114,7 +114,7 @@ async def test_flushall_is_rebuilt_and_reannounced(
     await redis.flushall()
     await wait_for(lambda: converged(db, syncd.store, project), INTERVAL + 2, "the rebuild")
     state = await wait_for(syncd.store.sync_state, 2, "a sync state")
-    await wait_for(lambda: syncd.daemon.readiness()["ok"], 2, "readiness again")
+    await wait_for(lambda: syncd.daemon.readiness()["ready"], 2, "readiness again")
     assert syncd.daemon.reconciler.epoch not in (None, epoch)
     assert (await syncd.store.sync_state()).epoch == syncd.daemon.reconciler.epoch != epoch
     assert state is not None
@@ -159,7 +159,7 @@ async def test_valkey_killed_and_restarted_heals_unaided(
     )
     await wait_for(lambda: converged(db, syncd.store, project), interval + 3, "the rebuild")
     healed = time.monotonic() - restarted
-    await wait_for(lambda: syncd.daemon.readiness()["ok"], 5, "readiness again")
+    await wait_for(lambda: syncd.daemon.readiness()["ready"], 5, "readiness again")
     assert syncd.daemon.reconciler.epoch != epoch
     assert (await syncd.store.sync_state()).epoch == syncd.daemon.reconciler.epoch
     back_at = announcements.subscribed_at[-1]

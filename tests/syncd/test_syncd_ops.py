@@ -16,6 +16,7 @@ import asyncpg
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from support.probes import assert_probe
 from syncd_testkit import StartSyncd, add_flag, central, edge, make_project, set_default, wait_for
 
 from crivline.edge_store import EdgeStore
@@ -47,11 +48,16 @@ async def test_health_readiness_and_metrics(
     assert port
     status, body = await get(http, port, "/healthz")
     assert status == 200
-    assert orjson.loads(body)["ok"] is True
+    health = orjson.loads(body)
+    assert_probe(health, status, endpoint="healthz")
+    assert health["status"] == "ok"
+    assert health["deadTasks"] == []
     status, body = await get(http, port, "/readyz")
     ready = orjson.loads(body)
     assert status == 200
-    assert ready["full_sync"] is True
+    assert_probe(ready, status, endpoint="readyz")
+    assert ready["status"] == "ready"
+    assert ready["fullSync"] is True
     assert ready["epoch"] == syncd.daemon.reconciler.epoch
     assert ready["listening"] is True
 
@@ -106,11 +112,13 @@ async def test_postgres_down_leaves_redis_untouched_and_syncd_unready_then_catch
     try:
         stale_after = syncd.daemon.config.stale_after
         await wait_for(
-            lambda: not syncd.daemon.readiness()["ok"], stale_after + 3, "readiness to drop"
+            lambda: not syncd.daemon.readiness()["ready"], stale_after + 3, "readiness to drop"
         )
         status, body = await get(http, syncd.daemon.port or 0, "/readyz")
         assert status == 503
         answer = orjson.loads(body)
+        assert_probe(answer, status, endpoint="readyz")
+        assert answer["status"] == "not ready"
         assert answer["listening"] is False
         assert len(answer["reasons"]) == 1, answer  # it says why
         assert "no reconciliation with Postgres and Redis has succeeded" in answer["reasons"][0]
@@ -133,7 +141,7 @@ async def test_postgres_down_leaves_redis_untouched_and_syncd_unready_then_catch
     finally:
         await conn.close()
     await wait_for(lambda: _version_is(syncd.store, env, version), 10, "catching up")
-    await wait_for(lambda: syncd.daemon.readiness()["ok"], 10, "readiness again")
+    await wait_for(lambda: syncd.daemon.readiness()["ready"], 10, "readiness again")
     await wait_for(lambda: syncd.daemon.readiness()["listening"], 10, "listening again")
     assert syncd.sample("crivline_syncd_reconnects_total", target="postgres_listen") >= 1
 
@@ -321,7 +329,7 @@ async def test_applied_environments_are_logged_by_name(
 ) -> None:
     project = await make_project(db)
     await add_flag(db, project, "checkout")
-    with caplog.at_level(logging.INFO, logger="syncd"):
+    with caplog.at_level(logging.INFO, logger="syncd.replicate"):
         syncd = await start_syncd()
         env = project.environments["production"]
         version = await set_default(db, project, "production", "checkout", "on")
