@@ -448,7 +448,7 @@ async def test_readyz_is_not_ready_while_behind_an_announced_version(
             assert time.monotonic() < deadline, body
             await asyncio.sleep(0.02)
         assert body["status"] == "degraded"  # still answering from memory, not "ready"
-        assert any("behind a version announced" in p for p in body["problems"]), body
+        assert any("behind a version announced" in p for p in body["reasons"]), body
         async with client.pipeline(transaction=True) as pipe:
             pipe.delete(name)
             pipe.rename(name + ":aside", name)
