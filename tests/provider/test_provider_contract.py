@@ -144,7 +144,9 @@ async def test_global_and_client_handlers_hear_changes_while_threads_evaluate(
                 state="ENABLED",
                 defaultVariant="on" if i % 2 == 0 else "off",
             )
-        await installed.event(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, 4)
+            # One change at a time: syncd merges a burst of commits into one apply, which
+            # would be one event for several writes.
+            await installed.event(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, i + 1)
     finally:
         stop.set()
         for thread in threads:
