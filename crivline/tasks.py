@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from crivline.ioerrors import REDIS_ERRORS
 from crivline.logs import fields
 
 T = TypeVar("T")
@@ -85,3 +86,25 @@ class Tasks:
         self._closed = True
         while self._tasks:
             await cancel_and_wait(*self._tasks)
+
+
+async def every(
+    interval: float,
+    step: Callable[[], Awaitable[object]],
+    *,
+    logger: logging.Logger,
+    unavailable: str,
+) -> None:
+    """Run ``step`` every ``interval`` seconds until cancelled. A Redis or socket error is
+    logged once per outage (``unavailable`` says what the caller does meanwhile) and the
+    loop goes on; anything else ends it (a bug, logged by :class:`Tasks`)."""
+    failing = False
+    while True:
+        try:
+            await step()
+            failing = False
+        except REDIS_ERRORS as exc:
+            if not failing:
+                logger.info(unavailable, extra=fields(error=str(exc)))
+            failing = True
+        await asyncio.sleep(interval)

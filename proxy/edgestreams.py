@@ -41,6 +41,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from crivline.logs import fields
+from crivline.tasks import every
 from proxy.edge.keys import KeyInfo
 from proxy.errors import error_response
 from proxy.quota import PlanBook
@@ -164,17 +165,12 @@ class EdgeStreams:
                      extra=fields(processes=len(dead)))  # fmt: skip
 
     async def run(self, interval: float) -> None:
-        failing = False
-        while True:
-            try:
-                await self.refresh()
-                failing = False
-            except (RedisError, OSError) as exc:
-                if not failing:
-                    log.info("edge stream counts unavailable; deciding on the last ones read",
-                             extra=fields(error=str(exc)))  # fmt: skip
-                failing = True
-            await asyncio.sleep(interval)
+        await every(
+            interval,
+            self.refresh,
+            logger=log,
+            unavailable="edge stream counts unavailable; deciding on the last ones read",
+        )
 
     async def close(self, patience: float) -> None:
         """A graceful stop takes this process's streams off the edge's count at once."""

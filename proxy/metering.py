@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from crivline.keyspace import Keyspace
 from crivline.logs import fields
 from crivline.plans import EVALUATION_KINDS
+from crivline.tasks import every
 from crivline.usage import count_field, pending_field
 
 log = logging.getLogger("proxy.metering")
@@ -126,17 +127,12 @@ class Meter:
         return sum(taken.values())
 
     async def run(self, interval: float) -> None:
-        failing = False
-        while True:
-            try:
-                await self.flush()
-                failing = False
-            except (RedisError, OSError) as exc:
-                if not failing:
-                    log.info("usage counters unavailable; counting in memory",
-                             extra=fields(error=str(exc)))  # fmt: skip
-                failing = True
-            await asyncio.sleep(interval)
+        await every(
+            interval,
+            self.flush,
+            logger=log,
+            unavailable="usage counters unavailable; counting in memory",
+        )
 
     async def close(self, patience: float) -> None:
         """The graceful stop's last flush (what cannot be written in time is lost)."""

@@ -26,7 +26,6 @@ same edge are seen at their next flush (1 s), other edges at their syncd's next 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -34,11 +33,10 @@ from datetime import UTC, datetime
 import orjson
 from aiohttp import web
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from crivline.keyspace import Keyspace
-from crivline.logs import fields
 from crivline.plans import EdgePlan, day_end, read_edge_plans, seconds_to_reset
+from crivline.tasks import every
 from proxy.errors import error_response
 from proxy.metering import Meter
 
@@ -60,17 +58,12 @@ class PlanBook:
         self.plans = read_edge_plans(raw)
 
     async def run(self, interval: float) -> None:
-        failing = False
-        while True:
-            try:
-                await self.refresh()
-                failing = False
-            except (RedisError, OSError) as exc:
-                if not failing:
-                    log.info("plans unavailable; keeping the last ones read",
-                             extra=fields(error=str(exc)))  # fmt: skip
-                failing = True
-            await asyncio.sleep(interval)
+        await every(
+            interval,
+            self.refresh,
+            logger=log,
+            unavailable="plans unavailable; keeping the last ones read",
+        )
 
 
 QUOTA_PROBLEM = "urn:crivline:problem:quota-exceeded"
