@@ -293,9 +293,32 @@ async def test_two_syncd_racing_on_one_redis_converge_without_regressing(
         finally:
             await conn.close()
 
+    async def observed_current() -> bool:
+        for env in envs:
+            current = await central(db, env)
+            if current is None or observer.seen.get(env, [None])[-1] != current.version:
+                return False
+        return True
+
     async with observing(envs, redis_url) as observer:
         await asyncio.gather(*(storm(worker) for worker in range(3)))
         await wait_for(lambda: converged(db, first.store, project), 10, "convergence")
+        # The storm's chains may all be broken by the race or trimmed before the
+        # observer (slow on a loaded machine) saw their base. One quiet change per
+        # environment after both syncd settled gives every environment a chain from a
+        # version the observer certainly saw; both syncd still race to apply it.
+        await wait_for(observed_current, 10, "the observer seeing the converged versions")
+        for env in envs:
+            async with db.transaction():
+                await db.execute(
+                    """UPDATE flag_environments fe SET default_variant =
+                           CASE fe.default_variant WHEN 'on' THEN 'off' ELSE 'on' END
+                         FROM flags f WHERE f.id = fe.flag_id AND f.key = 'one'
+                          AND fe.environment_id = $1""",
+                    env,
+                )
+                await db.execute("SELECT crivline_bump_environment($1)", env)
+        await wait_for(lambda: converged(db, first.store, project), 10, "the quiet change")
     for env in envs:
         monotonic(announcements, env)
         current = await first.store.read_environment(env)
