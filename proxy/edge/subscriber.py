@@ -121,7 +121,7 @@ class Subscriber:
             if resync is not None and not resync.done():
                 await cancel_and_wait(resync)
             try:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8
             except REDIS_ERRORS:
                 pass
 
