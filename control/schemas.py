@@ -426,6 +426,21 @@ RESPONSE_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
             },
         }
     ),
+    "Deletion": _object(
+        {
+            "project": {"type": "string", "description": "The project's key."},
+            "environments": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The environments deleted: edges stop serving them.",
+            },
+            "keys": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/ApiKey"},
+                "description": "The keys revoked with them (those already revoked are not listed).",
+            },
+        }
+    ),
     "ProjectList": _list_of("Project"),
     "EnvironmentList": _list_of("Environment"),
     "FlagList": _list_of("Flag"),

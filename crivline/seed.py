@@ -189,7 +189,9 @@ async def set_plan(
         )  # fmt: skip
         if had != tier:
             envs = await conn.fetch(
-                "SELECT id FROM environments WHERE tenant_id = $1 ORDER BY id", tenant_id
+                "SELECT id FROM environments WHERE tenant_id = $1 AND archived_at IS NULL"
+                " ORDER BY id",
+                tenant_id,
             )
             for env in envs:  # in id order, like every writer: no deadlock between them
                 await conn.execute("SELECT crivline_bump_environment($1)", env["id"])
@@ -361,7 +363,8 @@ async def reissue_demo_secrets(conn: asyncpg.Connection, tenant_key: str = "demo
     async with conn.transaction():
         tenant_id = await conn.fetchval("SELECT id::text FROM tenants WHERE key = $1", tenant_key)
         project = await conn.fetchrow(
-            "SELECT id::text AS id, key FROM projects WHERE tenant_id = $1 ORDER BY created_at"
+            "SELECT id::text AS id, key FROM projects WHERE tenant_id = $1 AND archived_at IS NULL"
+            " ORDER BY created_at"
             " LIMIT 1",
             tenant_id,
         )
@@ -370,7 +373,9 @@ async def reissue_demo_secrets(conn: asyncpg.Connection, tenant_key: str = "demo
         if project is None:
             return demo
         envs = await conn.fetch(
-            "SELECT id::text AS id, key FROM environments WHERE project_id = $1", project["id"]
+            "SELECT id::text AS id, key FROM environments WHERE project_id = $1"
+            " AND archived_at IS NULL",
+            project["id"],
         )
         for env in envs:
             demo.keys[env["key"]] = {

@@ -113,7 +113,7 @@ SELECT e.id::text AS id, e.key, e.version, e.fractional_bucketing,
   FROM environments e
   JOIN projects p ON p.id = e.project_id
   JOIN tenants t ON t.id = e.tenant_id
- WHERE e.id = $1
+ WHERE e.id = $1 AND e.archived_at IS NULL AND p.archived_at IS NULL
 """
 
 _FLAGS = """
@@ -153,7 +153,8 @@ def _epoch(value: datetime | None) -> float | None:
 async def load_snapshot(
     conn: asyncpg.Connection, environment_id: str
 ) -> EnvironmentSnapshot | None:
-    """The environment as the edge must serve it, or None when it no longer exists.
+    """The environment as the edge must serve it, or None when it no longer exists or
+    was deleted (archived, or in an archived project).
 
     The connection needs the JSON codecs of :func:`set_json_codecs`.
     """

@@ -62,7 +62,8 @@ SELECT e.id::text AS id, e.version, extract(epoch FROM e.updated_at)::float8 AS 
   FROM environments e
   JOIN projects p ON p.id = e.project_id
   JOIN tenants t ON t.id = e.tenant_id
- WHERE ($1::text IS NULL OR t.key = $1)
+ WHERE e.archived_at IS NULL AND p.archived_at IS NULL
+   AND ($1::text IS NULL OR t.key = $1)
    AND ($2::text IS NULL OR p.key = $2)
    AND ($3::text IS NULL OR e.key = $3)
    AND ($4::uuid[] IS NULL OR e.id = ANY($4::uuid[]))
@@ -87,7 +88,7 @@ async def environments_in_scope(
 _TENANTS = "SELECT id::text FROM tenants WHERE key = $1"
 _PROJECTS = """
 SELECT p.id::text FROM projects p JOIN tenants t ON t.id = p.tenant_id
- WHERE ($1::text IS NULL OR t.key = $1) AND p.key = $2
+ WHERE ($1::text IS NULL OR t.key = $1) AND p.key = $2 AND p.archived_at IS NULL
 """
 
 

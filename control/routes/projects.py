@@ -136,3 +136,32 @@ async def update_environment(request: web.Request) -> web.Response:
         return Outcome(env.to_api())
 
     return await write(request, update)
+
+
+@api.operation(
+    "DELETE", "/projects/{project}", operation_id="deleteProject", tag="projects",
+    summary="Delete (archive) a project, its environments and their keys; edges drop them",
+    replies=(Reply(200, "What the deletion took", "Deletion"),), problems=(401, 404),
+)  # fmt: skip
+async def delete_project(request: web.Request) -> web.Response:
+    key = path_key(request, "project")
+
+    async def delete(store: TenantStore) -> Outcome:
+        return Outcome((await store.projects.delete(key)).to_api())
+
+    return await write(request, delete)
+
+
+@api.operation(
+    "DELETE", "/projects/{project}/environments/{environment}",
+    operation_id="deleteEnvironment", tag="projects",
+    summary="Delete (archive) an environment and its keys; edges drop it",
+    replies=(Reply(200, "What the deletion took", "Deletion"),), problems=(401, 404),
+)  # fmt: skip
+async def delete_environment(request: web.Request) -> web.Response:
+    project_key, env_key = path_key(request, "project"), path_key(request, "environment")
+
+    async def delete(store: TenantStore) -> Outcome:
+        return Outcome((await store.projects.delete_environment(project_key, env_key)).to_api())
+
+    return await write(request, delete)

@@ -35,7 +35,7 @@ SELECT {_STATE_COLUMNS}
   FROM flag_environments fe
   JOIN flags f ON f.tenant_id = fe.tenant_id AND f.id = fe.flag_id
   JOIN environments e ON e.tenant_id = fe.tenant_id AND e.id = fe.environment_id
- WHERE fe.tenant_id = $1"""
+ WHERE fe.tenant_id = $1 AND e.archived_at IS NULL"""
 
 ARCHIVED_FILTERS = {"false": "AND NOT is_archived", "true": "AND is_archived", "all": ""}
 

@@ -177,7 +177,8 @@ class PlanStore:
         if limit is None:
             return
         count = await self.conn.fetchval(
-            "SELECT count(*) FROM environments WHERE tenant_id = $1 AND project_id = $2",
+            "SELECT count(*) FROM environments WHERE tenant_id = $1 AND project_id = $2"
+            " AND archived_at IS NULL",
             self.tenant_id,
             project.id,
         )
@@ -190,7 +191,8 @@ class PlanStore:
 
     async def environment_ids(self) -> list[str]:
         rows = await self.conn.fetch(
-            "SELECT id::text AS id FROM environments WHERE tenant_id = $1", self.tenant_id
+            "SELECT id::text AS id FROM environments WHERE tenant_id = $1 AND archived_at IS NULL",
+            self.tenant_id,
         )
         return [r["id"] for r in rows]
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from control.store.plans import PlanStore
-from control.store.records import Environment, Project
+from control.store.records import ApiKey, Environment, Project
 from control.store.scope import TenantScope
 from crivline.errors import Conflict, NotFound
 from crivline.flags.fractional import CURRENT_SCHEME
@@ -17,8 +17,18 @@ _PROJECT_COLUMNS = "id, key, name, created_at, updated_at"
 _ENVIRONMENT_COLUMNS = (
     "id, project_id, key, name, version, created_at, updated_at, fractional_bucketing"
 )
-_PROJECT = f"SELECT {_PROJECT_COLUMNS} FROM projects"
-_ENVIRONMENT = f"SELECT {_ENVIRONMENT_COLUMNS} FROM environments"
+# Live rows only: a deleted (archived) project or environment is in no answer.
+_PROJECT = f"SELECT {_PROJECT_COLUMNS} FROM projects WHERE archived_at IS NULL"
+_ENVIRONMENT = f"SELECT {_ENVIRONMENT_COLUMNS} FROM environments WHERE archived_at IS NULL"
+# The keys a deletion takes: every live key of the environments, revoked with them.
+_TAKE_KEYS = """
+UPDATE api_keys k SET revoked_at = now()
+  FROM environments e
+ WHERE k.tenant_id = $1 AND k.environment_id = ANY($2::uuid[]) AND k.revoked_at IS NULL
+   AND e.tenant_id = k.tenant_id AND e.id = k.environment_id
+RETURNING k.id, e.key AS environment_key, k.kind, k.label, k.display_prefix, k.created_at,
+          k.expires_at, k.revoked_at
+"""
 
 
 class ProjectStore:
@@ -30,15 +40,13 @@ class ProjectStore:
     # -- projects ------------------------------------------------------------------------
 
     async def all(self) -> list[Project]:
-        rows = await self.conn.fetch(
-            f"{_PROJECT} WHERE tenant_id = $1 ORDER BY key", self.tenant_id
-        )
+        rows = await self.conn.fetch(f"{_PROJECT} AND tenant_id = $1 ORDER BY key", self.tenant_id)
         return [Project.from_row(r) for r in rows]
 
     async def get(self, key: str, *, lock: str = "") -> Project:
         """The project, or 404. ``lock``: a row-lock clause such as ``FOR SHARE``."""
         row = await self.conn.fetchrow(
-            f"{_PROJECT} WHERE tenant_id = $1 AND key = $2 {lock}", self.tenant_id, key
+            f"{_PROJECT} AND tenant_id = $1 AND key = $2 {lock}", self.tenant_id, key
         )
         if row is None:
             raise NotFound(f"no project {key!r}")
@@ -72,7 +80,7 @@ class ProjectStore:
 
     async def environments(self, project: Project) -> list[Environment]:
         rows = await self.conn.fetch(
-            f"{_ENVIRONMENT} WHERE tenant_id = $1 AND project_id = $2 ORDER BY key",
+            f"{_ENVIRONMENT} AND tenant_id = $1 AND project_id = $2 ORDER BY key",
             self.tenant_id,
             project.id,
         )
@@ -143,7 +151,7 @@ class ProjectStore:
 
     async def environment(self, project: Project, key: str, *, lock: str = "") -> Environment:
         row = await self.conn.fetchrow(
-            f"{_ENVIRONMENT} WHERE tenant_id = $1 AND project_id = $2 AND key = $3 {lock}",
+            f"{_ENVIRONMENT} AND tenant_id = $1 AND project_id = $2 AND key = $3 {lock}",
             self.tenant_id,
             project.id,
             key,
@@ -206,3 +214,76 @@ class ProjectStore:
             after=env.to_api(),
         )
         return env
+
+    # -- deletion (archiving) ---------------------------------------------------------------
+
+    async def delete(self, key: str) -> Deleted:
+        """Delete (archive) a project with its environments and their live keys. Audited;
+        every environment's version moves, so each edge's syncd wakes, finds it gone and
+        drops it (its keys stop working, its open streams close)."""
+        project = await self.get(key, lock="FOR NO KEY UPDATE")
+        environments = await self.environments(project)
+        taken = await self._take(project, environments)
+        await self.conn.execute(
+            "UPDATE projects SET archived_at = now() WHERE tenant_id = $1 AND id = $2",
+            self.tenant_id,
+            project.id,
+        )
+        await self.scope.audit(
+            project_id=project.id,
+            action="project.delete",
+            entity_type="project",
+            entity_id=project.id,
+            entity_key=key,
+            before=project.to_api(),
+            after=taken.to_api(),
+        )
+        return taken
+
+    async def delete_environment(self, project_key: str, key: str) -> Deleted:
+        """Delete (archive) one environment and its live keys. Audited; its version moves
+        so the edges drop it."""
+        project = await self.get(project_key, lock="FOR NO KEY UPDATE")
+        env = await self.environment(project, key)
+        taken = await self._take(project, [env])
+        await self.scope.audit(
+            project_id=project.id,
+            action="environment.delete",
+            entity_type="environment",
+            entity_id=env.id,
+            entity_key=key,
+            before=env.to_api(),
+            after=taken.to_api(),
+        )
+        return taken
+
+    async def _take(self, project: Project, environments: list[Environment]) -> Deleted:
+        """Bump, revoke the keys of and archive ``environments``. The bump comes first: it
+        locks the rows in id order, like every writer, before they are updated."""
+        ids = [env.id for env in environments]
+        await self.scope.bump(ids)
+        rows = await self.conn.fetch(_TAKE_KEYS, self.tenant_id, ids)
+        await self.conn.execute(
+            """UPDATE environments SET archived_at = now()
+                WHERE tenant_id = $1 AND id = ANY($2::uuid[])""",
+            self.tenant_id,
+            ids,
+        )
+        keys = sorted((ApiKey.from_row(r) for r in rows), key=lambda k: (k.environment_key, k.id))
+        return Deleted(project.key, [env.key for env in environments], keys)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deleted:
+    """What a deletion took: the project, the environments and the keys revoked with them."""
+
+    project: str
+    environments: list[str]
+    keys: list[ApiKey]
+
+    def to_api(self) -> dict[str, object]:
+        return {
+            "project": self.project,
+            "environments": list(self.environments),
+            "keys": [key.to_api() for key in self.keys],
+        }

@@ -169,6 +169,7 @@ class SegmentStore:
                  JOIN flags f ON f.tenant_id = fe.tenant_id AND f.id = fe.flag_id
                  JOIN environments e ON e.tenant_id = fe.tenant_id AND e.id = fe.environment_id
                 WHERE fe.tenant_id = $1 AND fe.project_id = $2 AND fe.targeting IS NOT NULL
+                  AND e.archived_at IS NULL
                 ORDER BY f.key, e.key""",
             self.tenant_id,
             project.id,
@@ -191,6 +192,7 @@ class SegmentStore:
                  JOIN flags f ON f.tenant_id = fe.tenant_id AND f.id = fe.flag_id
                  JOIN environments e ON e.tenant_id = fe.tenant_id AND e.id = fe.environment_id
                 WHERE fe.tenant_id = $1 AND fe.project_id = $2 AND fe.targeting IS NOT NULL
+                  AND e.archived_at IS NULL
                   AND NOT f.is_archived
                 ORDER BY f.key, e.key""",
             self.tenant_id,
