@@ -27,12 +27,15 @@ from redis.backoff import NoBackoff
 from crivline import httpserver
 from crivline.keyspace import Keyspace
 from crivline.settings import Settings
+from crivline.snapshot_file import StoredEnvironment
 from crivline.tasks import Tasks
 from proxy import appkeys, openapi
 from proxy.bulkcache import BulkCache
 from proxy.edge import monitor
 from proxy.edge.environments import EnvironmentCache
 from proxy.edge.keys import KeyIndex
+from proxy.edge.saved import read_saved, serve_saved
+from proxy.edge.statedir import StateDir
 from proxy.edge.status import EdgeStatus
 from proxy.edge.subscriber import Subscriber
 from proxy.edgestreams import EDGE_STREAMS, EdgeStreams
@@ -68,12 +71,14 @@ def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.A
     app[appkeys.STATUS] = EdgeStatus(fresh_seconds=fresh)
     app[appkeys.BULK_CACHE] = BulkCache(options.bulk_cache_bytes)
     app[appkeys.STREAM_LINKS] = {}
+    app[SAVED] = read_saved(settings)  # a bootstrap file that cannot be read stops here
     app.cleanup_ctx.extend(
         [
             _redis,
             _keys,
             _hub,
             _cache,
+            _saved,
             _limiter,
             _meter,
             _tickets,
@@ -126,6 +131,8 @@ async def _hub(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.OPTIONS],
         max_streams=settings.max_streams,
         max_streams_per_key=settings.max_streams_per_key,
+        max_lifetime=settings.max_stream_seconds,
+        reconnect_window=settings.stream_reconnect_window,
     )
     hub.start()
     app[appkeys.HUB] = hub
@@ -157,6 +164,30 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.CACHE] = cache
     yield
     await cache.close()
+
+
+SAVED = web.AppKey("saved", list[StoredEnvironment])
+STATE_DIR = web.AppKey("state_dir", StateDir)
+
+
+async def _saved(app: web.Application) -> AsyncIterator[None]:
+    """Serve the saved environments until Redis has them; keep the state folder."""
+    cache, keys = app[appkeys.CACHE], app[appkeys.KEYS]
+    saved = app[SAVED]
+    serve_saved(saved, cache, keys, app[appkeys.STATUS])
+    saved.clear()  # served: the cache holds them now
+    folder = app[appkeys.SETTINGS].state_dir
+    if folder is None:
+        yield
+        return
+    state_dir = StateDir(folder, keys.keys_of, every=app[appkeys.OPTIONS].state_write_seconds)
+    state_dir.prepare()
+    app[STATE_DIR] = state_dir
+    cache.on_applied, cache.on_removed = state_dir.applied, state_dir.removed
+    state_dir.start()
+    yield
+    cache.on_applied = cache.on_removed = None
+    await state_dir.close()
 
 
 async def _limiter(app: web.Application) -> AsyncIterator[None]:
