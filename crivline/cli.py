@@ -9,6 +9,8 @@
     crivline tenant plan KEY TIER         put a tenant on a plan by hand (no Stripe)
     crivline edge create EDGE_ID          a credential for an edge to report usage
     crivline export --environment T/P/E…  environments as a snapshot file, on stdout
+    crivline status [--json]              each environment's version at Postgres, in the
+                                          edge's Redis and at each proxy process
     crivline control | syncd | proxy      run one part (when this build has it)
     crivline proxy --bootstrap FILE…      … serving those files when nothing newer is there
 
@@ -66,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="TENANT/PROJECT/ENV",
         help="an environment by its keys or its id (repeat for more)",
     )
+
+    status = sub.add_parser(
+        "status", help="versions at Postgres, in the edge Redis and at each proxy process"
+    )
+    status.add_argument("--json", action="store_true", help="the report as JSON")
+    status.add_argument("--tenant", dest="scope_tenant", help="only this tenant (key)")
+    status.add_argument("--project", dest="scope_project", help="only this project (key)")
+    status.add_argument("--environment", dest="scope_environment", help="only this environment")
 
     control = sub.add_parser("control", help="run the control API")
     control.add_argument("--port", type=int, dest="control_port")
@@ -186,6 +196,45 @@ def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from crivline.edgestatus import Scope, gather, render
+    from crivline.errors import StartupError
+    from crivline.keyspace import Keyspace
+    from crivline.up import _connect
+
+    async def run() -> dict[str, Any]:
+        redis_url = settings.require_redis()
+        conn = await _connect(settings.require_database())
+        redis = Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=5)
+        try:
+            return await gather(
+                conn,
+                redis,
+                Keyspace(settings.key_prefix, settings.edge_id),
+                Scope(settings.scope_tenant, settings.scope_project, settings.scope_environment),
+            )
+        except (RedisError, OSError) as exc:
+            raise StartupError(
+                f"cannot read the edge Redis {redact_url(redis_url)}: {exc}"
+            ) from None
+        finally:
+            await conn.close()
+            await redis.aclose()
+
+    report = asyncio.run(run())
+    if args.json:
+        import orjson
+
+        sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.buffer.flush()
+    else:
+        print(render(report), end="")
+    return 0
+
+
 def _cmd_part(part: str) -> Callable[[Settings, argparse.Namespace], int]:
     def run(settings: Settings, _args: argparse.Namespace) -> int:
         try:
@@ -206,6 +255,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "tenant": _cmd_tenant,
     "edge": _cmd_edge,
     "export": _cmd_export,
+    "status": _cmd_status,
     **{part: _cmd_part(part) for part in PARTS},
 }
 

@@ -10,26 +10,16 @@ version, flag set and keys belong together.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
+from crivline.envnames import FORM, find_environment, well_formed
 from crivline.errors import CrivlineError
 from crivline.snapshot import load_snapshot
 from crivline.snapshot_file import encode, snapshot_entry
-
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-_BY_KEYS = """
-SELECT e.id::text
-  FROM environments e
-  JOIN projects p ON p.id = e.project_id
-  JOIN tenants t ON t.id = e.tenant_id
- WHERE t.key = $1 AND p.key = $2 AND e.key = $3
-"""
 
 
 class ExportError(CrivlineError):
@@ -37,18 +27,12 @@ class ExportError(CrivlineError):
 
 
 async def _environment_id(conn: asyncpg.Connection, name: str) -> str:
-    if _UUID.fullmatch(name):
-        found = await conn.fetchval("SELECT id::text FROM environments WHERE id = $1", name)
-    else:
-        parts = name.split("/")
-        if len(parts) != 3 or not all(parts):
-            raise ExportError(
-                f"--environment {name!r}: name it TENANT/PROJECT/ENVIRONMENT (keys) or by its id"
-            )
-        found = await conn.fetchval(_BY_KEYS, *parts)
+    if not well_formed(name):
+        raise ExportError(f"--environment {name!r}: name it {FORM}")
+    found = await find_environment(conn, name)
     if found is None:
         raise ExportError(f"--environment {name!r}: no such environment")
-    return str(found)
+    return found
 
 
 async def export(conn: asyncpg.Connection, names: Sequence[str]) -> bytes:

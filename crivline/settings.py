@@ -343,7 +343,8 @@ class Settings:
     operator_token: Secret | None = _env(
         "CRIVLINE_OPERATOR_TOKEN",
         _secret,
-        doc="protects the proxy's status page (`/status` is 404 without it)",
+        doc="protects the proxy's status page and syncd's `POST /admin/resync` "
+        "(both 404 without it)",
     )
     rate_limit_per_second: int = _env(
         "CRIVLINE_RATE_LIMIT",

@@ -34,6 +34,7 @@ from proxy.bulkcache import BulkCache
 from proxy.edge import monitor
 from proxy.edge.environments import EnvironmentCache
 from proxy.edge.keys import KeyIndex
+from proxy.edge.presence import Presence
 from proxy.edge.saved import read_saved, serve_saved
 from proxy.edge.statedir import StateDir
 from proxy.edge.status import EdgeStatus
@@ -270,6 +271,13 @@ async def _health(app: web.Application) -> AsyncIterator[None]:
         at = status.reconciled_at
         return time.time() - at if at is not None else math.nan
 
+    presence = Presence(
+        app[appkeys.REDIS],
+        app[appkeys.KEYSPACE].proxies,
+        lambda: ((state.id, state.version) for state in cache.states()),
+        lambda: status.verdict(time.time()),
+        interval=app[appkeys.OPTIONS].presence_seconds,
+    )
     app[appkeys.METRICS].bind_gauges(
         environments=lambda: float(len(cache)),
         snapshot_age=snapshot_age,
@@ -278,5 +286,7 @@ async def _health(app: web.Application) -> AsyncIterator[None]:
     )
     tasks = Tasks("health")
     tasks.spawn(monitor.monitor(app), "monitor")
+    tasks.spawn(presence.run(), "presence")
     yield
     await tasks.close()
+    await presence.close(app[appkeys.OPTIONS].redis_timeout)
