@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from syncd.admin import ResyncRun, add_admin_routes
+from syncd.admin import MAX_BODY, ResyncRun, add_admin_routes
 
 Status = Callable[[], dict[str, Any]]
 
@@ -37,7 +37,7 @@ def build_app(
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_BODY)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from support.edgekit import Central, Feeder, Key, flag, make_key, new_env
+from support.edgekit import Central, Feeder, Key, StartProxy, flag, make_key, new_env
 from support.proxyprocs import proxy_env
 from support.waiting import eventually
 
@@ -232,3 +232,32 @@ async def test_export_and_bootstrap_refuse_bad_input_in_one_line(
     )  # fmt: skip
     assert code == 1
     assert "missing.json: No such file or directory" in err
+
+
+async def test_a_saved_version_newer_than_redis_is_kept(
+    tmp_path: Path, feeder: Feeder, start_proxy: StartProxy
+) -> None:
+    """Never back in version: Redis (complete, fresh) holding an older version than the
+    state folder does not replace it; a newer one does."""
+    from crivline.snapshot_file import environment_entry
+    from proxy import appkeys
+    from proxy.edge.statedir import write_environment
+
+    env, key = new_env(), make_key("server")
+    flags = {"a": flag({"on": True, "off": False}, "on")}
+    await feeder.write(env, flags, keys=[key], version=5)
+    stored = await feeder.redis.hgetall(feeder.keyspace.environment(env))
+    redis_fields = {k.decode(): v for k, v in stored.items()}
+    write_environment(tmp_path, environment_entry(redis_fields, [key.edge]), 1.0)
+    await feeder.redis.flushall()
+    feeder.flag_sets.clear()
+    await feeder.write(env, flags, version=3)
+    await feeder.synced()
+    proxy = await start_proxy(state_dir=str(tmp_path))
+    cache = proxy[appkeys.CACHE]
+    assert cache.get(env).version == 5
+    response = await proxy.get("/sdk/v1/flags", headers=key.headers)
+    assert response.headers["Crivline-Version"] == "5"
+    await feeder.write(env, flags, version=6)
+    await proxy.loaded(env, 6)
+    await eventually(lambda: saved_version(tmp_path / f"{env}.json") == 6, what="v6 saved")
