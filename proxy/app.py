@@ -2,12 +2,15 @@
 
 One cleanup context per resource, in dependency order (each is torn down in reverse):
 the Redis connection pool; the key index; the stream hub; the environment cache; the
-rate limiter and its flusher; the ticket signer; the pub/sub subscriber (which loads
-everything and keeps it current); the health monitor; the status page's sampler.
-Nothing touches Redis before the app starts, and start-up does not wait for Redis (but
-for one bounded read of the edge's ticket secret, so tickets other processes issued are
-good from the first request): without it the proxy listens, answers ``/healthz``,
-reports ``/readyz`` not ready, and catches up as soon as Redis is there.
+saved environments (state folder, ``--bootstrap``) served until Redis has them, and the
+state folder's writer; the rate limiter and its flusher; the ticket signer; the pub/sub
+subscriber (which loads everything and keeps it current); the health monitor and the
+process's presence in Redis; the status page's sampler. Nothing touches Redis before
+the app starts, and start-up does not wait for Redis (but for one bounded read of the
+edge's ticket secret, so tickets other processes issued are good from the first
+request): without it the proxy listens, answers ``/healthz``, reports ``/readyz`` not
+ready (or degraded, serving saved environments), and catches up as soon as Redis is
+there.
 
 On shutdown the hub first closes every stream with a ``retry:`` hint (aiohttp runs
 ``on_shutdown`` before it waits for in-flight handlers), then the contexts unwind.
