@@ -73,9 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         "status", help="versions at Postgres, in the edge Redis and at each proxy process"
     )
     status.add_argument("--json", action="store_true", help="the report as JSON")
-    status.add_argument("--tenant", dest="scope_tenant", help="only this tenant (key)")
-    status.add_argument("--project", dest="scope_project", help="only this project (key)")
-    status.add_argument("--environment", dest="scope_environment", help="only this environment")
+    status.add_argument("--tenant", dest="scope_tenant", metavar="KEY", help="only this tenant")
+    status.add_argument("--project", dest="scope_project", metavar="KEY", help="only this project")
+    status.add_argument(
+        "--environment", dest="scope_environment", metavar="KEY", help="only this environment"
+    )
 
     control = sub.add_parser("control", help="run the control API")
     control.add_argument("--port", type=int, dest="control_port")
