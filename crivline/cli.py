@@ -8,7 +8,11 @@
                                           a tenant and its first management token
     crivline tenant plan KEY TIER         put a tenant on a plan by hand (no Stripe)
     crivline edge create EDGE_ID          a credential for an edge to report usage
+    crivline export --environment T/P/E…  environments as a snapshot file, on stdout
+    crivline status [--json]              each environment's version at Postgres, in the
+                                          edge's Redis and at each proxy process
     crivline control | syncd | proxy      run one part (when this build has it)
+    crivline proxy --bootstrap FILE…      … serving those files when nothing newer is there
 
 Settings come from ``CRIVLINE_*`` variables; flags override them. Deliberate failures
 (bad settings, a port in use, an unreachable database …) print one line and exit 1;
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -54,6 +59,26 @@ def _parser() -> argparse.ArgumentParser:
     edge_create = edge_sub.add_parser("create", help="a credential for an edge's usage reports")
     edge_create.add_argument("edge_id", help="the edge's CRIVLINE_EDGE_ID")
 
+    export = sub.add_parser("export", help="environments as a snapshot file (stdout)")
+    export.add_argument(
+        "--environment",
+        action="append",
+        required=True,
+        dest="environments",
+        metavar="TENANT/PROJECT/ENV",
+        help="an environment by its keys or its id (repeat for more)",
+    )
+
+    status = sub.add_parser(
+        "status", help="versions at Postgres, in the edge Redis and at each proxy process"
+    )
+    status.add_argument("--json", action="store_true", help="the report as JSON")
+    status.add_argument("--tenant", dest="scope_tenant", metavar="KEY", help="only this tenant")
+    status.add_argument("--project", dest="scope_project", metavar="KEY", help="only this project")
+    status.add_argument(
+        "--environment", dest="scope_environment", metavar="KEY", help="only this environment"
+    )
+
     control = sub.add_parser("control", help="run the control API")
     control.add_argument("--port", type=int, dest="control_port")
 
@@ -66,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     proxy = sub.add_parser("proxy", help="run the edge proxy")
     proxy.add_argument("--port", type=int, dest="proxy_port")
     proxy.add_argument("--workers", type=int, dest="proxy_workers", help="processes on one port")
+    proxy.add_argument(
+        "--bootstrap",
+        nargs="+",
+        metavar="FILE",
+        help="snapshot files (crivline export) to serve when nothing newer is there",
+    )
     return parser
 
 
@@ -81,6 +112,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         for name in _SETTINGS_FLAGS
         if getattr(args, name, None) is not None
     }
+    if getattr(args, "bootstrap", None):
+        overrides["bootstrap"] = os.pathsep.join(args.bootstrap)
     return Settings.from_env(**overrides)
 
 
@@ -148,6 +181,62 @@ def _cmd_edge(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(create())
 
 
+def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    from crivline.export import export
+    from crivline.up import _connect
+
+    async def run() -> bytes:
+        conn = await _connect(settings.require_database())
+        try:
+            return await export(conn, args.environments)
+        finally:
+            await conn.close()
+
+    document = asyncio.run(run())
+    sys.stdout.buffer.write(document)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from crivline.edgestatus import Scope, gather, render
+    from crivline.errors import StartupError
+    from crivline.keyspace import Keyspace
+    from crivline.up import _connect
+
+    async def run() -> dict[str, Any]:
+        redis_url = settings.require_redis()
+        conn = await _connect(settings.require_database())
+        redis = Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=5)
+        try:
+            return await gather(
+                conn,
+                redis,
+                Keyspace(settings.key_prefix, settings.edge_id),
+                Scope(settings.scope_tenant, settings.scope_project, settings.scope_environment),
+            )
+        except (RedisError, OSError) as exc:
+            raise StartupError(
+                f"cannot read the edge Redis {redact_url(redis_url)}: {exc}"
+            ) from None
+        finally:
+            await conn.close()
+            await redis.aclose()
+
+    report = asyncio.run(run())
+    if args.json:
+        import orjson
+
+        sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.buffer.flush()
+    else:
+        print(render(report), end="")
+    return 0
+
+
 def _cmd_part(part: str) -> Callable[[Settings, argparse.Namespace], int]:
     def run(settings: Settings, _args: argparse.Namespace) -> int:
         try:
@@ -167,6 +256,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "migrate": _cmd_migrate,
     "tenant": _cmd_tenant,
     "edge": _cmd_edge,
+    "export": _cmd_export,
+    "status": _cmd_status,
     **{part: _cmd_part(part) for part in PARTS},
 }
 

@@ -6,7 +6,8 @@
      ├── ConfigError            a setting is missing or malformed (names the variable)
      ├── StartupError           the process cannot start: port in use, folder not writable …
      │    ├── DatabaseUnavailable   the central Postgres cannot be reached
-     │    └── StackRunning          another `crivline up` holds the data folder
+     │    ├── StackRunning          another `crivline up` holds the data folder
+     │    └── SnapshotFileError     a snapshot file (export, bootstrap, state) is unreadable
      ├── MigrationError         a migration failed or was edited after being applied
      └── ApiError               an HTTP request is refused; ``status`` is its HTTP status
           ├── BadRequest            400
@@ -51,6 +52,10 @@ class DatabaseUnavailable(StartupError):
 
 class StackRunning(StartupError):
     """Another `crivline up` already runs on this data folder."""
+
+
+class SnapshotFileError(StartupError):
+    """A snapshot file that cannot be read: names the file and what is wrong."""
 
 
 class MigrationError(CrivlineError):

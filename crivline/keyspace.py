@@ -81,6 +81,12 @@ Usage (the one flow from the edge to the centre; see ``crivline/usage.py``):
     than 10 s is a dead process's and is deleted by the next reader (see
     :mod:`proxy.edgestreams`).
 
+``{p}edge:{edge}:proxies``  hash — per proxy process (``{host}:{pid}``), JSON
+    ``{"at", "host", "pid", "startedAt", "status", "versions": {env: version}}``: what
+    each process serves, rewritten every few seconds (a heartbeat; the hash expires when
+    none writes it), deleted at a graceful stop. ``crivline status`` reads it (see
+    :mod:`proxy.edge.presence`).
+
 Channels:
 
 ``{p}changes``  pub/sub on the edge Redis — every applied change, JSON
@@ -183,6 +189,10 @@ class Keyspace:
     @property
     def edge_streams(self) -> str:
         return f"{self.prefix}edge:{self.edge_id}:streams"
+
+    @property
+    def proxies(self) -> str:
+        return f"{self.prefix}edge:{self.edge_id}:proxies"
 
     def rate_limit(self, key_id: str, second: int) -> str:
         return f"{self.prefix}ratelimit:{key_id}:{second}"

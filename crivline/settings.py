@@ -98,6 +98,19 @@ def _seconds(name: str, raw: str) -> float:
     return value
 
 
+def _seconds_or_off(name: str, raw: str) -> float:
+    """Seconds, or 0 for off."""
+    if raw.strip().lower() == "off":
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds (0: off), got {raw!r}") from None
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{name} must be 0 (off) or a positive number of seconds, got {raw!r}")
+    return value
+
+
 def _share(name: str, raw: str) -> float:
     try:
         value = float(raw)
@@ -143,6 +156,20 @@ def _log_level(name: str, raw: str) -> str:
 
 def _path(_name: str, raw: str) -> Path:
     return Path(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class PathList:
+    """Files named in one variable, separated like ``PATH`` (``os.pathsep``)."""
+
+    paths: tuple[Path, ...] = ()
+
+    def __str__(self) -> str:
+        return os.pathsep.join(str(p) for p in self.paths)
+
+
+def _path_list(_name: str, raw: str) -> PathList:
+    return PathList(tuple(Path(p) for p in raw.split(os.pathsep) if p.strip()))
 
 
 def _switch(name: str, raw: str) -> bool:
@@ -316,7 +343,8 @@ class Settings:
     operator_token: Secret | None = _env(
         "CRIVLINE_OPERATOR_TOKEN",
         _secret,
-        doc="protects the proxy's status page (`/status` is 404 without it)",
+        doc="protects the proxy's status page and syncd's `POST /admin/resync` "
+        "(both 404 without it)",
     )
     rate_limit_per_second: int = _env(
         "CRIVLINE_RATE_LIMIT",
@@ -366,6 +394,36 @@ class Settings:
         0.75,
         doc="seconds of evaluation per second one tenant may use in a proxy process "
         "(a share of one core; 0: off); 429 above it",
+    )
+    max_stream_seconds: float = _env(
+        "CRIVLINE_MAX_STREAM_SECONDS",
+        _seconds_or_off,
+        0.0,
+        doc="a stream's maximum lifetime: the proxy then ends it with a jittered `retry:` "
+        "and the client resumes by `Last-Event-ID` (0: off, streams live for ever)",
+        shown="`0` (off)",
+    )
+    stream_reconnect_window: float = _env(
+        "CRIVLINE_STREAM_RECONNECT_WINDOW",
+        _seconds,
+        30.0,
+        doc="seconds across which the `retry:` of streams ended for their lifetime is "
+        "spread, so their clients do not all reconnect at once",
+    )
+    state_dir: Path | None = _env(
+        "CRIVLINE_STATE_DIR",
+        _path,
+        doc="where each proxy keeps the environments it applied last, to start and serve "
+        "(degraded) while its Redis is empty or unreachable; processes of one edge may share it",
+        shown="— (off)",
+    )
+    bootstrap: PathList = _env(
+        "CRIVLINE_BOOTSTRAP",
+        _path_list,
+        PathList(),
+        doc="snapshot files (`crivline export`) the proxy serves when nothing newer is there; "
+        "separated by `:` (`crivline proxy --bootstrap FILE…`)",
+        shown="—",
     )
     log_level: str = _env(
         "CRIVLINE_LOG_LEVEL",

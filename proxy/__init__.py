@@ -9,7 +9,10 @@ Module map (one concern each):
   (the per-environment cache, built once per version), :mod:`proxy.edge.subscriber`
   (the one pub/sub subscriber; reconnect and resync), :mod:`proxy.edge.keys` (the
   in-memory key index), :mod:`proxy.edge.status` (what this process knows about its
-  edge) and :mod:`proxy.edge.monitor` (the poll of syncd's heartbeat that feeds it).
+  edge), :mod:`proxy.edge.monitor` (the poll of syncd's heartbeat that feeds it),
+  :mod:`proxy.edge.statedir` and :mod:`proxy.edge.saved` (the state folder, serving
+  saved files at start-up) and :mod:`proxy.edge.presence` (what it serves, for
+  ``crivline status``).
 - :mod:`proxy.routes` — the endpoints: :mod:`proxy.routes.sdk`, :mod:`proxy.routes.ofrep`,
   :mod:`proxy.routes.health` (``/healthz``, ``/readyz``, ``/metrics``) and the operator
   status page, :mod:`proxy.routes.status`, with its documents, sampler and session

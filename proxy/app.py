@@ -2,12 +2,15 @@
 
 One cleanup context per resource, in dependency order (each is torn down in reverse):
 the Redis connection pool; the key index; the stream hub; the environment cache; the
-rate limiter and its flusher; the ticket signer; the pub/sub subscriber (which loads
-everything and keeps it current); the health monitor; the status page's sampler.
-Nothing touches Redis before the app starts, and start-up does not wait for Redis (but
-for one bounded read of the edge's ticket secret, so tickets other processes issued are
-good from the first request): without it the proxy listens, answers ``/healthz``,
-reports ``/readyz`` not ready, and catches up as soon as Redis is there.
+saved environments (state folder, ``--bootstrap``) served until Redis has them, and the
+state folder's writer; the rate limiter and its flusher; the ticket signer; the pub/sub
+subscriber (which loads everything and keeps it current); the health monitor and the
+process's presence in Redis; the status page's sampler. Nothing touches Redis before
+the app starts, and start-up does not wait for Redis (but for one bounded read of the
+edge's ticket secret, so tickets other processes issued are good from the first
+request): without it the proxy listens, answers ``/healthz``, reports ``/readyz`` not
+ready (or degraded, serving saved environments), and catches up as soon as Redis is
+there.
 
 On shutdown the hub first closes every stream with a ``retry:`` hint (aiohttp runs
 ``on_shutdown`` before it waits for in-flight handlers), then the contexts unwind.
@@ -27,12 +30,16 @@ from redis.backoff import NoBackoff
 from crivline import httpserver
 from crivline.keyspace import Keyspace
 from crivline.settings import Settings
+from crivline.snapshot_file import StoredEnvironment
 from crivline.tasks import Tasks
 from proxy import appkeys, openapi
 from proxy.bulkcache import BulkCache
 from proxy.edge import monitor
 from proxy.edge.environments import EnvironmentCache
 from proxy.edge.keys import KeyIndex
+from proxy.edge.presence import Presence
+from proxy.edge.saved import read_saved, serve_saved
+from proxy.edge.statedir import StateDir
 from proxy.edge.status import EdgeStatus
 from proxy.edge.subscriber import Subscriber
 from proxy.edgestreams import EDGE_STREAMS, EdgeStreams
@@ -68,12 +75,14 @@ def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.A
     app[appkeys.STATUS] = EdgeStatus(fresh_seconds=fresh)
     app[appkeys.BULK_CACHE] = BulkCache(options.bulk_cache_bytes)
     app[appkeys.STREAM_LINKS] = {}
+    app[SAVED] = read_saved(settings)  # a bootstrap file that cannot be read stops here
     app.cleanup_ctx.extend(
         [
             _redis,
             _keys,
             _hub,
             _cache,
+            _saved,
             _limiter,
             _meter,
             _tickets,
@@ -126,6 +135,8 @@ async def _hub(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.OPTIONS],
         max_streams=settings.max_streams,
         max_streams_per_key=settings.max_streams_per_key,
+        max_lifetime=settings.max_stream_seconds,
+        reconnect_window=settings.stream_reconnect_window,
     )
     hub.start()
     app[appkeys.HUB] = hub
@@ -157,6 +168,30 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.CACHE] = cache
     yield
     await cache.close()
+
+
+SAVED = web.AppKey("saved", list[StoredEnvironment])
+STATE_DIR = web.AppKey("state_dir", StateDir)
+
+
+async def _saved(app: web.Application) -> AsyncIterator[None]:
+    """Serve the saved environments until Redis has them; keep the state folder."""
+    cache, keys = app[appkeys.CACHE], app[appkeys.KEYS]
+    saved = app[SAVED]
+    serve_saved(saved, cache, keys, app[appkeys.STATUS])
+    saved.clear()  # served: the cache holds them now
+    folder = app[appkeys.SETTINGS].state_dir
+    if folder is None:
+        yield
+        return
+    state_dir = StateDir(folder, keys.keys_of, every=app[appkeys.OPTIONS].state_write_seconds)
+    state_dir.prepare()
+    app[STATE_DIR] = state_dir
+    cache.on_applied, cache.on_removed = state_dir.applied, state_dir.removed
+    state_dir.start()
+    yield
+    cache.on_applied = cache.on_removed = None
+    await state_dir.close()
 
 
 async def _limiter(app: web.Application) -> AsyncIterator[None]:
@@ -239,6 +274,13 @@ async def _health(app: web.Application) -> AsyncIterator[None]:
         at = status.reconciled_at
         return time.time() - at if at is not None else math.nan
 
+    presence = Presence(
+        app[appkeys.REDIS],
+        app[appkeys.KEYSPACE].proxies,
+        lambda: ((state.id, state.version) for state in cache.states()),
+        lambda: status.verdict(time.time()),
+        interval=app[appkeys.OPTIONS].presence_seconds,
+    )
     app[appkeys.METRICS].bind_gauges(
         environments=lambda: float(len(cache)),
         snapshot_age=snapshot_age,
@@ -247,5 +289,7 @@ async def _health(app: web.Application) -> AsyncIterator[None]:
     )
     tasks = Tasks("health")
     tasks.spawn(monitor.monitor(app), "monitor")
+    tasks.spawn(presence.run(), "presence")
     yield
     await tasks.close()
+    await presence.close(app[appkeys.OPTIONS].redis_timeout)

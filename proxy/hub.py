@@ -19,12 +19,23 @@ process had not reached yet.
 The hub also enforces the stream limits (per key and per process), sends keep-alive
 comments, closes the streams of revoked or expired keys, and on shutdown tells every
 client to reconnect elsewhere.
+
+With a maximum stream lifetime (``CRIVLINE_MAX_STREAM_SECONDS``) a stream that reached
+it is ended the way shutdown ends streams — a farewell written through the same path —
+with a ``retry:`` drawn uniformly across the reconnect window
+(``CRIVLINE_STREAM_RECONNECT_WINDOW``), so the clients of a process that opened many
+streams at once come back spread over the window (through the load balancer, to any
+process) instead of all at once; each resumes with ``Last-Event-ID`` and misses nothing.
+Streams open in time order and share one lifetime, so the sweep looks only at the
+oldest ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -87,6 +98,7 @@ class StreamClient:
         "alive",
         "close_reason",
         "closed",
+        "ends_at",
         "env",
         "expires_at",
         "key_hash",
@@ -109,6 +121,7 @@ class StreamClient:
         self.kind = kind
         self.version = version
         self.expires_at = expires_at
+        self.ends_at: float | None = None  # monotonic: the end of its maximum lifetime
         self.closed = False
         self.close_reason: str | None = None
         self.alive: Callable[[], bool] | None = None  # set by the handler: is the peer there
@@ -199,8 +212,13 @@ class Hub:
         *,
         max_streams: int,
         max_streams_per_key: int,
+        max_lifetime: float = 0.0,
+        reconnect_window: float = 30.0,
     ) -> None:
         self._metrics = metrics
+        self._lifetime = max_lifetime  # seconds; 0: streams live until something ends them
+        self._window_ms = max(0, round(reconnect_window * 1000))
+        self._by_age: deque[StreamClient] = deque()  # lifetime on: in the order they opened
         self._options = options
         self._max = max_streams
         self._max_per_key = max_streams_per_key
@@ -252,6 +270,9 @@ class Hub:
         self._by_key.setdefault(key_hash, set()).add(client)
         if expires_at is not None:
             self._expiring.add(client)
+        if self._lifetime > 0:
+            client.ends_at = time.monotonic() + self._lifetime
+            self._by_age.append(client)
         self._count += 1
         self._gauges[kind].inc()
         return client
@@ -362,6 +383,35 @@ class Hub:
         self._tasks.spawn(self._keepalive(), "keepalive")
         self._tasks.spawn(self._expiry(), "expiry")
         self._tasks.spawn(self._reap(), "reap")
+        if self._lifetime > 0:
+            self._tasks.spawn(self._lifetimes(), "lifetime")
+
+    def farewell_for_lifetime(self) -> bytes:
+        """The bytes that end a stream at its maximum lifetime: a ``retry:`` drawn
+        uniformly across the reconnect window, and why."""
+        delay = random.randint(0, self._window_ms)  # spreads load; not a secret
+        return sse.retry(delay) + sse.comment("stream lifetime reached; reconnect")
+
+    def end_lifetimes(self, now: float | None = None) -> int:
+        """End every stream past its maximum lifetime; returns how many."""
+        now = time.monotonic() if now is None else now
+        ended = 0
+        queue = self._by_age
+        while queue:
+            client = queue[0]
+            if not client.closed and client.ends_at is not None and client.ends_at > now:
+                break
+            queue.popleft()
+            if not client.closed:
+                client.close("lifetime", self.farewell_for_lifetime())
+                ended += 1
+        return ended
+
+    async def _lifetimes(self) -> None:
+        sweep = min(self._options.expiry_sweep_seconds, self._lifetime)
+        while True:
+            await asyncio.sleep(sweep)
+            self.end_lifetimes()
 
     async def _keepalive(self) -> None:
         while True:

@@ -45,6 +45,8 @@ class ProxyOptions:
     rate_limit_flush_seconds: float = 0.1  # local counts pushed to the shared counters
     usage_flush_seconds: float = 1.0  # usage counts pushed to the edge Redis (metering)
     sync_fresh_seconds: float | None = None  # None: derived from the settings
+    presence_seconds: float = 2.0  # what this process serves, published for `crivline status`
+    state_write_seconds: float = 1.0  # CRIVLINE_STATE_DIR: at most one write this often
     gc_freeze_seconds: float = 1.0  # proxy.heap: freeze what is alive this often (0: off)
     gc_thaw_seconds: float = 600.0  # proxy.heap: a full collection of everything this often
     shutdown_timeout: float = httpserver.SHUTDOWN_SECONDS  # for in-flight requests on SIGTERM

@@ -13,6 +13,8 @@ Module map (one concern each):
 - ``source``     snapshot reads (replica first when it is current) and scope versions
 - ``scope``      tenant/project/environment filters and the wake-up pre-filter
 - ``http``       ``/healthz``, ``/readyz``, ``/metrics``
+- ``admin``      ``POST /admin/resync`` behind the operator token, problem+json refusals
+- ``resync``     an operator's rebuild of one environment or all, answered when done
 - ``metrics``    Prometheus metrics in a registry per daemon
 - ``backoff``    jittered backoff, bounded retries, I/O error classes
 

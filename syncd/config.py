@@ -37,6 +37,8 @@ class SyncdConfig:
     control_url: str | None = None
     edge_credential: str | None = field(default=None, repr=False)
     usage_flush_interval: float = 10.0
+    # Protects POST /admin/resync (off, 404, without it).
+    operator_token: str | None = field(default=None, repr=False)
 
     @property
     def stale_after(self) -> float:
@@ -61,4 +63,5 @@ class SyncdConfig:
                 settings.edge_credential.reveal() if settings.edge_credential else None
             ),
             usage_flush_interval=settings.usage_flush_interval,
+            operator_token=(settings.operator_token.reveal() if settings.operator_token else None),
         )

@@ -41,6 +41,7 @@ from syncd.metrics import SyncdMetrics
 from syncd.plans import PlanPublisher
 from syncd.reconcile import Reconciler, RedisLostData
 from syncd.replicate import Replicator, Want
+from syncd.resync import Resync
 from syncd.scope import ScopeView
 from syncd.source import Source
 from syncd.usage import UsageFlusher
@@ -84,6 +85,13 @@ class Daemon:
             self.queue,
             self.view,
             self.metrics,
+            concurrency=config.concurrency,
+            grace=config.shutdown_grace,
+        )
+        self.resync = Resync(
+            self.source,
+            self.store,
+            self.replicator,
             concurrency=config.concurrency,
             grace=config.shutdown_grace,
         )
@@ -178,7 +186,13 @@ class Daemon:
         self._trigger.set()
 
     async def _start_http(self) -> None:
-        app = build_app(self.health, self.readiness, self.metrics.registry)
+        app = build_app(
+            self.health,
+            self.readiness,
+            self.metrics.registry,
+            resync=self.resync.run,
+            operator_token=self.config.operator_token,
+        )
         runner = await httpserver.listen(
             app,
             self.config.host,

@@ -37,7 +37,7 @@ from crivline.snapshot import set_json_codecs
 
 # The proxy and control kits' fixtures (feeder, start_proxy, open_stream, central),
 # for every area that runs a proxy.
-pytest_plugins = ["support.edgekit"]
+pytest_plugins = ["support.edgekit", "support.proxyprocs"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"

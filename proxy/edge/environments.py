@@ -273,6 +273,10 @@ class EnvironmentCache:
         self._again: set[str] = set()  # envs announced again while their worker read
         self._tasks = Tasks("environments")
         self.on_keys_gone: Callable[[set[str]], None] = hub.close_keys
+        # Told of every version loaded from Redis (with its hash fields), and of every
+        # environment that left the edge: the state folder's writer, when there is one.
+        self.on_applied: Callable[[str, Mapping[str, bytes]], None] | None = None
+        self.on_removed: Callable[[str], None] | None = None
 
     def __len__(self) -> int:
         return len(self._states)
@@ -314,6 +318,15 @@ class EnvironmentCache:
             )
         return state
 
+    def seed(self, state: EnvState) -> bool:
+        """Serve ``state`` (read from a file) unless this process holds it at the same or
+        a newer version; Redis's versions replace it as they arrive, never older ones."""
+        held = self._states.get(state.id)
+        if held is not None and held.version >= state.version:
+            return False
+        self._install(state)
+        return True
+
     # -- announcements ------------------------------------------------------------------
 
     def announce(self, env: str, version: int, committed_at: float | None = None) -> None:
@@ -346,6 +359,8 @@ class EnvironmentCache:
         self._retries.pop(env, None)
         self._expected(env)
         self._hub.close_environment(env, "environment removed from this edge")
+        if self.on_removed is not None:
+            self.on_removed(env)
         gone = self._keys.forget_environment(env)
         if gone:
             self.on_keys_gone(gone)
@@ -540,6 +555,8 @@ class EnvironmentCache:
         if state is not None and env not in self._states:
             return False  # removed from the edge while we read: do not resurrect it
         self._install(new)
+        if self.on_applied is not None:
+            self.on_applied(env, fields)
         if state is not None and new.content_version != state.content_version:
             self._publish(new, patches)
         else:

@@ -32,6 +32,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from crivline.keyspace import Keyspace
+from crivline.snapshot import EdgeKey
 from crivline.tasks import Tasks
 
 
@@ -187,6 +188,22 @@ class KeyIndex:
         self._by_hash[info.key_hash] = info
         self._by_env.setdefault(info.environment, set()).add(info.key_hash)
         self._negative.pop(info.key_hash, None)
+
+    def keys_of(self, env: str) -> list[EdgeKey]:
+        """The live keys of ``env`` as this process holds them (for its state file)."""
+        out: list[EdgeKey] = []
+        for h in self._by_env.get(env, ()):
+            info = self._by_hash.get(h)
+            if info is not None:
+                out.append(EdgeKey(h, info.id, info.kind, info.expires_at))
+        return out
+
+    def seed(self, env: str, project: str, tenant: str, keys: Iterable[EdgeKey]) -> None:
+        """Keys of an environment served from a file (state folder, bootstrap) before
+        Redis has told anything: the next reload of ``env`` from Redis replaces them."""
+        for k in keys:
+            if k.key_hash not in self._by_hash:
+                self._add(KeyInfo(k.key_hash, k.id, env, project, tenant, k.kind, k.expires_at))
 
     def clear_negative(self) -> None:
         self._negative.clear()

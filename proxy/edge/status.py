@@ -29,6 +29,9 @@ class EdgeStatus:
     checked_at: float | None = None  # last successful health poll
     fresh_seconds: float = 15.0  # reconciled_at older than this is not fresh
     ever_ready: bool = False  # it was ready once (then trouble is "degraded", not "not ready")
+    # It started from files (state folder, bootstrap) saved at this time: until it is
+    # ready it serves them, degraded, rather than nothing.
+    saved_at: float | None = None
     # Since when this process has not known that it serves current data (None: it does).
     degraded_since: float | None = field(default_factory=time.time)
 
@@ -43,6 +46,15 @@ class EdgeStatus:
         self.redis_up = True
         self.redis_error = None
         self._update(now)
+
+    def serving_saved(self, saved_at: float, now: float | None = None) -> None:
+        """Environments were loaded from files last known current at ``saved_at``: the
+        staleness reported counts from then."""
+        self.saved_at = saved_at if self.saved_at is None else min(self.saved_at, saved_at)
+        self.warm = True
+        self._update(now)
+        if self.degraded_since is not None:
+            self.degraded_since = min(self.degraded_since, saved_at)
 
     def loaded(self, warm: bool, now: float | None = None) -> None:
         self.warm = warm
@@ -119,7 +131,7 @@ class EdgeStatus:
         strict mode) or ``not ready`` — what ``/readyz`` and the status page say."""
         if not self.problems(now):
             return READY
-        if self.ever_ready and self.warm and not strict:
+        if (self.ever_ready or self.saved_at is not None) and self.warm and not strict:
             return DEGRADED
         return NOT_READY
 

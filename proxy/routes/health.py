@@ -62,6 +62,7 @@ async def readyz(request: web.Request) -> web.Response:
         keys=len(app[appkeys.KEYS]),
         streams=len(app[appkeys.HUB]),
         staleSeconds=status.stale_seconds(now),
+        servingSavedFrom=status.saved_at if verdict != "ready" else None,
     )
     return web.Response(status=code, body=orjson.dumps(body), content_type="application/json")
 

@@ -3,44 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
-from support.edgekit import EDGE, PREFIX, Feeder, Key, SSEClient, flag, make_key, new_env
+from support.edgekit import Feeder, Key, SSEClient, flag, make_key, new_env
+from support.proxyprocs import proxy_env
 from support.waiting import eventually
 
 from crivline.embedded import free_port
-
-
-def proxy_env(redis_url: str, port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRIVLINE_")}
-    env.update(
-        {
-            "CRIVLINE_REDIS_URL": redis_url,
-            "CRIVLINE_PROXY_PORT": str(port),
-            "CRIVLINE_KEY_PREFIX": PREFIX,
-            "CRIVLINE_EDGE_ID": EDGE,
-            **extra,
-        }
-    )
-    return env
-
-
-@pytest.fixture
-async def processes() -> AsyncIterator[list[asyncio.subprocess.Process]]:
-    started: list[asyncio.subprocess.Process] = []
-    yield started
-    for proc in started:
-        if proc.returncode is None:
-            proc.kill()
-        await asyncio.wait_for(proc.communicate(), 10)  # reaps it and closes its pipes
 
 
 async def served(url: str, key: Key) -> bool:
