@@ -1,13 +1,19 @@
-"""The gate in front of every data endpoint: authenticate the key, then rate-limit it."""
+"""The gate in front of every data endpoint: authenticate the key, then rate-limit it;
+and for evaluation requests the daily quota, metering, and a client that holds a newer
+version than this process."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from crivline.errors import TooManyRequests
-from proxy import appkeys
+from proxy import appkeys, headers
 from proxy.auth import authenticate, resolve
+from proxy.edge.environments import Ahead, EnvState
 from proxy.edge.keys import KeyInfo
+from proxy.metering import today
 
 
 async def authorize(request: web.Request, allowed: frozenset[str]) -> KeyInfo:
@@ -36,3 +42,62 @@ def admit(request: web.Request, info: KeyInfo) -> None:
             "(CRIVLINE_RATE_LIMIT)",
             headers={"Retry-After": str(retry_after)},
         )
+
+
+@dataclass(slots=True)
+class Evaluation:
+    """One evaluation request past the gate: its key, the environment as this process
+    serves it, the UTC day it counts on (read from the clock once), and the quota's 429
+    when the tenant's day is used up (then nothing is metered)."""
+
+    request: web.Request
+    info: KeyInfo
+    state: EnvState
+    day: int
+    refused: web.Response | None
+
+    def meter(self, kind: str) -> None:
+        """Count this request as ``kind`` (poll, poll_not_modified, ofrep_single…)."""
+        self.request.app[appkeys.METER].count(
+            self.info.environment, kind, self.info.tenant, self.day
+        )
+
+    async def held_newer(
+        self, held: tuple[int, str] | None, route: str, kind: str | None
+    ) -> web.Response | None:
+        """A client that proved it holds ``held`` (version, ETag), newer than this process
+        serves: wait (bounded) for that version. When it does not come in time, the 304
+        that lets the client keep what it has — never an older body, never an older ETag
+        — metered as ``kind`` (None: already metered). Else None, with ``state`` the one
+        to answer from."""
+        if held is None or held[0] <= self.state.version:
+            return None
+        app = self.request.app
+        wait = app[appkeys.OPTIONS].refetch_wait_seconds
+        outcome, self.state = await app[appkeys.CACHE].ahead(self.info.environment, held[0], wait)
+        if outcome is not Ahead.NOT_YET:
+            return None
+        if kind is not None:
+            self.meter(kind)
+        out = headers.served(self.state, app[appkeys.STATUS])
+        out[headers.VERSION] = str(held[0])
+        out["ETag"] = held[1]
+        out["Cache-Control"] = "no-cache"
+        app[appkeys.METRICS].conditional_request(route, True)
+        return web.Response(status=304, headers=out)
+
+
+async def evaluation(
+    request: web.Request, allowed: frozenset[str], *, ofrep: bool, kind: str | None = None
+) -> Evaluation:
+    """The gate of an evaluation request: key, rate limit, environment, quota; and, when
+    ``kind`` is given and the quota admits it, the request metered as that."""
+    info = await authorize(request, allowed)
+    app = request.app
+    state = await app[appkeys.CACHE].obtain(info.environment)
+    day = today()
+    refused = app[appkeys.QUOTA].refusal(info.tenant, ofrep=ofrep, day=day)
+    admitted = Evaluation(request, info, state, day, refused)
+    if refused is None and kind is not None:
+        admitted.meter(kind)
+    return admitted

@@ -47,8 +47,13 @@ class EdgeTotals:
     used: dict[str, int] = field(default_factory=dict)
 
 
-def _day_number(now: float) -> int:
+def day_number(now: float) -> int:
+    """The UTC day of ``now`` (epoch seconds) as a number: days since 1970-01-01."""
     return int(now) // _DAY_SECONDS
+
+
+def today() -> int:
+    return int(time.time()) // _DAY_SECONDS
 
 
 def _date(day_number: int) -> date:
@@ -68,11 +73,13 @@ class Meter:
         self.totals = EdgeTotals()
         self._read_at = 0.0  # when the totals were last read
 
-    def count(self, environment: str, kind: str, tenant: str = "") -> None:
-        """One request of ``kind`` for ``environment``: dict updates, nothing more."""
+    def count(self, environment: str, kind: str, tenant: str = "", day: int | None = None) -> None:
+        """One request of ``kind`` for ``environment`` on UTC ``day`` (default: today):
+        dict updates, nothing more."""
         if not self.enabled:
             return
-        day = _day_number(time.time())
+        if day is None:
+            day = today()
         entry = (environment, day, kind)
         self._counts[entry] = self._counts.get(entry, 0) + 1
         if kind in _EVALUATIONS and tenant:
@@ -86,7 +93,10 @@ class Meter:
     def used_today(self, tenant: str, now: float) -> int:
         """The tenant's evaluations of today as far as this process knows: the edge's
         total at the last flush and what this process admitted since."""
-        day = _day_number(now)
+        return self.used_on(tenant, day_number(now))
+
+    def used_on(self, tenant: str, day: int) -> int:
+        """:meth:`used_today` for a UTC day number the caller already has."""
         known = self.totals.used.get(tenant, 0) if self.totals.day == day else 0
         mine = (tenant, day)
         return known + self._evaluations.get(mine, 0) + self._in_flight.get(mine, 0)
@@ -95,7 +105,7 @@ class Meter:
         """Move the counts into the edge Redis and read the totals back; returns how many
         requests moved."""
         now = time.time()
-        day = _day_number(now)
+        day = day_number(now)
         if not self._counts and self.totals.day == day and now - self._read_at < _IDLE_READ:
             # Idle: nothing to move; the totals are read less often (fewer Redis calls).
             return 0

@@ -38,7 +38,7 @@ from crivline.keyspace import Keyspace
 from crivline.plans import EdgePlan, day_end, read_edge_plans, seconds_to_reset
 from crivline.tasks import every
 from proxy.errors import error_response
-from proxy.metering import Meter
+from proxy.metering import Meter, today
 
 log = logging.getLogger("proxy.quota")
 
@@ -77,17 +77,17 @@ class Quota:
         self.meter = meter
         self.enforce = enforce
 
-    def refusal(self, tenant: str, *, ofrep: bool) -> web.Response | None:
-        """None when the tenant may evaluate now; else the 429 to answer."""
+    def refusal(self, tenant: str, *, ofrep: bool, day: int | None = None) -> web.Response | None:
+        """None when the tenant may evaluate on UTC ``day`` (default: today); else the
+        429 to answer."""
         if not self.enforce:
             return None
         plan = self.plans.plan(tenant)
         if plan is None or plan.evaluations_per_day is None:
             return None
-        now = time.time()
-        if self.meter.used_today(tenant, now) < plan.evaluations_per_day:
+        if self.meter.used_on(tenant, today() if day is None else day) < plan.evaluations_per_day:
             return None
-        return _exceeded(plan, plan.evaluations_per_day, now, ofrep=ofrep)
+        return _exceeded(plan, plan.evaluations_per_day, time.time(), ofrep=ofrep)
 
 
 def _exceeded(plan: EdgePlan, limit: int, now: float, *, ofrep: bool) -> web.Response:

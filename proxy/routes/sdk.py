@@ -22,9 +22,9 @@ from aiohttp import web
 
 from crivline import httpserver, sse
 from proxy import appkeys, headers, streams
-from proxy.access import authorize
+from proxy.access import authorize, evaluation
 from proxy.auth import SERVER_ONLY
-from proxy.edge.environments import Ahead, EnvState, newest_etag
+from proxy.edge.environments import Ahead, newest_etag
 from proxy.edgestreams import EDGE_STREAMS
 from proxy.fairness import FAIRNESS
 from proxy.hub import SDK
@@ -34,47 +34,28 @@ routes = web.RouteTableDef()
 
 @routes.get("/sdk/v1/flags", name="sdk_flags")
 async def flags(request: web.Request) -> web.Response:
-    info = await authorize(request, SERVER_ONLY)
+    gate = await evaluation(request, SERVER_ONLY, ofrep=False)
+    if gate.refused is not None:
+        return gate.refused
     app = request.app
-    cache = app[appkeys.CACHE]
-    state = await cache.obtain(info.environment)
-    if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=False)) is not None:
-        return refused
     if_none_match = request.headers.get("If-None-Match")
-    hit = if_none_match is not None and httpserver.etag_matches(if_none_match, state.etag)
+    hit = if_none_match is not None and httpserver.etag_matches(if_none_match, gate.state.etag)
     if if_none_match is not None and not hit:
         held = newest_etag(if_none_match)
-        if held is not None and held[0] > state.version:
-            # The client holds a newer version (from a sibling process or another edge).
-            wait = app[appkeys.OPTIONS].refetch_wait_seconds
-            outcome, state = await cache.ahead(info.environment, held[0], wait)
-            if outcome is Ahead.NOT_YET:
-                app[appkeys.METER].count(info.environment, "poll_not_modified", info.tenant)
-                return _keep_what_you_have(request, held, state)
-            hit = httpserver.etag_matches(if_none_match, state.etag)
+        if (kept := await gate.held_newer(held, "sdk_flags", "poll_not_modified")) is not None:
+            return kept
+        hit = httpserver.etag_matches(if_none_match, gate.state.etag)
+    state = gate.state
     out = headers.served(state, app[appkeys.STATUS])
     out["ETag"] = state.etag
     out["Cache-Control"] = "no-cache"
     if if_none_match is not None:
         app[appkeys.METRICS].conditional_request("sdk_flags", hit)
         if hit:
-            app[appkeys.METER].count(info.environment, "poll_not_modified", info.tenant)
+            gate.meter("poll_not_modified")
             return web.Response(status=304, headers=out)
-    app[appkeys.METER].count(info.environment, "poll", info.tenant)
+    gate.meter("poll")
     return web.Response(body=state.flag_set, headers=out, content_type="application/json")
-
-
-def _keep_what_you_have(
-    request: web.Request, held: tuple[int, str], state: EnvState
-) -> web.Response:
-    """304 for the version the client holds, which this process could not load in time:
-    it keeps its copy and polls again — never an older body, never an older ETag."""
-    out = headers.served(state, request.app[appkeys.STATUS])
-    out[headers.VERSION] = str(held[0])
-    out["ETag"] = held[1]
-    out["Cache-Control"] = "no-cache"
-    request.app[appkeys.METRICS].conditional_request("sdk_flags", True)
-    return web.Response(status=304, headers=out)
 
 
 def last_event_id(request: web.Request) -> int | None:
