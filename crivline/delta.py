@@ -54,6 +54,18 @@ def compute_delta(old: Mapping[str, JSON] | None, new: Mapping[str, JSON]) -> di
     return delta
 
 
+def is_empty(delta: Mapping[str, JSON]) -> bool:
+    """Whether ``delta`` changes nothing (a version that moved only for the keys or the
+    plan): no SDK is sent a patch for it."""
+    return not (
+        delta.get("flags")
+        or delta.get("removed")
+        or delta.get("evaluators")
+        or delta.get("removedEvaluators")
+        or "metadata" in delta
+    )
+
+
 def apply_delta(flag_set: Mapping[str, JSON], delta: Mapping[str, JSON]) -> dict[str, JSON]:
     """``flag_set`` with ``delta`` applied (what a stream client does with a patch)."""
     flags = dict(flag_set.get("flags") or {})

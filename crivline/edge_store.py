@@ -40,7 +40,7 @@ from redis.asyncio import Redis
 
 from crivline import keyspace as ks
 from crivline.delta import apply_delta as apply_delta  # re-exported: stream clients use it
-from crivline.delta import compute_delta
+from crivline.delta import compute_delta, is_empty
 from crivline.jsontypes import JSON
 from crivline.keyspace import Keyspace
 from crivline.snapshot import EnvironmentSnapshot
@@ -64,6 +64,7 @@ _APPLY_ARGS = (
     "project_key",
     "environment_key",
     "key_count",
+    "unchanged",
 )
 _KEY_GROUP = 5  # hash, id, kind, expires_at, expiry in ms ('' for none)
 
@@ -115,13 +116,20 @@ end
 if #batch > 0 then
   redis.call('SADD', KEYS[3], unpack(batch))
 end
+-- The version of the flag set's content: kept when the flag set is the one written
+-- before (the delta was computed against the version still stored).
+local content = version
+if unchanged == '1' and current > 0 and current == tonumber(base) then
+  content = redis.call('HGET', KEYS[1], '$F_CONTENT_VERSION') or tostring(current)
+end
 -- The environment, whole.
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], '$F_VERSION', version, '$F_FLAGSET', flagset,
            '$F_TENANT', tenant, '$F_PROJECT', project, '$F_ENVIRONMENT', env,
            '$F_TENANT_KEY', tenant_key, '$F_PROJECT_KEY', project_key,
            '$F_ENVIRONMENT_KEY', environment_key,
-           '$F_COMMITTED_AT', committed_at, '$F_APPLIED_AT', applied_at)
+           '$F_COMMITTED_AT', committed_at, '$F_APPLIED_AT', applied_at,
+           '$F_CONTENT_VERSION', content)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_length, '*',
            'v', version, 'base', base, 'delta', delta, 'at', committed_at)
 redis.call('SADD', KEYS[4], env)
@@ -151,6 +159,7 @@ return {1, current, 0}
     F_ENVIRONMENT_KEY=ks.F_ENVIRONMENT_KEY,
     F_COMMITTED_AT=ks.F_COMMITTED_AT,
     F_APPLIED_AT=ks.F_APPLIED_AT,
+    F_CONTENT_VERSION=ks.F_CONTENT_VERSION,
 )
 
 _REMOVE = """
@@ -349,6 +358,7 @@ class EdgeStore:
             "project_key": snapshot.project_key,
             "environment_key": snapshot.environment_key,
             "key_count": len(snapshot.keys),
+            "unchanged": "1" if base_version > 0 and is_empty(delta) else "0",
         }
         args = [named[name] for name in _APPLY_ARGS]
         for key in snapshot.keys:

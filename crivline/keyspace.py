@@ -115,6 +115,10 @@ F_PROJECT_KEY = "project_key"
 F_ENVIRONMENT_KEY = "environment_key"
 F_COMMITTED_AT = "committed_at"
 F_APPLIED_AT = "applied_at"
+# The version whose flag set this is: the version itself, or, when a write changed only
+# the environment's keys (or its plan) and left the flag set as it was, the content
+# version before it. SDKs see it (ETag, stream ids): their copy did not change.
+F_CONTENT_VERSION = "content_version"
 
 
 @dataclass(frozen=True, slots=True)

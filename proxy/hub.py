@@ -304,6 +304,9 @@ class Hub:
                 else:
                     data = b"".join(p.data for p in chain[start:])
                     frames = joined[client.version] = (data, chunk(data))
+            if not frames[0]:
+                client.version = version  # only versions that changed nothing: no event
+                continue
             if frames is put:
                 puts += 1
             else:

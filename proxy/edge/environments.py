@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 
 from crivline import httpserver, sse
 from crivline import keyspace as ks
+from crivline.delta import is_empty
 from crivline.edge_store import DeltaEntry, EdgeStore, unbroken_chain
 from crivline.errors import ServiceUnavailable
 from crivline.flags import CompiledFlagSet, compile_flag_set
@@ -74,7 +75,11 @@ class EnvState:
     version: int
     flag_set: bytes  # canonical flagd JSON, exactly as stored
     flags: CompiledFlagSet
-    etag: str  # of the flag set: '"<version>-<content hash>"'
+    etag: str  # of the flag set: '"<content version>-<content hash>"'
+    # The version whose flag set this is: older than ``version`` when the versions since
+    # changed only keys or the plan. ETags, stream ids and patch bases name it, so an SDK
+    # is told nothing when nothing it holds changed.
+    content_version: int
     content_hash: str  # 16 hex characters of BLAKE2b over flag_set
     committed_at: float
     applied_at: float
@@ -86,11 +91,12 @@ class EnvState:
     time_dependent: bool  # targeting reads the clock: evaluations are not cacheable
     ring: tuple[PatchEvent, ...]  # the recent unbroken chain of patches ending here
     version_text: str
+    content_text: str
 
     def patches_since(self, version: int) -> bytes | None:
         """The patch events from ``version`` to this one, joined; None if not in the ring."""
-        if version == self.version:
-            return b""
+        if version in (self.version, self.content_version):
+            return b""  # the client holds this flag set
         for i, event in enumerate(self.ring):
             if event.base == version:
                 return b"".join(e.data for e in self.ring[i:])
@@ -142,20 +148,40 @@ def is_time_dependent(flag_set: bytes) -> bool:
 
 
 def patch_event(
-    version: int, base: int, delta: Mapping[str, Any], committed_at: float | None = None
+    version: int,
+    base: int,
+    delta: Mapping[str, Any],
+    committed_at: float | None = None,
+    *,
+    content_base: int | None = None,
 ) -> PatchEvent:
     """The ``patch`` event of one delta entry. ``committedAt`` (epoch seconds, the commit
     in the central Postgres, from the entry's ``at``) lets a client measure how long the
-    change took to reach it; it is left out when the entry has no commit time."""
-    head: dict[str, Any] = {"version": version, "base": base}
+    change took to reach it; it is left out when the entry has no commit time.
+
+    An entry that changes nothing (the version moved for keys or the plan) has no event:
+    its data is empty, and it stays in the chain only to link the versions. The event
+    after it names as its ``base`` the last version that changed something
+    (``content_base``), the one the client holds."""
+    if is_empty(delta):
+        return PatchEvent(version, base, b"")
+    shown = base if content_base is None else content_base
+    head: dict[str, Any] = {"version": version, "base": shown}
     if committed_at:
         head["committedAt"] = committed_at
     data = orjson.dumps({**head, **delta})
     return PatchEvent(version, base, sse.event(data, name="patch", id=version))
 
 
-def _patches(entries: Sequence[DeltaEntry]) -> list[PatchEvent]:
-    return [patch_event(e.version, e.base, e.delta, e.committed_at) for e in entries]
+def _patches(entries: Sequence[DeltaEntry], content_base: int) -> list[PatchEvent]:
+    """The events of a chain of entries starting at a client that holds ``content_base``."""
+    events: list[PatchEvent] = []
+    for e in entries:
+        event = patch_event(e.version, e.base, e.delta, e.committed_at, content_base=content_base)
+        if event.data:
+            content_base = e.version
+        events.append(event)
+    return events
 
 
 def build_state(
@@ -180,12 +206,13 @@ def build_state(
     metadata = doc.get("metadata") if isinstance(doc, dict) else None
     flag_set_id = str(metadata.get("flagSetId", "")) if isinstance(metadata, dict) else ""
     digest = content_hash(flag_set)
-    etag = flag_set_etag(version, digest)
+    content = min(version, int(fields.get(ks.F_CONTENT_VERSION) or version))
+    etag = flag_set_etag(content, digest)
     committed_at = float(fields.get(ks.F_COMMITTED_AT) or 0.0)
     refetch = orjson.dumps(
         {"type": "refetchEvaluation", "etag": etag, "lastModified": int(committed_at)}
     )
-    bulk_metadata: dict[str, Any] = {"version": version}
+    bulk_metadata: dict[str, Any] = {"version": content}
     if flag_set_id:
         bulk_metadata["flagSetId"] = flag_set_id
     return EnvState(
@@ -194,17 +221,19 @@ def build_state(
         flag_set=flag_set,
         flags=flags,
         etag=etag,
+        content_version=content,
         content_hash=digest,
         committed_at=committed_at,
         applied_at=float(fields.get(ks.F_APPLIED_AT) or 0.0),
         loaded_at=time.time() if now is None else now,
         flag_set_id=flag_set_id,
-        put_event=sse.event(flag_set, name="put", id=version),
-        refetch_event=sse.event(refetch, name="message", id=version),
+        put_event=sse.event(flag_set, name="put", id=content),
+        refetch_event=sse.event(refetch, name="message", id=content),
         bulk_metadata=orjson.dumps(bulk_metadata),
         time_dependent=is_time_dependent(flag_set),
         ring=ring,
         version_text=str(version),
+        content_text=str(content),
     )
 
 
@@ -501,7 +530,7 @@ class EnvironmentCache:
         patches: list[PatchEvent] | None = None
         if state is not None:
             chain = unbroken_chain(read.deltas, current, version)
-            patches = _patches(chain) if chain is not None else None
+            patches = _patches(chain, state.content_version) if chain is not None else None
         ring: tuple[PatchEvent, ...] = ()
         if state is not None and patches is not None:
             ring = (state.ring + tuple(patches))[-self._options.ring_size :]
@@ -511,10 +540,16 @@ class EnvironmentCache:
         if state is not None and env not in self._states:
             return False  # removed from the edge while we read: do not resurrect it
         self._install(new)
-        if state is not None:
+        if state is not None and new.content_version != state.content_version:
             self._publish(new, patches)
         else:
-            self._told_at.pop(env, None)  # a first load: no change to time
+            # A first load, or a version that changed only keys or the plan: no SDK is
+            # told (no patch, no refetch), and there is no change to time. Streams that
+            # held the previous version now hold this one (their chain has no event).
+            if state is not None and patches is not None:
+                self._hub.publish_sdk(new.id, new.version, patches, new.put_event)
+            self._told_at.pop(env, None)
+            self._lag_from.pop(env, None)
         self._metrics.refreshes.labels("loaded" if state is None else "updated").inc()
         gone = await self._keys.reload_environments([env])
         if gone:
@@ -559,6 +594,8 @@ class EnvironmentCache:
         state = self._states[env]
         if since >= state.version:
             return b"", since  # current (or ahead of this process: it will wait)
+        if since == state.content_version:
+            return b"", state.version  # it holds this flag set: later versions changed none
         joined = state.patches_since(since)
         if joined is not None:
             return joined, state.version
@@ -572,7 +609,7 @@ class EnvironmentCache:
             )
         state = self._states.get(env) or state
         if entries:
-            events = _patches([e for e in entries if e.version <= state.version])
+            events = _patches([e for e in entries if e.version <= state.version], since)
             reached = events[-1].version if events else since
             data = b"".join(e.data for e in events)
             if reached == state.version:

@@ -38,7 +38,7 @@ from crivline import httpserver, sse, strictjson
 from crivline.errors import ApiError, ServiceUnavailable, Unauthorized
 from crivline.flags import ErrorCode, ofrep_flags_part
 from proxy import appkeys, cors, headers, streams
-from proxy.access import authorize, authorize_hash
+from proxy.access import authorize, authorize_hash, evaluation
 from proxy.auth import ANY_KIND
 from proxy.context import parse_context, read_body
 from proxy.edge.environments import Ahead, EnvironmentCache, EnvState, version_of_etag
@@ -64,12 +64,11 @@ def _context(request: web.Request, body: bytes, key: str | None) -> dict[str, ob
 @routes.post("/ofrep/v1/evaluate/flags/{key}", name="ofrep_flag")
 async def evaluate_flag(request: web.Request) -> web.Response:
     key = request.match_info["key"]
-    info = await authorize(request, ANY_KIND)
+    gate = await evaluation(request, ANY_KIND, ofrep=True, kind="ofrep_single")
+    if gate.refused is not None:
+        return gate.refused
     app = request.app
-    state = await app[appkeys.CACHE].obtain(info.environment)
-    if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=True)) is not None:
-        return refused
-    app[appkeys.METER].count(info.environment, "ofrep_single", info.tenant)
+    info, state = gate.info, gate.state
     out = headers.served(state, app[appkeys.STATUS])
     try:
         context = _context(request, await _read_body(request), key)
@@ -85,27 +84,19 @@ async def evaluate_flag(request: web.Request) -> web.Response:
 
 @routes.post("/ofrep/v1/evaluate/flags", name="ofrep_bulk")
 async def evaluate_all(request: web.Request) -> web.Response:
-    info = await authorize(request, ANY_KIND)
+    gate = await evaluation(request, ANY_KIND, ofrep=True, kind="ofrep_bulk")
+    if gate.refused is not None:
+        return gate.refused
     app = request.app
-    cache = app[appkeys.CACHE]
-    state = await cache.obtain(info.environment)
-    if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=True)) is not None:
-        return refused
-    app[appkeys.METER].count(info.environment, "ofrep_bulk", info.tenant)
+    info = gate.info
     if request.query_string:
-        state = await _honour_refetch_hints(request, cache, state)
+        gate.state = await _honour_refetch_hints(request, app[appkeys.CACHE], gate.state)
     if_none_match = request.headers.get("If-None-Match")
     held = _newest_bulk_etag(if_none_match) if if_none_match else None
-    if held is not None and held[0] > state.version:
-        wait = app[appkeys.OPTIONS].refetch_wait_seconds
-        outcome, state = await cache.ahead(info.environment, held[0], wait)
-        if outcome is Ahead.NOT_YET:
-            # Never an older evaluation: the client keeps its own and asks again.
-            out = headers.served(state, app[appkeys.STATUS])
-            out[headers.VERSION] = str(held[0])
-            out["ETag"] = held[1]
-            app[appkeys.METRICS].conditional_request("ofrep_bulk", True)
-            return web.Response(status=304, headers=out)
+    # Never an older evaluation: a client ahead of this process keeps its own.
+    if (kept := await gate.held_newer(held, "ofrep_bulk", None)) is not None:
+        return kept
+    state = gate.state
     out = headers.served(state, app[appkeys.STATUS])
     try:
         body = await _read_body(request)
@@ -159,7 +150,7 @@ def _bulk(
         tag = hashlib.blake2b(flags_part + b"%d" % window, digest_size=8).hexdigest()
     else:
         tag = hashlib.blake2b(digest + b"%d" % window, digest_size=8).hexdigest()
-    etag = f'W/"{state.version_text}-{state.content_hash}-{tag}"'
+    etag = f'W/"{state.content_text}-{state.content_hash}-{tag}"'
     out["ETag"] = etag
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None:

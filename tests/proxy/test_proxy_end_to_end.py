@@ -177,7 +177,8 @@ async def test_valkey_outage_serves_from_memory_and_recovers_with_changes(
 
     flags = await proxy.get("/sdk/v1/flags", headers=bearer(shop.server))
     assert flags.status == 200
-    assert flags.headers["Crivline-Version"] == put.id
+    assert flags.headers["Crivline-Version"] == str(shop.version)
+    assert flags.headers["ETag"].startswith(f'"{put.id}-')
     assert int(flags.headers["Crivline-Stale"]) >= 0
     evaluation = await proxy.post(
         "/ofrep/v1/evaluate/flags/checkout", json={"context": {}}, headers=bearer(shop.client)
@@ -215,3 +216,83 @@ async def test_valkey_outage_serves_from_memory_and_recovers_with_changes(
     assert after.headers["Crivline-Version"] == str(during)
     assert "Crivline-Stale" not in after.headers
     assert (await proxy.get("/readyz")).status == 200
+
+
+async def test_a_deleted_environment_leaves_the_edge_its_keys_and_streams_with_it(
+    central: Central, start_proxy: StartProxy, open_stream: OpenStream
+) -> None:
+    shop = await make_shop(central)
+    proxy = await start_proxy()
+    await edge_ready(proxy, shop)
+    sdk = await open_stream(proxy, "/sdk/v1/stream", headers=bearer(shop.server))
+    assert (await sdk.next_event()).event == "put"
+    bulk = await proxy.post(
+        "/ofrep/v1/evaluate/flags", json={"context": {}}, headers=bearer(shop.client)
+    )
+    ofrep = await open_stream(
+        proxy, (await bulk.json())["eventStreams"][0]["url"].removeprefix(proxy.url)
+    )
+    await ofrep.raw_until(1)
+
+    answer = await central.ok("DELETE", "/projects/shop/environments/prod")
+    assert answer["environments"] == ["prod"]
+    assert {k["kind"] for k in answer["keys"]} == {"server", "client"}
+
+    await sdk.closed()
+    await ofrep.closed()
+    polled = await proxy.get("/sdk/v1/flags", headers=bearer(shop.server))
+    assert polled.status == 401
+    evaluated = await proxy.post(
+        "/ofrep/v1/evaluate/flags/checkout", json={"context": {}}, headers=bearer(shop.client)
+    )
+    assert evaluated.status == 401
+    assert shop.env not in proxy[appkeys.CACHE]
+    served = await central.daemon.store.served()
+    assert shop.env not in served
+
+
+async def test_a_key_change_sends_no_patch_and_keeps_the_etag(
+    central: Central, start_proxy: StartProxy, open_stream: OpenStream
+) -> None:
+    shop = await make_shop(central)
+    proxy = await start_proxy()
+    await edge_ready(proxy, shop)
+    stream = await open_stream(proxy, "/sdk/v1/stream", headers=bearer(shop.server))
+    put = await stream.next_event()
+    polled = await proxy.get("/sdk/v1/flags", headers=bearer(shop.server))
+    etag = polled.headers["ETag"]
+    body = await polled.read()
+    bulk = await proxy.post(
+        "/ofrep/v1/evaluate/flags", json={"context": {}}, headers=bearer(shop.client)
+    )
+    bulk_etag = bulk.headers["ETag"]
+
+    created = await central.ok("POST", "/projects/shop/environments/prod/keys", {"kind": "server"})
+    moved = int(created["environmentVersion"])
+    assert moved > shop.version  # the replication clock still moves
+    await proxy.loaded(shop.env, moved)
+
+    again = await proxy.get("/sdk/v1/flags", headers={**bearer(shop.server), "If-None-Match": etag})
+    assert again.status == 304
+    assert again.headers["ETag"] == etag
+    fresh = await proxy.get("/sdk/v1/flags", headers=bearer(created["key"]))
+    assert fresh.status == 200
+    assert fresh.headers["ETag"] == etag
+    assert await fresh.read() == body
+    bulk_again = await proxy.post(
+        "/ofrep/v1/evaluate/flags",
+        json={"context": {}},
+        headers={**bearer(shop.client), "If-None-Match": bulk_etag},
+    )
+    assert bulk_again.status == 304
+
+    # The next event the stream gets is the next real change, linked to what it holds.
+    changed = await central.set_state(
+        "shop", "checkout", "prod", state="ENABLED", defaultVariant="on"
+    )
+    patch = await stream.next_event()
+    assert (patch.event, int(patch.id or 0)) == ("patch", changed)
+    data = orjson.loads(patch.data)
+    assert data["base"] == int(put.id or 0)
+    assert data["flags"]["checkout"]["defaultVariant"] == "on"
+    assert not stream.events
