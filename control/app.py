@@ -11,7 +11,7 @@ import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from control import idempotency
+from control import housekeeping
 from control.auth import auth_middleware
 from control.bus import Bus
 from control.metrics import Metrics
@@ -46,11 +46,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     except POSTGRES_ERRORS as exc:
         raise DatabaseUnavailable(f"cannot connect to {redact_url(url)}: {exc}") from None
     app[POOL] = pool
-    purge = asyncio.create_task(idempotency.purge_expired(pool), name="idempotency-purge")
     try:
         yield
     finally:
-        await cancel_and_wait(purge)
         await pool.close()
 
 
@@ -72,6 +70,21 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
         await app[BUS].drain(BUS_TIMEOUT)
         if client is not None:
             await client.aclose()
+
+
+async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    task = asyncio.create_task(
+        housekeeping.run(
+            app[POOL], app[BUS], retention_days=settings.ledger_retention_days,
+            interval=settings.housekeeping_interval,
+        ),
+        name="housekeeping",
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        await cancel_and_wait(task)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -96,4 +109,5 @@ def create_app(settings: Settings) -> web.Application:
     app[OPENAPI] = orjson.dumps(document(routes))
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_bus)
+    app.cleanup_ctx.append(_housekeeping)
     return app

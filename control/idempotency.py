@@ -18,7 +18,6 @@ a replay answers with the key's record and ``"key": null``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -30,7 +29,6 @@ from aiohttp import web
 
 from crivline import strictjson
 from crivline.errors import BadRequest, Unprocessable
-from crivline.logs import describe, fields
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -132,18 +130,3 @@ async def record(
     # The body is kept as its exact JSON text, so a replay is byte for byte the same.
     stored = {"body": orjson.dumps(body).decode(), "headers": headers}
     await conn.execute(_RECORD, tenant_id, key.key, status, stored)
-
-
-async def purge_expired(pool: asyncpg.Pool, every: float = 3600.0) -> None:
-    """Forever: delete keys past their retention (runs as a background task)."""
-    while True:
-        try:
-            async with pool.acquire() as conn:
-                deleted = await conn.execute(
-                    "DELETE FROM idempotency_keys"
-                    f" WHERE created_at < now() - interval '{RETENTION_HOURS} hours'"
-                )
-            log.debug("purged idempotency keys", extra=fields(result=deleted))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("idempotency purge failed", extra=fields(error=describe(exc)))
-        await asyncio.sleep(every)

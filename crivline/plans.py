@@ -26,7 +26,7 @@ USAGE_KINDS = ("poll", "poll_not_modified", "ofrep_single", "ofrep_bulk", "strea
 EVALUATION_KINDS = ("poll", "poll_not_modified", "ofrep_single", "ofrep_bulk")
 
 _PAYING = frozenset({"trialing", "active", "past_due"})
-_PAYING_UNTIL_PERIOD_END = frozenset({"unpaid"})
+PAYING_UNTIL_PERIOD_END = frozenset({"unpaid"})  # their tier ends with their period
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +124,7 @@ def effective_tier(
         return FREE_TIER
     if status in _PAYING:
         return tier
-    if status in _PAYING_UNTIL_PERIOD_END and period_end is not None and now < period_end:
+    if status in PAYING_UNTIL_PERIOD_END and period_end is not None and now < period_end:
         return tier
     return FREE_TIER
 

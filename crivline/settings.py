@@ -392,6 +392,20 @@ class Settings:
         doc="Stripe price → plan tier: `price_abc=pro,price_def=enterprise`",
         shown="—",
     )
+    ledger_retention_days: int = _env(
+        "CRIVLINE_LEDGER_RETENTION_DAYS",
+        _positive_int,
+        30,
+        doc="days control keeps the ids of usage batches and Stripe events it took in"
+        " (a redelivery older than that is no longer recognised)",
+    )
+    housekeeping_interval: float = _env(
+        "CRIVLINE_HOUSEKEEPING_INTERVAL",
+        _seconds,
+        60.0,
+        doc="seconds between control's clean-ups and its check for subscription periods"
+        " that ended (a plan that changes by time alone reaches the edges)",
+    )
     quotas: bool = _env(
         "CRIVLINE_QUOTAS",
         _switch,
