@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 import aiohttp
 import orjson
@@ -81,6 +82,22 @@ return 1
 """
 
 
+# KEYS: pending. ARGV: the oldest day to keep (ISO; ISO dates sort as text). Pending
+# counts of older days are stale — the quota reads only today's, and a batch of those
+# days that control took in would have removed them — so they are dropped.
+_DROP_STALE = """
+local dropped = 0
+for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+    local day = string.match(name, '|([^|]+)$')
+    if day and day < ARGV[1] then
+        redis.call('HDEL', KEYS[1], name)
+        dropped = dropped + 1
+    end
+end
+return dropped
+"""
+
+
 class DeliveryFailed(Exception):
     """Control did not acknowledge the batch; it stays staged and is sent again."""
 
@@ -109,6 +126,7 @@ class UsageFlusher:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._stage = redis.register_script(_STAGE)
         self._acknowledge = redis.register_script(_ACKNOWLEDGE)
+        self._drop_stale = redis.register_script(_DROP_STALE)
 
     async def served_tenants(self) -> tuple[str, ...]:
         """The tenants of the environments this edge serves (whose totals it needs)."""
@@ -215,6 +233,18 @@ class UsageFlusher:
                     args += [str(tenant), total]
         keys = [self.keyspace.usage_batch, self.keyspace.usage_pending, self.keyspace.usage_today]
         await self._acknowledge(keys=keys, args=args)
+        if isinstance(day, str):
+            await self.drop_stale_pending(day)
+
+    async def drop_stale_pending(self, today: str) -> int:
+        """Drop the pending counts of days before yesterday (control's ``today``, ISO);
+        returns how many fields went."""
+        try:
+            oldest = (date.fromisoformat(today) - timedelta(days=1)).isoformat()
+        except ValueError:
+            return 0
+        dropped = await self._drop_stale(keys=[self.keyspace.usage_pending], args=[oldest])
+        return int(dropped)
 
     async def run(self, interval: float) -> None:
         """Flush every ``interval`` seconds until cancelled; failures are retried."""

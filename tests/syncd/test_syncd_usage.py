@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -21,7 +21,7 @@ from control.app import create_app
 from crivline.keyspace import F_TENANT, Keyspace
 from crivline.seed import create_tenant, issue_edge_credential
 from crivline.settings import Settings
-from crivline.usage import count_field
+from crivline.usage import count_field, pending_field
 from syncd.usage import DeliveryFailed, UsageFlusher
 
 
@@ -181,3 +181,19 @@ async def test_a_malformed_counts_field_is_skipped_not_fatal(
     assert flushed is not None
     assert flushed.counted == 2
     assert await _central(db) == {"poll": 2}
+
+
+async def test_pending_counts_of_days_before_yesterday_are_dropped(edge: Edge) -> None:
+    today = datetime.now(UTC).date()
+    stale = pending_field(edge.tenant_id, today - timedelta(days=2))
+    kept = [pending_field(edge.tenant_id, today - timedelta(days=1)), pending_field(
+        edge.tenant_id, today)]  # fmt: skip
+    for name in (stale, *kept):
+        await edge.redis.hset(edge.keyspace.usage_pending, name, 5)
+    await edge.count("poll", 3)
+
+    flushed = await edge.flusher().flush(edge.session)
+
+    assert flushed is not None
+    left = {k.decode() for k in await edge.redis.hkeys(edge.keyspace.usage_pending)}
+    assert left == set(kept)
