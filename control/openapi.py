@@ -174,6 +174,9 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.authenticated:
         statuses |= {401, 503}
         doc["security"] = [{"managementToken": []}]
+    elif op.security is not None:
+        statuses |= {401}
+        doc["security"] = [{op.security: []}]
     else:
         doc["security"] = []
     for status in sorted(statuses):
@@ -209,7 +212,12 @@ def document(operations: Iterable[Operation]) -> dict[str, Any]:
                 "managementToken": {
                     "type": "http", "scheme": "bearer",
                     "description": "A management token, crv_mgt_…, of one tenant.",
-                }
+                },
+                "edgeCredential": {
+                    "type": "http", "scheme": "bearer",
+                    "description": "An edge's credential, crv_edg_… (`crivline edge create`):"
+                    " what an edge's syncd reports its usage with.",
+                },
             },
         },
     }  # fmt: skip

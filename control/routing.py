@@ -46,6 +46,9 @@ class Operation:
     headers: tuple[str, ...] = ()  # request headers, names in components/parameters
     authenticated: bool = True
     description: str = ""
+    # A route outside the management token's (authenticated=False) that checks another
+    # credential itself: the name of its security scheme in the document.
+    security: str | None = None
 
 
 class Api:
@@ -71,6 +74,7 @@ class Api:
         headers: tuple[str, ...] = (),
         authenticated: bool = True,
         description: str = "",
+        security: str | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.operations.append(
@@ -89,6 +93,7 @@ class Api:
                     headers,
                     authenticated,
                     description or (handler.__doc__ or "").strip(),
+                    security,
                 )
             )
             return handler

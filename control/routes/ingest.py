@@ -45,7 +45,7 @@ async def _edge(request: web.Request) -> str:
 @api.operation(
     "POST", "/edge/v1/usage", operation_id="ingestUsage", tag="edge",
     summary="An edge's usage counts, added once per (edge, sequence)",
-    body_schema="UsageBatch", authenticated=False,
+    body_schema="UsageBatch", authenticated=False, security="edgeCredential",
     replies=(Reply(200, "Added (or already added); today's totals", "UsageReceipt"),),
     problems=(400, 401, 413, 415, 503),
 )  # fmt: skip

@@ -69,6 +69,12 @@ def test_the_document_lists_exactly_the_routes_of_the_app() -> None:
             if path.startswith("/api/v1"):
                 assert "401" in op["responses"]
                 assert op["security"] == [{"managementToken": []}]
+    ingest = doc["paths"]["/edge/v1/usage"]["post"]
+    assert ingest["security"] == [{"edgeCredential": []}]
+    assert "401" in ingest["responses"]
+    scheme = doc["components"]["securitySchemes"]["edgeCredential"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert "crv_edg_" in scheme["description"]
     refs = set(re.findall(r'"#/components/(\w+)/([\w-]+)"', orjson.dumps(doc).decode()))
     for section, name in refs:
         assert name in doc["components"][section], (section, name)
