@@ -28,6 +28,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -60,38 +61,44 @@ async def feed(
     (as another proxy process of the edge stored it). Returns (environment, key hash)."""
     env, key = str(uuid.uuid4()), key or tokens.generate(tokens.SecretKind.CLIENT)
     key_hash = tokens.hex_digest(key)
-    kind = "server" if key.startswith("crv_srv_") else "client"
-    keyspace = Keyspace(PREFIX, EDGE)
     client = aioredis.from_url(redis_url)
     try:
-        snapshot = EnvironmentSnapshot(
-            environment_id=env,
-            environment_key="production",
-            project_id=str(uuid.uuid4()),
-            project_key="app",
-            tenant_id=str(uuid.uuid4()),
-            tenant_key="acme",
-            version=7,
-            flag_set={
-                "flags": {
-                    "a": {"state": "ENABLED", "variants": {"on": True}, "defaultVariant": "on"}
-                },
-                "metadata": {"flagSetId": "app/production"},
-            },
-            keys=(EdgeKey(key_hash, str(uuid.uuid4()), kind, None),),
-        )
-        store = EdgeStore(client, keyspace)
-        result = await store.apply(
-            snapshot, base_version=0, base_flag_set=None, committed_at=time.time()
-        )
-        assert result.applied
-        await client.set(keyspace.ticket_secret, secret)
+        store = EdgeStore(client, Keyspace(PREFIX, EDGE))
+        await write(store, snapshot(env, key, 7))
+        await client.set(store.keyspace.ticket_secret, secret)
         if synced:
             marker = await store.begin_full_sync()
             assert await store.finish_full_sync(marker) is not None
     finally:
         await client.aclose()
     return env, key_hash
+
+
+def snapshot(env: str, key: str, version: int) -> EnvironmentSnapshot:
+    """Version ``version`` of ``env``: one flag (its variant names the version) and one
+    live key, ``key``'s kind."""
+    kind = "server" if key.startswith("crv_srv_") else "client"
+    flag = {"state": "ENABLED", "variants": {"v": version}, "defaultVariant": "v"}
+    return EnvironmentSnapshot(
+        environment_id=env,
+        environment_key="production",
+        project_id="00000000-0000-4000-8000-0000000000b2",
+        project_key="app",
+        tenant_id="00000000-0000-4000-8000-0000000000a2",
+        tenant_key="acme",
+        version=version,
+        flag_set={"flags": {"a": flag}, "metadata": {"flagSetId": "app/production"}},
+        keys=(EdgeKey(tokens.hex_digest(key), str(uuid.UUID(int=1)), kind, None),),
+    )
+
+
+async def write(store: EdgeStore, version: EnvironmentSnapshot) -> None:
+    """Apply ``version`` over what the edge holds, as syncd does."""
+    base, base_set = await store.read_current(version.environment_id)
+    result = await store.apply(
+        version, base_version=base, base_flag_set=base_set, committed_at=time.time()
+    )
+    assert result.applied
 
 
 def ticket_for(secret: bytes, env: str, key_hash: str, version: int = 7) -> str:
@@ -210,25 +217,38 @@ async def test_a_failed_refresh_is_retried_without_another_announcement(
     env, _key_hash = await feed(redis_url, b"s", synced=True)
     app, _url = await start_proxy(redis_url)
     cache = app[appkeys.CACHE]
-    await wait(lambda: cache.get(env) is not None, "the environment to load")
+    await eventually(lambda: cache.get(env) is not None, what="the environment to load")
+    metrics = app[appkeys.METRICS].registry
+
+    def failed() -> float:
+        value = metrics.get_sample_value(
+            "crivline_proxy_environment_refreshes_total", {"outcome": "error"}
+        )
+        return value or 0.0
+
+    async with announced_but_unreadable(redis_url, env):
+        await eventually(lambda: failed() >= 1, what="the refresh to fail")
+    await eventually(lambda: served_version(app, env) == 8, what="version 8")
+
+
+def served_version(app: web.Application, env: str) -> int:
+    state = app[appkeys.CACHE].get(env)
+    return state.version if state is not None else 0
+
+
+@asynccontextmanager
+async def announced_but_unreadable(redis_url: str, env: str) -> AsyncIterator[None]:
+    """Version 8 of ``env`` is announced while its hash cannot be read (so this process's
+    refresh fails); on leaving, version 8 lands in Redis without a word on the changes
+    channel."""
     keyspace = Keyspace(PREFIX, EDGE)
     name = keyspace.environment(env)
     client = aioredis.from_url(redis_url)
     try:
-        # Version 8 is announced while the environment cannot be read: the refresh fails.
         await client.rename(name, name + ":aside")
         await client.set(name, b"not a hash")
         await client.publish(keyspace.changes, b'{"e":"%s","v":8,"at":1}' % env.encode())
-        metrics = app[appkeys.METRICS].registry
-
-        def failed() -> float:
-            value = metrics.get_sample_value(
-                "crivline_proxy_environment_refreshes_total", {"outcome": "error"}
-            )
-            return value or 0.0
-
-        await wait(lambda: failed() >= 1, "the refresh to fail")
-        # Then version 8 lands in Redis without a word on the changes channel.
+        yield
         async with client.pipeline(transaction=True) as pipe:
             pipe.delete(name)
             pipe.rename(name + ":aside", name)
@@ -236,14 +256,6 @@ async def test_a_failed_refresh_is_retried_without_another_announcement(
             await pipe.execute()
     finally:
         await client.aclose()
-    await wait(lambda: (state := cache.get(env)) is not None and state.version == 8, "version 8")
-
-
-async def wait(condition: Callable[[], bool], what: str, within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 # -- keys an empty edge does not know yet --------------------------------------------------------
@@ -304,20 +316,6 @@ class RefillingSyncd:
         self.key = tokens.generate(tokens.SecretKind.SERVER)
         self.keyspace = Keyspace(PREFIX, EDGE)
 
-    def _snapshot(self, version: int) -> EnvironmentSnapshot:
-        flag = {"state": "ENABLED", "variants": {"v": version}, "defaultVariant": "v"}
-        return EnvironmentSnapshot(
-            environment_id=self.env,
-            environment_key="production",
-            project_id="00000000-0000-4000-8000-0000000000b2",
-            project_key="app",
-            tenant_id="00000000-0000-4000-8000-0000000000a2",
-            tenant_key="acme",
-            version=version,
-            flag_set={"flags": {"a": flag}, "metadata": {"flagSetId": "app/production"}},
-            keys=(EdgeKey(tokens.hex_digest(self.key), str(uuid.UUID(int=1)), "server", None),),
-        )
-
     async def _with_store(self, work: Callable[[EdgeStore], Awaitable[None]]) -> None:
         client = aioredis.from_url(self.redis_url)  # a fresh connection: Redis restarted
         try:
@@ -328,14 +326,7 @@ class RefillingSyncd:
     async def full_sync(self, version: int) -> None:
         async def run(store: EdgeStore) -> None:
             marker = await store.begin_full_sync()
-            base, base_set = await store.read_current(self.env)
-            result = await store.apply(
-                self._snapshot(version),
-                base_version=base,
-                base_flag_set=base_set,
-                committed_at=time.time(),
-            )
-            assert result.applied
+            await write(store, snapshot(self.env, self.key, version))
             assert await store.finish_full_sync(marker) is not None
             await store.heartbeat(60.0, {"pid": 0})
 
@@ -343,21 +334,9 @@ class RefillingSyncd:
 
     async def write(self, version: int) -> None:
         async def run(store: EdgeStore) -> None:
-            base, base_set = await store.read_current(self.env)
-            result = await store.apply(
-                self._snapshot(version),
-                base_version=base,
-                base_flag_set=base_set,
-                committed_at=time.time(),
-            )
-            assert result.applied
+            await write(store, snapshot(self.env, self.key, version))
 
         await self._with_store(run)
-
-
-def served_version(app: web.Application, env: str) -> int:
-    state = app[appkeys.CACHE].get(env)
-    return state.version if state is not None else 0
 
 
 async def test_after_redis_restarts_empty_no_process_stays_behind(
@@ -380,21 +359,27 @@ async def test_after_redis_restarts_empty_no_process_stays_behind(
         (await start_proxy(redis_url))[0],
         (await start_proxy(redis_url, replace(OPTIONS, health_interval=0.5)))[0],
     ]
-    await wait(lambda: all(served_version(app, syncd.env) == 7 for app in apps), "version 7")
-    await wait(lambda: all(app[appkeys.STATUS].epoch is not None for app in apps), "the epoch")
+    await eventually(
+        lambda: all(served_version(app, syncd.env) == 7 for app in apps), what="version 7"
+    )
+    await eventually(
+        lambda: all(app[appkeys.STATUS].epoch is not None for app in apps), what="the epoch"
+    )
 
     await asyncio.to_thread(server.kill)
-    await wait(lambda: not any(app[appkeys.STATUS].redis_up for app in apps), "redis lost")
+    await eventually(
+        lambda: not any(app[appkeys.STATUS].redis_up for app in apps), what="redis lost"
+    )
     await asyncio.sleep(1.6)  # the outage itself: the reconnect backoff grows meanwhile
     await asyncio.to_thread(server.start)
     back = time.monotonic()
     await syncd.full_sync(12)  # syncd fills the empty Redis at once: a new epoch
     # The bound: reconnect (at most 0.25 s after Redis answers) plus one resync — a few
     # hundred milliseconds; 1 s leaves room for a loaded machine. It took 3.5 s before.
-    await wait(
+    await eventually(
         lambda: all(served_version(app, syncd.env) == 12 for app in apps),
-        "both processes at the refilled version",
         within=1.0,
+        what="both processes at the refilled version",
     )
     caught_up = time.monotonic() - back
     sessions = [app[appkeys.SUBSCRIBER].sessions for app in apps]
@@ -404,9 +389,9 @@ async def test_after_redis_restarts_empty_no_process_stays_behind(
     for version in range(13, 19):
         written = time.monotonic()
         await syncd.write(version)
-        await wait(
+        await eventually(
             lambda v=version: all(served_version(app, syncd.env) == v for app in apps),  # type: ignore[misc]
-            f"version {version} in both processes",
+            what=f"version {version} in both processes",
         )
         lags.append(time.monotonic() - written)
     # Nobody reconnected meanwhile: the new epoch did not drop a subscription.
@@ -440,23 +425,9 @@ async def test_readyz_is_not_ready_while_behind_an_announced_version(
         return None if body["status"] == "ready" else body
 
     await eventually(is_ready, what="/readyz ready")
-    keyspace = Keyspace(PREFIX, EDGE)
-    name = keyspace.environment(syncd.env)
-    client = aioredis.from_url(redis_url)
-    try:
-        # Version 8 is announced, but this process cannot load it (unreadable hash).
-        await client.rename(name, name + ":aside")
-        await client.set(name, b"not a hash")
-        await client.publish(keyspace.changes, b'{"e":"%s","v":8,"at":1}' % syncd.env.encode())
+    async with announced_but_unreadable(redis_url, syncd.env):
         body = await eventually(not_ready, what="/readyz no longer ready")
         assert body["status"] == "degraded"  # still answering from memory, not "ready"
         assert any("behind a version announced" in p for p in body["reasons"]), body
-        async with client.pipeline(transaction=True) as pipe:
-            pipe.delete(name)
-            pipe.rename(name + ":aside", name)
-            pipe.hset(name, "version", 8)
-            await pipe.execute()
-    finally:
-        await client.aclose()
-    await wait(lambda: served_version(app, syncd.env) == 8, "version 8")
+    await eventually(lambda: served_version(app, syncd.env) == 8, what="version 8")
     await eventually(is_ready, what="/readyz ready again")
