@@ -321,10 +321,10 @@ async def events(request: web.Request) -> web.StreamResponse:
     client = app[FAIRNESS].open_stream(info, OFREP, version)
     app[appkeys.METER].count(info.environment, "stream")
     opening = sse.retry(app[appkeys.OPTIONS].retry_ms)
-    if client.version < state.version:
+    if client.version < state.content_version:  # later versions changed no flag
         opening += state.refetch_event
-        client.version = state.version
         app[appkeys.METRICS].events(OFREP, "refetchEvaluation", 1)
+    client.version = max(client.version, state.version)
     client.send(opening)
     served = streams.serve(request, client, headers.served(state, app[appkeys.STATUS]), started)
     return await app[EDGE_STREAMS].held(info.environment, served)

@@ -285,6 +285,10 @@ async def test_a_key_change_sends_no_patch_and_keeps_the_etag(
         headers={**bearer(shop.client), "If-None-Match": bulk_etag},
     )
     assert bulk_again.status == 304
+    # An OFREP stream resuming from the flag set it evaluated against is not told to
+    # refetch: nothing it evaluated changed.
+    url = (await bulk.json())["eventStreams"][0]["url"].removeprefix(proxy.url)
+    ofrep = await open_stream(proxy, url, headers={"Last-Event-ID": put.id or ""})
 
     # The next event the stream gets is the next real change, linked to what it holds.
     changed = await central.set_state(
@@ -296,3 +300,6 @@ async def test_a_key_change_sends_no_patch_and_keeps_the_etag(
     assert data["base"] == int(put.id or 0)
     assert data["flags"]["checkout"]["defaultVariant"] == "on"
     assert not stream.events
+    refetch = await ofrep.next_event()
+    assert (refetch.event, int(refetch.id or 0)) == ("message", changed)
+    assert orjson.loads(refetch.data)["type"] == "refetchEvaluation"
