@@ -169,3 +169,37 @@ def test_scope_matching_and_the_wakeup_filter() -> None:
     assert view.admits("e2", None, None)  # a payload without ids: look at it
     view.outside.add("e3")
     assert not view.admits("e3", "t1", "p1")
+
+
+async def test_archived_environments_and_projects_leave_the_edge(
+    db: asyncpg.Connection, start_syncd: StartSyncd, announcements: Announcements
+) -> None:
+    project = await make_project(db, environments=("production", "staging"))
+    other = await make_project(db, "acme", "mobile", tenant_id=project.tenant_id)
+    secret = await add_key(db, project, "staging")
+    syncd = await start_syncd()
+    staging, production = project.environments["staging"], project.environments["production"]
+    assert {staging, production} <= await syncd.store.served()
+
+    # An environment archived with no notification at all: reconciliation notices.
+    await db.execute("UPDATE environments SET archived_at = now() WHERE id = $1", staging)
+
+    async def staging_gone() -> bool:
+        return staging not in await syncd.store.served()
+
+    await wait_for(staging_gone, INTERVAL + 1.5, "the archived environment to leave the edge")
+    assert await syncd.store.read_api_key(tokens.hex_digest(secret)) is None
+    assert announcements.of(staging)[-1] == {"e": staging, "v": 0, "removed": True}
+
+    # A project archived (its environments not), announced by a bump: its environments go.
+    async with db.transaction():
+        await db.execute(
+            "UPDATE projects SET archived_at = now() WHERE id = $1", project.project_id
+        )
+        await db.execute("SELECT crivline_bump_environment($1)", production)
+
+    async def production_gone() -> bool:
+        return production not in await syncd.store.served()
+
+    await wait_for(production_gone, 5, "the archived project's environment to leave the edge")
+    assert set(other.environments.values()) <= await syncd.store.served()
