@@ -203,6 +203,13 @@ async def test_bus_messages_wake_syncd_and_duplicates_cost_nothing(
             return fates["queued"] == 1 and fates["duplicate"] == 2 and fates["invalid"] == 1
 
         await wait_for(accounted, 5, "every bus message accounted for")
+        # The Redis write is visible before the daemon counts it: wait for the count,
+        # then check the duplicates added none.
+        await wait_for(
+            lambda: syncd.sample("crivline_syncd_rebuilds_total", outcome="applied") >= 1 + 1,
+            5,
+            "the rebuild to be counted",
+        )
         assert syncd.sample("crivline_syncd_rebuilds_total", outcome="applied") == 1 + 1  # + start
     finally:
         await bus.aclose()
