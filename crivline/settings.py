@@ -277,6 +277,14 @@ class Settings:
         5.0,
         doc="seconds between syncd's version reconciliations",
     )
+    syncd_bus_only: bool = _env(
+        "CRIVLINE_SYNCD_BUS_ONLY",
+        _switch,
+        False,
+        doc="`on`: syncd never connects to the primary — wake-ups from the bus only, versions"
+        " and snapshots from the standby at `CRIVLINE_REPLICA_URL` (both required)",
+        shown="`off`",
+    )
     heartbeat_ttl: float = _env(
         "CRIVLINE_HEARTBEAT_TTL",
         _seconds,
@@ -466,6 +474,16 @@ class Settings:
         if self.database_url is None:
             raise ConfigError("CRIVLINE_DATABASE_URL is not set (a postgresql:// URL)")
         return self.database_url.reveal()
+
+    def require_replica(self) -> str:
+        if self.replica_url is None:
+            raise ConfigError("CRIVLINE_REPLICA_URL is not set (a postgresql:// URL of a standby)")
+        return self.replica_url.reveal()
+
+    def require_bus(self) -> str:
+        if self.bus_url is None:
+            raise ConfigError("CRIVLINE_BUS_URL is not set (a redis:// URL)")
+        return self.bus_url.reveal()
 
     def require_redis(self) -> str:
         if self.redis_url is None:
