@@ -24,6 +24,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from support.standby import standby_url_for
@@ -423,3 +424,72 @@ async def test_a_standby_stuck_past_the_wait_leaves_the_change_to_reconciliation
         assert await edge.store.version(env) == version
     await at_version([edge], env, changed, 15)  # the next reconciliation after the replay
     assert edge.daemon.health()["status"] == "ok"
+
+
+@dataclass
+class BusLog:
+    """Every message on the bus channel, in order."""
+
+    messages: list[tuple[str, int]] = field(default_factory=list)
+    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def follow(self, client: aioredis.Redis) -> None:
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(Keyspace().bus)
+            self.subscribed.set()
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None and message["type"] == "message":
+                    doc = orjson.loads(message["data"])
+                    self.messages.append((doc["e"], doc["v"]))
+        finally:
+            await pubsub.aclose()
+
+    def versions(self, env: str) -> list[int]:
+        return [v for e, v in self.messages if e == env]
+
+
+@pytest.fixture
+async def bus_log(redis_url: str) -> AsyncIterator[BusLog]:
+    client = aioredis.from_url(redis_url)
+    log = BusLog()
+    task = asyncio.create_task(log.follow(client))
+    try:
+        await asyncio.wait_for(log.subscribed.wait(), 5)
+        yield log
+    finally:
+        await cancel_and_wait(task)
+        await client.aclose()
+
+
+async def test_relays_publish_each_version_once_and_catch_up_on_connect(
+    db: asyncpg.Connection, database_url: str, redis_url: str, bus_log: BusLog
+) -> None:
+    project = await make_project(db, environments=("production",))
+    await add_flag(db, project, "checkout")
+    env = project.environments["production"]
+    before = int(await db.fetchval("SELECT version FROM environments WHERE id = $1", env))
+
+    bus = aioredis.from_url(redis_url)
+    relays = [
+        Relay(lambda: asyncpg.connect(database_url, timeout=5), bus, Keyspace(),
+              sweep_interval=0.2, timeout=5.0)
+        for _ in range(2)
+    ]  # fmt: skip
+    tasks = [asyncio.create_task(relay.run()) for relay in relays]
+    try:
+        # Committed before any relay listened: the sweep at connect publishes it.
+        await wait_for(lambda: bus_log.versions(env)[-1:] == [before], 10, "the catch-up")
+        last = before
+        for n in range(6):
+            last = await set_default(db, project, "production", "checkout", ("on", "off")[n % 2])
+        await wait_for(lambda: bus_log.versions(env)[-1:] == [last], 10, "the last version")
+        await wait_for(lambda: all(r.counts["sweeps"] >= 3 for r in relays), 10, "more sweeps")
+    finally:
+        await cancel_and_wait(*tasks)
+        await bus.aclose()
+    seen = bus_log.versions(env)
+    assert seen == sorted(set(seen)), f"a version twice or out of order: {seen}"
+    assert seen[0] == before
+    assert sum(r.counts["published"] for r in relays) == len(bus_log.messages)
