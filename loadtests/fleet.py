@@ -310,6 +310,33 @@ def edge_metric(edge: Edge, name: str) -> float:
     return sum(value for key, value in page.items() if key.split("{")[0] == name)
 
 
+def commit_lag_buckets(edge: Edge) -> dict[float, float]:
+    """syncd's own commit → Redis histogram: upper bound (s) → cumulative count."""
+    try:
+        page = metrics(f"http://127.0.0.1:{edge.syncd.port}")
+    except OSError:
+        return {}
+    out: dict[float, float] = {}
+    for key, value in page.items():
+        if key.startswith("crivline_syncd_commit_lag_seconds_bucket{"):
+            bound = key.split('le="', 1)[1].split('"', 1)[0]
+            out[float(bound)] = value
+    return out
+
+
+def bucket_quantile(buckets: dict[float, float], q: float) -> float | None:
+    """The upper bound of the bucket holding quantile ``q`` (an upper estimate)."""
+    if not buckets:
+        return None
+    total = buckets[max(buckets)]
+    if total <= 0:
+        return None
+    for bound in sorted(buckets):
+        if buckets[bound] >= q * total:
+            return bound
+    return None
+
+
 def percentile(values: list[float], q: int) -> float | None:
     if not values:
         return None
@@ -418,6 +445,7 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "crivline_syncd_replica_lag_retries_total",
         )
         before = {name: sum(edge_metric(e, name) for e in fleet.edges) for name in counted}
+        lag_before = [commit_lag_buckets(e) for e in fleet.edges]
         standby_before = await committed_transactions(fleet.standby_url)
 
         # Steady writes.
@@ -426,16 +454,22 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         say(f"writing {args.rate}/s for {args.duration}s")
         t0 = time.monotonic()
         number = 0
+        flipped: dict[tuple[str, str], bool] = {}
+        newest: dict[str, int] = {}
         while time.monotonic() - t0 < args.duration:
             key, env = environments[number % len(environments)]
             flag = f"flag{number % args.flags}"
-            variant = "on" if (number // args.flags) % 2 == 0 else "off"
+            flipped[(key, flag)] = not flipped.get((key, flag), False)  # every write changes
             answer = await api.ok(
                 "PUT",
                 f"/projects/shop/flags/{flag}/environments/{key}",
-                {"state": "ENABLED", "defaultVariant": variant},
+                {"state": "ENABLED", "defaultVariant": "on" if flipped[(key, flag)] else "off"},
             )
-            writes.append((env, int(answer["environmentVersion"]), time.time()))
+            version = int(answer["environmentVersion"])
+            if version <= newest.get(env, 0):
+                raise RuntimeError(f"a write did not bump {key}: version {version}")
+            newest[env] = version
+            writes.append((env, version, time.time()))
             number += 1
             await asyncio.sleep(max(0.0, t0 + number * interval - time.monotonic()))
         writing = time.monotonic() - t0
@@ -460,6 +494,13 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             for name in counted
         }
         standby_queries = await committed_transactions(fleet.standby_url) - standby_before
+        lag: dict[float, float] = {}
+        for edge, earlier in zip(fleet.edges, lag_before, strict=True):
+            for bound, count in commit_lag_buckets(edge).items():
+                lag[bound] = lag.get(bound, 0.0) + count - earlier.get(bound, 0.0)
+        observer_errors = [
+            repr(task.exception()) for task in tasks if task.done() and not task.cancelled()
+        ]
 
         latencies: list[float] = []
         missing = 0
@@ -498,6 +539,11 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                     "max": _ms(max(latencies) if latencies else None),
                     "never_arrived": missing,
                 },
+                "syncd_commit_lag_bucket_ms": {
+                    "p50_at_most": _ms(bucket_quantile(lag, 0.50)),
+                    "p99_at_most": _ms(bucket_quantile(lag, 0.99)),
+                },
+                "observer_errors": observer_errors,
                 "connections_max": {"primary": held("primary"), "standby": held("standby")},
                 "standby_transactions_per_second": round(standby_queries / elapsed, 1),
                 "reconciliations_per_second": per_second[counted[0]],
@@ -573,6 +619,9 @@ def report(results: dict[str, Any]) -> str:
         f"| commit → edge Redis p50 | {lat['p50']} ms |",
         f"| commit → edge Redis p99 | {lat['p99']} ms |",
         f"| commit → edge Redis max | {lat['max']} ms |",
+        f"| syncd's own commit → Redis histogram, p50 / p99 bucket (upper bound) |"
+        f" ≤ {results['syncd_commit_lag_bucket_ms']['p50_at_most']} ms /"
+        f" ≤ {results['syncd_commit_lag_bucket_ms']['p99_at_most']} ms |",
         f"| (write, edge) pairs measured / never arrived | {lat['samples']} / "
         f"{lat['never_arrived']} |",
         f"| connections on the primary (max, by application) | "
@@ -589,6 +638,10 @@ def report(results: dict[str, Any]) -> str:
         f"| RSS per edge, median: syncd + Valkey | {rss['median_without_proxy']} MiB |",
         f"| RSS per edge, median: syncd + Valkey + proxy | {rss['median_with_proxy']} MiB |",
         f"| fleet start-up | {results['startup_seconds']} s |",
+        "",
+        "The commit → edge Redis figures are taken by one observer process subscribed to"
+        " every edge's announcements; on a busy machine they include that observer's own"
+        " scheduling delay. syncd's histogram is measured inside each syncd as it writes.",
         "",
     ]
     return "\n".join(lines)
