@@ -81,8 +81,7 @@ class Relay:
     # -- notifications -------------------------------------------------------------------
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
-        wakeup = parse_wakeup(payload) if isinstance(payload, str) else None
-        if wakeup is None or not isinstance(payload, str):
+        if not isinstance(payload, str) or (wakeup := parse_wakeup(payload)) is None:
             self.counts["invalid"] += 1
             return
         self._offer(wakeup.environment, wakeup.version, payload.encode())
