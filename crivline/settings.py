@@ -258,6 +258,12 @@ class Settings:
         8082,
         doc="syncd's port (`/healthz`, `/readyz`, `/metrics`)",
     )
+    relay_port: int = _env(
+        "CRIVLINE_RELAY_PORT",
+        _port,
+        8083,
+        doc="`crivline relay`'s port (`/healthz`, `/readyz`, `/metrics`)",
+    )
     key_prefix: str = _env(
         "CRIVLINE_KEY_PREFIX",
         _prefix,
@@ -458,6 +464,7 @@ class Settings:
             "CRIVLINE_PROXY_PORT": self.proxy_port,
             "CRIVLINE_CONTROL_PORT": self.control_port,
             "CRIVLINE_SYNCD_PORT": self.syncd_port,
+            "CRIVLINE_RELAY_PORT": self.relay_port,
         }
         seen: dict[int, str] = {}
         for var, port in ports.items():

@@ -177,7 +177,11 @@ class Fleet:
             "control", "control", {**central, "CRIVLINE_CONTROL_PORT": str(port)},
             logs / "control.log", port,
         )  # fmt: skip
-        self.relay = Part("relay", "relay", central, logs / "relay.log")
+        relay_port = free_port()
+        self.relay = Part(
+            "relay", "relay", {**central, "CRIVLINE_RELAY_PORT": str(relay_port)},
+            logs / "relay.log", relay_port,
+        )  # fmt: skip
         self.control.start()
         self.relay.start()
         for number in range(1, self.edges_wanted + 1):
@@ -366,8 +370,10 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         await fleet.start(say)
         assert fleet.control is not None
         assert fleet.bus is not None
-        control = fleet.control
+        control, relay = fleet.control, fleet.relay
         await wait_until(lambda: ready(session, control), 60, "control")
+        assert relay is not None
+        await wait_until(lambda: ready(session, relay), 60, "the relay")
         api = Api(session, f"http://127.0.0.1:{fleet.control.port}", fleet.token)
         await api.ok("POST", "/projects", {"key": "shop"})
         environments = []

@@ -26,6 +26,8 @@ from redis.asyncio import Redis
 from crivline.ioerrors import POSTGRES_ERRORS, REDIS_ERRORS
 from crivline.keyspace import PG_CHANNEL, Keyspace
 from crivline.logs import describe, fields
+from crivline.probes import readiness_body
+from relay.metrics import RelayMetrics
 from syncd.backoff import Backoff, reraise_if_cancelled
 from syncd.follow import parse_wakeup
 
@@ -63,7 +65,9 @@ class Relay:
         sweep_interval: float = 5.0,
         timeout: float = 10.0,
         backoff_cap: float = 5.0,
+        metrics: RelayMetrics | None = None,
     ) -> None:
+        self.metrics = metrics or RelayMetrics()
         self.connect = connect
         self.bus = bus
         self.keyspace = keyspace
@@ -77,27 +81,56 @@ class Relay:
         self.published: dict[str, int] = {}  # env -> highest version this relay saw carried
         self.counts = {"published": 0, "duplicate": 0, "invalid": 0, "sweeps": 0}
         self.listening = False
+        self.last_sweep: float | None = None  # monotonic time of the last sweep that worked
 
     # -- notifications -------------------------------------------------------------------
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         if not isinstance(payload, str) or (wakeup := parse_wakeup(payload)) is None:
-            self.counts["invalid"] += 1
+            self._count("invalid")
             return
         self._offer(wakeup.environment, wakeup.version, payload.encode())
 
     def _offer(self, env: str, version: int, payload: bytes) -> None:
         if version <= self.published.get(env, 0):
-            self.counts["duplicate"] += 1
+            self._count("duplicate")
             return
         pending = self._pending.get(env)
         if pending is None or version > pending[0]:
             self._pending[env] = (version, payload)
             self._wake.set()
 
+    def _count(self, fate: str) -> None:
+        self.counts[fate] += 1
+        self.metrics.messages.labels(fate).inc()
+
     def _terminated(self, _conn: Any) -> None:
         self._lost = True
         self._wake.set()
+
+    # -- status ------------------------------------------------------------------------
+
+    def readiness(self) -> dict[str, Any]:
+        """Ready while listening, with a sweep younger than three intervals."""
+        reasons = []
+        if not self.listening:
+            reasons.append("not listening on the primary (see the log: is it reachable?)")
+        age = None
+        if self.last_sweep is not None:
+            age = asyncio.get_running_loop().time() - self.last_sweep
+        stale = max(3 * self.sweep_interval, self.sweep_interval + 2.0)
+        if age is None or age > stale:
+            reasons.append(
+                "no sweep of the primary's versions onto the bus has succeeded "
+                + ("yet" if age is None else f"for {age:.1f} s")
+                + " (is the bus reachable?)"
+            )
+        return readiness_body(
+            reasons,
+            listening=self.listening,
+            lastSweepAgeSeconds=None if age is None else round(age, 3),
+            published=self.counts["published"],
+        )
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -113,6 +146,8 @@ class Relay:
                     conn.add_termination_listener(self._terminated)
                     await conn.add_listener(PG_CHANNEL, self._notified)
                 self.listening = True
+                if connected_before:
+                    self.metrics.reconnects.inc()
                 log.info(
                     "relaying", extra=fields(channel=self.keyspace.bus, again=connected_before)
                 )
@@ -131,6 +166,7 @@ class Relay:
                 await asyncio.sleep(delay)
             finally:
                 self.listening = False
+                self.metrics.listening.set(0)
                 if conn is not None and not conn.is_closed():
                     conn.terminate()
 
@@ -154,10 +190,13 @@ class Relay:
     async def _sweep(self, conn: asyncpg.Connection) -> None:
         rows = await conn.fetch(_SWEEP, timeout=self.timeout)
         self.counts["sweeps"] += 1
+        self.metrics.sweeps.inc()
         for row in rows:
             doc = {"e": row["e"], "v": row["v"], "t": row["t"], "p": row["p"], "at": row["at"]}
             self._offer(row["e"], row["v"], orjson.dumps(doc))
         await self._flush()
+        self.last_sweep = asyncio.get_running_loop().time()
+        self.metrics.listening.set(1)
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, {}
@@ -180,4 +219,4 @@ class Relay:
             raise
         for (env, (version, _)), sent in zip(batch.items(), results, strict=True):
             self.published[env] = max(version, self.published.get(env, 0))
-            self.counts["published" if sent else "duplicate"] += 1
+            self._count("published" if sent else "duplicate")

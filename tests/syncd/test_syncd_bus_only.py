@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import asyncpg
@@ -40,6 +42,7 @@ from syncd.clients import postgres_pool, redis_client
 from syncd.config import SyncdConfig
 from syncd.daemon import Daemon
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 BUS_QUEUED = "crivline_syncd_wakeups_total"
 RESYNCS = "crivline_syncd_reconcile_resyncs_total"
@@ -316,14 +319,14 @@ def spawn_control(
 
 
 def ready_or_dead(
-    ready: Callable[[], Awaitable[bool]], proc: subprocess.Popen[bytes]
-) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        assert proc.poll() is None, f"control exited with {proc.returncode}"
+    ready: Callable[[], Awaitable[T]], proc: subprocess.Popen[bytes]
+) -> Callable[[], Awaitable[T | None]]:
+    async def check() -> T | None:
+        assert proc.poll() is None, f"{proc.args} exited with {proc.returncode}"
         try:
             return await ready()
         except aiohttp.ClientError:
-            return False
+            return None
 
     return check
 
@@ -493,3 +496,47 @@ async def test_relays_publish_each_version_once_and_catch_up_on_connect(
     assert seen == sorted(set(seen)), f"a version twice or out of order: {seen}"
     assert seen[0] == before
     assert sum(r.counts["published"] for r in relays) == len(bus_log.messages)
+
+
+def spawn_relay(database_url: str, bus_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CRIVLINE_")}
+    environ.update(
+        CRIVLINE_DATABASE_URL=database_url,
+        CRIVLINE_BUS_URL=bus_url,
+        CRIVLINE_RELAY_PORT=str(port),
+        CRIVLINE_RECONCILE_INTERVAL="0.5",
+    )
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "crivline", "relay"],
+            env=environ, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+        )  # fmt: skip
+
+
+async def test_crivline_relay_reports_ready_and_stops_on_sigterm(
+    db: asyncpg.Connection, database_url: str, redis_url: str, bus_log: BusLog, tmp_path: Path
+) -> None:
+    project = await make_project(db, environments=("production",))
+    env = project.environments["production"]
+    port = free_port()
+    relay = spawn_relay(database_url, redis_url, port, tmp_path / "relay.log")
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def ready() -> dict[str, object] | None:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as answer:
+                    body: dict[str, object] = await answer.json()
+                    return body if answer.status == 200 else None
+
+            body = await wait_for(ready_or_dead(ready, relay), 30, "the relay ready")
+            assert body["listening"] is True
+            await wait_for(lambda: bus_log.versions(env), 10, "the sweep's message")
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as answer:
+                page = await answer.text()
+            assert 'crivline_relay_messages_total{fate="published"}' in page
+            relay.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(relay.wait, 15) == 0
+    finally:
+        relay.kill()
+        relay.wait(10)
+    assert b"Traceback" not in (tmp_path / "relay.log").read_bytes()
