@@ -386,7 +386,9 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 "variants": {"on": True, "off": False}, "defaultVariant": "off",
             })  # fmt: skip
         for edge in fleet.edges:
-            await wait_until(lambda e=edge: ready(session, e.syncd), 120, f"{edge.name} syncd")
+            for part in (edge.syncd, edge.proxy):
+                if part is not None:
+                    await wait_until(lambda p=part: ready(session, p), 120, part.name)
         say(f"fleet ready after {time.monotonic() - started:.1f}s")
         results["startup_seconds"] = round(time.monotonic() - started, 1)
 
