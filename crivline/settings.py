@@ -464,8 +464,7 @@ class Settings:
             "CRIVLINE_PROXY_PORT": self.proxy_port,
             "CRIVLINE_CONTROL_PORT": self.control_port,
             "CRIVLINE_SYNCD_PORT": self.syncd_port,
-            "CRIVLINE_RELAY_PORT": self.relay_port,
-        }
+        }  # not the relay's: it runs apart from these (a clash is named when it binds)
         seen: dict[int, str] = {}
         for var, port in ports.items():
             if port in seen:

@@ -275,3 +275,21 @@ def test_relay_without_its_urls_is_one_line(crivline_cmd: list[str]) -> None:
     assert_one_clear_line(result, "CRIVLINE_DATABASE_URL is not set")
     result = run([*crivline_cmd, "relay"], {"CRIVLINE_DATABASE_URL": "postgresql://x/y"})
     assert_one_clear_line(result, "CRIVLINE_BUS_URL is not set")
+
+
+def test_relay_port_in_use_is_named(crivline_cmd: list[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(
+            [*crivline_cmd, "relay"],
+            {
+                "CRIVLINE_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+                "CRIVLINE_BUS_URL": f"redis://127.0.0.1:{free_port()}/0",
+                "CRIVLINE_RELAY_PORT": str(port),
+            },
+        )
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr + result.stdout
+    assert f"cannot listen on 127.0.0.1:{port} (CRIVLINE_RELAY_PORT)" in result.stderr
