@@ -291,6 +291,13 @@ class Settings:
         " and snapshots from the standby at `CRIVLINE_REPLICA_URL` (both required)",
         shown="`off`",
     )
+    syncd_concurrency: int = _env(
+        "CRIVLINE_SYNCD_CONCURRENCY",
+        _positive_int,
+        4,
+        doc="environments syncd rebuilds at once; its Postgres pool holds up to this + 2"
+        " connections (lower it where many edges share one standby)",
+    )
     heartbeat_ttl: float = _env(
         "CRIVLINE_HEARTBEAT_TTL",
         _seconds,

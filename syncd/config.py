@@ -28,8 +28,8 @@ class SyncdConfig:
     bus_only: bool = False
     # How long a wake-up waits for a bus-only edge's standby to replay its version.
     standby_wait: float = 30.0
-    # Rebuilds of different environments that may run at once.
-    concurrency: int = 4
+    # Rebuilds of different environments that may run at once (the pool holds this + 2).
+    concurrency: int = _DEFAULT["syncd_concurrency"]
     # How long a lagging read replica may keep us waiting before we read the primary.
     replica_wait: float = 2.0
     # Postgres/Redis calls that take longer than this count as failures.
@@ -60,6 +60,7 @@ class SyncdConfig:
             reconcile_interval=settings.reconcile_interval,
             heartbeat_ttl=settings.heartbeat_ttl,
             bus_only=settings.syncd_bus_only,
+            concurrency=settings.syncd_concurrency,
             listen=not settings.syncd_bus_only,
             host=settings.host,
             port=settings.syncd_port,
