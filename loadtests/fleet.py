@@ -122,6 +122,7 @@ class Fleet:
     root: Path
     edges_wanted: int
     proxies_wanted: int
+    concurrency: int = 4
     primary: PostgresServer | None = None
     standby: PostgresStandby | None = None
     bus: ValkeyServer | None = None
@@ -199,6 +200,7 @@ class Fleet:
                     "CRIVLINE_REDIS_URL": valkey.url,
                     "CRIVLINE_EDGE_ID": name,
                     "CRIVLINE_SYNCD_PORT": str(syncd_port),
+                    "CRIVLINE_SYNCD_CONCURRENCY": str(self.concurrency),
                 },
                 logs / f"syncd-{name}.log",
                 syncd_port,
@@ -352,7 +354,7 @@ def percentile(values: list[float], q: int) -> float | None:
 async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     say = print
     root = _reachable_temp("crivline-fleet-")
-    fleet = Fleet(root, args.edges, args.proxies)
+    fleet = Fleet(root, args.edges, args.proxies, args.syncd_concurrency)
     results: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -613,7 +615,8 @@ def report(results: dict[str, Any]) -> str:
     lines = [
         f"# Fleet simulation, {results['when']}",
         "",
-        f"{results['edges']} bus-only edges ({results['proxies']} with a proxy), one primary,"
+        f"{results['edges']} bus-only edges ({results['proxies']} with a proxy; syncd"
+        f" concurrency {results['settings']['syncd_concurrency']}), one primary,"
         " one standby (pg_basebackup), one relay, one bus;"
         f" {results['writes']} writes at {results['write_rate']}/s through control.",
         "",
@@ -668,6 +671,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=2.0, help="writes per second")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of writes")
     parser.add_argument("--settle", type=float, default=30.0, help="seconds to wait at the end")
+    parser.add_argument(
+        "--syncd-concurrency", type=int, default=4, help="CRIVLINE_SYNCD_CONCURRENCY of each edge"
+    )
     parser.add_argument("--smoke", action="store_true", help="3 edges, a few seconds")
     parser.add_argument("--out", type=Path, help="report folder (default loadtests/results/…)")
     parser.add_argument("--keep", action="store_true", help="keep the servers' data folder")
