@@ -399,6 +399,9 @@ async def test_a_lagging_standby_never_shows_an_older_version(
                 assert await edge.store.version(env) == version
         assert second == first + 1
         await at_version(edges, env, second, 15)
+        await wait_for(
+            lambda: all(seen[-1:] == [second] for seen in watch.seen), 10, "the watch to see it"
+        )
     finally:
         await cancel_and_wait(watching)
     watch.assert_monotonic()
