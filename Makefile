@@ -10,7 +10,7 @@ PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 RUNTIME := $(VENV)/.installed-runtime
 STAMP   := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit bench bench-deps bench-micro venv clean
+.PHONY: up test lint typecheck unit bench bench-deps bench-micro bench-fleet venv clean
 
 $(RUNTIME): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -55,6 +55,12 @@ bench-deps: $(STAMP)
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			apt-get install -y -qq wrk >/dev/null || true; fi; \
 		command -v wrk >/dev/null || echo "note: wrk is not installed; the bench uses its Python generator"; }
+
+# The fleet simulation: a primary, its pg_basebackup standby, a relay, a bus and 20 bus-only
+# edges (syncd + Valkey; proxies on 3) under steady writes; report in
+# loadtests/results/fleet-<time>/. Bounded (~3 min). FLEET_ARGS=--smoke: 3 edges, seconds.
+bench-fleet: $(STAMP)
+	$(BIN)/python loadtests/fleet.py $(FLEET_ARGS)
 
 bench-micro: $(STAMP)
 	$(BIN)/pytest tests/benchmarks -m benchmark --benchmark-enable --benchmark-columns=min,median,mean,ops -p no:randomly

@@ -13,6 +13,7 @@
                                           edge's Redis and at each proxy process
     crivline control | syncd | proxy      run one part (when this build has it)
     crivline proxy --bootstrap FILE…      … serving those files when nothing newer is there
+    crivline relay                        republish the primary's notifications on the bus
 
 Settings come from ``CRIVLINE_*`` variables; flags override them. Deliberate failures
 (bad settings, a port in use, an unreachable database …) print one line and exit 1;
@@ -32,7 +33,7 @@ from typing import Any
 from crivline.errors import CrivlineError
 from crivline.settings import Settings, redact_url
 
-PARTS = ("control", "syncd", "proxy")
+PARTS = ("control", "syncd", "proxy", "relay")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     syncd.add_argument("--tenant", dest="scope_tenant", help="only this tenant (key)")
     syncd.add_argument("--project", dest="scope_project", help="only this project (key)")
     syncd.add_argument("--environment", dest="scope_environment", help="only this environment")
+
+    sub.add_parser("relay", help="republish the primary's change notifications on the bus")
 
     proxy = sub.add_parser("proxy", help="run the edge proxy")
     proxy.add_argument("--port", type=int, dest="proxy_port")

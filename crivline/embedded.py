@@ -370,3 +370,50 @@ class ValkeyServer(_Process):
         self._spawn(argv)
         assert self.proc is not None
         _wait_for_port(self.port, self.proc, self.name, timeout)
+
+
+class PostgresStandby(PostgresServer):
+    """A streaming standby of ``primary``: made once with ``pg_basebackup -R`` (which
+    writes ``standby.signal`` and the connection to the primary), then started like any
+    cluster. Hot standby: it answers read-only queries while it replays the primary's WAL.
+    The primary's default ``pg_hba.conf`` (initdb ``--auth=trust``) already admits local
+    replication connections."""
+
+    name = "PostgreSQL standby"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        primary: PostgresServer,
+        port: int | None = None,
+        *,
+        durable: bool = True,
+    ) -> None:
+        super().__init__(data_dir, port, durable=durable, install=primary._install)
+        self.primary = primary
+
+    def init(self) -> None:
+        """pg_basebackup from the (running) primary into ``data_dir``, unless done before."""
+        if self.initialised():
+            return
+        cluster = self._cluster_dir()
+        partial = cluster.with_name(cluster.name + ".basebackup")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True, mode=0o700)
+        self._own(partial)
+        argv = [
+            str(self.bin_dir() / "pg_basebackup"),
+            "-h", "127.0.0.1", "-p", str(self.primary.port), "-U", "postgres",
+            "-D", str(partial), "-R", "-X", "stream", "-c", "fast", "--no-sync",
+        ]  # fmt: skip
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            check=False,
+            **self._run_as(),  # type: ignore[call-overload]
+        )
+        if result.returncode != 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise StartupError(f"pg_basebackup failed: {result.stderr.strip().splitlines()[-1:]}")
+        partial.rename(cluster)

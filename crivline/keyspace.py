@@ -94,7 +94,10 @@ Channels:
     the set of live keys changed, so proxies drop cached key lookups for ``e``), and
     ``{"e": env, "v": 0, "removed": true}`` when an environment leaves the edge.
 ``{p}bus``  pub/sub on the central bus (``CRIVLINE_BUS_URL``) — control publishes the
-    same payload it sends with pg_notify after each commit.
+    same payload it sends with pg_notify after each commit, and ``crivline relay``
+    republishes every notification it LISTENs to on the primary.
+``{p}bus:versions``  hash on the central bus: environment → the highest version a
+    relay has published, so several relays publish each version once.
 
 Postgres: ``crivline_changes`` is the LISTEN/NOTIFY channel; payload
 ``{"e": env, "v": version, "t": tenant, "p": project, "at": epoch seconds}``.
@@ -204,3 +207,7 @@ class Keyspace:
     @property
     def bus(self) -> str:
         return f"{self.prefix}bus"
+
+    @property
+    def bus_versions(self) -> str:
+        return f"{self.prefix}bus:versions"

@@ -285,6 +285,12 @@ class Settings:
         8082,
         doc="syncd's port (`/healthz`, `/readyz`, `/metrics`)",
     )
+    relay_port: int = _env(
+        "CRIVLINE_RELAY_PORT",
+        _port,
+        8083,
+        doc="`crivline relay`'s port (`/healthz`, `/readyz`, `/metrics`)",
+    )
     key_prefix: str = _env(
         "CRIVLINE_KEY_PREFIX",
         _prefix,
@@ -303,6 +309,21 @@ class Settings:
         _seconds,
         5.0,
         doc="seconds between syncd's version reconciliations",
+    )
+    syncd_bus_only: bool = _env(
+        "CRIVLINE_SYNCD_BUS_ONLY",
+        _switch,
+        False,
+        doc="`on`: syncd never connects to the primary — wake-ups from the bus only, versions"
+        " and snapshots from the standby at `CRIVLINE_REPLICA_URL` (both required)",
+        shown="`off`",
+    )
+    syncd_concurrency: int = _env(
+        "CRIVLINE_SYNCD_CONCURRENCY",
+        _positive_int,
+        4,
+        doc="environments syncd rebuilds at once; its Postgres pool holds up to this + 2"
+        " connections (lower it where many edges share one standby)",
     )
     heartbeat_ttl: float = _env(
         "CRIVLINE_HEARTBEAT_TTL",
@@ -522,7 +543,7 @@ class Settings:
             "CRIVLINE_PROXY_PORT": self.proxy_port,
             "CRIVLINE_CONTROL_PORT": self.control_port,
             "CRIVLINE_SYNCD_PORT": self.syncd_port,
-        }
+        }  # not the relay's: it runs apart from these (a clash is named when it binds)
         seen: dict[int, str] = {}
         for var, port in ports.items():
             if port in seen:
@@ -538,6 +559,16 @@ class Settings:
         if self.database_url is None:
             raise ConfigError("CRIVLINE_DATABASE_URL is not set (a postgresql:// URL)")
         return self.database_url.reveal()
+
+    def require_replica(self) -> str:
+        if self.replica_url is None:
+            raise ConfigError("CRIVLINE_REPLICA_URL is not set (a postgresql:// URL of a standby)")
+        return self.replica_url.reveal()
+
+    def require_bus(self) -> str:
+        if self.bus_url is None:
+            raise ConfigError("CRIVLINE_BUS_URL is not set (a redis:// URL)")
+        return self.bus_url.reveal()
 
     def require_redis(self) -> str:
         if self.redis_url is None:

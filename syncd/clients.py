@@ -82,8 +82,18 @@ def redis_client(url: str, config: SyncdConfig) -> Redis:
     )
 
 
+def database_url(settings: Settings) -> str:
+    """Where syncd reads versions and snapshots: the primary, or on a bus-only edge the
+    standby (which then needs a bus for its wake-ups)."""
+    if settings.syncd_bus_only:
+        settings.require_bus()
+        return settings.require_replica()
+    return settings.require_database()
+
+
 async def connect(settings: Settings, config: SyncdConfig, deadline: float) -> Clients:
-    database = settings.require_database()
+    """``primary`` is a bus-only edge's standby; no connection to the primary is opened."""
+    database = database_url(settings)
     redis_url = settings.require_redis()
     try:
         primary = await retry(
@@ -107,7 +117,7 @@ async def _connect_rest(
     # The replica connects lazily: a replica that is down must not keep syncd from
     # starting (snapshot reads then go to the primary).
     replica = None
-    if settings.replica_url is not None:
+    if settings.replica_url is not None and not settings.syncd_bus_only:
         replica = await postgres_pool(settings.replica_url.reveal(), config, min_size=0)
     redis = redis_client(redis_url, config)
     try:

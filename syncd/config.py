@@ -23,8 +23,13 @@ class SyncdConfig:
     port: int = _DEFAULT["syncd_port"]  # 0: any free port (tests)
     # LISTEN on Postgres. Off only in tests that prove reconciliation alone suffices.
     listen: bool = True
-    # Rebuilds of different environments that may run at once.
-    concurrency: int = 4
+    # Bus-only edge: no connection to the primary; the pool syncd is given is a streaming
+    # standby, wake-ups come from the bus only (LISTEN does not work on a standby).
+    bus_only: bool = False
+    # How long a wake-up waits for a bus-only edge's standby to replay its version.
+    standby_wait: float = 30.0
+    # Rebuilds of different environments that may run at once (the pool holds this + 2).
+    concurrency: int = _DEFAULT["syncd_concurrency"]
     # How long a lagging read replica may keep us waiting before we read the primary.
     replica_wait: float = 2.0
     # Postgres/Redis calls that take longer than this count as failures.
@@ -56,6 +61,9 @@ class SyncdConfig:
             ),
             reconcile_interval=settings.reconcile_interval,
             heartbeat_ttl=settings.heartbeat_ttl,
+            bus_only=settings.syncd_bus_only,
+            concurrency=settings.syncd_concurrency,
+            listen=not settings.syncd_bus_only,
             host=settings.host,
             port=settings.syncd_port,
             control_url=settings.control_url,

@@ -6,6 +6,9 @@ until ``request_stop()``/``close()``; then it stops following, lets the writes i
 finish (bounded by ``shutdown_grace``), stops its HTTP server and returns. The clients
 it was given are the caller's to close.
 
+In bus-only mode (``config.bus_only``) ``primary`` is a streaming standby and the only
+Postgres syncd talks to; there is no Postgres listener, and the bus is required.
+
 Tasks: the reconciler (full sync at start, then every ``reconcile_interval`` and after
 any reconnect), ``concurrency`` rebuild workers, the Postgres listener, the bus
 listener (when a bus is configured), and a heartbeat that also notices Redis coming
@@ -62,6 +65,8 @@ class Daemon:
         listen_connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
         metrics: SyncdMetrics | None = None,
     ) -> None:
+        if config.bus_only and (bus is None or replica is not None):
+            raise ValueError("a bus-only syncd takes a bus, and its standby as the one pool")
         self.config = config
         self.metrics = metrics or SyncdMetrics()
         self.store = EdgeStore(redis, config.keyspace)
@@ -72,6 +77,8 @@ class Daemon:
             self.metrics,
             replica_wait=config.replica_wait,
             timeout=config.io_timeout,
+            standby=config.bus_only,
+            standby_wait=config.standby_wait,
         )
         self.view = ScopeView(config.scope)
         self.replicator = Replicator(self.source, self.store, config.scope, self.metrics)
@@ -98,7 +105,7 @@ class Daemon:
         # Reconnect attempts never wait much longer than a reconciliation interval.
         reconnect_cap = min(5.0, max(0.5, config.reconcile_interval))
         self.listener: PostgresListener | None = None
-        if config.listen and listen_connect is not None:
+        if config.listen and not config.bus_only and listen_connect is not None:
             self.listener = PostgresListener(
                 listen_connect,
                 self._wakeup,
@@ -147,6 +154,7 @@ class Daemon:
                     port=self.port,
                     listen=self.listener is not None,
                     bus=self.bus is not None,
+                    bus_only=self.config.bus_only,
                 ),
             )
             stop = asyncio.create_task(self._stop.wait(), name="syncd-stop")

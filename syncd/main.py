@@ -19,7 +19,7 @@ from crivline import httpserver, logs
 from crivline.logs import fields
 from crivline.settings import Settings, redact_url
 from crivline.tasks import cancel_and_wait
-from syncd.clients import CONNECT_DEADLINE, connect, listen_connection
+from syncd.clients import CONNECT_DEADLINE, connect, database_url, listen_connection
 from syncd.config import SyncdConfig
 from syncd.daemon import Daemon
 
@@ -30,7 +30,7 @@ T = TypeVar("T")
 async def serve(settings: Settings, *, connect_deadline: float = CONNECT_DEADLINE) -> int:
     """Connect, run the daemon until SIGTERM/SIGINT, clean up; the exit code."""
     config = SyncdConfig.from_settings(settings)
-    database = settings.require_database()
+    database = database_url(settings)
     stop = asyncio.Event()
     daemon: Daemon | None = None
 
@@ -55,7 +55,7 @@ async def serve(settings: Settings, *, connect_deadline: float = CONNECT_DEADLIN
             replica=clients.replica,
             redis=clients.redis,
             bus=clients.bus,
-            listen_connect=listen_connect,
+            listen_connect=None if config.bus_only else listen_connect,
         )
         if stop.is_set():
             daemon.request_stop()
@@ -87,7 +87,8 @@ def run(settings: Settings) -> int:
     log.info(
         "syncd starting",
         extra=fields(
-            database=redact_url(settings.require_database()),
+            database=redact_url(database_url(settings)),
+            bus_only=settings.syncd_bus_only,
             replica=redact_url(settings.replica_url.reveal()) if settings.replica_url else None,
             redis=redact_url(settings.require_redis()),
             bus=redact_url(settings.bus_url.reveal()) if settings.bus_url else None,

@@ -39,7 +39,7 @@ class SyncdMetrics:
         self.rebuilds = Counter(
             "crivline_syncd_rebuilds_total",
             "Environment snapshots read from Postgres, by outcome.",
-            ["outcome"],  # applied | current | removed | out_of_scope | error
+            ["outcome"],  # applied | current | removed | out_of_scope | behind | error
             registry=r,
         )
         self.rebuild_seconds = Histogram(
@@ -117,12 +117,12 @@ class SyncdMetrics:
         self.snapshot_reads = Counter(
             "crivline_syncd_snapshot_reads_total",
             "Environment snapshots read, by where from.",
-            ["source"],  # primary | replica
+            ["source"],  # primary | replica (a bus-only edge's standby counts as replica)
             registry=r,
         )
         self.replica_lag_retries = Counter(
             "crivline_syncd_replica_lag_retries_total",
-            "Snapshot reads retried because the replica was behind the wanted version.",
+            "Snapshot reads retried because the replica (or standby) lagged the wanted version.",
             registry=r,
         )
         self.replica_fallbacks = Counter(

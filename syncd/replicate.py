@@ -21,7 +21,7 @@ from crivline.edge_store import EdgeStore
 from crivline.logs import fields
 from syncd.metrics import SyncdMetrics
 from syncd.scope import Scope
-from syncd.source import Source
+from syncd.source import Source, StandbyBehind
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class Outcome(StrEnum):
     CURRENT = "current"  # Redis already had this version or a newer one
     REMOVED = "removed"  # the environment no longer exists: gone from Redis too
     OUT_OF_SCOPE = "out_of_scope"  # it exists but this edge does not serve it
+    BEHIND = "behind"  # the standby never showed the version: left to reconciliation
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +131,14 @@ class Replicator:
 
     async def _rebuild(self, env: str, want: Want) -> Outcome:
         read_started = time.perf_counter()
-        loaded = await self.source.snapshot(env, at_least=want.version)
+        try:
+            loaded = await self.source.snapshot(env, at_least=want.version)
+        except StandbyBehind as exc:
+            log.warning(
+                "standby behind the wake-up, leaving it to reconciliation",
+                extra=fields(environment=env, version=want.version, why=str(exc)),
+            )
+            return Outcome.BEHIND
         self.metrics.stages.labels("snapshot_read").observe(time.perf_counter() - read_started)
         if loaded is None:
             await self._remove(env, "deleted")

@@ -5,6 +5,8 @@
   inject faults; the next test finds them running again. With
   ``CRIVLINE_TEST_DATABASE_URL`` / ``CRIVLINE_TEST_REDIS_URL`` set, those servers are
   used instead (and fault-injection tests skip).
+- ``pg_standby`` (session, on first use): a streaming standby of ``pg_server`` made with
+  ``pg_basebackup``; every test database appears on it too (``support.standby.standby_url_for``).
 - ``database_url`` (per test): a fresh database cloned from a migrated template.
 - ``redis_url`` (per test): the Valkey server, flushed.
 - ``db`` / ``redis``: clients on those.
@@ -31,7 +33,7 @@ import redis.asyncio as aioredis
 
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
-from crivline.embedded import PostgresServer, ValkeyServer
+from crivline.embedded import PostgresServer, PostgresStandby, ValkeyServer
 from crivline.migrate import migrate
 from crivline.snapshot import set_json_codecs
 
@@ -114,6 +116,20 @@ def valkey_server(work_dir: Path) -> Iterator[ValkeyServer | ExternalServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_standby(pg_server: Any, work_dir: Path) -> Iterator[PostgresStandby]:
+    """A hot standby streaming from the suite's PostgreSQL (its own server only)."""
+    primary = _require_own(pg_server)
+    if not primary.running():
+        primary.start()
+    standby = PostgresStandby(work_dir / "standby", primary, durable=False)
+    standby.start()
+    try:
+        yield standby
+    finally:
+        standby.stop()
 
 
 @pytest.fixture

@@ -258,3 +258,38 @@ def test_a_port_in_use_is_named(tmp_path: Path) -> None:
         settings = Settings.from_env({"CRIVLINE_SYNCD_PORT": str(port)}, data_dir=str(tmp_path))
         with pytest.raises(StartupError, match=f"port {port} \\(CRIVLINE_SYNCD_PORT, for syncd\\)"):
             Stack(settings).check_ports(["syncd"])
+
+
+def test_bus_only_syncd_without_a_standby_or_bus_is_one_line(crivline_cmd: list[str]) -> None:
+    base = {"CRIVLINE_SYNCD_BUS_ONLY": "on", "CRIVLINE_REDIS_URL": "redis://127.0.0.1:1/0"}
+    result = run([*crivline_cmd, "syncd"], {**base, "CRIVLINE_BUS_URL": "redis://127.0.0.1:1/0"})
+    assert_one_clear_line(result, "CRIVLINE_REPLICA_URL is not set")
+    result = run([*crivline_cmd, "syncd"], {**base, "CRIVLINE_REPLICA_URL": "postgresql://x/y"})
+    assert_one_clear_line(result, "CRIVLINE_BUS_URL is not set")
+    result = run([*crivline_cmd, "syncd"], {**base, "CRIVLINE_SYNCD_BUS_ONLY": "maybe"})
+    assert_one_clear_line(result, "CRIVLINE_SYNCD_BUS_ONLY must be on or off")
+
+
+def test_relay_without_its_urls_is_one_line(crivline_cmd: list[str]) -> None:
+    result = run([*crivline_cmd, "relay"], {"CRIVLINE_BUS_URL": "redis://127.0.0.1:1/0"})
+    assert_one_clear_line(result, "CRIVLINE_DATABASE_URL is not set")
+    result = run([*crivline_cmd, "relay"], {"CRIVLINE_DATABASE_URL": "postgresql://x/y"})
+    assert_one_clear_line(result, "CRIVLINE_BUS_URL is not set")
+
+
+def test_relay_port_in_use_is_named(crivline_cmd: list[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(
+            [*crivline_cmd, "relay"],
+            {
+                "CRIVLINE_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+                "CRIVLINE_BUS_URL": f"redis://127.0.0.1:{free_port()}/0",
+                "CRIVLINE_RELAY_PORT": str(port),
+            },
+        )
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr + result.stdout
+    assert f"cannot listen on 127.0.0.1:{port} (CRIVLINE_RELAY_PORT)" in result.stderr

@@ -132,3 +132,15 @@ async def test_a_write_that_overruns_the_grace_is_cancelled() -> None:
     await asyncio.wait({task})
     assert task.cancelled()
     assert interrupted.is_set()
+
+
+def test_bus_only_and_concurrency_settings_reach_syncd_config() -> None:
+    from crivline.settings import Settings
+    from syncd.config import SyncdConfig
+
+    default = SyncdConfig.from_settings(Settings.from_env({}))
+    assert (default.bus_only, default.listen, default.concurrency) == (False, True, 4)
+    config = SyncdConfig.from_settings(
+        Settings.from_env({"CRIVLINE_SYNCD_BUS_ONLY": "on", "CRIVLINE_SYNCD_CONCURRENCY": "1"})
+    )
+    assert (config.bus_only, config.listen, config.concurrency) == (True, False, 1)
