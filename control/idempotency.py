@@ -139,9 +139,10 @@ async def purge_expired(pool: asyncpg.Pool, every: float = 3600.0) -> None:
     while True:
         try:
             async with pool.acquire() as conn:
-                deleted = await conn.execute(
-                    "DELETE FROM idempotency_keys"
-                    f" WHERE created_at < now() - interval '{RETENTION_HOURS} hours'"
+                # Across tenants: through the one function control may do that with.
+                deleted = await conn.fetchval(
+                    "SELECT crivline_purge_idempotency_keys(make_interval(hours => $1))",
+                    RETENTION_HOURS,
                 )
             log.debug("purged idempotency keys", extra=fields(result=deleted))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -83,7 +83,7 @@ def redis_client(url: str, config: SyncdConfig) -> Redis:
 
 
 async def connect(settings: Settings, config: SyncdConfig, deadline: float) -> Clients:
-    database = settings.require_database()
+    database = settings.database_for("syncd")
     redis_url = settings.require_redis()
     try:
         primary = await retry(

@@ -30,7 +30,7 @@ T = TypeVar("T")
 async def serve(settings: Settings, *, connect_deadline: float = CONNECT_DEADLINE) -> int:
     """Connect, run the daemon until SIGTERM/SIGINT, clean up; the exit code."""
     config = SyncdConfig.from_settings(settings)
-    database = settings.require_database()
+    database = settings.database_for("syncd")
     stop = asyncio.Event()
     daemon: Daemon | None = None
 
@@ -87,7 +87,7 @@ def run(settings: Settings) -> int:
     log.info(
         "syncd starting",
         extra=fields(
-            database=redact_url(settings.require_database()),
+            database=redact_url(settings.database_for("syncd")),
             replica=redact_url(settings.replica_url.reveal()) if settings.replica_url else None,
             redis=redact_url(settings.require_redis()),
             bus=redact_url(settings.bus_url.reveal()) if settings.bus_url else None,

@@ -7,7 +7,9 @@
   used instead (and fault-injection tests skip).
 - ``database_url`` (per test): a fresh database cloned from a migrated template.
 - ``redis_url`` (per test): the Valkey server, flushed.
-- ``db`` / ``redis``: clients on those.
+- ``db`` / ``redis``: clients on those (``db`` as the owner, to seed and inspect).
+- The parts connect as their own login roles (``support.roles.part_url``), made on the
+  template by :func:`crivline.roles.ensure_login`.
 
 Every async exception that nobody awaited fails the test that caused it.
 """
@@ -33,6 +35,7 @@ os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
 from crivline.embedded import PostgresServer, ValkeyServer
 from crivline.migrate import migrate
+from crivline.roles import GROUPS, ensure_login
 from crivline.snapshot import set_json_codecs
 
 # The proxy and control kits' fixtures (feeder, start_proxy, open_stream, central),
@@ -146,6 +149,9 @@ async def template_database(pg_server: Any) -> str:
     conn = await asyncpg.connect(_server_url(pg_server, TEMPLATE_DB))
     try:
         await migrate(conn)
+        # The parts' logins (cluster-wide roles): each group role logs in as itself.
+        for part, group in GROUPS.items():
+            await ensure_login(conn, part, group, None)
     finally:
         await conn.close()
     return TEMPLATE_DB
