@@ -24,8 +24,12 @@ DECLARE
 BEGIN
     FOREACH name IN ARRAY ARRAY['crivline_control', 'crivline_syncd', 'crivline_relay'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = name) THEN
-            EXECUTE format('CREATE ROLE %I NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB '
-                           'NOCREATEROLE', name);
+            BEGIN  -- roles are per cluster: another database's migration may win the race
+                EXECUTE format('CREATE ROLE %I NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB '
+                               'NOCREATEROLE', name);
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                NULL;
+            END;
         ELSE
             EXECUTE format('ALTER ROLE %I NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE',
                            name);
