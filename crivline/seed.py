@@ -91,7 +91,7 @@ async def issue_token(
         scope,
     )
     await audit(
-        conn, tenant_id=tenant_id, project_id=None, actor=actor, action="token.create",
+        conn, tenant_id=tenant_id, project_id=None, actor=actor, action="management_token.create",
         entity_type="management_token", entity_id=token_id, entity_key=label,
         before=None, after={"id": token_id, "label": label, "scope": scope,
                             "display_prefix": tokens.display_prefix(token)},

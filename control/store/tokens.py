@@ -69,7 +69,7 @@ class TokenStore:
         issued = await seed.issue_token(
             self.conn, self.tenant_id, label, scope=scope, actor=self.scope.actor
         )
-        self.scope.actions.append("token.create")
+        self.scope.actions.append("management_token.create")
         return await self._get(issued.id), issued.secret
 
     async def revoke(self, token_id: str) -> ManagementToken:
@@ -85,7 +85,7 @@ class TokenStore:
         after = await self._get(token_id)
         await self.scope.audit(
             project_id=None,
-            action="token.revoke",
+            action="management_token.revoke",
             entity_type="management_token",
             entity_id=token_id,
             entity_key=after.label,

@@ -94,7 +94,7 @@ async def test_issue_list_and_revoke_hashes_only_and_audited(
         " AND entity_id = $1 ORDER BY id",
         record["id"],
     )
-    assert [r["action"] for r in audit] == ["token.create", "token.revoke"]
+    assert [r["action"] for r in audit] == ["management_token.create", "management_token.revoke"]
     assert all(r["actor"].startswith("token:") for r in audit)
     everything = orjson.dumps([dict(r) for r in audit], default=str).decode()
     assert secret not in everything
