@@ -37,7 +37,7 @@ BUS_TIMEOUT = 2.0  # a slow bus must not pile up publishes
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    url = app[SETTINGS].require_database()
+    url = app[SETTINGS].database_for("control")
     try:
         pool = await asyncpg.create_pool(
             url, min_size=1, max_size=POOL_MAX_SIZE, init=set_json_codecs,

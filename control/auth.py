@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from control.problems import Handler
+from control.scopes import Scope
 from control.state import POOL, PRINCIPAL
 from crivline import tokens
 from crivline.errors import Unauthorized
@@ -20,10 +21,11 @@ from crivline.errors import Unauthorized
 API_PREFIX = "/api/v1"
 ACQUIRE_TIMEOUT = 10.0  # a starved pool answers 503 rather than hanging the request
 
+# Through the one function control's role may look tokens up with (no tenant is known
+# yet, so row-level security would show it nothing): migration 0005.
 _LOOKUP = """
-SELECT id::text AS id, tenant_id::text AS tenant_id, display_prefix, label
-  FROM management_tokens
- WHERE token_hash = $1 AND revoked_at IS NULL
+SELECT id::text AS id, tenant_id::text AS tenant_id, display_prefix, label, scope
+  FROM crivline_management_token($1)
 """
 
 
@@ -34,6 +36,7 @@ class Principal:
     tenant_id: str
     token_id: str
     actor: str  # written to audit rows and updated_by: never the secret
+    scope: Scope
 
 
 def _challenge(error: str | None = None) -> dict[str, str]:
@@ -75,6 +78,7 @@ async def authenticate(request: web.Request) -> Principal:
         tenant_id=row["tenant_id"],
         token_id=row["id"],
         actor=f"token:{row['display_prefix']}{label}",
+        scope=Scope(row["scope"]),
     )
 
 

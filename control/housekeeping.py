@@ -28,6 +28,7 @@ import asyncpg
 from control.bus import Bus
 from control.idempotency import RETENTION_HOURS
 from control.store.scope import Change, TenantScope
+from control.tx import bind_tenant
 from crivline.ioerrors import POSTGRES_ERRORS
 from crivline.logs import describe, fields
 from crivline.plans import FREE_TIER, PAYING_UNTIL_PERIOD_END
@@ -36,13 +37,9 @@ log = logging.getLogger(__name__)
 
 ACTOR = "system:housekeeping"
 
-_ENDED = """
-SELECT s.tenant_id::text AS tenant_id, s.plan_tier, s.status, s.current_period_end
-  FROM subscriptions s
- WHERE s.status = ANY($1::text[]) AND s.current_period_end <= now()
-   AND s.updated_at < s.current_period_end
- ORDER BY s.tenant_id
-"""
+# Across tenants, through the functions control may do that with (migration 0005): its
+# own role sees no row without a tenant set.
+_ENDED = "SELECT t::text FROM crivline_ended_periods($1::text[]) AS t"
 _LOCK_ENDED = """
 SELECT plan_tier, status, current_period_end FROM subscriptions
  WHERE tenant_id = $1 AND status = ANY($2::text[]) AND current_period_end <= now()
@@ -65,36 +62,23 @@ class Pass:
     changes: list[Change] = field(default_factory=list)
 
 
-def _deleted(status: str) -> int:
-    return int(status.rsplit(" ", 1)[-1])  # "DELETE 12"
-
-
 async def clean_up(conn: asyncpg.Connection, retention_days: int, done: Pass) -> None:
-    done.idempotency_keys = _deleted(
-        await conn.execute(
-            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)",
-            RETENTION_HOURS,
-        )
+    done.idempotency_keys = await conn.fetchval(
+        "SELECT crivline_purge_idempotency_keys(make_interval(hours => $1))", RETENTION_HOURS
     )
-    done.usage_batches = _deleted(
-        await conn.execute(
-            "DELETE FROM usage_batches WHERE received_at < now() - make_interval(days => $1)",
-            retention_days,
-        )
+    row = await conn.fetchrow(
+        "SELECT * FROM crivline_purge_ledgers(make_interval(days => $1))", retention_days
     )
-    done.stripe_events = _deleted(
-        await conn.execute(
-            "DELETE FROM stripe_events WHERE received_at < now() - make_interval(days => $1)",
-            retention_days,
-        )
-    )
+    assert row is not None
+    done.usage_batches, done.stripe_events = row["usage_batches"], row["stripe_events"]
 
 
 async def end_periods(conn: asyncpg.Connection, done: Pass) -> None:
     statuses = sorted(PAYING_UNTIL_PERIOD_END)
     for row in await conn.fetch(_ENDED, statuses):
-        tenant = row["tenant_id"]
+        tenant = row[0]
         async with conn.transaction():
+            await bind_tenant(conn, tenant)
             # Again under the row lock: a webhook may have changed it since.
             locked = await conn.fetchrow(_LOCK_ENDED, tenant, statuses)
             if locked is None:

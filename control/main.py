@@ -36,6 +36,6 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
 
 def run(settings: Settings) -> int:
     logs.configure("control", settings.log_level)
-    settings.require_database()  # a missing URL is a one-line ConfigError, before anything
+    settings.database_for("control")  # a missing URL is a one-line ConfigError, before anything
     uvloop.run(serve(settings))
     return 0

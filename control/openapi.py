@@ -11,6 +11,7 @@ from control.idempotency import HEADER as IDEMPOTENCY_HEADER
 from control.idempotency import REPLAYED_HEADER
 from control.routing import Operation
 from control.schemas import BODIES, RESPONSE_SCHEMAS
+from control.scopes import Scope
 
 _PATH_PARAMETER = re.compile(r"\{(\w+)\}")
 _SCHEMAS = "#/components/schemas/"
@@ -26,6 +27,7 @@ _PATH_PARAMETERS: dict[str, tuple[str, dict[str, Any]]] = {
     "flag": ("Flag key", {"type": "string", "pattern": KEY_PATTERN, "example": "new-checkout"}),
     "segment": ("Segment key", {"type": "string", "pattern": KEY_PATTERN, "example": "pro-users"}),
     "key_id": ("API key id", {"type": "string", "format": "uuid"}),
+    "token_id": ("Management token id", {"type": "string", "format": "uuid"}),
 }
 
 _PARAMETERS: dict[str, dict[str, Any]] = {
@@ -107,6 +109,7 @@ _HEADERS: dict[str, dict[str, Any]] = {
 _PROBLEM_TEXT = {
     400: "The request is malformed: not JSON, wrong shape, unknown fields, bad parameters",
     401: "No valid management token",
+    403: "The management token's scope is below the one this operation needs",
     404: "No such object in this tenant",
     409: "Conflicts with the current state (a key in use, a segment still referenced)",
     412: "If-Match names a revision that is no longer current",
@@ -171,9 +174,13 @@ def _operation(op: Operation) -> dict[str, Any]:
             answer["headers"] = headers
         responses[str(reply.status)] = answer
     statuses = set(op.problems)
-    if op.authenticated:
+    if op.authenticated and op.scope is not None:
         statuses |= {401, 503}
-        doc["security"] = [{"managementToken": []}]
+        if op.scope is not Scope.READ:
+            statuses.add(403)
+        # OpenAPI 3.1: the roles a bearer scheme requires; and the scope by name.
+        doc["security"] = [{"managementToken": [op.scope.value]}]
+        doc["x-crivline-scope"] = op.scope.value
     elif op.security is not None:
         statuses |= {401}
         doc["security"] = [{op.security: []}]
@@ -211,7 +218,9 @@ def document(operations: Iterable[Operation]) -> dict[str, Any]:
             "securitySchemes": {
                 "managementToken": {
                     "type": "http", "scheme": "bearer",
-                    "description": "A management token, crv_mgt_…, of one tenant.",
+                    "description": "A management token, crv_mgt_…, of one tenant, with "
+                    "a scope: read (GETs), write (changes), admin (API keys and tokens). "
+                    "Each operation lists the scope it needs (x-crivline-scope).",
                 },
                 "edgeCredential": {
                     "type": "http", "scheme": "bearer",

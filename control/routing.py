@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from control.bodies import Body
+from control.scopes import Scope, default_for, guarded
 from crivline import httpserver
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -49,6 +50,7 @@ class Operation:
     # A route outside the management token's (authenticated=False) that checks another
     # credential itself: the name of its security scheme in the document.
     security: str | None = None
+    scope: Scope | None = None  # what a management token needs; None when unauthenticated
 
 
 class Api:
@@ -75,6 +77,7 @@ class Api:
         authenticated: bool = True,
         description: str = "",
         security: str | None = None,
+        scope: Scope | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.operations.append(
@@ -94,6 +97,7 @@ class Api:
                     authenticated,
                     description or (handler.__doc__ or "").strip(),
                     security,
+                    (scope or default_for(method)) if authenticated else None,
                 )
             )
             return handler
@@ -103,14 +107,15 @@ class Api:
 
 def add_routes(app: web.Application, operations: list[Operation]) -> None:
     for op in operations:
+        handler = op.handler if op.scope is None else guarded(op.scope, op.handler)
         # No implicit HEAD: the app serves exactly the methods its document lists.
         # Expect: 100-continue only (aiohttp's default answers 500 to one not in UTF-8).
         if op.method == "GET":
             app.router.add_get(
-                op.path, op.handler, allow_head=False, expect_handler=httpserver.expect_continue
+                op.path, handler, allow_head=False, expect_handler=httpserver.expect_continue
             )
         else:
             app.router.add_route(
-                op.method, op.path, op.handler, expect_handler=httpserver.expect_continue
+                op.method, op.path, handler, expect_handler=httpserver.expect_continue
             )
     httpserver.refuse_unmatched(app)

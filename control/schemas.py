@@ -137,6 +137,21 @@ NEW_KEY = Body(
     examples=({"kind": "server", "label": "checkout service"},),
 )
 
+NEW_TOKEN = Body(
+    "NewManagementToken",
+    {
+        "scope": Field(
+            "string",
+            required=True,
+            choices=("read", "write", "admin"),
+            description="read: GETs only; write: every change to flags, segments, projects "
+            "and environments; admin: also API keys and management tokens.",
+        ),
+        "label": Field("string", max_length=200),
+    },
+    examples=({"scope": "read", "label": "dashboard"},),
+)
+
 FLAG_SET_DOCUMENT = Body(
     "FlagSetDocument",
     {
@@ -169,6 +184,7 @@ BODIES: Final = (
     FLAG_STATE,
     SEGMENT,
     NEW_KEY,
+    NEW_TOKEN,
     FLAG_SET_DOCUMENT,
 )
 
@@ -446,6 +462,27 @@ RESPONSE_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
     "FlagList": _list_of("Flag"),
     "SegmentList": _list_of("Segment"),
     "ApiKeyList": _list_of("ApiKey"),
+    "ManagementToken": _object(
+        {
+            "id": _UUID,
+            "label": {"type": "string"},
+            "scope": {"enum": ["read", "write", "admin"]},
+            "displayPrefix": {"type": "string"},
+            "createdAt": _TIME,
+            "revokedAt": {"type": ["string", "null"], "format": "date-time"},
+        }
+    ),
+    "CreatedManagementToken": _object(
+        {
+            "token": {"$ref": "#/components/schemas/ManagementToken"},
+            "secret": {
+                "type": ["string", "null"],
+                "pattern": "^crv_mgt_",
+                "description": "The secret: shown in this response only (null in a replay).",
+            },
+        }
+    ),
+    "ManagementTokenList": _list_of("ManagementToken"),
     "FlagSet": {
         "type": "object",
         "description": "The flagd flag set the edge serves for this environment.",

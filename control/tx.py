@@ -1,6 +1,8 @@
 """Transactions around request handling: a read-only snapshot for reads, and for writes
 one transaction holding the change, its audit rows, the version bumps (NOTIFY on
-commit) and the Idempotency-Key record — then, after the commit, the bus message.
+commit) and the Idempotency-Key record — then, after the commit, the bus message. Each
+transaction is scoped to the caller's tenant first (:func:`bind_tenant`), for the
+row-level security policies under the data layer's own tenant filters.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from control.store import TenantStore
 from crivline.errors import ServiceUnavailable
 
 ACQUIRE_TIMEOUT = 10.0
+# The tenant of the transaction, for the row-level security policies (migration 0005):
+# local to the transaction, so a pooled connection (or a transaction-pooling PgBouncer)
+# never carries it into the next one.
+_BIND_TENANT = "SELECT set_config('crivline.tenant_id', $1::uuid::text, true)"
 # Deadlocks cannot happen between control's own writers (they lock in one order), but a
 # serialization failure or a deadlock with something else is retried, not shown.
 MAX_ATTEMPTS = 3
@@ -45,6 +51,11 @@ class Outcome:
 Operation = Callable[[TenantStore], Awaitable[Outcome]]
 
 
+async def bind_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
+    """Scope the rest of the current transaction to ``tenant_id`` (its first statement)."""
+    await conn.execute(_BIND_TENANT, tenant_id)
+
+
 def connection(proxy: PoolConnectionProxy[Any]) -> asyncpg.Connection:
     """A pooled connection as the Connection it forwards every call to."""
     return cast(asyncpg.Connection, proxy)
@@ -57,6 +68,7 @@ async def reading(request: web.Request) -> AsyncIterator[TenantStore]:
     async with request.app[POOL].acquire(timeout=ACQUIRE_TIMEOUT) as proxy:
         conn = connection(proxy)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await bind_tenant(conn, caller.tenant_id)
             yield TenantStore(conn, caller.tenant_id, caller.actor)
 
 
@@ -74,6 +86,7 @@ async def write(
             async with app[POOL].acquire(timeout=ACQUIRE_TIMEOUT) as proxy:
                 conn = connection(proxy)
                 async with conn.transaction():
+                    await bind_tenant(conn, caller.tenant_id)
                     store = TenantStore(conn, caller.tenant_id, caller.actor)
                     if key is not None:
                         stored = await idempotency.claim(conn, caller.tenant_id, key)
@@ -102,12 +115,3 @@ async def write(
     metrics.environment_bumps.inc(len(store.changes))
     app[BUS].publish(store.changes)
     return outcome.response()
-
-
-@asynccontextmanager
-async def session(request: web.Request) -> AsyncIterator[TenantStore]:
-    """A store on a pooled connection, outside any transaction (for callers that run
-    their own, such as :func:`crivline.snapshot.load_snapshot`)."""
-    caller = request[PRINCIPAL]
-    async with request.app[POOL].acquire(timeout=ACQUIRE_TIMEOUT) as proxy:
-        yield TenantStore(connection(proxy), caller.tenant_id, caller.actor)

@@ -3,7 +3,8 @@
 ::
 
     crivline up [--data-dir DIR]          the whole stack on this machine
-    crivline migrate                      apply the central schema's migrations
+    crivline migrate [--roles]            apply the central schema's migrations (and the
+                                          parts' login roles)
     crivline tenant create KEY [--name] [--plan TIER]
                                           a tenant and its first management token
     crivline tenant plan KEY TIER         put a tenant on a plan by hand (no Stripe)
@@ -30,7 +31,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from crivline.errors import CrivlineError
+from crivline.errors import ConfigError, CrivlineError
 from crivline.settings import Settings, redact_url
 
 PARTS = ("control", "syncd", "proxy", "relay")
@@ -43,7 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole stack on this machine")
     up.add_argument("--data-dir", help="where embedded servers keep data (default .crivline)")
 
-    sub.add_parser("migrate", help="apply the central schema's migrations")
+    migrate = sub.add_parser("migrate", help="apply the central schema's migrations")
+    migrate.add_argument(
+        "--roles", action="store_true",
+        help="also create or update each part's login role from its CRIVLINE_<PART>_DATABASE_URL",
+    )  # fmt: skip
 
     tenant = sub.add_parser("tenant", help="tenant bootstrap")
     tenant_sub = tenant.add_subparsers(dest="tenant_command", required=True, metavar="ACTION")
@@ -126,13 +131,24 @@ def _cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
     return Stack(settings).run()
 
 
-def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from crivline.roles import GROUPS
     from crivline.up import _migrate
 
     url = settings.require_database()
-    applied = asyncio.run(_migrate(url))
+    parts = [p for p in GROUPS if getattr(settings, f"{p}_database_url") is not None]
+    if args.roles and not parts:
+        raise ConfigError(
+            "--roles needs at least one of "
+            + ", ".join(f"CRIVLINE_{p.upper()}_DATABASE_URL" for p in GROUPS)
+        )
+    applied = asyncio.run(_migrate(url, settings if args.roles else None))
     shown = ", ".join(applied) if applied else "nothing to apply, schema is up to date"
     print(f"migrated {redact_url(url)}: {shown}")
+    if args.roles:
+        for part in parts:
+            login = redact_url(getattr(settings, f"{part}_database_url").reveal())
+            print(f"  {part}: login {login} is a member of {GROUPS[part]}")
     return 0
 
 

@@ -65,25 +65,45 @@ async def audit(
     )
 
 
-async def issue_management_token(
-    conn: asyncpg.Connection, tenant_id: str, label: str, actor: str = SYSTEM_ACTOR
-) -> str:
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    id: str
+    secret: str  # shown once; only its SHA-256 is stored
+
+
+async def issue_token(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    label: str,
+    *,
+    scope: str = "admin",
+    actor: str = SYSTEM_ACTOR,
+) -> IssuedToken:
+    """A new management token of ``scope`` (read, write, admin), audited; hash only."""
     token = tokens.generate(tokens.SecretKind.MANAGEMENT)
     token_id = await conn.fetchval(
-        """INSERT INTO management_tokens (tenant_id, token_hash, display_prefix, label)
-           VALUES ($1, $2, $3, $4) RETURNING id::text""",
+        """INSERT INTO management_tokens (tenant_id, token_hash, display_prefix, label, scope)
+           VALUES ($1, $2, $3, $4, $5) RETURNING id::text""",
         tenant_id,
         tokens.digest(token),
         tokens.display_prefix(token),
         label,
+        scope,
     )
     await audit(
-        conn, tenant_id=tenant_id, project_id=None, actor=actor, action="token.create",
+        conn, tenant_id=tenant_id, project_id=None, actor=actor, action="management_token.create",
         entity_type="management_token", entity_id=token_id, entity_key=label,
-        before=None, after={"id": token_id, "label": label,
+        before=None, after={"id": token_id, "label": label, "scope": scope,
                             "display_prefix": tokens.display_prefix(token)},
     )  # fmt: skip
-    return token
+    return IssuedToken(token_id, token)
+
+
+async def issue_management_token(
+    conn: asyncpg.Connection, tenant_id: str, label: str, actor: str = SYSTEM_ACTOR
+) -> str:
+    """An ``admin`` token (what ``crivline tenant create`` hands out)."""
+    return (await issue_token(conn, tenant_id, label, actor=actor)).secret
 
 
 async def create_tenant(

@@ -246,6 +246,23 @@ class Settings:
         _POSTGRES,
         doc="central Postgres (`postgresql://…`); unset under `crivline up`: an embedded one",
     )
+    control_database_url: Secret | None = _env(
+        "CRIVLINE_CONTROL_DATABASE_URL",
+        _POSTGRES,
+        doc="control's own login (member of `crivline_control`; README, Guarantees);"
+        " unset: CRIVLINE_DATABASE_URL",
+    )
+    syncd_database_url: Secret | None = _env(
+        "CRIVLINE_SYNCD_DATABASE_URL",
+        _POSTGRES,
+        doc="syncd's own login (member of `crivline_syncd`); unset: CRIVLINE_DATABASE_URL",
+    )
+    relay_database_url: Secret | None = _env(
+        "CRIVLINE_RELAY_DATABASE_URL",
+        _POSTGRES,
+        doc="the relay's own login (member of `crivline_relay`, LISTEN only);"
+        " unset: CRIVLINE_DATABASE_URL",
+    )
     replica_url: Secret | None = _env(
         "CRIVLINE_REPLICA_URL",
         _POSTGRES,
@@ -569,6 +586,12 @@ class Settings:
         if self.bus_url is None:
             raise ConfigError("CRIVLINE_BUS_URL is not set (a redis:// URL)")
         return self.bus_url.reveal()
+
+    def database_for(self, part: str) -> str:
+        """The URL ``part`` (control, syncd or relay) connects with: its own login role
+        when one is set, else CRIVLINE_DATABASE_URL (the owner's: not least privilege)."""
+        own: Secret | None = getattr(self, f"{part}_database_url")
+        return own.reveal() if own is not None else self.require_database()
 
     def require_redis(self) -> str:
         if self.redis_url is None:

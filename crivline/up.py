@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import importlib.util
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from crivline import seed
 from crivline.embedded import PostgresServer, ValkeyServer, port_is_free
 from crivline.errors import DatabaseUnavailable, StackRunning, StartupError
 from crivline.migrate import migrate
+from crivline.roles import GROUPS, ensure_logins, role_url
 from crivline.settings import Secret, Settings, redact_url
 from crivline.snapshot import set_json_codecs
 
@@ -150,7 +152,15 @@ class Stack:
             # private folder, the cluster lives elsewhere: crivline.embedded).
             self.record_pid(data_dir, "postgres", self.postgres.pid, str(self.postgres.cluster))
             asyncio.run(_ensure_database(self.postgres.url, DATABASE))
-            settings = settings.with_(database_url=Secret(self.postgres.url_for(DATABASE)))
+            owner = self.postgres.url_for(DATABASE)
+            settings = settings.with_(database_url=Secret(owner))
+            # Each part as its own least-privilege login (crivline.roles), made by the
+            # migration step below; fresh passwords each run.
+            settings = settings.with_(**{
+                f"{part}_database_url": Secret(role_url(owner, group, secrets.token_urlsafe(24)))
+                for part, group in GROUPS.items()
+                if getattr(settings, f"{part}_database_url") is None
+            })  # fmt: skip
             self.say(
                 f"  PostgreSQL {self.postgres.url_for(DATABASE)} (data {data_dir / 'postgres'})"
             )
@@ -200,7 +210,7 @@ class Stack:
             parts = available_parts()
             self.check_ports(parts)
             settings = self.start_servers(data_dir)
-            applied = asyncio.run(_migrate(settings.require_database()))
+            applied = asyncio.run(_migrate(settings.require_database(), settings))
             self.say(f"• migrations: {', '.join(applied) if applied else 'up to date'}")
             demo = asyncio.run(_seed(settings.require_database(), data_dir))
             self.say(f"• demo tenant {demo['tenant']!r}, project {demo['project']!r}")
@@ -333,10 +343,14 @@ async def _connect(url: str) -> asyncpg.Connection:
     return conn
 
 
-async def _migrate(url: str) -> list[str]:
+async def _migrate(url: str, roles: Settings | None = None) -> list[str]:
+    """Apply the migrations; with ``roles``, then the parts' logins it names."""
     conn = await _connect(url)
     try:
-        return await migrate(conn)
+        applied = await migrate(conn)
+        if roles is not None:
+            await ensure_logins(conn, roles)
+        return applied
     finally:
         await conn.close()
 

@@ -32,7 +32,7 @@ IO_TIMEOUT = 10.0
 
 def build(settings: Settings) -> tuple[Relay, Redis]:
     """The relay and its bus client, from the settings (nothing connects yet)."""
-    database = settings.require_database()
+    database = settings.database_for("relay")
     bus = Redis.from_url(
         settings.require_bus(),
         socket_timeout=IO_TIMEOUT,
@@ -101,7 +101,7 @@ def run(settings: Settings) -> int:
     log.info(
         "relay starting",
         extra=fields(
-            database=redact_url(settings.require_database()),
+            database=redact_url(settings.database_for("relay")),
             bus=redact_url(settings.require_bus()),
             sweep_interval=settings.reconcile_interval,
             port=settings.relay_port,

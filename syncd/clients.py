@@ -88,7 +88,7 @@ def database_url(settings: Settings) -> str:
     if settings.syncd_bus_only:
         settings.require_bus()
         return settings.require_replica()
-    return settings.require_database()
+    return settings.database_for("syncd")
 
 
 async def connect(settings: Settings, config: SyncdConfig, deadline: float) -> Clients:

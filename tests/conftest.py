@@ -9,7 +9,9 @@
   ``pg_basebackup``; every test database appears on it too (``support.standby.standby_url_for``).
 - ``database_url`` (per test): a fresh database cloned from a migrated template.
 - ``redis_url`` (per test): the Valkey server, flushed.
-- ``db`` / ``redis``: clients on those.
+- ``db`` / ``redis``: clients on those (``db`` as the owner, to seed and inspect).
+- The parts connect as their own login roles (``support.roles.part_url``), made on the
+  template by :func:`crivline.roles.ensure_login`.
 
 Every async exception that nobody awaited fails the test that caused it.
 """
@@ -35,6 +37,7 @@ os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
 from crivline.embedded import PostgresServer, PostgresStandby, ValkeyServer
 from crivline.migrate import migrate
+from crivline.roles import GROUPS, ensure_login
 from crivline.snapshot import set_json_codecs
 
 # The proxy and control kits' fixtures (feeder, start_proxy, open_stream, central),
@@ -162,6 +165,9 @@ async def template_database(pg_server: Any) -> str:
     conn = await asyncpg.connect(_server_url(pg_server, TEMPLATE_DB))
     try:
         await migrate(conn)
+        # The parts' logins (cluster-wide roles): each group role logs in as itself.
+        for part, group in GROUPS.items():
+            await ensure_login(conn, part, group, None)
     finally:
         await conn.close()
     return TEMPLATE_DB

@@ -13,6 +13,7 @@ from control.routes import (
     projects,
     segments,
     states,
+    tokens,
     webhooks,
 )
 from control.routing import Operation
@@ -27,6 +28,7 @@ def operations() -> list[Operation]:
         states,
         segments,
         keys,
+        tokens,
         flagsets,
         audit,
         plans,

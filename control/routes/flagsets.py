@@ -9,7 +9,7 @@ from control.http import etag, if_none_match, path_key, query_choice
 from control.routing import Api, Reply
 from control.schemas import FLAG_SET_DOCUMENT
 from control.store import TenantStore
-from control.tx import Outcome, session, write
+from control.tx import Outcome, reading, write
 from crivline.errors import NotFound
 from crivline.snapshot import load_snapshot
 
@@ -29,7 +29,7 @@ VERSION_HEADER = "Crivline-Version"
 )  # fmt: skip
 async def get_flag_set(request: web.Request) -> web.Response:
     project_key, env_key = path_key(request, "project"), path_key(request, "environment")
-    async with session(request) as store:
+    async with reading(request) as store:
         project = await store.projects.get(project_key)
         env = await store.projects.environment(project, env_key)
         # The same function syncd uses: what this shows is what the edge serves.

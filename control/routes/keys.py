@@ -10,6 +10,7 @@ from control.bodies import parse, parse_datetime
 from control.http import json_response, path_key, path_uuid
 from control.routing import Api, Reply
 from control.schemas import NEW_KEY
+from control.scopes import Scope
 from control.store import TenantStore
 from control.tx import Outcome, reading, write
 from crivline.errors import FieldProblem, Unprocessable
@@ -32,7 +33,7 @@ async def list_keys(request: web.Request) -> web.Response:
 
 
 @api.operation(
-    "POST", _KEYS, operation_id="createApiKey", tag="keys", body=NEW_KEY,
+    "POST", _KEYS, operation_id="createApiKey", tag="keys", body=NEW_KEY, scope=Scope.ADMIN,
     summary="Create an API key: crv_srv_… (server) or crv_cli_… (client)",
     headers=("IdempotencyKey",),
     replies=(Reply(201, "The key and, this once, its secret", "CreatedApiKey"),),
@@ -60,7 +61,7 @@ async def create_key(request: web.Request) -> web.Response:
 
 
 @api.operation(
-    "DELETE", _KEYS + "/{key_id}", operation_id="revokeApiKey", tag="keys",
+    "DELETE", _KEYS + "/{key_id}", operation_id="revokeApiKey", tag="keys", scope=Scope.ADMIN,
     summary="Revoke an API key (edges stop accepting it within seconds)",
     replies=(Reply(200, "The revoked key", "ApiKey"),), problems=(401, 404),
 )  # fmt: skip

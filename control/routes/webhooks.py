@@ -42,7 +42,7 @@ from control.stripe import (
     parse_subscription,
     verify,
 )
-from control.tx import ACQUIRE_TIMEOUT, connection
+from control.tx import ACQUIRE_TIMEOUT, bind_tenant, connection
 from crivline.errors import BadRequest, Conflict, NotFound
 from crivline.logs import fields
 
@@ -113,8 +113,10 @@ async def _apply(request: web.Request, event: Event, sub: Subscription) -> web.R
         if tier is None or await plan_limits(conn, tier) is None:
             log.warning("stripe event for a price with no plan; not applied", extra=context)
             return _answer("ignored", f"price {sub.price_id!r} is not in CRIVLINE_STRIPE_PRICES")
+        # Not tenant-authenticated: the tenant comes from the subscription's metadata,
+        # through the one lookup control may make before it has a tenant.
         tenant_id = await conn.fetchval(
-            "SELECT id::text FROM tenants WHERE key = $1", sub.tenant_key or ""
+            "SELECT crivline_tenant_by_key($1)::text", sub.tenant_key or ""
         )
         if tenant_id is None:
             log.warning("stripe event for an unknown tenant; not applied", extra=context)
@@ -122,6 +124,7 @@ async def _apply(request: web.Request, event: Event, sub: Subscription) -> web.R
         scope = TenantScope(conn, tenant_id, f"stripe:{event.id}")
         try:
             async with conn.transaction():
+                await bind_tenant(conn, tenant_id)
                 result = await _write(scope, event, sub, tier)
         except asyncpg.UniqueViolationError:
             raise Conflict(

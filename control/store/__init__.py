@@ -21,6 +21,7 @@ from control.store.plans import PlanStore
 from control.store.projects import ProjectStore
 from control.store.scope import Change, TenantScope
 from control.store.segments import SegmentStore
+from control.store.tokens import TokenStore
 
 __all__ = ["Change", "ImportReport", "TenantStore"]
 
@@ -34,6 +35,7 @@ class TenantStore:
         self.keys = KeyStore(self.scope, self.projects)
         self.audit = AuditStore(self.scope, self.projects)
         self.plans = PlanStore(self.scope)
+        self.tokens = TokenStore(self.scope)
         self.importer = Importer(self.scope, self.projects, self.flags, self.segments)
 
     @property

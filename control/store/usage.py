@@ -17,21 +17,13 @@ import asyncpg
 from crivline.plans import EVALUATION_KINDS
 from crivline.usage import Batch
 
-_ADD = """
-INSERT INTO usage AS u (tenant_id, environment_id, day, kind, count)
-SELECT e.tenant_id, e.id, c.day, c.kind, sum(c.count)
-  FROM unnest($1::uuid[], $2::date[], $3::text[], $4::bigint[]) AS c(env, day, kind, count)
-  JOIN environments e ON e.id = c.env
- GROUP BY e.tenant_id, c.day, e.id, c.kind
- ORDER BY e.tenant_id, c.day, e.id, c.kind
-ON CONFLICT (tenant_id, day, environment_id, kind) DO UPDATE SET count = u.count + EXCLUDED.count
-"""
+# A batch spans tenants and is authenticated by an edge credential, not by a tenant:
+# control's role reaches usage across tenants only through these two functions
+# (migration 0005), which take each row's tenant from its environment.
+_ADD = "SELECT crivline_add_usage($1::uuid[], $2::date[], $3::text[], $4::bigint[])"
 
 _TODAY = """
-SELECT tenant_id::text AS tenant, sum(count)::bigint AS total
-  FROM usage
- WHERE tenant_id = ANY($1::uuid[]) AND day = $2 AND kind = ANY($3::text[])
- GROUP BY tenant_id
+SELECT tenant_id::text AS tenant, total FROM crivline_usage_totals($1::uuid[], $2, $3::text[])
 """
 
 

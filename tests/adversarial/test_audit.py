@@ -35,7 +35,9 @@ SELECT (SELECT json_agg(p ORDER BY p.id) FROM projects p WHERE tenant_id = $1) A
        (SELECT json_agg(fe ORDER BY fe.flag_id, fe.environment_id)
           FROM flag_environments fe WHERE tenant_id = $1) AS states,
        (SELECT json_agg(s ORDER BY s.id) FROM segments s WHERE tenant_id = $1) AS segments,
-       (SELECT json_agg(k ORDER BY k.id) FROM api_keys k WHERE tenant_id = $1) AS keys
+       (SELECT json_agg(k ORDER BY k.id) FROM api_keys k WHERE tenant_id = $1) AS keys,
+       (SELECT json_agg(m ORDER BY m.id) FROM management_tokens m WHERE tenant_id = $1)
+           AS tokens
 """
 AUDIT = """
 SELECT id, tenant_id::text, project_id::text, actor, action, entity_type, entity_id::text,
@@ -45,9 +47,10 @@ SELECT id, tenant_id::text, project_id::text, actor, action, entity_type, entity
 
 P = "/projects/audited"
 FAILED = "the server failed to handle this request; it has been logged"
+NO_ID = "00000000-0000-4000-8000-000000000000"
 
 
-def writes(key_id: str) -> list[tuple[str, str, str, Any]]:
+def writes(key_id: str, token_id: str = NO_ID) -> list[tuple[str, str, str, Any]]:
     """(route, method, path, body): one write per route, each changing something."""
     return [
         ("createProject", "POST", "/projects", {"key": "audited"}),
@@ -70,6 +73,8 @@ def writes(key_id: str) -> list[tuple[str, str, str, Any]]:
         ("updateProject", "PATCH", P, {"name": "Audited"}),
         ("updateEnvironment", "PATCH", f"{P}/environments/qa",
          {"name": "QA", "fractionalBucketing": "v2"}),
+        ("createManagementToken", "POST", "/tokens", {"scope": "read", "label": "audited"}),
+        ("revokeManagementToken", "DELETE", f"/tokens/{token_id}", None),
     ]  # fmt: skip
 
 
@@ -80,9 +85,9 @@ async def last_audit_id(db: asyncpg.Connection) -> int:
 async def test_every_committed_change_has_its_audit_rows(world: World) -> None:
     db, acme = world.central.db, world.acme
     covered: set[str] = set()
-    key_id = "00000000-0000-4000-8000-000000000000"
+    key_id = token_id = NO_ID
     for _repeat in range(2):  # the second round changes nothing, so it audits nothing
-        for route, method, path, body in writes(key_id):
+        for route, method, path, body in writes(key_id, token_id):
             before = await db.fetchrow(DATA, acme.tenant_id)
             mark = await last_audit_id(db)
             status, answer, _ = await world.api(acme, method, path, body)
@@ -90,6 +95,8 @@ async def test_every_committed_change_has_its_audit_rows(world: World) -> None:
             rows = await db.fetch(AUDIT, mark)
             if route == "createApiKey" and status == 201:
                 key_id = answer["apiKey"]["id"]
+            if route == "createManagementToken" and status == 201:
+                token_id = answer["token"]["id"]
             if after == before:
                 assert rows == [], (route, status, [r["action"] for r in rows])
                 continue
@@ -111,6 +118,8 @@ async def test_every_committed_change_has_its_audit_rows(world: World) -> None:
                 assert secret not in str([dict(r) for r in rows])
             if route == "createApiKey":
                 assert answer["key"] not in str([dict(r) for r in rows])
+            if route == "createManagementToken":
+                assert answer["secret"] not in str([dict(r) for r in rows])
     assert covered == WRITE_ROUTES, WRITE_ROUTES - covered
 
 
@@ -124,6 +133,7 @@ async def test_no_write_commits_when_its_audit_row_cannot_be_written(world: Worl
                    {"key": "old", "type": "boolean", "variants": {"on": True}})  # fmt: skip
     await world.ok(acme, "POST", f"{P}/flags/old/archive")
     key = await world.ok(acme, "POST", f"{P}/environments/qa/keys", {"kind": "client"})
+    token = await world.ok(acme, "POST", "/tokens", {"scope": "read"})
     attempts = [
         ("createProject", "POST", "/projects", {"key": "blocked"}),
         ("createEnvironment", "POST", f"{P}/environments", {"key": "blocked"}),
@@ -142,6 +152,8 @@ async def test_no_write_commits_when_its_audit_row_cannot_be_written(world: Worl
          {"flags": {"blocked": {"state": "ENABLED", "variants": {"on": True}}}}),
         ("updateProject", "PATCH", P, {"name": "blocked"}),
         ("updateEnvironment", "PATCH", f"{P}/environments/qa", {"name": "blocked"}),
+        ("createManagementToken", "POST", "/tokens", {"scope": "read"}),
+        ("revokeManagementToken", "DELETE", f"/tokens/{token['token']['id']}", None),
     ]  # fmt: skip
     assert {a[0] for a in attempts} == WRITE_ROUTES
     versions = "SELECT json_agg(version ORDER BY id) FROM environments"

@@ -93,7 +93,7 @@ async def test_audit_filters_and_bad_parameters(control: Control) -> None:
     blog = await entries(control, project="blog")
     assert {e["entityKey"] for e in blog} == {"blog", "dev"}
     tenant_wide = await entries(control)
-    assert {"tenant.create", "token.create"} <= {e["action"] for e in tenant_wide}
+    assert {"tenant.create", "management_token.create"} <= {e["action"] for e in tenant_wide}
     for query in ("limit=0", "limit=501", "limit=ten", "cursor=bm9wZQ", "cursor=%%%"):
         answer = await control.get(f"/audit?{query}")
         assert answer.status == 400, query

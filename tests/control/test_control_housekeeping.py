@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 from support.control_testkit import Control, control_settings, start_control
+from support.roles import part_url
 from support.waiting import eventually
 
 from control.housekeeping import housekeep
@@ -17,7 +18,10 @@ from crivline.snapshot import set_json_codecs
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=2, init=set_json_codecs)
+    """control's own login, as the app runs it: row-level security applies."""
+    created = await asyncpg.create_pool(
+        part_url(database_url, "control"), min_size=1, max_size=2, init=set_json_codecs
+    )
     try:
         yield created
     finally:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from support.control_testkit import Control, start_control
-
-from crivline.settings import Settings
+from support.control_testkit import Control, control_settings, start_control
 
 
 async def counts(db: asyncpg.Connection) -> tuple[int, int, int]:
@@ -94,7 +92,7 @@ async def test_a_replayed_key_creation_never_shows_the_secret_again(control: Con
 async def test_keys_are_per_tenant_and_well_formed(
     control: Control, database_url: str, db: asyncpg.Connection
 ) -> None:
-    other = await start_control(Settings.from_env({}, database_url=database_url), db, "globex")
+    other = await start_control(control_settings(database_url), db, "globex")
     try:
         key = {"Idempotency-Key": "shared-name"}
         assert (await control.post("/projects", {"key": "shop"}, headers=key)).status == 201

@@ -54,13 +54,14 @@ async def test_every_route_on_another_tenants_objects_is_404(
 ) -> None:
     a, b = tenants
     b_key = (await b.get("/projects/shop/environments/dev/keys")).body["items"][0]["id"]
+    b_token = (await b.get("/tokens")).body["items"][0]["id"]
     targets = [
         # Everything B-only, addressed inside a project A does not have.
         {"project": "secret", "environment": "hidden-env", "flag": "hidden-flag",
-         "segment": "b-seg", "key_id": b_key},
+         "segment": "b-seg", "key_id": b_key, "token_id": b_token},
         # B-only objects inside a project both have (shop).
         {"project": "shop", "environment": "b-env", "flag": "b-flag", "segment": "b-seg",
-         "key_id": b_key},
+         "key_id": b_key, "token_id": b_token},
     ]  # fmt: skip
     before = await db.fetchrow(TENANT_ROWS, b.tenant_id)
     checked = 0
@@ -102,7 +103,7 @@ async def test_same_names_reach_only_your_own_objects(
 
     for op in operations():
         names = re.findall(r"\{(\w+)\}", op.path)
-        if op.method == "GET" or "key_id" in names:
+        if op.method == "GET" or "key_id" in names or "token_id" in names:
             continue
         values = {"project": "shop", "environment": "dev", "flag": "checkout", "segment": "pro"}
         path = op.path.format(**{n: values[n] for n in names})

@@ -68,7 +68,7 @@ def test_the_document_lists_exactly_the_routes_of_the_app() -> None:
             assert set(re.findall(r"\{(\w+)\}", path)) <= params, (method, path)
             if path.startswith("/api/v1"):
                 assert "401" in op["responses"]
-                assert op["security"] == [{"managementToken": []}]
+                assert op["security"] == [{"managementToken": [op["x-crivline-scope"]]}]
     ingest = doc["paths"]["/edge/v1/usage"]["post"]
     assert ingest["security"] == [{"edgeCredential": []}]
     assert "401" in ingest["responses"]

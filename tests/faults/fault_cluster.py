@@ -35,10 +35,12 @@ from typing import Any
 import aiohttp
 import asyncpg
 import orjson
+from support.roles import part_url
 from support.waiting import eventually
 
 from crivline.embedded import PostgresServer, ValkeyServer, free_port
 from crivline.migrate import migrate
+from crivline.roles import GROUPS, ensure_login
 from crivline.seed import create_tenant
 from crivline.snapshot import set_json_codecs
 
@@ -340,6 +342,8 @@ async def build(root: Path) -> Cluster:
     try:
         await set_json_codecs(conn)
         await migrate(conn)
+        for part, group in GROUPS.items():  # each part as its own role, as in production
+            await ensure_login(conn, part, group, None)
         for key in TENANTS:
             # Uncapped: the storm's pollers would otherwise meet the free tier's daily
             # quota in a long run (quotas have their own tests).
@@ -351,12 +355,17 @@ async def build(root: Path) -> Cluster:
         root,
         "control",
         "control",
-        {"CRIVLINE_DATABASE_URL": database_url, "CRIVLINE_BUS_URL": bus.url},
+        {
+            "CRIVLINE_DATABASE_URL": database_url,
+            "CRIVLINE_CONTROL_DATABASE_URL": part_url(database_url, "control"),
+            "CRIVLINE_BUS_URL": bus.url,
+        },
     )
 
     def syncd(edge: str, n: int, bus_url: str | None = None) -> Part:
         settings = {
             "CRIVLINE_DATABASE_URL": database_url,
+            "CRIVLINE_SYNCD_DATABASE_URL": part_url(database_url, "syncd"),
             "CRIVLINE_REDIS_URL": valkeys[edge].url,
             "CRIVLINE_EDGE_ID": f"edge-{edge}",
         }

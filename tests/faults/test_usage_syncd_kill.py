@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fault_cluster import Part
+from support.control_testkit import control_settings
 from support.waiting import eventually
 
 from control.app import create_app
@@ -71,7 +72,7 @@ class Front:
 
 @pytest.fixture
 async def front(database_url: str) -> AsyncIterator[tuple[Front, str]]:
-    control = TestServer(create_app(Settings.from_env({}, database_url=database_url)))
+    control = TestServer(create_app(control_settings(database_url)))
     await control.start_server()
     front = Front(str(control.make_url("")).rstrip("/"))
     app = web.Application()

@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -293,3 +294,53 @@ def test_relay_port_in_use_is_named(crivline_cmd: list[str]) -> None:
     assert result.returncode == 1, result
     assert "Traceback" not in result.stderr + result.stdout
     assert f"cannot listen on 127.0.0.1:{port} (CRIVLINE_RELAY_PORT)" in result.stderr
+
+
+def test_migrate_roles_makes_least_privilege_logins(
+    crivline_cmd: list[str], database_url: str
+) -> None:
+    owner = urlsplit(database_url)
+    user = f"control_login_{os.getpid()}"
+    login = database_url.replace(f"{owner.username}@", f"{user}:s3cret-pw@", 1)
+    env = {"CRIVLINE_DATABASE_URL": database_url, "CRIVLINE_CONTROL_DATABASE_URL": login}
+    for _ in range(2):  # idempotent: the second run finds everything in place
+        done = run([*crivline_cmd, "migrate", "--roles"], env)
+        assert done.returncode == 0, done.stderr
+        assert f"control: login postgresql://{user}:***@" in done.stdout
+        assert "s3cret-pw" not in done.stdout + done.stderr
+
+    async def check() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            row = await conn.fetchrow(
+                "SELECT rolcanlogin, rolsuper, rolbypassrls, rolcreaterole, rolcreatedb,"
+                " pg_has_role(rolname, 'crivline_control', 'USAGE') AS member,"
+                " pg_has_role(rolname, 'crivline_syncd', 'MEMBER') AS syncd"
+                " FROM pg_roles WHERE rolname = $1",
+                user,
+            )
+            assert dict(row) == {"rolcanlogin": True, "rolsuper": False, "rolbypassrls": False,
+                                 "rolcreaterole": False, "rolcreatedb": False, "member": True,
+                                 "syncd": False}  # fmt: skip
+            part = await asyncpg.connect(login)
+            try:  # control's policies hold for its login: no tenant, no rows
+                assert await part.fetchval("SELECT count(*) FROM tenants") == 0
+            finally:
+                await part.close()
+        finally:
+            await conn.execute(f'DROP OWNED BY "{user}"')
+            await conn.execute(f'DROP ROLE "{user}"')
+            await conn.close()
+
+    asyncio.run(check())
+
+
+def test_migrate_roles_refuses_the_owner_and_needs_a_part(
+    crivline_cmd: list[str], database_url: str
+) -> None:
+    env = {"CRIVLINE_DATABASE_URL": database_url}
+    assert_one_clear_line(run([*crivline_cmd, "migrate", "--roles"], env),
+                          "CRIVLINE_CONTROL_DATABASE_URL")  # fmt: skip
+    env["CRIVLINE_SYNCD_DATABASE_URL"] = database_url
+    assert_one_clear_line(run([*crivline_cmd, "migrate", "--roles"], env),
+                          "CRIVLINE_SYNCD_DATABASE_URL", "owner")  # fmt: skip

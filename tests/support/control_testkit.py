@@ -13,6 +13,7 @@ from multidict import CIMultiDictProxy
 from control.app import create_app
 from crivline.seed import create_tenant
 from crivline.settings import Settings
+from support.roles import part_url
 
 # A valid body for each operation that takes one: the isolation must hold for requests
 # that would succeed on the caller's own objects.
@@ -126,6 +127,9 @@ class Control:
 
 
 def control_settings(database_url: str, **overrides: Any) -> Settings:
+    """Control's settings: the owner's URL for the operator's commands, and control's own
+    least-privilege login for the app itself."""
+    overrides.setdefault("control_database_url", part_url(database_url, "control"))
     return Settings.from_env({}, database_url=database_url, **overrides)
 
 

@@ -37,6 +37,7 @@ from crivline.snapshot import EdgeKey, EnvironmentSnapshot
 from proxy import appkeys
 from proxy.app import create_app
 from proxy.options import ProxyOptions
+from support.roles import part_url
 from support.waiting import eventually
 
 PREFIX = "t:"
@@ -339,7 +340,12 @@ async def central(database_url: str, redis_url: str, db: Any) -> AsyncIterator[C
     from syncd.config import SyncdConfig
     from syncd.daemon import Daemon
 
-    control_settings = Settings.from_env({}, database_url=database_url, control_port=free_port())
+    control_settings = Settings.from_env(
+        {},
+        database_url=database_url,
+        control_database_url=part_url(database_url, "control"),
+        control_port=free_port(),
+    )
     control_app = create_control(control_settings)
     runner = web.AppRunner(control_app, handle_signals=False)
     await runner.setup()
@@ -347,11 +353,12 @@ async def central(database_url: str, redis_url: str, db: Any) -> AsyncIterator[C
     # Uncapped, so no test meets the free tier's daily quota by accident.
     tenant = await create_tenant(db, "acme", plan="enterprise")
 
-    primary = await asyncpg.create_pool(database_url, min_size=1, max_size=4, init=set_json_codecs)
+    syncd_url = part_url(database_url, "syncd")
+    primary = await asyncpg.create_pool(syncd_url, min_size=1, max_size=4, init=set_json_codecs)
     syncd_redis = aioredis.from_url(redis_url)
 
     async def listen_connect() -> asyncpg.Connection:
-        return await asyncpg.connect(database_url, timeout=5)
+        return await asyncpg.connect(syncd_url, timeout=5)
 
     daemon = Daemon(
         SyncdConfig(

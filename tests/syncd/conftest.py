@@ -13,6 +13,7 @@ import asyncpg
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from support.roles import part_url
 from syncd_testkit import INTERVAL, Announcements, Running, StartSyncd, wait_for
 
 from crivline.keyspace import Keyspace
@@ -39,9 +40,8 @@ async def start_syncd(database_url: str, redis_url: str) -> AsyncIterator[StartS
         ready: bool = True,
         **config: Any,
     ) -> Running:
-        primary = await asyncpg.create_pool(
-            database_url, min_size=1, max_size=6, init=set_json_codecs
-        )
+        syncd_url = part_url(database_url, "syncd")
+        primary = await asyncpg.create_pool(syncd_url, min_size=1, max_size=6, init=set_json_codecs)
         replica = None
         if replica_url is not None:
             replica = await asyncpg.create_pool(
@@ -49,7 +49,7 @@ async def start_syncd(database_url: str, redis_url: str) -> AsyncIterator[StartS
             )
 
         async def listen_connect() -> asyncpg.Connection:
-            return await asyncpg.connect(database_url, timeout=5)
+            return await asyncpg.connect(syncd_url, timeout=5)
 
         settings = SyncdConfig(
             keyspace=Keyspace("crivline:", edge_id),

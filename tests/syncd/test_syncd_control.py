@@ -12,12 +12,12 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from support.control_testkit import control_settings
 from syncd_testkit import Announcements, StartSyncd, central, edge, wait_for
 
 from control.app import create_app
 from crivline import tokens
 from crivline.seed import create_tenant
-from crivline.settings import Settings
 
 API = "/api/v1"
 
@@ -39,7 +39,7 @@ async def control_api(
     database_url: str, redis_url: str, db: asyncpg.Connection
 ) -> AsyncIterator[Api]:
     # The suite's Valkey doubles as the central bus (a channel of its own).
-    settings = Settings.from_env({}, database_url=database_url, bus_url=redis_url)
+    settings = control_settings(database_url, bus_url=redis_url)
     client: TestClient[web.Request, web.Application] = TestClient(
         TestServer(create_app(settings), host="127.0.0.1")
     )

@@ -99,7 +99,10 @@ async def test_without_notifications_a_change_arrives_within_a_reconciliation(
 
 
 async def test_a_burst_to_one_environment_coalesces(
-    db: asyncpg.Connection, start_syncd: StartSyncd, announcements: Announcements
+    db: asyncpg.Connection,
+    database_url: str,
+    start_syncd: StartSyncd,
+    announcements: Announcements,
 ) -> None:
     project = await make_project(db, environments=("production",))
     await add_flag(db, project, "checkout")
@@ -109,9 +112,8 @@ async def test_a_burst_to_one_environment_coalesces(
         syncd.sample("crivline_syncd_rebuilds_total", outcome=o)
         for o in ("applied", "current", "removed", "out_of_scope", "error")
     )
-    writers = [
-        await asyncpg.connect(syncd.daemon.source.primary._connect_args[0]) for _ in range(4)
-    ]
+    # Writers as the owner: syncd's own role may not write (migration 0005).
+    writers = [await asyncpg.connect(database_url) for _ in range(4)]
     try:
         started = time.monotonic()
 

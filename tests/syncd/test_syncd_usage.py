@@ -16,11 +16,11 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
+from support.control_testkit import control_settings
 
 from control.app import create_app
 from crivline.keyspace import F_TENANT, Keyspace
 from crivline.seed import create_tenant, issue_edge_credential
-from crivline.settings import Settings
 from crivline.usage import count_field, pending_field
 from syncd.usage import DeliveryFailed, UsageFlusher
 
@@ -66,7 +66,7 @@ async def edge(
     # What syncd keeps for the environments it serves (the flusher asks their totals).
     await redis.sadd(keyspace.served, env)
     await redis.hset(keyspace.environment(env), F_TENANT, tenant.id)
-    server = TestServer(create_app(Settings.from_env({}, database_url=database_url)))
+    server = TestServer(create_app(control_settings(database_url)))
     await server.start_server()
     credential = await issue_edge_credential(db, "edge-1")
     async with aiohttp.ClientSession() as session:
