@@ -125,60 +125,72 @@ class Keyspace:
     edge_id: str = "edge"
 
     def environment(self, env: str) -> str:
-        return f"{self.prefix}env:{env}"
+        return f"{self.prefix}env:{{{env}}}"
 
     def deltas(self, env: str) -> str:
-        return f"{self.prefix}env:{env}:deltas"
+        return f"{self.prefix}env:{{{env}}}:deltas"
 
     def environment_keys(self, env: str) -> str:
-        return f"{self.prefix}env:{env}:keys"
+        return f"{self.prefix}env:{{{env}}}:keys"
+
+    def environment_changes(self, env: str) -> str:
+        """The environment's sharded channel (cluster mode): in its hash slot."""
+        return f"{self.prefix}env:{{{env}}}:changes"
 
     def api_key(self, key_hash: str) -> str:
         return f"{self.prefix}key:{key_hash}"
 
+    def _edge(self, name: str) -> str:
+        return f"{self.prefix}edge:{{{self.edge_id}}}:{name}"
+
     @property
     def served(self) -> str:
-        return f"{self.prefix}edge:{self.edge_id}:environments"
+        return self._edge("environments")
 
     @property
     def sync_state(self) -> str:
-        return f"{self.prefix}edge:{self.edge_id}:sync"
+        return self._edge("sync")
 
     @property
     def heartbeat(self) -> str:
-        return f"{self.prefix}edge:{self.edge_id}:heartbeat"
+        return self._edge("heartbeat")
 
     @property
     def ticket_secret(self) -> str:
-        return f"{self.prefix}edge:{self.edge_id}:ticket-secret"
+        return self._edge("ticket-secret")
 
     @property
     def plans(self) -> str:
-        return f"{self.prefix}edge:{self.edge_id}:plans"
+        return self._edge("plans")
 
     @property
     def usage(self) -> str:
-        return f"{self.prefix}edge:{self.edge_id}:usage"
+        return self._edge("usage")
 
     @property
     def usage_pending(self) -> str:
-        return f"{self.prefix}edge:{self.edge_id}:usage:pending"
+        return self._edge("usage:pending")
 
     @property
     def usage_batch(self) -> str:
-        return f"{self.prefix}edge:{self.edge_id}:usage:batch"
+        return self._edge("usage:batch")
 
     @property
     def usage_sequence(self) -> str:
-        return f"{self.prefix}edge:{self.edge_id}:usage:seq"
+        return self._edge("usage:seq")
 
     @property
     def usage_today(self) -> str:
-        return f"{self.prefix}edge:{self.edge_id}:usage:today"
+        return self._edge("usage:today")
 
     @property
     def edge_streams(self) -> str:
-        return f"{self.prefix}edge:{self.edge_id}:streams"
+        return self._edge("streams")
+
+    @property
+    def edge_changes(self) -> str:
+        """The edge's sharded channel (cluster mode): environments joining the edge."""
+        return self._edge("changes")
 
     def rate_limit(self, key_id: str, second: int) -> str:
         return f"{self.prefix}ratelimit:{key_id}:{second}"
