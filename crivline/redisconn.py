@@ -88,10 +88,9 @@ def parse(variable: str, raw: str) -> RedisTarget:
     tls = scheme.startswith("rediss")
     if scheme in _SINGLE:
         return _single(variable, raw, scheme, tls)
-    rest = raw.split("://", 1)[1]
+    rest, question, _query = raw.split("://", 1)[1].partition("?")
     authority, _, path = rest.partition("/")
-    path, _, query = path.partition("?")
-    if query:
+    if question:
         raise ConfigError(f"{variable}: {scheme}:// takes no query parameters")
     username, password, hosts = _authority(variable, authority)
     nodes = tuple(_node(variable, h) for h in hosts.split(","))
