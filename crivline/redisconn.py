@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlsplit
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import AuthenticationError, ResponseError
 
 from crivline.errors import ConfigError
 
@@ -210,6 +211,7 @@ def client(
     """
     ssl = _tls_options(target, tls or TlsFiles())
     if target.mode == "single":
+        ssl.pop("ssl", None)  # from_url picks the TLS connection by the rediss scheme
         return Redis.from_url(target.url, **ssl, **options)
     credentials: dict[str, Any] = {"username": target.username, "password": target.password}
     if target.mode == "sentinel":
@@ -229,6 +231,19 @@ def client(
     nodes = [ClusterNode(host, port) for host, port in target.nodes]
     cluster = RedisCluster(startup_nodes=nodes, **credentials, **ssl, **options)
     return cast(Redis, cluster)
+
+
+def refused(exc: BaseException) -> str | None:
+    """Why the server refused us for good (credentials, certificate), or None for a
+    failure that retrying may cure (the server is down, restarting, failing over)."""
+    if isinstance(exc, AuthenticationError):
+        return f"authentication failed ({exc})"
+    if isinstance(exc, ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
+        return f"authentication failed ({exc})"
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "WRONG_VERSION_NUMBER" in text:
+        return "TLS failed: the server's certificate is not trusted (CRIVLINE_REDIS_TLS_CA_FILE)"
+    return None
 
 
 def is_cluster(redis: Redis | RedisCluster) -> bool:

@@ -112,19 +112,24 @@ async def _connect_rest(
     if settings.replica_url is not None:
         replica = await postgres_pool(settings.replica_url.reveal(), config, min_size=0)
     redis = redisconn.edge_client(settings, **redis_options(config))
+    where = redisconn.describe(redisconn.parse("CRIVLINE_REDIS_URL", redis_url))
+
+    async def ping() -> None:
+        try:
+            await redis.ping()
+        except REDIS_ERRORS as exc:
+            # Wrong credentials or an untrusted certificate: no retry will cure them.
+            if (why := redisconn.refused(exc)) is not None:
+                raise StartupError(f"cannot connect to {where}: {why}") from None
+            raise
+
     try:
-        await retry(
-            "redis",
-            redis.ping,
-            retry_on=REDIS_ERRORS,
-            deadline=deadline,
-        )
+        await retry("redis", ping, retry_on=REDIS_ERRORS, deadline=deadline)
     except BaseException as exc:
         if replica is not None:
             await _close_pool(replica)
         await redis.aclose()
         if isinstance(exc, RedisError | OSError | TimeoutError):
-            where = redisconn.describe(redisconn.parse("CRIVLINE_REDIS_URL", redis_url))
             raise StartupError(f"cannot connect to {where}: {exc}") from None
         raise
     bus = None
