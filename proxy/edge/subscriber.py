@@ -23,10 +23,11 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from crivline import redisconn
 from crivline.ioerrors import REDIS_ERRORS
@@ -122,12 +123,20 @@ class Subscriber:
             resync = self._tasks.spawn(self._resync_loop(), "resync", quiet=True)
             self._kick = None
             followed: set[str] = set(self._followed)
+            topology = self._topology()
             while True:
                 if self._kick is not None:
                     raise ConnectionError(self._kick)
                 message = await receive(timeout=1.0)
                 if message is not None:
                     self._handle(message)
+                if self._cluster and (now := self._topology()) != topology:
+                    # A failover: announcements made while a shard had no master are
+                    # lost, and its promoted replica may lack the last writes until
+                    # syncd rewrites them. Catch up now, not at the next interval.
+                    log.info("cluster primaries changed; resynchronising")
+                    topology = now
+                    self.resync_soon()
                 if resync.done():
                     resync.result()  # it only ends when Redis failed: reconnect
                 if self._cluster and (self._followed != followed or self._joined):
@@ -139,6 +148,13 @@ class Subscriber:
                 await pubsub.aclose()
             except REDIS_ERRORS:
                 pass
+
+    def _topology(self) -> frozenset[str]:
+        """Cluster mode: the primaries the client knows now (in memory, no round trip)."""
+        if not self._cluster:
+            return frozenset()
+        cluster = cast(RedisCluster, self._redis)
+        return frozenset(node.name for node in cluster.get_primaries())
 
     async def _follow_served(self, pubsub: Any, followed: set[str]) -> set[str]:
         """Cluster mode: SSUBSCRIBE to the edge's channel and to the channel of every

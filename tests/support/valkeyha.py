@@ -119,6 +119,9 @@ class ValkeyCluster:
     def running(self) -> bool:
         return all(n.running() for n in self.nodes)
 
+    def members(self) -> list[Node]:
+        return list(self.nodes)
+
     def start(self) -> None:
         """Start the nodes that are down (they rejoin from their nodes.conf)."""
         for node in self.nodes:
@@ -149,16 +152,17 @@ class ValkeyCluster:
 
     def master_of(self, key: str) -> Node:
         """The node that serves ``key``'s slot now."""
-        slot = int(cli("-p", str(self.nodes[0].port), "cluster", "keyslot", key).strip())
-        for line in cli("-p", str(self.nodes[0].port), "cluster", "nodes").splitlines():
+        port = str(next(n for n in self.nodes if n.running()).port)
+        slot = int(cli("-p", port, "cluster", "keyslot", key).strip())
+        for line in cli("-p", port, "cluster", "nodes").splitlines():
             parts = line.split()
             if "master" not in parts[2] or "fail" in parts[2]:
                 continue
             for span in parts[8:]:
                 low, _, high = span.partition("-")
                 if low.isdigit() and int(low) <= slot <= int(high or low):
-                    port = int(parts[1].split("@")[0].rsplit(":", 1)[1])
-                    return next(n for n in self.nodes if n.port == port)
+                    owner = int(parts[1].split("@")[0].rsplit(":", 1)[1])
+                    return next(n for n in self.nodes if n.port == owner)
         raise RuntimeError(f"no master serves slot {slot}")
 
 
@@ -199,9 +203,13 @@ class SentinelGroup:
         group.wait_replicated()
         return group
 
-    def url(self, *, user: str = "") -> str:
+    @property
+    def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{user}{hosts}/{self.name}"
+        return f"redis+sentinel://{hosts}/{self.name}"
+
+    def members(self) -> list[Node]:
+        return [*self.data_nodes(), *self.sentinels]
 
     def data_nodes(self) -> list[Node]:
         return [self.master, self.replica]
