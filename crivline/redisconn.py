@@ -226,11 +226,23 @@ def client(
             list(target.nodes), sentinel_kwargs=sentinel_options, **credentials, **ssl, **options
         )
         assert target.master is not None
-        master: Redis = manager.master_for(target.master, db=target.db)
+        master: Redis = manager.master_for(
+            target.master, db=target.db, redis_class=_SentinelMaster
+        )
         return master
     nodes = [ClusterNode(host, port) for host, port in target.nodes]
     cluster = RedisCluster(startup_nodes=nodes, **credentials, **ssl, **options)
     return cast(Redis, cluster)
+
+
+class _SentinelMaster(Redis):
+    """The master a Sentinel group names; closing it closes the Sentinel connections too."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            await sentinel.aclose()
 
 
 def refused(exc: BaseException) -> str | None:
