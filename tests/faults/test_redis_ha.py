@@ -13,14 +13,16 @@ behind Postgres and rewrites them, and the proxies, answering from memory, never
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from fault_cluster import Cluster, build, wait_until
+from fault_cluster import BOUND, Cluster, build, wait_until
 from fault_inject import Timeline
-from fault_verify import metric, scrape
+from fault_verify import _get, metric, scrape
 from support.valkeyha import Node, SentinelGroup, ValkeyCluster
 from test_faults import scenario
 
@@ -133,3 +135,77 @@ async def test_sentinel_failover_of_edge_and_bus_mid_storm(
     published, woken = await bus_counts()
     assert published > counts["published"], (published, counts)
     assert woken > counts["woken"], (woken, counts)
+
+
+async def test_a_promoted_replica_missing_the_last_writes_is_rewritten(
+    on_sentinel: tuple[Cluster, SentinelGroup, SentinelGroup],
+) -> None:
+    """The replica is frozen (SIGSTOP) while writes land on the master, so it lacks them
+    for certain; then the master dies and the Sentinels promote it. syncd notices the
+    versions behind Postgres and rewrites them; no proxy ever answers an older version."""
+    cluster, edge, _bus = on_sentinel
+    await cluster.ensure_running()
+    await asyncio.to_thread(edge.wait_replicated)
+    tenant = cluster.tenants[0]
+    env_key, env = next(iter(tenant.environments.items()))
+    key = tenant.stream_keys[env]
+    proxies = cluster.edges[0].proxies
+    highest: dict[str, int] = {}
+    went_back: list[str] = []
+
+    async def served() -> list[int]:
+        versions = []
+        for proxy in proxies:
+            _status, _body, header = await _get(cluster.session, proxy.url + "/sdk/v1/flags", key)
+            if header is None:
+                continue
+            version = int(header)
+            if version < highest.get(proxy.name, 0):
+                went_back.append(f"{proxy.name}: {version} after {highest[proxy.name]}")
+            highest[proxy.name] = max(version, highest.get(proxy.name, 0))
+            versions.append(version)
+        return versions
+
+    master = await asyncio.to_thread(edge.current_master)
+    replica = next(n for n in edge.data_nodes() if n is not master)
+    assert replica.proc is not None
+    os.kill(replica.proc.pid, signal.SIGSTOP)
+    try:
+        for n in range(5):
+            answer = await cluster.api_ok(
+                tenant,
+                "PUT",
+                f"/projects/{tenant.project}/flags/f0/environments/{env_key}",
+                {"state": "ENABLED" if n % 2 else "DISABLED"},
+            )
+        final = int(answer["environmentVersion"])
+
+        async def everywhere(version: int) -> bool:
+            versions = await served()
+            return len(versions) == len(proxies) and min(versions) >= version
+
+        await wait_until(lambda: everywhere(final), 15, f"every proxy at version {final}")
+        await asyncio.to_thread(master.kill)
+    finally:
+        os.kill(replica.proc.pid, signal.SIGCONT)
+
+    async def promoted() -> bool:
+        await served()  # the proxies are watched all along
+        return await asyncio.to_thread(edge.current_master) is replica
+
+    await wait_until(promoted, 30, "the Sentinels to promote the replica")
+    keys = Keyspace("crivline:", "edge-a")
+    direct = replica.client()
+    try:
+        behind = int(await direct.hget(keys.environment(env), "version") or 0)
+        assert behind < final  # the promoted replica really lacks the last writes
+
+        async def rewritten() -> bool:
+            await served()
+            return int(await direct.hget(keys.environment(env), "version") or 0) >= final
+
+        await wait_until(rewritten, BOUND, f"syncd to rewrite version {final}")
+    finally:
+        await direct.aclose()
+    assert await everywhere(final)
+    assert went_back == []

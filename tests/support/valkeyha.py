@@ -218,9 +218,16 @@ class SentinelGroup:
         return all(n.running() for n in [*self.data_nodes(), *self.sentinels])
 
     def start(self) -> None:
-        for node in [*self.sentinels, *self.data_nodes()]:
+        """Start what is down; a data node comes back as a replica of the current master."""
+        for node in self.sentinels:
             if not node.running():
                 node.start()
+        for node in self.data_nodes():
+            if not node.running():
+                master = self.current_master()
+                node.extra = ["--replicaof", "127.0.0.1", str(master.port)]
+                node.start()
+        self.wait_replicated()
 
     def stop(self) -> None:
         for node in [*self.sentinels, *self.data_nodes()]:
