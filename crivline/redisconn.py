@@ -226,9 +226,7 @@ def client(
             list(target.nodes), sentinel_kwargs=sentinel_options, **credentials, **ssl, **options
         )
         assert target.master is not None
-        master: Redis = manager.master_for(
-            target.master, db=target.db, redis_class=_SentinelMaster
-        )
+        master: Redis = manager.master_for(target.master, db=target.db, redis_class=_SentinelMaster)
         return master
     nodes = [ClusterNode(host, port) for host, port in target.nodes]
     cluster = RedisCluster(startup_nodes=nodes, **credentials, **ssl, **options)
