@@ -5,10 +5,14 @@ Every write that changes what an edge serves is one Lua script (``EVALSHA``, loa
 again by the client when a restarted Redis has forgotten it), so a reader never sees an
 environment half written:
 
-- :meth:`EdgeStore.apply` — environment hash, delta-log entry, live keys (revoked ones
-  removed), membership of the served set and the announcement on the changes channel,
-  all only if the new version is greater than the stored one. An older version never
-  overwrites a newer one, so several syncd processes may write one edge's Redis.
+- :meth:`EdgeStore.apply` — environment hash, delta-log entry, the set of live keys and
+  the announcement (PUBLISH on the changes channel; SPUBLISH on the environment's channel
+  on a cluster), all only if the new version is greater than the stored one. An older
+  version never overwrites a newer one, so several syncd processes may write one edge's
+  Redis. The script touches the environment's hash slot only: before it, the
+  environment joins the served set and its live keys' records are written; after it, the
+  records of keys that left the set are deleted (a record whose hash is not in its
+  environment's key set is not honoured, so a crash in between never revives a key).
 - :meth:`EdgeStore.remove` — an environment that left the edge (deleted, out of scope).
 - :meth:`EdgeStore.begin_full_sync` / :meth:`EdgeStore.finish_full_sync` — the epoch
   is written only when a full sync completed without Redis losing data meanwhile.
