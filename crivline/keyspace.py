@@ -104,8 +104,9 @@ Channels:
     its edge serves, so it listens on exactly the shards that hold them.
 ``{p}edge:{<edge>}:changes``  sharded channel (cluster mode only) — an environment that
     joined the edge is announced here too, so proxies start following its channel.
-``{p}bus``  pub/sub on the central bus (SPUBLISH/SSUBSCRIBE when the bus is a cluster) (``CRIVLINE_BUS_URL``) — control publishes the
-    same payload it sends with pg_notify after each commit.
+``{p}bus``  pub/sub on the central bus (``CRIVLINE_BUS_URL``; SPUBLISH/SSUBSCRIBE when
+    the bus is a cluster) — control publishes the same payload it sends with pg_notify
+    after each commit.
 
 Postgres: ``crivline_changes`` is the LISTEN/NOTIFY channel; payload
 ``{"e": env, "v": version, "t": tenant, "p": project, "at": epoch seconds}``.
