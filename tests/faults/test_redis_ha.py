@@ -88,6 +88,7 @@ async def test_cluster_master_killed_mid_storm(
 
         successor = await wait_until(lambda: asyncio.to_thread(promoted), 30, "a replica promoted")
         took = time.monotonic() - killed
+        print(f"cluster failover: a replica promoted {took:.2f}s after the SIGKILL")
         timeline.healed(f"valkey cluster: {successor.port} is the master after {took:.2f}s")
 
     outcome = await scenario(cluster, "cluster master killed", inject)
@@ -125,6 +126,7 @@ async def test_sentinel_failover_of_edge_and_bus_mid_storm(
 
         await wait_until(promoted, 30, "the Sentinels to promote both replicas")
         took = time.monotonic() - killed
+        print(f"sentinel failover: both replicas promoted {took:.2f}s after the SIGKILL")
         counts["published"], counts["woken"] = await bus_counts()
         timeline.healed(f"sentinel: both replicas promoted after {took:.2f}s")
 
@@ -194,6 +196,7 @@ async def test_a_promoted_replica_missing_the_last_writes_is_rewritten(
         return await asyncio.to_thread(edge.current_master) is replica
 
     await wait_until(promoted, 30, "the Sentinels to promote the replica")
+    promoted_at = time.monotonic()
     keys = Keyspace("crivline:", "edge-a")
     direct = replica.client()
     try:
@@ -205,6 +208,8 @@ async def test_a_promoted_replica_missing_the_last_writes_is_rewritten(
             return int(await direct.hget(keys.environment(env), "version") or 0) >= final
 
         await wait_until(rewritten, BOUND, f"syncd to rewrite version {final}")
+        took = time.monotonic() - promoted_at
+        print(f"promoted replica {final - behind} versions behind; rewritten {took:.2f}s later")
     finally:
         await direct.aclose()
     assert await everywhere(final)
