@@ -36,7 +36,8 @@ async def on_cluster(work_dir: Path) -> AsyncIterator[tuple[Cluster, ValkeyClust
     root = work_dir / "ha-cluster"
     valkeys = await asyncio.to_thread(ValkeyCluster.create, root / "valkey")
     try:
-        built = await build(root, edge_redis=valkeys)
+        # The bus on the same cluster: control SPUBLISHes, syncd SSUBSCRIBEs.
+        built = await build(root, edge_redis=valkeys, bus_redis=valkeys)
     except BaseException:
         await asyncio.to_thread(valkeys.stop)
         raise
@@ -93,6 +94,11 @@ async def test_cluster_master_killed_mid_storm(
 
     outcome = await scenario(cluster, "cluster master killed", inject)
     assert outcome.storm.acks, outcome.storm.summary()
+    # The sharded bus carried the changes to syncd as well.
+    syncd_metrics = await scrape(cluster, cluster.edges[0].syncds[0].name)
+    assert metric(syncd_metrics, "crivline_syncd_wakeups_total", source="bus") > 0
+    control_metrics = await scrape(cluster, "control")
+    assert metric(control_metrics, "crivline_control_bus_messages_total", result="published") > 0
 
 
 async def test_sentinel_failover_of_edge_and_bus_mid_storm(
