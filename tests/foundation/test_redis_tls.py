@@ -30,9 +30,13 @@ class Tls:
     certs: Certificates
 
 
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
 @pytest.fixture
-async def tls(tmp_path: Path) -> AsyncIterator[Tls]:
-    certs = await asyncio.to_thread(make_certificates, tmp_path / "certs")
+async def tls(tmp_path: Path, certs: Certificates) -> AsyncIterator[Tls]:
     valkey = AclValkey(tmp_path / "valkey", PASSWORD)
     await asyncio.to_thread(valkey.start)
     front = TlsFront(valkey.port, certs)
