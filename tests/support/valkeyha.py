@@ -177,31 +177,57 @@ class SentinelGroup:
     replica: Node
     sentinels: list[Node]
 
+    password: str | None = None  # the data nodes' (requirepass, masterauth)
+    sentinel_password: str | None = None  # the Sentinels' own (requirepass)
+
     @classmethod
-    def create(cls, root: Path, name: str = "edge") -> SentinelGroup:
-        master = Node(root / "master", [])
+    def create(
+        cls,
+        root: Path,
+        name: str = "edge",
+        *,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> SentinelGroup:
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
+        master = Node(root / "master", auth)
         master.start()
-        replica = Node(root / "replica", ["--replicaof", "127.0.0.1", str(master.port)])
+        replica = Node(root / "replica", [*auth, "--replicaof", "127.0.0.1", str(master.port)])
         replica.start()
         sentinels = []
         for n in range(3):
             folder = root / f"sentinel{n}"
             folder.mkdir(parents=True, exist_ok=True)
             conf = folder / "sentinel.conf"
-            conf.write_text(
-                f"port {free_port()}\nbind 127.0.0.1\ndir {folder}\n"
-                f"sentinel monitor {name} 127.0.0.1 {master.port} 2\n"
-                f"sentinel down-after-milliseconds {name} {DOWN_AFTER_MS}\n"
-                f"sentinel failover-timeout {name} 5000\n"
-                f"sentinel parallel-syncs {name} 1\n"
-            )
-            port = int(conf.read_text().split()[1])
+            port = free_port()
+            lines = [
+                f"port {port}",
+                "bind 127.0.0.1",
+                f"dir {folder}",
+                f"sentinel monitor {name} 127.0.0.1 {master.port} 2",
+                f"sentinel down-after-milliseconds {name} {DOWN_AFTER_MS}",
+                f"sentinel failover-timeout {name} 5000",
+                f"sentinel parallel-syncs {name} 1",
+            ]
+            if password:
+                lines.append(f"sentinel auth-pass {name} {password}")
+            if sentinel_password:
+                lines += [
+                    f"requirepass {sentinel_password}",
+                    f"sentinel sentinel-pass {sentinel_password}",
+                ]
+            conf.write_text("\n".join(lines) + "\n")
             sentinel = _Sentinel(folder, conf, port)
             sentinel.start()
             sentinels.append(sentinel)
-        group = cls(root, name, master, replica, sentinels)
+        group = cls(root, name, master, replica, sentinels, password, sentinel_password)
         group.wait_replicated()
         return group
+
+    def _cli(self, node: Node, *args: str) -> str:
+        secret = self.sentinel_password if isinstance(node, _Sentinel) else self.password
+        auth = ["-a", secret, "--no-auth-warning"] if secret else []
+        return cli("-p", str(node.port), *auth, *args, timeout=5)
 
     @property
     def url(self) -> str:
@@ -225,7 +251,9 @@ class SentinelGroup:
         for node in self.data_nodes():
             if not node.running():
                 master = self.current_master()
-                node.extra = ["--replicaof", "127.0.0.1", str(master.port)]
+                auth = ["--requirepass", self.password, "--masterauth", self.password]
+                node.extra = [*(auth if self.password else []), "--replicaof", "127.0.0.1"]
+                node.extra.append(str(master.port))
                 node.start()
         self.wait_replicated()
 
@@ -238,10 +266,7 @@ class SentinelGroup:
             if not sentinel.running():
                 continue
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-                out = cli(
-                    "-p", str(sentinel.port), "sentinel", "get-master-addr-by-name", self.name,
-                    timeout=5,
-                ).split()  # fmt: skip
+                out = self._cli(sentinel, "sentinel", "get-master-addr-by-name", self.name).split()
                 port = int(out[1])
                 return next(n for n in self.data_nodes() if n.port == port)
         raise RuntimeError("no Sentinel names a master")
@@ -250,9 +275,9 @@ class SentinelGroup:
         deadline = time.monotonic() + within
         while True:
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-                info = cli("-p", str(self.current_master().port), "info", "replication", timeout=5)
+                info = self._cli(self.current_master(), "info", "replication")
                 known = [
-                    int(cli("-p", str(s.port), "sentinel", "replicas", self.name).count("ip"))
+                    self._cli(s, "sentinel", "replicas", self.name).count("ip")
                     for s in self.sentinels
                     if s.running()
                 ]
