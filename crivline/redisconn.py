@@ -21,7 +21,7 @@ its connection fails, a Cluster client refreshes its slot map on ``MOVED`` or a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import unquote, urlsplit
@@ -46,7 +46,7 @@ SCHEMES = _SINGLE + _SENTINEL + _CLUSTER
 
 @dataclass(frozen=True, slots=True)
 class RedisTarget:
-    """What a Redis URL names. ``password`` is never printed (``repr=False``)."""
+    """What a Redis URL names (its repr never shows the password)."""
 
     variable: str
     mode: Mode
@@ -75,8 +75,10 @@ class TlsFiles:
 
 @dataclass(frozen=True, slots=True)
 class SentinelAuth:
+    """The Sentinels' own credentials (the password never printed)."""
+
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 def parse(variable: str, raw: str) -> RedisTarget:
@@ -93,7 +95,7 @@ def parse(variable: str, raw: str) -> RedisTarget:
     authority, _, path = rest.partition("/")
     if question:
         raise ConfigError(f"{variable}: {scheme}:// takes no query parameters")
-    username, password, hosts = _authority(variable, authority)
+    username, password, hosts = _authority(authority)
     nodes = tuple(_node(variable, h) for h in hosts.split(","))
     segments = [s for s in path.split("/") if s]
     if scheme in _CLUSTER:
@@ -139,7 +141,7 @@ def _single(variable: str, raw: str, scheme: str, tls: bool) -> RedisTarget:
     )
 
 
-def _authority(variable: str, authority: str) -> tuple[str | None, str | None, str]:
+def _authority(authority: str) -> tuple[str | None, str | None, str]:
     userinfo, at, hosts = authority.rpartition("@")
     if not at:
         return None, None, authority

@@ -99,6 +99,7 @@ def test_settings_check_every_form_and_the_tls_files(tmp_path: Path) -> None:
     assert settings.redis_tls().ca_file == ca
     assert settings.sentinel_auth().password == "sentinel-pw"
     assert "sentinel-pw" not in repr(settings)
+    assert "sentinel-pw" not in repr(settings.sentinel_auth())
     with pytest.raises(ConfigError, match="CRIVLINE_BUS_URL"):
         Settings.from_env({"CRIVLINE_BUS_URL": "redis+cluster://n1"})
     with pytest.raises(ConfigError, match="CRIVLINE_REDIS_TLS_CA_FILE"):
