@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import orjson
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from control import housekeeping
@@ -20,7 +19,7 @@ from control.problems import problem_middleware
 from control.routes import operations
 from control.routing import add_routes
 from control.state import BUS, METRICS, OPENAPI, POOL, SETTINGS
-from crivline import httpserver
+from crivline import httpserver, redisconn
 from crivline.errors import DatabaseUnavailable
 from crivline.ioerrors import POSTGRES_ERRORS
 from crivline.keyspace import Keyspace
@@ -56,13 +55,11 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     client = None
     if settings.bus_url is not None:
-        client = aioredis.from_url(
-            settings.bus_url.reveal(), socket_connect_timeout=BUS_TIMEOUT,
-            socket_timeout=BUS_TIMEOUT,
-        )  # fmt: skip
-        log.info(
-            "publishing changes on the bus", extra=fields(url=redact_url(settings.bus_url.reveal()))
+        client = redisconn.bus_client(
+            settings, socket_connect_timeout=BUS_TIMEOUT, socket_timeout=BUS_TIMEOUT
         )
+        target = redisconn.parse("CRIVLINE_BUS_URL", settings.bus_url.reveal())
+        log.info("publishing changes on the bus", extra=fields(url=redisconn.describe(target)))
     app[BUS] = Bus(client, Keyspace(settings.key_prefix).bus, app[METRICS])
     try:
         yield

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from control.metrics import Metrics
 from control.store.scope import Change
+from crivline import redisconn
 from crivline.logs import describe, fields
 from crivline.tasks import cancel_and_wait
 
@@ -28,6 +29,8 @@ class Bus:
         self.client = client
         self.channel = channel
         self.metrics = metrics
+        # A cluster bus: SPUBLISH, so a message goes to one shard, not every node.
+        self.sharded = client is not None and redisconn.is_cluster(client)
         self._pending: set[asyncio.Task[None]] = set()
 
     @property
@@ -46,7 +49,10 @@ class Bus:
         try:
             async with client.pipeline(transaction=False) as pipe:
                 for change in changes:
-                    pipe.publish(self.channel, change.payload())
+                    if self.sharded:
+                        pipe.spublish(self.channel, change.payload())
+                    else:
+                        pipe.publish(self.channel, change.payload())
                 await pipe.execute()
         except Exception as exc:  # a bus failure must never surface anywhere else
             self.metrics.bus_messages.labels("failed").inc(len(changes))

@@ -5,10 +5,14 @@ Every write that changes what an edge serves is one Lua script (``EVALSHA``, loa
 again by the client when a restarted Redis has forgotten it), so a reader never sees an
 environment half written:
 
-- :meth:`EdgeStore.apply` — environment hash, delta-log entry, live keys (revoked ones
-  removed), membership of the served set and the announcement on the changes channel,
-  all only if the new version is greater than the stored one. An older version never
-  overwrites a newer one, so several syncd processes may write one edge's Redis.
+- :meth:`EdgeStore.apply` — environment hash, delta-log entry, the set of live keys and
+  the announcement (PUBLISH on the changes channel; SPUBLISH on the environment's channel
+  on a cluster), all only if the new version is greater than the stored one. An older
+  version never overwrites a newer one, so several syncd processes may write one edge's
+  Redis. The script touches the environment's hash slot only: before it, the
+  environment joins the served set and its live keys' records are written; after it, the
+  records of keys that left the set are deleted (a record whose hash is not in its
+  environment's key set is not honoured, so a crash in between never revives a key).
 - :meth:`EdgeStore.remove` — an environment that left the edge (deleted, out of scope).
 - :meth:`EdgeStore.begin_full_sync` / :meth:`EdgeStore.finish_full_sync` — the epoch
   is written only when a full sync completed without Redis losing data meanwhile.
@@ -39,14 +43,15 @@ import orjson
 from redis.asyncio import Redis
 
 from crivline import keyspace as ks
+from crivline import redisconn
 from crivline.delta import apply_delta as apply_delta  # re-exported: stream clients use it
 from crivline.delta import compute_delta, is_empty
 from crivline.jsontypes import JSON
 from crivline.keyspace import Keyspace
 from crivline.snapshot import EnvironmentSnapshot
 
-# The apply script's arguments before the per-key groups, by name (ARGV[1] first); each
-# live key then adds a group of _KEY_GROUP values. The script reads them as locals.
+# The apply script's arguments before the live keys' hashes, by name (ARGV[1] first). The
+# script reads them as locals.
 _APPLY_ARGS = (
     "version",
     "base",
@@ -55,7 +60,7 @@ _APPLY_ARGS = (
     "committed_at",
     "applied_at",
     "log_length",
-    "key_prefix",
+    "publish",
     "changes",
     "environment",
     "tenant",
@@ -66,7 +71,6 @@ _APPLY_ARGS = (
     "key_count",
     "unchanged",
 )
-_KEY_GROUP = 5  # hash, id, kind, expires_at, expiry in ms ('' for none)
 
 _APPLY = Template("""
 $arguments
@@ -75,30 +79,24 @@ if current >= tonumber(version) then
   return {0, current, 0}
 end
 local env = environment
--- Live keys: rewrite each one whole; drop the ones that are no longer live.
+-- Live keys: the set of this environment (the records themselves sit in other slots and
+-- are written by the caller: new ones before this script, dropped ones after it).
 local n = tonumber(key_count)
 local live = {}
 local i = $first_key
 for _ = 1, n do
-  local h = ARGV[i]
-  live[h] = true
-  local name = key_prefix .. h
-  redis.call('DEL', name)
-  redis.call('HSET', name, 'environment', env, 'project', project, 'tenant', tenant,
-             'id', ARGV[i + 1], 'kind', ARGV[i + 2], 'expires_at', ARGV[i + 3])
-  if ARGV[i + 4] ~= '' then
-    redis.call('PEXPIREAT', name, ARGV[i + 4])
-  end
-  i = i + $key_group
+  live[ARGV[i]] = true
+  i = i + 1
 end
 local keys_changed = false
+local dropped = {}
 local old = redis.call('SMEMBERS', KEYS[3])
 if #old ~= n then
   keys_changed = true
 end
 for _, h in ipairs(old) do
   if not live[h] then
-    redis.call('DEL', key_prefix .. h)
+    dropped[#dropped + 1] = h
     keys_changed = true
   end
 end
@@ -111,7 +109,7 @@ for _ = 1, n do
     redis.call('SADD', KEYS[3], unpack(batch))
     batch = {}
   end
-  i = i + $key_group
+  i = i + 1
 end
 if #batch > 0 then
   redis.call('SADD', KEYS[3], unpack(batch))
@@ -132,23 +130,24 @@ redis.call('HSET', KEYS[1], '$F_VERSION', version, '$F_FLAGSET', flagset,
            '$F_CONTENT_VERSION', content)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_length, '*',
            'v', version, 'base', base, 'delta', delta, 'at', committed_at)
-redis.call('SADD', KEYS[4], env)
 local flag = 'false'
+local changed = 0
 if keys_changed then
   flag = 'true'
+  changed = 1
 end
-redis.call('PUBLISH', changes, '{"e":"' .. env .. '","v":' .. version .. ',"at":' ..
+redis.call(publish, changes, '{"e":"' .. env .. '","v":' .. version .. ',"at":' ..
            committed_at .. ',"keys":' .. flag .. '}')
-if keys_changed then
-  return {1, current, 1}
+local out = {1, current, changed}
+for _, h in ipairs(dropped) do
+  out[#out + 1] = h
 end
-return {1, current, 0}
+return out
 """).substitute(
     arguments="\n".join(
         f"local {name} = ARGV[{number}]" for number, name in enumerate(_APPLY_ARGS, start=1)
     ),
     first_key=len(_APPLY_ARGS) + 1,
-    key_group=_KEY_GROUP,
     F_VERSION=ks.F_VERSION,
     F_FLAGSET=ks.F_FLAGSET,
     F_TENANT=ks.F_TENANT,
@@ -163,17 +162,17 @@ return {1, current, 0}
 )
 
 _REMOVE = """
-local existed = redis.call('EXISTS', KEYS[1]) + redis.call('SREM', KEYS[4], ARGV[3])
-local old = redis.call('SMEMBERS', KEYS[3])
-for _, h in ipairs(old) do
-  redis.call('DEL', ARGV[1] .. h)
+local existed = redis.call('EXISTS', KEYS[1])
+local out = {0}
+for _, h in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  out[#out + 1] = h
 end
 existed = existed + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 if existed > 0 then
-  redis.call('PUBLISH', ARGV[2], '{"e":"' .. ARGV[3] .. '","v":0,"removed":true}')
-  return 1
+  redis.call(ARGV[1], ARGV[2], '{"e":"' .. ARGV[3] .. '","v":0,"removed":true}')
+  out[1] = 1
 end
-return 0
+return out
 """
 
 _FINISH_FULL_SYNC = """
@@ -318,6 +317,7 @@ class EdgeStore:
         self.redis = redis
         self.keyspace = keyspace
         self.delta_log_length = delta_log_length
+        self.cluster = redisconn.is_cluster(redis)
         self._apply = redis.register_script(_APPLY)
         self._remove = redis.register_script(_REMOVE)
         self._finish = redis.register_script(_FINISH_FULL_SYNC)
@@ -341,6 +341,7 @@ class EdgeStore:
         """
         env = snapshot.environment_id
         delta = compute_delta(base_flag_set if base_version > 0 else None, snapshot.flag_set)
+        publish, channel = self._publish_to(env)
         named: dict[str, str | bytes | int] = {
             "version": snapshot.version,
             "base": base_version,
@@ -349,8 +350,8 @@ class EdgeStore:
             "committed_at": _number(committed_at),
             "applied_at": _number(time.time() if applied_at is None else applied_at),
             "log_length": self.delta_log_length,
-            "key_prefix": self.keyspace.api_key(""),
-            "changes": self.keyspace.changes,
+            "publish": publish,
+            "changes": channel,
             "environment": env,
             "tenant": snapshot.tenant_id,
             "project": snapshot.project_id,
@@ -360,36 +361,86 @@ class EdgeStore:
             "key_count": len(snapshot.keys),
             "unchanged": "1" if base_version > 0 and is_empty(delta) else "0",
         }
-        args = [named[name] for name in _APPLY_ARGS]
-        for key in snapshot.keys:
-            expires = "" if key.expires_at is None else _number(key.expires_at)
-            expires_ms = "" if key.expires_at is None else str(int(key.expires_at * 1000))
-            args += [key.key_hash, key.id, key.kind, expires, expires_ms]
+        args: list[str | bytes | int] = [named[name] for name in _APPLY_ARGS]
+        args += [key.key_hash for key in snapshot.keys]
+        joined = False
+        if snapshot.version > base_version:
+            joined = await self._write_key_records(snapshot)
         result = await self._apply(
             keys=[
                 self.keyspace.environment(env),
                 self.keyspace.deltas(env),
                 self.keyspace.environment_keys(env),
-                self.keyspace.served,
             ],
             args=args,
         )
-        applied, previous, keys_changed = (int(x) for x in result)
+        applied, previous, keys_changed = (int(x) for x in result[:3])
+        dropped = [_text(h) or "" for h in result[3:]]
+        if dropped:
+            await self.redis.delete(*(self.keyspace.api_key(h) for h in dropped))
+        if applied and joined and self.cluster:
+            # Proxies subscribe to an environment's channel once they know of it: tell
+            # them on the edge's channel that this one joined.
+            await self.redis.spublish(self.keyspace.edge_changes, self._announcement(snapshot))
         return ApplyResult(bool(applied), previous, bool(keys_changed))
+
+    def _publish_to(self, env: str) -> tuple[str, str]:
+        """The command and channel an environment's announcements go out on."""
+        if self.cluster:
+            return "SPUBLISH", self.keyspace.environment_changes(env)
+        return "PUBLISH", self.keyspace.changes
+
+    @staticmethod
+    def _announcement(snapshot: EnvironmentSnapshot) -> bytes:
+        return orjson.dumps({"e": snapshot.environment_id, "v": snapshot.version, "keys": True})
+
+    async def _write_key_records(self, snapshot: EnvironmentSnapshot) -> bool:
+        """Before the apply script: the environment joins the served set and every live
+        key's record is written whole (records live in their own hash slots; a record is
+        only honoured while its hash is in its environment's key set, which the script
+        writes). Returns whether the environment was new to the served set."""
+        env = snapshot.environment_id
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(self.keyspace.served, env)
+            for key in snapshot.keys:
+                name = self.keyspace.api_key(key.key_hash)
+                expires = "" if key.expires_at is None else _number(key.expires_at)
+                pipe.delete(name)
+                pipe.hset(
+                    name,
+                    mapping={
+                        "environment": env,
+                        "project": snapshot.project_id,
+                        "tenant": snapshot.tenant_id,
+                        "id": key.id,
+                        "kind": key.kind,
+                        "expires_at": expires,
+                    },
+                )
+                if key.expires_at is not None:
+                    pipe.pexpireat(name, int(key.expires_at * 1000))
+            results = await pipe.execute()
+        return bool(results[0])
 
     async def remove(self, environment_id: str) -> bool:
         """Forget an environment (its flag set, deltas and keys); announce it if it was here."""
         env = environment_id
-        removed = await self._remove(
+        command, channel = self._publish_to(env)
+        result = await self._remove(
             keys=[
                 self.keyspace.environment(env),
                 self.keyspace.deltas(env),
                 self.keyspace.environment_keys(env),
-                self.keyspace.served,
             ],
-            args=[self.keyspace.api_key(""), self.keyspace.changes, env],
+            args=[command, channel, env],
         )
-        return bool(removed)
+        hashes = [_text(h) or "" for h in result[1:]]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for h in hashes:
+                pipe.delete(self.keyspace.api_key(h))
+            pipe.srem(self.keyspace.served, env)
+            *_, left = await pipe.execute()
+        return bool(int(result[0]) or left)
 
     async def begin_full_sync(self, now: float | None = None) -> str:
         """Mark a full sync as under way; returns the marker for :meth:`finish_full_sync`."""

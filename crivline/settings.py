@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from crivline import redisconn
 from crivline.errors import ConfigError
 
 
@@ -220,7 +221,18 @@ def _http_url(name: str, raw: str) -> str:
 
 
 _POSTGRES = _url(("postgres", "postgresql"))
-_REDIS = _url(("redis", "rediss", "unix"))
+
+
+def _redis_url(name: str, raw: str) -> Secret:
+    redisconn.parse(name, raw)  # every form (single, sentinel, cluster); raises ConfigError
+    return Secret(raw)
+
+
+def _file(name: str, raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_file():
+        raise ConfigError(f"{name}: no readable file at {raw}")
+    return path
 
 
 def _env(
@@ -270,13 +282,42 @@ class Settings:
     )
     redis_url: Secret | None = _env(
         "CRIVLINE_REDIS_URL",
-        _REDIS,
-        doc="the edge's Redis/Valkey (`redis://…`); unset under `crivline up`: an embedded one",
+        _redis_url,
+        doc="the edge's Redis/Valkey: `redis[s]://…`, `redis[s]+sentinel://h:p[,h:p…]/MASTER`"
+        " or `redis[s]+cluster://h:p[,h:p…]` (see [Redis connections](#redis-connections));"
+        " unset under `crivline up`: an embedded one",
     )
     bus_url: Secret | None = _env(
         "CRIVLINE_BUS_URL",
-        _REDIS,
-        doc="optional Redis pub/sub bus between control and the edges",
+        _redis_url,
+        doc="optional Redis pub/sub bus between control and the edges (same URL forms)",
+    )
+    redis_tls_ca_file: Path | None = _env(
+        "CRIVLINE_REDIS_TLS_CA_FILE",
+        _file,
+        doc="CA certificates (PEM) that `rediss` connections verify the server against;"
+        " unset: the system's",
+    )
+    redis_tls_cert_file: Path | None = _env(
+        "CRIVLINE_REDIS_TLS_CERT_FILE",
+        _file,
+        doc="client certificate (PEM) `rediss` connections present (with the key below)",
+    )
+    redis_tls_key_file: Path | None = _env(
+        "CRIVLINE_REDIS_TLS_KEY_FILE",
+        _file,
+        doc="private key (PEM) of that client certificate",
+    )
+    redis_sentinel_username: str | None = _env(
+        "CRIVLINE_REDIS_SENTINEL_USERNAME",
+        _text,
+        doc="ACL user for the Sentinels of a `redis+sentinel://` URL (the URL's user is the"
+        " data nodes')",
+    )
+    redis_sentinel_password: Secret | None = _env(
+        "CRIVLINE_REDIS_SENTINEL_PASSWORD",
+        _secret,
+        doc="password for the Sentinels of a `redis+sentinel://` URL",
     )
     host: str = _env(
         "CRIVLINE_HOST",
@@ -568,6 +609,11 @@ class Settings:
                     f"{var} and {seen[port]} are both {port}; each part needs its own"
                 )
             seen[port] = var
+        if (self.redis_tls_cert_file is None) != (self.redis_tls_key_file is None):
+            raise ConfigError(
+                "CRIVLINE_REDIS_TLS_CERT_FILE and CRIVLINE_REDIS_TLS_KEY_FILE go together;"
+                " only one is set"
+            )
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -597,6 +643,17 @@ class Settings:
         if self.redis_url is None:
             raise ConfigError("CRIVLINE_REDIS_URL is not set (a redis:// URL)")
         return self.redis_url.reveal()
+
+    def redis_tls(self) -> redisconn.TlsFiles:
+        return redisconn.TlsFiles(
+            self.redis_tls_ca_file, self.redis_tls_cert_file, self.redis_tls_key_file
+        )
+
+    def sentinel_auth(self) -> redisconn.SentinelAuth:
+        password = self.redis_sentinel_password
+        return redisconn.SentinelAuth(
+            self.redis_sentinel_username, password.reveal() if password is not None else None
+        )
 
     def environ(self) -> dict[str, str]:
         """These settings as ``CRIVLINE_*`` variables, to hand to a child process."""

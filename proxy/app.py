@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from crivline import httpserver
+from crivline import httpserver, redisconn
 from crivline.keyspace import Keyspace
 from crivline.settings import Settings
 from crivline.snapshot_file import StoredEnvironment
@@ -100,8 +100,8 @@ def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.A
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings, options = app[appkeys.SETTINGS], app[appkeys.OPTIONS]
-    client: Redis = Redis.from_url(
-        settings.require_redis(),
+    client: Redis = redisconn.edge_client(
+        settings,
         socket_connect_timeout=options.redis_timeout,
         socket_timeout=options.redis_timeout,
         # Fail fast: the proxy serves from memory and retries on its own schedule.

@@ -15,7 +15,7 @@ import asyncpg
 import uvloop
 from redis.asyncio import Redis
 
-from crivline import httpserver, logs
+from crivline import httpserver, logs, redisconn
 from crivline.keyspace import Keyspace
 from crivline.logs import fields
 from crivline.probes import health_body
@@ -33,12 +33,14 @@ IO_TIMEOUT = 10.0
 def build(settings: Settings) -> tuple[Relay, Redis]:
     """The relay and its bus client, from the settings (nothing connects yet)."""
     database = settings.database_for("relay")
-    bus = Redis.from_url(
-        settings.require_bus(),
+    settings.require_bus()
+    bus = redisconn.bus_client(
+        settings,
         socket_timeout=IO_TIMEOUT,
         socket_connect_timeout=IO_TIMEOUT,
         health_check_interval=30,
     )
+    assert bus is not None  # required above
 
     async def connect() -> asyncpg.Connection:
         return await asyncpg.connect(

@@ -23,6 +23,7 @@ import asyncpg
 import orjson
 from redis.asyncio import Redis
 
+from crivline import redisconn
 from crivline.ioerrors import POSTGRES_ERRORS, REDIS_ERRORS
 from crivline.keyspace import PG_CHANNEL, Keyspace
 from crivline.logs import describe, fields
@@ -33,14 +34,16 @@ from syncd.follow import parse_wakeup
 
 log = logging.getLogger(__name__)
 
-# KEYS: the versions hash. ARGV: environment, version, payload, channel.
+# KEYS: the versions hash. ARGV: environment, version, payload, channel, and the command
+# (PUBLISH, or SPUBLISH on a cluster bus, where syncd SSUBSCRIBEs; the versions hash is in
+# the channel's slot).
 _PUBLISH = """
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if current >= tonumber(ARGV[2]) then
     return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PUBLISH', ARGV[4], ARGV[3])
+redis.call(ARGV[5], ARGV[4], ARGV[3])
 return 1
 """
 
@@ -75,6 +78,7 @@ class Relay:
         self.timeout = timeout
         self.backoff_cap = backoff_cap
         self._publish = bus.register_script(_PUBLISH)
+        self._command = "SPUBLISH" if redisconn.is_cluster(bus) else "PUBLISH"
         self._pending: dict[str, tuple[int, bytes]] = {}
         self._wake = asyncio.Event()
         self._lost = False
@@ -208,7 +212,7 @@ class Relay:
                     for env, (version, payload) in batch.items():
                         await self._publish(
                             keys=[self.keyspace.bus_versions],
-                            args=[env, version, payload, self.keyspace.bus],
+                            args=[env, version, payload, self.keyspace.bus, self._command],
                             client=pipe,
                         )
                     results = await pipe.execute()

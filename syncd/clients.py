@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
@@ -19,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from crivline import redisconn
 from crivline.errors import DatabaseUnavailable, StartupError
 from crivline.ioerrors import POSTGRES_ERRORS, REDIS_ERRORS
 from crivline.settings import Settings, redact_url
@@ -71,9 +73,9 @@ async def listen_connection(url: str, config: SyncdConfig) -> asyncpg.Connection
     )
 
 
-def redis_client(url: str, config: SyncdConfig) -> Redis:
-    return Redis.from_url(
-        url,
+def redis_options(config: SyncdConfig) -> dict[str, Any]:
+    """Connection options of syncd's Redis clients (edge Redis and bus)."""
+    return dict(
         socket_timeout=config.io_timeout,
         socket_connect_timeout=config.io_timeout,
         health_check_interval=30,
@@ -119,24 +121,30 @@ async def _connect_rest(
     replica = None
     if settings.replica_url is not None and not settings.syncd_bus_only:
         replica = await postgres_pool(settings.replica_url.reveal(), config, min_size=0)
-    redis = redis_client(redis_url, config)
+    redis = redisconn.edge_client(settings, **redis_options(config))
+    where = redisconn.describe(redisconn.parse("CRIVLINE_REDIS_URL", redis_url))
+
+    async def ping() -> None:
+        try:
+            await redis.ping()
+        except REDIS_ERRORS as exc:
+            # Wrong credentials or an untrusted certificate: no retry will cure them.
+            if (why := redisconn.refused(exc)) is not None:
+                raise StartupError(f"cannot connect to {where}: {why}") from None
+            raise
+
     try:
-        await retry(
-            "redis",
-            redis.ping,
-            retry_on=REDIS_ERRORS,
-            deadline=deadline,
-        )
+        await retry("redis", ping, retry_on=REDIS_ERRORS, deadline=deadline)
     except BaseException as exc:
         if replica is not None:
             await _close_pool(replica)
         await redis.aclose()
         if isinstance(exc, RedisError | OSError | TimeoutError):
-            raise StartupError(f"cannot connect to {redact_url(redis_url)}: {exc}") from None
+            raise StartupError(f"cannot connect to {where}: {exc}") from None
         raise
     bus = None
     if settings.bus_url is not None:
-        bus = redis_client(settings.bus_url.reveal(), config)
+        bus = redisconn.bus_client(settings, **redis_options(config))
     return Clients(primary, replica, redis, bus)
 
 

@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 from redis.asyncio import Redis
 
+from crivline import redisconn
 from crivline.ioerrors import POSTGRES_ERRORS, REDIS_ERRORS
 from crivline.keyspace import PG_CHANNEL
 from crivline.logs import describe, fields
@@ -151,7 +152,8 @@ class PostgresListener:
 
 
 class BusListener:
-    """SUBSCRIBE to the central bus (``{p}bus``) on ``CRIVLINE_BUS_URL``."""
+    """SUBSCRIBE to the central bus (``{p}bus``) on ``CRIVLINE_BUS_URL`` (SSUBSCRIBE on a
+    cluster)."""
 
     def __init__(
         self,
@@ -175,9 +177,15 @@ class BusListener:
         backoff = Backoff(base=0.1, cap=self.backoff_cap)
         connected_before = False
         while True:
-            pubsub = self.bus.pubsub(ignore_subscribe_messages=True)
+            pubsub: Any = self.bus.pubsub(ignore_subscribe_messages=True)
+            # A cluster bus carries the channel as a sharded one (SPUBLISH/SSUBSCRIBE):
+            # on the shard of its slot, not broadcast to every node.
+            sharded = redisconn.is_cluster(self.bus)
             try:
-                await pubsub.subscribe(self.channel)
+                if sharded:
+                    await pubsub.ssubscribe(self.channel)
+                else:
+                    await pubsub.subscribe(self.channel)
                 self.subscribed = True
                 backoff.reset()
                 if connected_before:
@@ -186,8 +194,11 @@ class BusListener:
                 connected_before = True
                 self.on_reconnect()
                 while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None or message.get("type") != "message":
+                    if sharded:
+                        message = await pubsub.get_sharded_message(timeout=1.0)
+                    else:
+                        message = await pubsub.get_message(timeout=1.0)
+                    if message is None or message.get("type") not in ("message", "smessage"):
                         continue
                     wakeup = parse_wakeup(message["data"])
                     if wakeup is None:

@@ -159,9 +159,15 @@ class KeyIndex:
                 pipe.hgetall(self._ks.api_key(key_hash))
                 pipe.hexists(self._ks.sync_state, "epoch")
                 raw, epoch = await pipe.execute()
+            info = key_info(key_hash, raw) if raw else None
+            # A record counts only while its environment's key set holds it: the set is
+            # written atomically with the environment, the records beside it.
+            if info is not None and not await self._redis.sismember(
+                self._ks.environment_keys(info.environment), key_hash
+            ):
+                info = None
         finally:
             del self._inflight[key_hash]
-        info = key_info(key_hash, raw) if raw else None
         self._edge_complete = bool(epoch)
         if info is None and not self._edge_complete:
             raise EdgeIncomplete(key_hash)

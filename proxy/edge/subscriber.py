@@ -23,11 +23,13 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
+from crivline import redisconn
 from crivline.ioerrors import REDIS_ERRORS
 from crivline.keyspace import Keyspace
 from crivline.logs import describe, fields
@@ -67,6 +69,10 @@ class Subscriber:
         self.messages = 0
         self.sessions = 0  # subscriptions established since start
         self._kick: str | None = None
+        self._cluster = redisconn.is_cluster(redis)
+        self._followed: set[str] = set()  # cluster mode: environments whose channel we follow
+        self._joined_envs: set[str] = set()
+        self._joined = False
         self._resync_now = asyncio.Event()
 
     def start(self) -> None:
@@ -99,24 +105,42 @@ class Subscriber:
         self._status.redis_lost(error)
 
     async def _session(self) -> None:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        pubsub: Any = self._redis.pubsub(ignore_subscribe_messages=True)
         resync: asyncio.Task[None] | None = None
         try:
-            await pubsub.subscribe(self._ks.changes)
+            if self._cluster:
+                await self._follow_served(pubsub, set())
+                channel = self._ks.edge_changes
+                receive = pubsub.get_sharded_message
+            else:
+                channel = self._ks.changes
+                await pubsub.subscribe(channel)
+                receive = pubsub.get_message
             self._status.redis_back()
             self.connected.set()
             self.sessions += 1
-            log.info("subscribed to changes", extra=fields(channel=self._ks.changes))
+            log.info("subscribed to changes", extra=fields(channel=channel))
             resync = self._tasks.spawn(self._resync_loop(), "resync", quiet=True)
             self._kick = None
+            followed: set[str] = set(self._followed)
+            topology = self._topology()
             while True:
                 if self._kick is not None:
                     raise ConnectionError(self._kick)
-                message = await pubsub.get_message(timeout=1.0)
+                message = await receive(timeout=1.0)
                 if message is not None:
                     self._handle(message)
+                if self._cluster and (now := self._topology()) != topology:
+                    # A failover: announcements made while a shard had no master are
+                    # lost, and its promoted replica may lack the last writes until
+                    # syncd rewrites them. Catch up now, not at the next interval.
+                    log.info("cluster primaries changed; resynchronising")
+                    topology = now
+                    self.resync_soon()
                 if resync.done():
                     resync.result()  # it only ends when Redis failed: reconnect
+                if self._cluster and (self._followed != followed or self._joined):
+                    followed = await self._follow_served(pubsub, followed)
         finally:
             if resync is not None and not resync.done():
                 await cancel_and_wait(resync)
@@ -124,6 +148,37 @@ class Subscriber:
                 await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8
             except REDIS_ERRORS:
                 pass
+
+    def _topology(self) -> frozenset[str]:
+        """Cluster mode: the primaries the client knows now (in memory, no round trip)."""
+        if not self._cluster:
+            return frozenset()
+        cluster = cast(RedisCluster, self._redis)
+        return frozenset(node.name for node in cluster.get_primaries())
+
+    async def _follow_served(self, pubsub: Any, followed: set[str]) -> set[str]:
+        """Cluster mode: SSUBSCRIBE to the edge's channel and to the channel of every
+        environment the edge serves (each in its environment's slot, so on the shard that
+        holds it); SUNSUBSCRIBE from the ones that left."""
+        self._joined = False
+        served = {
+            m.decode() if isinstance(m, bytes) else str(m)
+            for m in await self._redis.smembers(self._ks.served)
+        }
+        wanted = served | set(self._joined_envs)
+        self._joined_envs.clear()
+        channels = {self._ks.environment_changes(env) for env in wanted}
+        if not followed:
+            channels.add(self._ks.edge_changes)
+        current = {self._ks.environment_changes(env) for env in followed}
+        new = sorted(channels - current)
+        gone = sorted(current - channels - {self._ks.edge_changes})
+        if new:
+            await pubsub.ssubscribe(*new)
+        if gone:
+            await pubsub.sunsubscribe(*gone)
+        self._followed = set(wanted)
+        return set(wanted)
 
     def kick(self, why: str) -> None:
         """Drop the subscription and start over (the health monitor saw Redis fail)."""
@@ -157,6 +212,7 @@ class Subscriber:
                 delay = 1.0
             else:
                 redis_failures = 0
+                self._joined = self._cluster  # cluster mode: follow what the edge serves now
                 self.resynced.set()
                 # Every resync_interval: worth an INFO line only when it caught something.
                 log.log(
@@ -176,7 +232,7 @@ class Subscriber:
                     await self._resync_now.wait()
 
     def _handle(self, message: dict[str, Any]) -> None:
-        if message.get("type") != "message":
+        if message.get("type") not in ("message", "smessage"):
             return
         self.messages += 1
         try:
@@ -187,7 +243,11 @@ class Subscriber:
             return
         if body.get("removed"):
             self._cache.removed(env)
+            self._followed.discard(env)
             return
+        if self._cluster and env not in self._followed:
+            self._joined_envs.add(env)  # a new environment: follow its channel too
+            self._joined = True
         try:
             version = int(body["v"])
             at = float(body["at"]) if body.get("at") is not None else None

@@ -141,7 +141,7 @@ class Part:
 @dataclass
 class Edge:
     name: str
-    valkey: ValkeyServer
+    valkey: ValkeyServer  # or a highly available one (see build)
     syncds: list[Part]
     proxies: list[Part]
 
@@ -167,7 +167,7 @@ class Tenant:
 class Cluster:
     root: Path
     postgres: PostgresServer
-    bus: ValkeyServer
+    bus: ValkeyServer  # or a highly available one (see build)
     control: Part
     edges: list[Edge]
     session: aiohttp.ClientSession
@@ -296,10 +296,20 @@ class Cluster:
 
     def processes(self) -> dict[str, int | None]:
         """The pid of every server and part that runs now (None: not running)."""
-        servers: list[tuple[str, Any]] = [("postgres", self.postgres), ("bus", self.bus)]
-        servers += [(f"valkey-{e.name}", e.valkey) for e in self.edges]
+        servers: list[tuple[str, Any]] = [("postgres", self.postgres)]
+        servers += _members("bus", self.bus)
+        for e in self.edges:
+            servers += _members(f"valkey-{e.name}", e.valkey)
         servers += [(p.name, p) for p in self.parts()]
         return {name: (s.proc.pid if s.running() else None) for name, s in servers}
+
+
+def _members(name: str, server: Any) -> list[tuple[str, Any]]:
+    """A server, or each process of a highly available one (a cluster, a Sentinel group)."""
+    members = getattr(server, "members", None)
+    if members is None:
+        return [(name, server)]
+    return [(f"{name}-{n}", m) for n, m in enumerate(members())]
 
 
 async def _none_or(pending: Awaitable[list[str]]) -> bool:
@@ -323,14 +333,23 @@ def _part(root: Path, name: str, command: str, settings: dict[str, str]) -> Part
     return Part(name, command, port, {**common, **settings, var: str(port)}, root / f"{name}.log")
 
 
-async def build(root: Path) -> Cluster:
-    """Start everything, seed three tenants through the control API, wait until ready."""
+async def build(root: Path, *, edge_redis: Any = None, bus_redis: Any = None) -> Cluster:
+    """Start everything, seed three tenants through the control API, wait until ready.
+
+    With ``edge_redis`` (a running highly available Valkey: ``url``, ``running()``,
+    ``start()``, ``stop()``, ``members()``), one edge ``a`` on it instead: one syncd (on the
+    bus too) and two proxies. ``bus_redis`` replaces the bus the same way."""
     await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
     postgres = PostgresServer(root / "postgres", durable=True)
-    bus = ValkeyServer(root / "bus")
-    valkeys = {name: ValkeyServer(root / f"valkey-{name}") for name in ("a", "b", "c")}
+    bus = bus_redis or ValkeyServer(root / "bus")
+    valkeys: dict[str, Any] = (
+        {"a": edge_redis}
+        if edge_redis is not None
+        else {name: ValkeyServer(root / f"valkey-{name}") for name in ("a", "b", "c")}
+    )
     for server in [postgres, bus, *valkeys.values()]:
-        await asyncio.to_thread(server.start)
+        if not server.running():
+            await asyncio.to_thread(server.start)
     admin = await asyncpg.connect(postgres.url)
     try:
         await admin.execute(f'CREATE DATABASE "{DATABASE}"')
@@ -378,10 +397,14 @@ async def build(root: Path) -> Cluster:
         return _part(root, f"proxy-{edge}{n}", "proxy", settings)
 
     edges = [
-        Edge("a", valkeys["a"], [syncd("a", 1)], [proxy("a", 1), proxy("a", 2)]),
-        Edge("b", valkeys["b"], [syncd("b", 1), syncd("b", 2)], [proxy("b", 1)]),
-        Edge("c", valkeys["c"], [syncd("c", 1, bus.url)], [proxy("c", 1)]),
+        Edge("a", valkeys["a"], [syncd("a", 1, bus.url)], [proxy("a", 1), proxy("a", 2)]),
     ]
+    if edge_redis is None:
+        edges = [
+            Edge("a", valkeys["a"], [syncd("a", 1)], [proxy("a", 1), proxy("a", 2)]),
+            Edge("b", valkeys["b"], [syncd("b", 1), syncd("b", 2)], [proxy("b", 1)]),
+            Edge("c", valkeys["c"], [syncd("c", 1, bus.url)], [proxy("c", 1)]),
+        ]
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
     cluster = Cluster(root, postgres, bus, control, edges, session)
     try:

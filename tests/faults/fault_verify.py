@@ -26,11 +26,11 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
-import redis.asyncio as aioredis
 from fault_clients import Clients
 from fault_cluster import BOUND, Cluster
 from fault_storm import Storm
 
+from crivline import redisconn
 from crivline.keyspace import Keyspace
 
 
@@ -178,7 +178,7 @@ async def delta_chain_problems(cluster: Cluster, storm: Storm) -> list[str]:
     out: list[str] = []
     for edge in cluster.edges:
         keys = Keyspace("crivline:", f"edge-{edge.name}")
-        client = aioredis.from_url(edge.redis_url)
+        client = redisconn.client(redisconn.parse("CRIVLINE_REDIS_URL", edge.redis_url))
         try:
             for env in cluster.environment_ids():
                 entries = await client.xrange(keys.deltas(env))

@@ -16,10 +16,12 @@ from urllib.parse import urlsplit
 import asyncpg
 import orjson
 import pytest
+from support.valkeyha import SentinelGroup, cli
 
 from crivline import tokens
 from crivline.embedded import RUNTIME_ROOT, free_port
 from crivline.errors import StartupError
+from crivline.keyspace import Keyspace
 from crivline.settings import Settings
 from crivline.up import Stack
 
@@ -344,3 +346,34 @@ def test_migrate_roles_refuses_the_owner_and_needs_a_part(
     env["CRIVLINE_SYNCD_DATABASE_URL"] = database_url
     assert_one_clear_line(run([*crivline_cmd, "migrate", "--roles"], env),
                           "CRIVLINE_SYNCD_DATABASE_URL", "owner")  # fmt: skip
+
+
+@pytest.mark.timeout(180)
+def test_up_uses_an_external_redis_when_only_its_url_is_set(
+    crivline_cmd: list[str], stack_dir: Path, tmp_path: Path
+) -> None:
+    """Only CRIVLINE_REDIS_URL (here a Sentinel group): PostgreSQL is still embedded, no
+    Valkey is started, and syncd fills the Redis the Sentinels name."""
+    group = SentinelGroup.create(tmp_path / "sentinel", "edge")
+    env = {**_up_env(), "CRIVLINE_REDIS_URL": group.url, "CRIVLINE_EDGE_ID": "up-edge"}
+    proc = _start_up(crivline_cmd, stack_dir, env)
+    try:
+        _wait_for_stack(proc, stack_dir)
+        started = set(orjson.loads((stack_dir / "pids.json").read_bytes()))
+        assert "postgres" in started
+        assert "valkey" not in started
+        sync_state = Keyspace("crivline:", "up-edge").sync_state
+        master = str(group.current_master().port)
+        deadline = time.monotonic() + 60
+        while cli("-p", master, "hexists", sync_state, "epoch").strip() != "1":
+            assert time.monotonic() < deadline, "syncd never completed a full sync"
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        assert "starting embedded Valkey" not in out
+        assert "starting embedded PostgreSQL" in out
+    finally:
+        _reap(proc)
+        group.stop()

@@ -69,3 +69,28 @@ async def test_a_flood_of_random_keys_costs_redis_a_bounded_number_of_lookups(
         assert sum(keys.cached(h) is False for h in strangers) == lookups
     finally:
         await keys.close()
+
+
+async def test_a_key_record_outside_its_environments_key_set_is_not_honoured(
+    feeder: Feeder, redis: aioredis.Redis
+) -> None:
+    """Key records sit in their own hash slots and are written beside the apply script:
+    one left behind (syncd killed between the script and deleting a revoked key's record)
+    must not let the key in — the environment's key set, written atomically with the
+    environment, decides."""
+    env, kept, revoked = new_env(), make_key("server"), make_key("server")
+    await feeder.write(env, {"a": flag({"on": True}, "on")}, keys=[kept, revoked])
+    await feeder.synced()
+    record = feeder.keyspace.api_key(revoked.edge.key_hash)
+    fields = await redis.hgetall(record)
+    await feeder.revoke(env, revoked)
+    assert await redis.exists(record) == 0  # syncd deletes it after the script…
+    await redis.hset(record, mapping=fields)  # …unless it died before that
+    keys = KeyIndex(redis, feeder.keyspace)
+    try:
+        assert await keys.lookup(revoked.edge.key_hash) is None
+        found = await keys.lookup(kept.edge.key_hash)
+        assert found is not None
+        assert found.environment == env
+    finally:
+        await keys.close()

@@ -18,7 +18,7 @@ from syncd_testkit import INTERVAL, Announcements, Running, StartSyncd, wait_for
 
 from crivline.keyspace import Keyspace
 from crivline.snapshot import set_json_codecs
-from syncd.clients import redis_client
+from syncd.clients import redis_options
 from syncd.config import SyncdConfig
 from syncd.daemon import Daemon
 from syncd.scope import Scope
@@ -62,7 +62,8 @@ async def start_syncd(database_url: str, redis_url: str) -> AsyncIterator[StartS
             listen_probe_interval=1.0,
             **config,
         )
-        redis = redis_client(redis_url, settings)  # configured as in production
+        # Configured as in production.
+        redis = aioredis.Redis.from_url(redis_url, **redis_options(settings))
         daemon = Daemon(
             settings,
             primary=primary,

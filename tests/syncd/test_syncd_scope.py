@@ -18,7 +18,10 @@ from syncd_testkit import (
 )
 
 from crivline import tokens
+from crivline.keyspace import Keyspace
 from syncd.scope import Scope, ScopeView
+
+KEYS = Keyspace("crivline:")  # the environment names do not depend on the edge
 
 
 async def all_key_owners(redis: aioredis.Redis) -> set[str]:
@@ -69,8 +72,8 @@ async def test_an_edge_scoped_to_one_project_gets_only_that_project(
     for env_id in inside:
         assert await edge(syncd.store, env_id) == await central(db, env_id)
     for env_id in outside:
-        assert await redis.exists(f"crivline:env:{env_id}") == 0
-        assert await redis.exists(f"crivline:env:{env_id}:keys") == 0
+        assert await redis.exists(KEYS.environment(env_id)) == 0
+        assert await redis.exists(KEYS.environment_keys(env_id)) == 0
         assert announcements.of(env_id) == []
     assert await all_key_owners(redis) == inside
     ignored = syncd.sample("crivline_syncd_wakeups_total", source="postgres", fate="ignored")
@@ -94,7 +97,7 @@ async def test_an_edge_scoped_to_an_environment_key_serves_it_in_every_tenant(
         return new in await syncd.store.served()
 
     await wait_for(arrived, 5, "the new production environment")
-    assert await redis.exists(f"crivline:env:{later.environments['qa']}") == 0
+    assert await redis.exists(KEYS.environment(later.environments["qa"])) == 0
     # qa was looked at once (it could have been in scope), then remembered as outside.
     await wait_for(
         lambda: syncd.sample("crivline_syncd_rebuilds_total", outcome="out_of_scope") == 1,
