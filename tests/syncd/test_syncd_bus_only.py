@@ -38,7 +38,7 @@ from crivline.keyspace import Keyspace
 from crivline.seed import create_tenant
 from crivline.tasks import cancel_and_wait
 from relay.relay import Relay
-from syncd.clients import postgres_pool, redis_client
+from syncd.clients import postgres_pool, redis_options
 from syncd.config import SyncdConfig
 from syncd.daemon import Daemon
 
@@ -127,8 +127,8 @@ async def start_edge(standby_url: str, redis_url: str) -> AsyncIterator[StartEdg
             io_timeout=5.0,
         )
         pool = await postgres_pool(standby_url, config)  # application_name crivline-syncd
-        redis = redis_client(f"{base}/{number}", config)
-        bus = redis_client(redis_url, config)
+        redis = aioredis.Redis.from_url(f"{base}/{number}", **redis_options(config))
+        bus = aioredis.Redis.from_url(redis_url, **redis_options(config))
         daemon = Daemon(config, primary=pool, redis=redis, bus=bus)
         edge = Edge(daemon, asyncio.create_task(daemon.run()), pool, redis, bus)
         started.append(edge)
