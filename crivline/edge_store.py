@@ -44,6 +44,7 @@ from crivline.delta import compute_delta
 from crivline.jsontypes import JSON
 from crivline.keyspace import Keyspace
 from crivline.snapshot import EnvironmentSnapshot
+from crivline.tracing import valid_traceparent
 
 # The apply script's arguments before the per-key groups, by name (ARGV[1] first); each
 # live key then adds a group of _KEY_GROUP values. The script reads them as locals.
@@ -63,6 +64,7 @@ _APPLY_ARGS = (
     "tenant_key",
     "project_key",
     "environment_key",
+    "traceparent",
     "key_count",
 )
 _KEY_GROUP = 5  # hash, id, kind, expires_at, expiry in ms ('' for none)
@@ -122,8 +124,15 @@ redis.call('HSET', KEYS[1], '$F_VERSION', version, '$F_FLAGSET', flagset,
            '$F_TENANT_KEY', tenant_key, '$F_PROJECT_KEY', project_key,
            '$F_ENVIRONMENT_KEY', environment_key,
            '$F_COMMITTED_AT', committed_at, '$F_APPLIED_AT', applied_at)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_length, '*',
-           'v', version, 'base', base, 'delta', delta, 'at', committed_at)
+if traceparent ~= '' then
+  redis.call('HSET', KEYS[1], '$F_TRACEPARENT', traceparent)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_length, '*',
+             'v', version, 'base', base, 'delta', delta, 'at', committed_at,
+             'tp', traceparent)
+else
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_length, '*',
+             'v', version, 'base', base, 'delta', delta, 'at', committed_at)
+end
 redis.call('SADD', KEYS[4], env)
 local flag = 'false'
 if keys_changed then
@@ -151,6 +160,7 @@ return {1, current, 0}
     F_ENVIRONMENT_KEY=ks.F_ENVIRONMENT_KEY,
     F_COMMITTED_AT=ks.F_COMMITTED_AT,
     F_APPLIED_AT=ks.F_APPLIED_AT,
+    F_TRACEPARENT=ks.F_TRACEPARENT,
 )
 
 _REMOVE = """
@@ -242,6 +252,7 @@ class DeltaEntry:
     base: int
     delta: dict[str, JSON]
     committed_at: float
+    traceparent: str | None = None  # ``tp``: syncd's span that wrote it, when traced
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,11 +335,14 @@ class EdgeStore:
         base_flag_set: Mapping[str, JSON] | None,
         committed_at: float,
         applied_at: float | None = None,
+        traceparent: str | None = None,
     ) -> ApplyResult:
         """Write ``snapshot`` if its version is newer than Redis's, atomically.
 
         ``base_version``/``base_flag_set`` are what :meth:`read_current` returned just
         before: the delta is computed against that flag set and recorded with that base.
+        ``traceparent`` (the writer's span, when tracing is on) is stored with the
+        version, in the hash and the delta-log entry.
         """
         env = snapshot.environment_id
         delta = compute_delta(base_flag_set if base_version > 0 else None, snapshot.flag_set)
@@ -348,6 +362,7 @@ class EdgeStore:
             "tenant_key": snapshot.tenant_key,
             "project_key": snapshot.project_key,
             "environment_key": snapshot.environment_key,
+            "traceparent": traceparent or "",
             "key_count": len(snapshot.keys),
         }
         args = [named[name] for name in _APPLY_ARGS]
@@ -560,6 +575,7 @@ def _entry(fields: Mapping[Any, Any]) -> DeltaEntry:
         base=int(raw["base"]),
         delta=delta if isinstance(delta, dict) else {},
         committed_at=_commit_time(raw.get("at")),
+        traceparent=valid_traceparent(_text(raw.get("tp"))),
     )
 
 

@@ -33,6 +33,7 @@ from crivline.ioerrors import REDIS_ERRORS, is_io_error
 from crivline.logs import describe, fields
 from crivline.probes import health_body, readiness_body
 from crivline.tasks import cancel_and_wait
+from crivline.tracing import DISABLED, Tracing
 from syncd.backoff import Backoff, reraise_if_cancelled
 from syncd.config import SyncdConfig
 from syncd.follow import BusListener, PostgresListener, Wakeup
@@ -60,6 +61,7 @@ class Daemon:
         bus: Redis | None = None,
         listen_connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
         metrics: SyncdMetrics | None = None,
+        tracing: Tracing = DISABLED,
     ) -> None:
         self.config = config
         self.metrics = metrics or SyncdMetrics()
@@ -73,7 +75,9 @@ class Daemon:
             timeout=config.io_timeout,
         )
         self.view = ScopeView(config.scope)
-        self.replicator = Replicator(self.source, self.store, config.scope, self.metrics)
+        self.replicator = Replicator(
+            self.source, self.store, config.scope, self.metrics, tracing=tracing
+        )
         self.replicator.on_loss = self.trigger_reconcile
         self.replicator.before_apply = PlanPublisher(primary, redis, config.keyspace).publish
         self.queue = WorkQueue(self.replicator.known, self.metrics)
@@ -247,7 +251,8 @@ class Daemon:
             self.metrics.wakeups.labels(source, "ignored").inc()
             return
         fate = self.queue.offer(
-            wakeup.environment, Want(wakeup.version, wakeup.at, wakeup.received, source)
+            wakeup.environment,
+            Want(wakeup.version, wakeup.at, wakeup.received, source, wakeup.traceparent),
         )
         self.metrics.wakeups.labels(source, fate).inc()
 
