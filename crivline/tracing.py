@@ -105,13 +105,16 @@ def _span_context(traceparent: str | None) -> SpanContext | None:
     )
 
 
+_ROOT = Context()  # immutable: a span started in it begins a trace
+
+
 def _parent(traceparent: str | None) -> Context:
     """A context whose current span is the remote parent ``traceparent`` names; an empty
     one (the span becomes a root) when there is none or it is malformed."""
     remote = _span_context(traceparent)
     if remote is None:
-        return Context()
-    return trace.set_span_in_context(NonRecordingSpan(remote), Context())
+        return _ROOT
+    return trace.set_span_in_context(NonRecordingSpan(remote), _ROOT)
 
 
 def _links(traceparents: Iterable[str | None], parent: str | None) -> list[Link]:
@@ -181,6 +184,22 @@ class Tracing:
                     span.record_exception(exc)
                     span.set_status(trace.Status(StatusCode.ERROR, type(exc).__name__))
                 raise
+
+    def start(
+        self,
+        name: str,
+        *,
+        parent: str | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes | None = None,
+    ) -> Span | None:
+        """A started span the caller ends (``span.end()``), not made current: the lean
+        form for the request path. None with tracing off."""
+        if self._tracer is None:
+            return None
+        return self._tracer.start_span(
+            name, context=_parent(parent), kind=kind, attributes=attributes
+        )
 
     def record(
         self,

@@ -85,17 +85,27 @@ def traced_middleware(tracing: Tracing) -> Middleware:
         if route.name not in TRACED_ROUTES:
             return await edge_middleware(request, handler)
         template = route.resource.canonical if route.resource is not None else request.path
-        with tracing.span(
+        span = tracing.start(
             f"{request.method} {template}",
-            headers=request.headers,
+            parent=request.headers.get("traceparent"),
             kind=SpanKind.SERVER,
             attributes={"http.request.method": request.method, "http.route": template},
-        ) as span:
+        )
+        try:
             response = await edge_middleware(request, handler)
+        except BaseException as exc:  # a redirect, or the client went away (cancelled)
             if span is not None:
-                span.set_attribute("http.response.status_code", response.status)
-                if response.status >= 500:
-                    span.set_status(StatusCode.ERROR)
+                if isinstance(exc, web.HTTPException):
+                    span.set_attribute("http.response.status_code", exc.status)
+                else:
+                    span.set_attribute("error.type", type(exc).__name__)
+                span.end()
+            raise
+        if span is not None:
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 500:
+                span.set_status(StatusCode.ERROR)
+            span.end()
         return response
 
     return traced
