@@ -73,39 +73,43 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
 def traced_middleware(tracing: Tracing) -> Middleware:
     """:func:`edge_middleware` with a span around a sampled share of the SDK requests
     (``tracing.request_ratio``; a request's own ``traceparent`` header makes it the
-    span's parent). An unsampled request costs one random draw."""
+    span's parent). An unsampled request costs one random draw and a function call: the
+    middleware hands back :func:`edge_middleware`'s coroutine itself, no coroutine of its
+    own around it."""
     ratio = tracing.request_ratio
     draw = random.random
 
     @web.middleware
-    async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if draw() >= ratio:
-            return await edge_middleware(request, handler)
-        route = request.match_info.route
-        if route.name not in TRACED_ROUTES:
-            return await edge_middleware(request, handler)
-        template = route.resource.canonical if route.resource is not None else request.path
-        span = tracing.start(
-            f"{request.method} {template}",
-            parent=request.headers.get("traceparent"),
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": request.method, "http.route": template},
-        )
-        try:
-            response = await edge_middleware(request, handler)
-        except BaseException as exc:  # a redirect, or the client went away (cancelled)
-            if span is not None:
-                if isinstance(exc, web.HTTPException):
-                    span.set_attribute("http.response.status_code", exc.status)
-                else:
-                    span.set_attribute("error.type", type(exc).__name__)
-                span.end()
-            raise
-        if span is not None:
-            span.set_attribute("http.response.status_code", response.status)
-            if response.status >= 500:
-                span.set_status(StatusCode.ERROR)
-            span.end()
-        return response
+    def traced(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+        if draw() >= ratio or request.match_info.route.name not in TRACED_ROUTES:
+            return edge_middleware(request, handler)
+        return _traced(tracing, request, handler)
 
     return traced
+
+
+async def _traced(tracing: Tracing, request: web.Request, handler: Handler) -> web.StreamResponse:
+    route = request.match_info.route
+    template = route.resource.canonical if route.resource is not None else request.path
+    span = tracing.start(
+        f"{request.method} {template}",
+        parent=request.headers.get("traceparent"),
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": request.method, "http.route": template},
+    )
+    try:
+        response = await edge_middleware(request, handler)
+    except BaseException as exc:  # a redirect, or the client went away (cancelled)
+        if span is not None:
+            if isinstance(exc, web.HTTPException):
+                span.set_attribute("http.response.status_code", exc.status)
+            else:
+                span.set_attribute("error.type", type(exc).__name__)
+            span.end()
+        raise
+    if span is not None:
+        span.set_attribute("http.response.status_code", response.status)
+        if response.status >= 500:
+            span.set_status(StatusCode.ERROR)
+        span.end()
+    return response

@@ -122,10 +122,12 @@ def builds() -> Iterator[tuple[dict[str, Callable[[], web.StreamResponse]], list
 
 
 def per_request(poll: Callable[[], web.StreamResponse], count: int) -> float:
-    started = time.perf_counter()
+    """CPU time of this thread per request: time the machine's other work took from us
+    is not counted (the batch processor's own thread is not either: see the HTTP run)."""
+    started = time.thread_time()
     for _ in range(count):
         poll()
-    return (time.perf_counter() - started) / count
+    return (time.thread_time() - started) / count
 
 
 def test_tracing_cost_on_the_polling_path(benchmark: Any, builds: Any) -> None:
@@ -236,7 +238,7 @@ async def test_tracing_cost_on_polling_over_http(benchmark: Any, redis_url: str)
         proxy_process(redis_url, {}) as plain,
         proxy_process(
             redis_url,
-            {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"},
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint},
         ) as traced,
     ):
         async with (
@@ -256,8 +258,8 @@ async def test_tracing_cost_on_polling_over_http(benchmark: Any, redis_url: str)
                     url, lambda s, u=url: s.get(u + "/sdk/v1/flags", headers=headers), count, pid
                 )
                 runs[name].append(stats)
-        if not benchmark.disabled:
-            await eventually(lambda: received, within=10, what="spans at the collector")
+        if not benchmark.disabled:  # the batch processor exports every 5 s by default
+            await eventually(lambda: received, within=15, what="spans at the collector")
     await redis.aclose()
     summary: dict[str, Any] = {}
     for name, stats_list in runs.items():
