@@ -139,3 +139,32 @@ async def test_a_bump_with_a_trace_context_carries_it(
     payload = await next_notification(notifications)
     assert payload["v"] == version
     assert payload["tp"] == tp
+
+
+async def test_a_stripe_webhook_is_a_write_span_whose_bumps_carry_it(
+    database_url: str,
+    db: asyncpg.Connection,
+    exporter: InMemorySpanExporter,
+    notifications: asyncio.Queue[dict[str, object]],
+) -> None:
+    from test_control_plans import PRICES, SECRET, _send, _subscription_event
+
+    settings = control_settings(database_url, stripe_webhook_secret=SECRET, stripe_prices=PRICES)
+    billing = await start_control(
+        settings, db, tracing=memory_tracing("crivline-control", exporter)
+    )
+    try:
+        await billing.project("shop", ("dev",))
+        await next_notification(notifications)
+        exporter.clear()
+        answer = await _send(billing, _subscription_event("evt_traced", kind="created"))
+        assert answer.status == 200, answer
+        bump = await next_notification(notifications)  # the plan change bumps dev
+    finally:
+        await billing.client.close()
+    (write,) = exporter.get_finished_spans()
+    assert write.attributes is not None
+    assert write.attributes["http.route"] == "/webhooks/stripe"
+    assert write.context is not None
+    flags = f"{int(write.context.trace_flags):02x}"  # sampled, and random (W3C level 2)
+    assert bump["tp"] == f"00-{trace_id(write):032x}-{span_id(write):016x}-{flags}"
