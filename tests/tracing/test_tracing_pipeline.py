@@ -95,6 +95,10 @@ def attribute(span: ReadableSpan, name: str) -> Any:
     return span.attributes.get(name)
 
 
+async def central_version(central: Central, env: str) -> int:
+    return int(await central.db.fetchval("SELECT version FROM environments WHERE id=$1", env))
+
+
 async def spans_of(exporter: InMemorySpanExporter, name: str, version: int) -> list[ReadableSpan]:
     """Every finished span, once one named ``name`` for ``version`` is among them."""
 
@@ -151,7 +155,7 @@ async def test_one_trace_from_the_control_commit_to_every_proxy_that_applied_it(
             edge_id=OTHER_EDGE,
         ),
     ]
-    current = int(await central.db.fetchval("SELECT version FROM environments WHERE id=$1", env))
+    current = await central_version(central, env)
     await all_loaded(proxies, env, current)
 
     version = await traced_change(central, "on", traceparent(CALLER_TRACE, CALLER_SPAN))
@@ -210,10 +214,13 @@ async def test_a_burst_applied_at_once_links_every_change_it_carried(
     central = two_edges
     env, _key = await make_flag(central)
     proxy = await start_proxy(tracing=memory_tracing("crivline-proxy", exporter))
-    await proxy.loaded(env)
-    # Hold the proxy's refreshes while three changes land in Redis one by one.
+    await proxy.loaded(env, await central_version(central, env))
+    # Hold the proxy's refreshes while three changes land in Redis one by one: once no
+    # refresh runs (one already running would go on reading), take every load permit.
+    cache = proxy[appkeys.CACHE]
+    await eventually(lambda: not cache._workers, what="the proxy's refreshes done")
     versions: list[int] = []
-    async with _held(proxy[appkeys.CACHE]):
+    async with _held(cache):
         for variant in ("on", "off", "on"):
             versions.append(await traced_change(central, variant, None))
             await spans_of(exporter, "syncd apply", versions[-1])
@@ -227,6 +234,7 @@ async def test_a_burst_applied_at_once_links_every_change_it_carried(
     }
     assert parent_id(applied) == span_id(syncd[versions[-1]])
     linked = {link.context.span_id for link in applied.links}
+    assert attribute(applied, "crivline.base") == versions[0] - 1, (versions, applied.attributes)
     assert linked == {span_id(syncd[v]) for v in versions[:-1]}
 
 
@@ -238,6 +246,7 @@ class _held:
         self.taken = 0
 
     async def __aenter__(self) -> None:
+        # Permits are free, so no acquire waits: nothing else runs until all are taken.
         while not self.semaphore.locked():
             await self.semaphore.acquire()
             self.taken += 1
@@ -266,7 +275,7 @@ async def test_an_untraced_edge_stores_no_trace_context_and_still_applies(
     ) as central:
         env, _key = await make_flag(central)
         proxy = await start_proxy(tracing=memory_tracing("crivline-proxy", exporter))
-        await proxy.loaded(env)
+        await proxy.loaded(env, await central_version(central, env))
         version = await traced_change(central, "on", None)
         await proxy.loaded(env, version)
         spans = await spans_of(exporter, "proxy apply", version)
@@ -295,7 +304,7 @@ async def test_a_change_without_a_trace_context_starts_its_trace_at_syncd(
     ) as central:
         env, _key = await make_flag(central)
         proxy = await start_proxy(tracing=memory_tracing("crivline-proxy", exporter))
-        await proxy.loaded(env)
+        await proxy.loaded(env, await central_version(central, env))
         version = await traced_change(central, "off", traceparent(CALLER_TRACE, CALLER_SPAN))
         await proxy.loaded(env, version)
         spans = await spans_of(exporter, "proxy apply", version)
