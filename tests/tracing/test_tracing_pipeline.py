@@ -99,12 +99,20 @@ async def central_version(central: Central, env: str) -> int:
     return int(await central.db.fetchval("SELECT version FROM environments WHERE id=$1", env))
 
 
-async def spans_of(exporter: InMemorySpanExporter, name: str, version: int) -> list[ReadableSpan]:
-    """Every finished span, once one named ``name`` for ``version`` is among them."""
+async def spans_of(
+    exporter: InMemorySpanExporter, name: str, version: int, edge: str | None = None
+) -> list[ReadableSpan]:
+    """Every finished span, once one named ``name`` for ``version`` (at ``edge``, when
+    given) is among them."""
 
     def found() -> list[ReadableSpan] | None:
         spans = list(exporter.get_finished_spans())
-        return spans if of_version(spans, name, version) else None
+        at = [
+            s
+            for s in of_version(spans, name, version)
+            if edge in (None, attribute(s, "crivline.edge"))
+        ]
+        return spans if at else None
 
     found_spans: list[ReadableSpan] = await eventually(found, within=10, what=f"{name} {version}")
     return found_spans
@@ -223,7 +231,7 @@ async def test_a_burst_applied_at_once_links_every_change_it_carried(
     async with _held(cache):
         for variant in ("on", "off", "on"):
             versions.append(await traced_change(central, variant, None))
-            await spans_of(exporter, "syncd apply", versions[-1])
+            await spans_of(exporter, "syncd apply", versions[-1], EDGE)  # this edge's
     await proxy.loaded(env, versions[-1])
     spans = list(exporter.get_finished_spans())
     (applied,) = of_version(spans, "proxy apply", versions[-1])
