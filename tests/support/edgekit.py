@@ -348,6 +348,7 @@ async def running_syncd(
     prefix: str = PREFIX,
     tracing: Tracing = DISABLED,
     bus_url: str | None = None,
+    reconcile_interval: float = 0.5,
 ) -> AsyncIterator[Any]:
     """A syncd daemon feeding ``edge`` (under ``prefix``) in the test Valkey from Postgres,
     ready. With ``bus_url`` its wake-ups come from that bus only (no LISTEN)."""
@@ -367,7 +368,7 @@ async def running_syncd(
     daemon = Daemon(
         SyncdConfig(
             keyspace=Keyspace(prefix, edge),
-            reconcile_interval=0.5,
+            reconcile_interval=reconcile_interval,
             heartbeat_ttl=5.0,
             port=0,
             io_timeout=2.0,

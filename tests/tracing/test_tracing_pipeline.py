@@ -350,6 +350,7 @@ async def test_the_bus_carries_the_trace_context_to_a_bus_only_edge(
             tracing=memory_tracing("crivline-syncd", exporter),
             bus_url=redis_url,
             prefix=bus_prefix,
+            reconcile_interval=60,  # the change must come by the bus, not a reconciliation
         ) as daemon:
             assert daemon.listener is None
             await control.project("shop", ("prod",))
