@@ -18,7 +18,7 @@ from control.openapi import document
 from control.problems import problem_middleware
 from control.routes import operations
 from control.routing import add_routes
-from control.state import BUS, METRICS, OPENAPI, POOL, SETTINGS
+from control.state import BUS, METRICS, OPENAPI, POOL, SETTINGS, TRACING
 from crivline import httpserver, redisconn
 from crivline.errors import DatabaseUnavailable
 from crivline.ioerrors import POSTGRES_ERRORS
@@ -27,6 +27,7 @@ from crivline.logs import fields
 from crivline.settings import Settings, redact_url
 from crivline.snapshot import set_json_codecs
 from crivline.tasks import cancel_and_wait
+from crivline.tracing import DISABLED, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,9 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
         await cancel_and_wait(task)
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The control app. Its database pool and bus client open when it starts."""
+def create_app(settings: Settings, tracing: Tracing = DISABLED) -> web.Application:
+    """The control app. Its database pool and bus client open when it starts. ``tracing``
+    is the caller's (it shuts it down)."""
     metrics = Metrics()
     app = web.Application(
         # Outermost first: every answer is measured and logged, every error becomes a
@@ -101,6 +103,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[TRACING] = tracing
     routes = operations()
     add_routes(app, routes)
     app[OPENAPI] = orjson.dumps(document(routes))

@@ -15,23 +15,28 @@ from control.app import create_app
 from crivline import httpserver, logs
 from crivline.logs import fields
 from crivline.settings import Settings
+from crivline.tracing import configure
 
 log = logging.getLogger(__name__)
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set (default: until SIGTERM or SIGINT)."""
-    # Setting the app up opens the database pool: DatabaseUnavailable from there.
-    await httpserver.serve(
-        create_app(settings),
-        settings.host,
-        settings.control_port,
-        stop=stop,
-        port_variable="CRIVLINE_CONTROL_PORT",
-        listening=lambda: log.info(
-            "control listening", extra=fields(host=settings.host, port=settings.control_port)
-        ),
-    )
+    tracing = configure("crivline-control", settings)
+    try:
+        # Setting the app up opens the database pool: DatabaseUnavailable from there.
+        await httpserver.serve(
+            create_app(settings, tracing),
+            settings.host,
+            settings.control_port,
+            stop=stop,
+            port_variable="CRIVLINE_CONTROL_PORT",
+            listening=lambda: log.info(
+                "control listening", extra=fields(host=settings.host, port=settings.control_port)
+            ),
+        )
+    finally:
+        await tracing.shutdown()
 
 
 def run(settings: Settings) -> int:

@@ -3,6 +3,10 @@ one transaction holding the change, its audit rows, the version bumps (NOTIFY on
 commit) and the Idempotency-Key record — then, after the commit, the bus message. Each
 transaction is scoped to the caller's tenant first (:func:`bind_tenant`), for the
 row-level security policies under the data layer's own tenant filters.
+
+With tracing on, each write is one span (a child of the request's ``traceparent`` when
+it has one); its trace context goes into every bump, so the edges' spans for applying
+the change join this trace (see :mod:`crivline.tracing`).
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from asyncpg.pool import PoolConnectionProxy
 
 from control import bodies, idempotency
 from control.http import json_response
-from control.state import BUS, METRICS, POOL, PRINCIPAL
+from control.state import BUS, METRICS, POOL, PRINCIPAL, TRACING
 from control.store import TenantStore
-from crivline.errors import ServiceUnavailable
+from crivline.errors import ApiError, ServiceUnavailable
+from crivline.tracing import Span, SpanKind, traceparent_of
 
 ACQUIRE_TIMEOUT = 10.0
 # The tenant of the transaction, for the row-level security policies (migration 0005):
@@ -76,7 +81,34 @@ async def write(
     request: web.Request, operation: Operation, *, idempotent: bool = False
 ) -> web.Response:
     """Run ``operation`` in one transaction; publish its changes on the bus after commit."""
+    route = request.match_info.route.resource
+    with request.app[TRACING].span(
+        "control write",
+        headers=request.headers,
+        kind=SpanKind.SERVER,
+        attributes={
+            "http.request.method": request.method,
+            "http.route": route.canonical if route is not None else request.path,
+            "crivline.tenant": request[PRINCIPAL].tenant_id,
+        },
+        expected=(ApiError,),
+    ) as span:
+        try:
+            response = await _write(request, operation, idempotent, span)
+        except ApiError as exc:
+            if span is not None:
+                span.set_attribute("http.response.status_code", exc.status)
+            raise
+        if span is not None:
+            span.set_attribute("http.response.status_code", response.status)
+        return response
+
+
+async def _write(
+    request: web.Request, operation: Operation, idempotent: bool, span: Span | None
+) -> web.Response:
     caller = request[PRINCIPAL]
+    traceparent = traceparent_of(span)
     app = request.app
     key = (
         idempotency.from_request(request, await bodies.read_bytes(request)) if idempotent else None
@@ -87,7 +119,7 @@ async def write(
                 conn = connection(proxy)
                 async with conn.transaction():
                     await bind_tenant(conn, caller.tenant_id)
-                    store = TenantStore(conn, caller.tenant_id, caller.actor)
+                    store = TenantStore(conn, caller.tenant_id, caller.actor, traceparent)
                     if key is not None:
                         stored = await idempotency.claim(conn, caller.tenant_id, key)
                         if stored is not None:
@@ -113,5 +145,15 @@ async def write(
     for action in store.actions:
         metrics.writes.labels(action).inc()
     metrics.environment_bumps.inc(len(store.changes))
+    if span is not None:
+        _describe(span, store)
     app[BUS].publish(store.changes)
     return outcome.response()
+
+
+def _describe(span: Span, store: TenantStore) -> None:
+    """What the write committed, on its span."""
+    span.add_event("committed")
+    span.set_attribute("crivline.actions", list(store.actions))
+    span.set_attribute("crivline.environments", [c.environment_id for c in store.changes])
+    span.set_attribute("crivline.versions", [c.version for c in store.changes])

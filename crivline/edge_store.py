@@ -49,6 +49,7 @@ from crivline.delta import compute_delta, is_empty
 from crivline.jsontypes import JSON
 from crivline.keyspace import Keyspace
 from crivline.snapshot import EnvironmentSnapshot
+from crivline.tracing import valid_traceparent
 
 # The apply script's arguments before the live keys' hashes, by name (ARGV[1] first). The
 # script reads them as locals.
@@ -68,6 +69,7 @@ _APPLY_ARGS = (
     "tenant_key",
     "project_key",
     "environment_key",
+    "traceparent",
     "key_count",
     "unchanged",
 )
@@ -128,8 +130,16 @@ redis.call('HSET', KEYS[1], '$F_VERSION', version, '$F_FLAGSET', flagset,
            '$F_ENVIRONMENT_KEY', environment_key,
            '$F_COMMITTED_AT', committed_at, '$F_APPLIED_AT', applied_at,
            '$F_CONTENT_VERSION', content)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_length, '*',
-           'v', version, 'base', base, 'delta', delta, 'at', committed_at)
+if traceparent ~= '' then
+  redis.call('HSET', KEYS[1], '$F_TRACEPARENT', traceparent)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_length, '*',
+             'v', version, 'base', base, 'delta', delta, 'at', committed_at,
+             'tp', traceparent)
+else
+  redis.call('HDEL', KEYS[1], '$F_TRACEPARENT')  -- no older write's trace for this one
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_length, '*',
+             'v', version, 'base', base, 'delta', delta, 'at', committed_at)
+end
 local flag = 'false'
 local changed = 0
 if keys_changed then
@@ -159,6 +169,7 @@ return out
     F_COMMITTED_AT=ks.F_COMMITTED_AT,
     F_APPLIED_AT=ks.F_APPLIED_AT,
     F_CONTENT_VERSION=ks.F_CONTENT_VERSION,
+    F_TRACEPARENT=ks.F_TRACEPARENT,
 )
 
 _REMOVE = """
@@ -250,6 +261,7 @@ class DeltaEntry:
     base: int
     delta: dict[str, JSON]
     committed_at: float
+    traceparent: str | None = None  # ``tp``: syncd's span that wrote it, when traced
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,11 +345,14 @@ class EdgeStore:
         base_flag_set: Mapping[str, JSON] | None,
         committed_at: float,
         applied_at: float | None = None,
+        traceparent: str | None = None,
     ) -> ApplyResult:
         """Write ``snapshot`` if its version is newer than Redis's, atomically.
 
         ``base_version``/``base_flag_set`` are what :meth:`read_current` returned just
         before: the delta is computed against that flag set and recorded with that base.
+        ``traceparent`` (the writer's span, when tracing is on) is stored with the
+        version, in the hash and the delta-log entry.
         """
         env = snapshot.environment_id
         delta = compute_delta(base_flag_set if base_version > 0 else None, snapshot.flag_set)
@@ -358,6 +373,7 @@ class EdgeStore:
             "tenant_key": snapshot.tenant_key,
             "project_key": snapshot.project_key,
             "environment_key": snapshot.environment_key,
+            "traceparent": traceparent or "",
             "key_count": len(snapshot.keys),
             "unchanged": "1" if base_version > 0 and is_empty(delta) else "0",
         }
@@ -621,6 +637,7 @@ def _entry(fields: Mapping[Any, Any]) -> DeltaEntry:
         base=int(raw["base"]),
         delta=delta if isinstance(delta, dict) else {},
         committed_at=_commit_time(raw.get("at")),
+        traceparent=valid_traceparent(_text(raw.get("tp"))),
     )
 
 

@@ -21,6 +21,9 @@ Per environment (``env`` is the environment's uuid):
     ``tenant_key``, ``project_key``, ``environment_key``   slugs
     ``committed_at``  epoch seconds of the change in Postgres (for propagation lag)
     ``applied_at``    epoch seconds when syncd wrote it
+    ``traceparent``   W3C trace context of syncd's span that wrote this version (only
+                      while tracing is on): the proxies' spans for applying it are its
+                      children
 
 ``{p}env:{<env>}:deltas``  stream, capped — one entry per applied version, fields:
     ``v``     the version this entry brings the environment to
@@ -31,6 +34,7 @@ Per environment (``env`` is the environment's uuid):
               changed; applied to the flag set of version ``base`` it gives that of ``v``
               (an entry may be empty: a version that changed only keys)
     ``at``    commit time, epoch seconds
+    ``tp``    W3C trace context of syncd's span that wrote it (only while tracing is on)
     A stream client resuming from version X is sent the entries after X only if they form
     an unbroken chain (the first one's ``base`` is X, each next ``base`` is the previous
     ``v``); otherwise it gets the full flag set. ``base`` differs from the previous ``v``
@@ -120,7 +124,9 @@ Channels:
     stays in one slot.
 
 Postgres: ``crivline_changes`` is the LISTEN/NOTIFY channel; payload
-``{"e": env, "v": version, "t": tenant, "p": project, "at": epoch seconds}``.
+``{"e": env, "v": version, "t": tenant, "p": project, "at": epoch seconds}``, plus
+``"tp"`` (the W3C traceparent of the write) when the write was traced; the bus message
+is the same.
 
 Writes go through :class:`crivline.edge_store.EdgeStore` (atomic Lua scripts, guarded
 by version); it also has readers for all of the above.
@@ -148,6 +154,7 @@ F_APPLIED_AT = "applied_at"
 # the environment's keys (or its plan) and left the flag set as it was, the content
 # version before it. SDKs see it (ETag, stream ids): their copy did not change.
 F_CONTENT_VERSION = "content_version"
+F_TRACEPARENT = "traceparent"
 
 
 @dataclass(frozen=True, slots=True)

@@ -213,6 +213,16 @@ def _price_tiers(name: str, raw: str) -> PriceTiers:
     return PriceTiers(tuple(out.items()))
 
 
+def _ratio(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number between 0 and 1, got {raw!r}") from None
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{name} must be between 0 and 1, got {raw!r}")
+    return value
+
+
 def _http_url(name: str, raw: str) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -573,6 +583,13 @@ class Settings:
         "CRIVLINE_EDGE_CREDENTIAL",
         _secret,
         doc="this edge's `crv_edg_…` credential (`crivline edge create`; `make up` makes one)",
+    )
+    trace_request_ratio: float = _env(
+        "CRIVLINE_TRACE_REQUEST_RATIO",
+        _ratio,
+        0.01,
+        doc="share of SDK requests the proxy traces while tracing is on (`OTEL_*`, see"
+        " Tracing); 0: none",
     )
 
     @classmethod

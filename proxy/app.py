@@ -32,6 +32,7 @@ from crivline.keyspace import Keyspace
 from crivline.settings import Settings
 from crivline.snapshot_file import StoredEnvironment
 from crivline.tasks import Tasks
+from crivline.tracing import DISABLED, Tracing
 from proxy import appkeys, openapi
 from proxy.bulkcache import BulkCache
 from proxy.edge import monitor
@@ -47,7 +48,7 @@ from proxy.fairness import FAIRNESS, Fairness
 from proxy.hub import Hub
 from proxy.metering import Meter
 from proxy.metrics import Metrics
-from proxy.middleware import edge_middleware
+from proxy.middleware import edge_middleware, traced_middleware
 from proxy.options import ProxyOptions
 from proxy.quota import PlanBook, Quota
 from proxy.ratelimit import RateLimiter
@@ -57,11 +58,16 @@ from proxy.routes.status_sampler import sampling as status_sampling
 from proxy.tickets import SharedSecret, TicketSigner
 
 
-def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.Application:
+def create_app(
+    settings: Settings, options: ProxyOptions | None = None, tracing: Tracing = DISABLED
+) -> web.Application:
+    """The proxy app. ``tracing`` is the caller's (it shuts it down); with tracing off no
+    tracing code runs per request: the middleware is the plain one."""
     options = options or ProxyOptions()
     settings.require_redis()
+    sampled = tracing.request_ratio > 0
     app = web.Application(
-        middlewares=[edge_middleware],
+        middlewares=[traced_middleware(tracing) if sampled else edge_middleware],
         client_max_size=settings.max_body_bytes,
         handler_args=httpserver.handler_args(options.idle_timeout_seconds),
     )
@@ -69,6 +75,7 @@ def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.A
     app[appkeys.OPTIONS] = options
     app[appkeys.KEYSPACE] = Keyspace(settings.key_prefix, settings.edge_id)
     app[appkeys.METRICS] = Metrics()
+    app[appkeys.TRACING] = tracing
     fresh = options.sync_fresh_seconds or max(
         3 * settings.reconcile_interval, settings.heartbeat_ttl
     )
@@ -164,6 +171,7 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
         metrics=app[appkeys.METRICS],
         status=app[appkeys.STATUS],
         options=app[appkeys.OPTIONS],
+        tracing=app[appkeys.TRACING],
     )
     app[appkeys.CACHE] = cache
     yield

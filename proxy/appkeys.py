@@ -7,6 +7,7 @@ from redis.asyncio import Redis
 
 from crivline.keyspace import Keyspace
 from crivline.settings import Settings
+from crivline.tracing import Tracing
 from proxy.bulkcache import BulkCache
 from proxy.edge.environments import EnvironmentCache
 from proxy.edge.keys import KeyIndex
@@ -37,4 +38,5 @@ TICKETS = web.AppKey("tickets", TicketSigner)
 TICKET_SECRET = web.AppKey("ticket_secret", SharedSecret)
 SUBSCRIBER = web.AppKey("subscriber", Subscriber)
 BULK_CACHE = web.AppKey("bulk_cache", BulkCache)
+TRACING = web.AppKey("tracing", Tracing)
 STREAM_LINKS = web.AppKey("stream_links", dict[tuple[str, str, int, int, str], bytes])

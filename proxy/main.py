@@ -21,6 +21,7 @@ from crivline import httpserver, logs
 from crivline.logs import fields
 from crivline.settings import Settings, redact_url
 from crivline.tasks import Tasks
+from crivline.tracing import configure
 from proxy import heap
 from proxy.app import create_app
 from proxy.options import ProxyOptions
@@ -55,6 +56,8 @@ async def _serve(settings: Settings, options: ProxyOptions) -> int:
             ),
         )
 
+    # Each process (each worker) has its own exporter: threads do not survive a fork.
+    tracing = configure("crivline-proxy", settings)
     # The garbage collector is the process's, not the app's: its policy runs here.
     tasks = Tasks("heap")
     if options.gc_freeze_seconds > 0:
@@ -62,7 +65,7 @@ async def _serve(settings: Settings, options: ProxyOptions) -> int:
     try:
         # on_shutdown closes every stream with a retry hint before in-flight requests finish.
         await httpserver.serve(
-            create_app(settings, options),
+            create_app(settings, options, tracing),
             settings.host,
             settings.proxy_port,
             shutdown_timeout=options.shutdown_timeout,
@@ -73,5 +76,6 @@ async def _serve(settings: Settings, options: ProxyOptions) -> int:
         )
     finally:
         await tasks.close()
+        await tracing.shutdown()
     log.info("proxy stopped")
     return 0

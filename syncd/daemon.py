@@ -36,6 +36,7 @@ from crivline.ioerrors import REDIS_ERRORS, is_io_error
 from crivline.logs import describe, fields
 from crivline.probes import health_body, readiness_body
 from crivline.tasks import cancel_and_wait
+from crivline.tracing import DISABLED, Tracing
 from syncd.backoff import Backoff, reraise_if_cancelled
 from syncd.config import SyncdConfig
 from syncd.follow import BusListener, PostgresListener, Wakeup
@@ -64,6 +65,7 @@ class Daemon:
         bus: Redis | None = None,
         listen_connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
         metrics: SyncdMetrics | None = None,
+        tracing: Tracing = DISABLED,
     ) -> None:
         if config.bus_only and (bus is None or replica is not None):
             raise ValueError("a bus-only syncd takes a bus, and its standby as the one pool")
@@ -81,7 +83,9 @@ class Daemon:
             standby_wait=config.standby_wait,
         )
         self.view = ScopeView(config.scope)
-        self.replicator = Replicator(self.source, self.store, config.scope, self.metrics)
+        self.replicator = Replicator(
+            self.source, self.store, config.scope, self.metrics, tracing=tracing
+        )
         self.replicator.on_loss = self.trigger_reconcile
         self.replicator.before_apply = PlanPublisher(primary, redis, config.keyspace).publish
         self.queue = WorkQueue(self.replicator.known, self.metrics)
@@ -269,7 +273,8 @@ class Daemon:
             self.metrics.wakeups.labels(source, "ignored").inc()
             return
         fate = self.queue.offer(
-            wakeup.environment, Want(wakeup.version, wakeup.at, wakeup.received, source)
+            wakeup.environment,
+            Want(wakeup.version, wakeup.at, wakeup.received, source, wakeup.traceparent),
         )
         self.metrics.wakeups.labels(source, fate).inc()
 

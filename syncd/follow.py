@@ -23,6 +23,7 @@ from crivline import redisconn
 from crivline.ioerrors import POSTGRES_ERRORS, REDIS_ERRORS
 from crivline.keyspace import PG_CHANNEL
 from crivline.logs import describe, fields
+from crivline.tracing import valid_traceparent
 from syncd.backoff import Backoff, reraise_if_cancelled
 from syncd.metrics import SyncdMetrics
 
@@ -39,10 +40,13 @@ class Wakeup:
     tenant: str | None
     project: str | None
     received: float  # monotonic
+    traceparent: str | None = None  # the write's trace context (W3C), when it was traced
 
 
 def parse_wakeup(payload: str | bytes, received: float | None = None) -> Wakeup | None:
-    """``{"e": env, "v": version, "t": tenant, "p": project, "at": seconds}``, or None."""
+    """``{"e": env, "v": version, "t": tenant, "p": project, "at": seconds}`` (and
+    ``"tp"``, a W3C traceparent, when the write was traced), or None. A malformed
+    ``tp`` is dropped, not the wake-up."""
     if len(payload) > MAX_PAYLOAD:
         return None
     try:
@@ -66,6 +70,7 @@ def parse_wakeup(payload: str | bytes, received: float | None = None) -> Wakeup 
         tenant=tenant if isinstance(tenant, str) else None,
         project=project if isinstance(project, str) else None,
         received=time.monotonic() if received is None else received,
+        traceparent=valid_traceparent(doc.get("tp")),
     )
 
 

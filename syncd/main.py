@@ -19,6 +19,7 @@ from crivline import httpserver, logs
 from crivline.logs import fields
 from crivline.settings import Settings, redact_url
 from crivline.tasks import cancel_and_wait
+from crivline.tracing import Tracing, configure
 from syncd.clients import CONNECT_DEADLINE, connect, database_url, listen_connection
 from syncd.config import SyncdConfig
 from syncd.daemon import Daemon
@@ -31,6 +32,20 @@ async def serve(settings: Settings, *, connect_deadline: float = CONNECT_DEADLIN
     """Connect, run the daemon until SIGTERM/SIGINT, clean up; the exit code."""
     config = SyncdConfig.from_settings(settings)
     database = database_url(settings)
+    tracing = configure("crivline-syncd", settings)  # bad OTEL_* values: before connecting
+    try:
+        return await _serve(settings, config, database, connect_deadline, tracing)
+    finally:
+        await tracing.shutdown()
+
+
+async def _serve(
+    settings: Settings,
+    config: SyncdConfig,
+    database: str,
+    connect_deadline: float,
+    tracing: Tracing,
+) -> int:
     stop = asyncio.Event()
     daemon: Daemon | None = None
 
@@ -56,6 +71,7 @@ async def serve(settings: Settings, *, connect_deadline: float = CONNECT_DEADLIN
             redis=clients.redis,
             bus=clients.bus,
             listen_connect=None if config.bus_only else listen_connect,
+            tracing=tracing,
         )
         if stop.is_set():
             daemon.request_stop()

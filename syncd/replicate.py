@@ -19,11 +19,14 @@ from enum import StrEnum
 
 from crivline.edge_store import EdgeStore
 from crivline.logs import fields
+from crivline.tracing import DISABLED, Span, Tracing, traceparent_of
 from syncd.metrics import SyncdMetrics
 from syncd.scope import Scope
 from syncd.source import Source, StandbyBehind
 
 log = logging.getLogger(__name__)
+
+_MAX_TRACED = 16  # trace contexts of merged wake-ups kept for the apply's span links
 
 
 class Outcome(StrEnum):
@@ -41,18 +44,29 @@ class Want:
     ``version``: the version Redis must reach (0: whatever is current). ``at``: commit
     time of that version, when the wake-up told us. ``received``: monotonic time the
     oldest wake-up not yet applied arrived (for the notification-lag histogram; None for
-    reconciliation, which is not a notification).
+    reconciliation, which is not a notification). ``traceparent``: the trace context of
+    the write that made ``version``, when it was traced; ``traced``: those of the other
+    wake-ups merged into this one (the apply's span links them).
     """
 
     version: int = 0
     at: float | None = None
     received: float | None = None
     source: str = "reconcile"
+    traceparent: str | None = None
+    traced: tuple[str, ...] = ()
 
     def merge(self, other: Want) -> Want:
         newer = other if other.version > self.version else self
         received = [r for r in (self.received, other.received) if r is not None]
-        return replace(newer, received=min(received) if received else None)
+        traced = tuple(
+            dict.fromkeys(
+                t
+                for t in (*self.traced, self.traceparent, *other.traced, other.traceparent)
+                if t is not None and t != newer.traceparent
+            )
+        )[-_MAX_TRACED:]
+        return replace(newer, received=min(received) if received else None, traced=traced)
 
 
 class _KeyedLocks:
@@ -78,9 +92,16 @@ class _KeyedLocks:
 
 class Replicator:
     def __init__(
-        self, source: Source, store: EdgeStore, scope: Scope, metrics: SyncdMetrics
+        self,
+        source: Source,
+        store: EdgeStore,
+        scope: Scope,
+        metrics: SyncdMetrics,
+        *,
+        tracing: Tracing = DISABLED,
     ) -> None:
         self.source = source
+        self.tracing = tracing
         self.store = store
         self.scope = scope
         self.metrics = metrics
@@ -95,7 +116,25 @@ class Replicator:
 
     async def sync(self, environment_id: str, want: Want) -> Outcome:
         async with self._locks.hold(environment_id):
-            return await self._sync(environment_id, want)
+            if not self.tracing.enabled:
+                return await self._sync(environment_id, want, None)
+            # A child of the write's span; its own context goes into Redis with the
+            # version, for the proxies' spans.
+            with self.tracing.span(
+                "syncd apply",
+                parent=want.traceparent or (want.traced[-1] if want.traced else None),
+                links=want.traced,
+                attributes={
+                    "crivline.environment": environment_id,
+                    "crivline.wanted_version": want.version,
+                    "crivline.source": want.source,
+                    "crivline.edge": self.store.keyspace.edge_id,
+                },
+            ) as span:
+                outcome = await self._sync(environment_id, want, span)
+                if span is not None:
+                    span.set_attribute("crivline.outcome", outcome.value)
+                return outcome
 
     async def remove(self, environment_id: str, reason: str) -> bool:
         async with self._locks.hold(environment_id):
@@ -112,7 +151,7 @@ class Replicator:
             )
         return removed
 
-    async def _sync(self, env: str, want: Want) -> Outcome:
+    async def _sync(self, env: str, want: Want, span: Span | None) -> Outcome:
         if want.version:
             current = await self.store.version(env)
             self.known[env] = current
@@ -120,7 +159,7 @@ class Replicator:
                 return Outcome.CURRENT
         started = time.perf_counter()
         try:
-            outcome = await self._rebuild(env, want)
+            outcome = await self._rebuild(env, want, span)
         except BaseException:
             self.metrics.rebuilds.labels("error").inc()
             raise
@@ -129,7 +168,7 @@ class Replicator:
             self.metrics.rebuild_seconds.observe(time.perf_counter() - started)
         return outcome
 
-    async def _rebuild(self, env: str, want: Want) -> Outcome:
+    async def _rebuild(self, env: str, want: Want, span: Span | None) -> Outcome:
         read_started = time.perf_counter()
         try:
             loaded = await self.source.snapshot(env, at_least=want.version)
@@ -160,7 +199,11 @@ class Replicator:
             await self.before_apply(snapshot.tenant_id)
         write_started = time.perf_counter()
         result = await self.store.apply(
-            snapshot, base_version=base, base_flag_set=base_flag_set, committed_at=committed_at
+            snapshot,
+            base_version=base,
+            base_flag_set=base_flag_set,
+            committed_at=committed_at,
+            traceparent=traceparent_of(span),
         )
         self.metrics.stages.labels("redis_write").observe(time.perf_counter() - write_started)
         if not result.applied:  # another writer got there first
@@ -170,6 +213,8 @@ class Replicator:
             self.on_loss()  # Redis had this environment and lost it: check everything now
         self.known[env] = snapshot.version
         self.metrics.versions_applied.inc()
+        if span is not None:
+            span.set_attributes({"crivline.version": snapshot.version, "crivline.base": base})
         now = time.time()
         if want.source != "full_sync":  # a full sync copies old data: that is no lag
             self.metrics.commit_lag.observe(max(0.0, now - committed_at))

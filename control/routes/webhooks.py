@@ -29,7 +29,7 @@ from aiohttp import web
 from control import bodies
 from control.http import json_response
 from control.routing import Api, Reply
-from control.state import BUS, METRICS, POOL, SETTINGS
+from control.state import BUS, METRICS, POOL, SETTINGS, TRACING
 from control.store.plans import PlanStore, SubscriptionRow, plan_limits
 from control.store.scope import TenantScope
 from control.stripe import (
@@ -43,8 +43,9 @@ from control.stripe import (
     verify,
 )
 from control.tx import ACQUIRE_TIMEOUT, bind_tenant, connection
-from crivline.errors import BadRequest, Conflict, NotFound
+from crivline.errors import ApiError, BadRequest, Conflict, NotFound
 from crivline.logs import fields
+from crivline.tracing import SpanKind, traceparent_of
 
 api = Api()
 log = logging.getLogger("control.webhooks")
@@ -101,10 +102,24 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     except WebhookRefused as refused:
         request.app[METRICS].writes.labels("stripe.refused").inc()
         raise BadRequest(str(refused)) from None
-    return await _apply(request, event, subscription)
+    # A control write like the API's: its trace context goes with the bumps it makes.
+    with request.app[TRACING].span(
+        "control write",
+        headers=request.headers,
+        kind=SpanKind.SERVER,
+        attributes={
+            "http.request.method": request.method,
+            "http.route": "/webhooks/stripe",
+            "crivline.stripe_event": event.type,
+        },
+        expected=(ApiError,),
+    ) as span:
+        return await _apply(request, event, subscription, traceparent_of(span))
 
 
-async def _apply(request: web.Request, event: Event, sub: Subscription) -> web.Response:
+async def _apply(
+    request: web.Request, event: Event, sub: Subscription, traceparent: str | None
+) -> web.Response:
     app = request.app
     tier = app[SETTINGS].stripe_prices.tier(sub.price_id)
     context = fields(event=event.id, type=event.type, tenant=sub.tenant_key, price=sub.price_id)
@@ -121,7 +136,7 @@ async def _apply(request: web.Request, event: Event, sub: Subscription) -> web.R
         if tenant_id is None:
             log.warning("stripe event for an unknown tenant; not applied", extra=context)
             return _answer("ignored", f"no tenant {sub.tenant_key!r} (metadata.tenant)")
-        scope = TenantScope(conn, tenant_id, f"stripe:{event.id}")
+        scope = TenantScope(conn, tenant_id, f"stripe:{event.id}", traceparent)
         try:
             async with conn.transaction():
                 await bind_tenant(conn, tenant_id)

@@ -27,8 +27,10 @@ __all__ = ["Change", "ImportReport", "TenantStore"]
 
 
 class TenantStore:
-    def __init__(self, conn: asyncpg.Connection, tenant_id: str, actor: str) -> None:
-        self.scope = TenantScope(conn, tenant_id, actor)
+    def __init__(
+        self, conn: asyncpg.Connection, tenant_id: str, actor: str, traceparent: str | None = None
+    ) -> None:
+        self.scope = TenantScope(conn, tenant_id, actor, traceparent)
         self.projects = ProjectStore(self.scope)
         self.segments = SegmentStore(self.scope, self.projects)
         self.flags = FlagStore(self.scope, self.projects, self.segments)

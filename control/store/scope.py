@@ -26,24 +26,28 @@ class Change:
     tenant_id: str
     project_id: str
     at: float
+    traceparent: str | None = None  # the write's trace context, when it was traced
 
     def payload(self) -> bytes:
-        """The pg_notify payload (DESIGN §4): ``{"e", "v", "t", "p", "at"}``."""
-        return orjson.dumps(
-            {
-                "e": self.environment_id,
-                "v": self.version,
-                "t": self.tenant_id,
-                "p": self.project_id,
-                "at": self.at,
-            }
-        )
+        """The pg_notify payload (DESIGN §4): ``{"e", "v", "t", "p", "at"}``, plus
+        ``"tp"`` (the W3C traceparent of the write) when the write was traced."""
+        doc: dict[str, str | int | float] = {
+            "e": self.environment_id,
+            "v": self.version,
+            "t": self.tenant_id,
+            "p": self.project_id,
+            "at": self.at,
+        }
+        if self.traceparent is not None:
+            doc["tp"] = self.traceparent
+        return orjson.dumps(doc)
 
 
 # Bumps and reads back what the notification carried (``at`` is taken right after the
-# bump, in the same transaction, so it differs from the NOTIFY's by microseconds).
+# bump, in the same transaction, so it differs from the NOTIFY's by microseconds). $3 is
+# the write's traceparent, or NULL.
 _BUMP = """
-SELECT crivline_bump_environment(e.id) AS version, e.id::text AS id,
+SELECT crivline_bump_environment(e.id, $3::text) AS version, e.id::text AS id,
        e.project_id::text AS project_id, extract(epoch FROM clock_timestamp())::float8 AS at
   FROM environments e
  WHERE e.tenant_id = $1 AND e.id = $2
@@ -55,6 +59,8 @@ class TenantScope:
     conn: asyncpg.Connection
     tenant_id: str
     actor: str
+    # The W3C traceparent of the write's span: every bump carries it to the edges.
+    traceparent: str | None = None
     changes: list[Change] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
 
@@ -66,10 +72,17 @@ class TenantScope:
         """
         bumped = {c.environment_id: c.version for c in self.changes}
         for env_id in sorted(set(environment_ids) - set(bumped)):
-            row = await self.conn.fetchrow(_BUMP, self.tenant_id, env_id)
+            row = await self.conn.fetchrow(_BUMP, self.tenant_id, env_id, self.traceparent)
             if row is None:
                 raise LookupError(f"environment {env_id} is not in this tenant")
-            change = Change(row["id"], row["version"], self.tenant_id, row["project_id"], row["at"])
+            change = Change(
+                row["id"],
+                row["version"],
+                self.tenant_id,
+                row["project_id"],
+                row["at"],
+                self.traceparent,
+            )
             self.changes.append(change)
             bumped[env_id] = change.version
         return bumped

@@ -43,6 +43,7 @@ from crivline.ioerrors import REDIS_ERRORS
 from crivline.keyspace import Keyspace
 from crivline.logs import describe, fields
 from crivline.tasks import Tasks
+from crivline.tracing import DISABLED, Tracing, valid_traceparent
 from proxy.edge.keys import KeyIndex
 from proxy.edge.status import EdgeStatus
 from proxy.hub import Hub, PatchEvent
@@ -248,9 +249,11 @@ class EnvironmentCache:
         metrics: Metrics,
         status: EdgeStatus,
         options: ProxyOptions,
+        tracing: Tracing = DISABLED,
     ) -> None:
         self._redis = redis
         self._ks = keyspace
+        self._tracing = tracing
         self._store = EdgeStore(redis, keyspace)
         self._keys = keys
         self._hub = hub
@@ -531,6 +534,7 @@ class EnvironmentCache:
 
     async def _refresh(self, env: str, state: EnvState | None, wanted: int) -> bool:
         """One read from Redis; True if it moved the environment forward."""
+        started = time.time_ns() if self._tracing.enabled else 0
         current = state.version if state is not None else 0
         count = max(2, min(self._options.ring_size, wanted - current + 1))
         read = await self._store.read_refresh(env, deltas=count if state is not None else 0)
@@ -568,10 +572,36 @@ class EnvironmentCache:
             self._told_at.pop(env, None)
             self._lag_from.pop(env, None)
         self._metrics.refreshes.labels("loaded" if state is None else "updated").inc()
+        if started:
+            self._traced(started, new, current, fields, read.deltas)
         gone = await self._keys.reload_environments([env])
         if gone:
             self.on_keys_gone(gone)
         return True
+
+    def _traced(
+        self,
+        started: int,
+        state: EnvState,
+        previous: int,
+        fields: Mapping[str, bytes],
+        deltas: Sequence[DeltaEntry],
+    ) -> None:
+        """The span of this apply: a child of syncd's span that wrote the version (its
+        trace context is in the hash), linked to those that wrote the versions between."""
+        raw = fields.get(ks.F_TRACEPARENT)
+        self._tracing.record(
+            "proxy apply",
+            started,
+            parent=valid_traceparent(raw.decode("ascii", "replace") if raw else None),
+            links=[d.traceparent for d in deltas if previous < d.version < state.version],
+            attributes={
+                "crivline.environment": state.id,
+                "crivline.version": state.version,
+                "crivline.base": previous,
+                "crivline.edge": self._ks.edge_id,
+            },
+        )
 
     def _install(self, state: EnvState) -> None:
         self._states[state.id] = state

@@ -87,45 +87,44 @@ def fields(version: int = 7) -> dict[str, bytes]:
     }
 
 
+async def fill(application: web.Application) -> None:
+    """Fill an app's components in memory, as if loaded from Redis (nothing connects)."""
+    redis = Redis.from_url("redis://127.0.0.1:1/0")  # never connected
+    options = application[appkeys.OPTIONS]
+    keyspace = application[appkeys.KEYSPACE]
+    metrics = application[appkeys.METRICS]
+    keys = KeyIndex(redis, keyspace)
+    keys._add(KeyInfo(tokens.hex_digest(SECRET), str(uuid.uuid4()), ENV, "p", "t", "server", None))
+    hub = Hub(metrics, options, max_streams=100_000, max_streams_per_key=100_000)
+    status = application[appkeys.STATUS]
+    status.redis_back()
+    cache = EnvironmentCache(
+        redis, keyspace, keys=keys, hub=hub, metrics=metrics, status=status, options=options
+    )
+    cache._install(build_state(fields()))
+    signer = TicketSigner()
+    signer.use_secret(b"benchmark")
+    application[appkeys.REDIS] = redis
+    application[appkeys.KEYS] = keys
+    application[appkeys.HUB] = hub
+    application[appkeys.CACHE] = cache
+    application[appkeys.LIMITER] = RateLimiter(redis, keyspace, 0)
+    # Metering and the quota check on, with a limit the benchmark never reaches.
+    meter, plans = Meter(redis, keyspace), PlanBook(redis, keyspace)
+    plans.plans["t"] = EdgePlan("pro", 10**15, None)
+    application[appkeys.METER], application[appkeys.PLANS] = meter, plans
+    application[appkeys.QUOTA] = Quota(plans, meter, enforce=True)
+    application[appkeys.TICKETS] = signer
+
+
 @pytest.fixture(scope="module")
 def app() -> Iterator[web.Application]:
     """An app whose components are filled in memory (as if loaded from Redis)."""
     settings = Settings.from_env({}, redis_url="redis://127.0.0.1:1/0", rate_limit_per_second=0)
     application = create_app(settings, ProxyOptions())
-
-    async def fill() -> None:
-        redis = Redis.from_url("redis://127.0.0.1:1/0")  # never connected
-        options = application[appkeys.OPTIONS]
-        keyspace = application[appkeys.KEYSPACE]
-        metrics = application[appkeys.METRICS]
-        keys = KeyIndex(redis, keyspace)
-        keys._add(
-            KeyInfo(tokens.hex_digest(SECRET), str(uuid.uuid4()), ENV, "p", "t", "server", None)
-        )
-        hub = Hub(metrics, options, max_streams=100_000, max_streams_per_key=100_000)
-        status = application[appkeys.STATUS]
-        status.redis_back()
-        cache = EnvironmentCache(
-            redis, keyspace, keys=keys, hub=hub, metrics=metrics, status=status, options=options
-        )
-        cache._install(build_state(fields()))
-        signer = TicketSigner()
-        signer.use_secret(b"benchmark")
-        application[appkeys.REDIS] = redis
-        application[appkeys.KEYS] = keys
-        application[appkeys.HUB] = hub
-        application[appkeys.CACHE] = cache
-        application[appkeys.LIMITER] = RateLimiter(redis, keyspace, 0)
-        # Metering and the quota check on, with a limit the benchmark never reaches.
-        meter, plans = Meter(redis, keyspace), PlanBook(redis, keyspace)
-        plans.plans["t"] = EdgePlan("pro", 10**15, None)
-        application[appkeys.METER], application[appkeys.PLANS] = meter, plans
-        application[appkeys.QUOTA] = Quota(plans, meter, enforce=True)
-        application[appkeys.TICKETS] = signer
-
     loop = asyncio.new_event_loop()
     try:
-        loop.run_until_complete(fill())
+        loop.run_until_complete(fill(application))
         yield application
         loop.run_until_complete(application[appkeys.REDIS].aclose())
     finally:

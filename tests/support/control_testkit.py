@@ -13,6 +13,7 @@ from multidict import CIMultiDictProxy
 from control.app import create_app
 from crivline.seed import create_tenant
 from crivline.settings import Settings
+from crivline.tracing import DISABLED, Tracing
 from support.roles import part_url
 
 # A valid body for each operation that takes one: the isolation must hold for requests
@@ -134,9 +135,9 @@ def control_settings(database_url: str, **overrides: Any) -> Settings:
 
 
 async def start_control(
-    settings: Settings, db: asyncpg.Connection, tenant: str = "acme"
+    settings: Settings, db: asyncpg.Connection, tenant: str = "acme", tracing: Tracing = DISABLED
 ) -> Control:
-    app = create_app(settings)
+    app = create_app(settings, tracing)
     client: TestClient[web.Request, web.Application] = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     created = await create_tenant(db, tenant)

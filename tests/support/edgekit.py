@@ -19,6 +19,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from crivline.embedded import free_port
 from crivline.keyspace import Keyspace
 from crivline.settings import Settings
 from crivline.snapshot import EdgeKey, EnvironmentSnapshot
+from crivline.tracing import DISABLED, Tracing
 from proxy import appkeys
 from proxy.app import create_app
 from proxy.options import ProxyOptions
@@ -193,9 +195,11 @@ StartProxy = Callable[..., Awaitable[RunningProxy]]
 async def start_proxy(redis_url: str) -> AsyncIterator[StartProxy]:
     started: list[RunningProxy] = []
 
-    async def start(options: ProxyOptions = TEST_OPTIONS, **overrides: Any) -> RunningProxy:
+    async def start(
+        options: ProxyOptions = TEST_OPTIONS, tracing: Tracing = DISABLED, **overrides: Any
+    ) -> RunningProxy:
         settings = proxy_settings(redis_url, **overrides)
-        app = create_app(settings, options)
+        app = create_app(settings, options, tracing)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=options.shutdown_timeout)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.proxy_port, reuse_port=True)
@@ -332,13 +336,78 @@ class Central:
 
 @pytest.fixture
 async def central(database_url: str, redis_url: str, db: Any) -> AsyncIterator[Central]:
+    async with running_central(database_url, redis_url, db) as running:
+        yield running
+
+
+@asynccontextmanager
+async def running_syncd(
+    database_url: str,
+    redis_url: str,
+    *,
+    edge: str = EDGE,
+    prefix: str = PREFIX,
+    tracing: Tracing = DISABLED,
+    bus_url: str | None = None,
+    reconcile_interval: float = 0.5,
+) -> AsyncIterator[Any]:
+    """A syncd daemon feeding ``edge`` (under ``prefix``) in the test Valkey from Postgres,
+    ready. With ``bus_url`` its wake-ups come from that bus only (no LISTEN)."""
     import asyncpg
 
-    from control.app import create_app as create_control
-    from crivline.seed import create_tenant
     from crivline.snapshot import set_json_codecs
     from syncd.config import SyncdConfig
     from syncd.daemon import Daemon
+
+    syncd_url = part_url(database_url, "syncd")
+    primary = await asyncpg.create_pool(syncd_url, min_size=1, max_size=4, init=set_json_codecs)
+    syncd_redis = aioredis.from_url(redis_url)
+    bus = aioredis.from_url(bus_url) if bus_url is not None else None
+
+    async def listen_connect() -> asyncpg.Connection:
+        return await asyncpg.connect(syncd_url, timeout=5)
+
+    daemon = Daemon(
+        SyncdConfig(
+            keyspace=Keyspace(prefix, edge),
+            reconcile_interval=reconcile_interval,
+            heartbeat_ttl=5.0,
+            port=0,
+            io_timeout=2.0,
+            listen_probe_interval=0.5,
+            listen=bus is None,
+        ),
+        primary=primary,
+        redis=syncd_redis,
+        bus=bus,
+        listen_connect=listen_connect,
+        tracing=tracing,
+    )
+    task = asyncio.create_task(daemon.run())
+    try:
+        await eventually(lambda: daemon.readiness()["ready"], within=15, what="syncd ready")
+        yield daemon
+    finally:
+        await daemon.close()
+        await task
+        await primary.close()
+        await syncd_redis.aclose()
+        if bus is not None:
+            await bus.aclose()
+
+
+@asynccontextmanager
+async def running_central(
+    database_url: str,
+    redis_url: str,
+    db: Any,
+    *,
+    tracing: Tracing = DISABLED,
+    syncd_tracing: Tracing = DISABLED,
+) -> AsyncIterator[Central]:
+    """Control on a free port (the only writer) and a syncd for :data:`EDGE`."""
+    from control.app import create_app as create_control
+    from crivline.seed import create_tenant
 
     control_settings = Settings.from_env(
         {},
@@ -346,44 +415,23 @@ async def central(database_url: str, redis_url: str, db: Any) -> AsyncIterator[C
         control_database_url=part_url(database_url, "control"),
         control_port=free_port(),
     )
-    control_app = create_control(control_settings)
+    control_app = create_control(control_settings, tracing)
     runner = web.AppRunner(control_app, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", control_settings.control_port).start()
-    # Uncapped, so no test meets the free tier's daily quota by accident.
-    tenant = await create_tenant(db, "acme", plan="enterprise")
-
-    syncd_url = part_url(database_url, "syncd")
-    primary = await asyncpg.create_pool(syncd_url, min_size=1, max_size=4, init=set_json_codecs)
-    syncd_redis = aioredis.from_url(redis_url)
-
-    async def listen_connect() -> asyncpg.Connection:
-        return await asyncpg.connect(syncd_url, timeout=5)
-
-    daemon = Daemon(
-        SyncdConfig(
-            keyspace=Keyspace(PREFIX, EDGE),
-            reconcile_interval=0.5,
-            heartbeat_ttl=5.0,
-            port=0,
-            io_timeout=2.0,
-            listen_probe_interval=0.5,
-        ),
-        primary=primary,
-        redis=syncd_redis,
-        listen_connect=listen_connect,
-    )
-    task = asyncio.create_task(daemon.run())
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:
-        await eventually(lambda: daemon.readiness()["ready"], within=15, what="syncd ready")
-        yield Central(
-            f"http://127.0.0.1:{control_settings.control_port}", tenant.token, session, daemon, db
-        )
+        await web.TCPSite(runner, "127.0.0.1", control_settings.control_port).start()
+        # Uncapped, so no test meets the free tier's daily quota by accident.
+        tenant = await create_tenant(db, "acme", plan="enterprise")
+        async with (
+            running_syncd(database_url, redis_url, tracing=syncd_tracing) as daemon,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+        ):
+            yield Central(
+                f"http://127.0.0.1:{control_settings.control_port}",
+                tenant.token,
+                session,
+                daemon,
+                db,
+            )
     finally:
-        await session.close()
-        await daemon.close()
-        await task
-        await primary.close()
-        await syncd_redis.aclose()
         await runner.cleanup()
