@@ -20,7 +20,7 @@ from control.problems import problem_middleware
 from control.routes import operations
 from control.routing import add_routes
 from control.state import BUS, METRICS, OPENAPI, POOL, SETTINGS
-from crivline import httpserver
+from crivline import httpserver, wire
 from crivline.errors import DatabaseUnavailable
 from crivline.ioerrors import POSTGRES_ERRORS
 from crivline.keyspace import Keyspace
@@ -91,6 +91,10 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    # Connections: the cap, the write timeout; aiohttp's own refusals as problem+json.
+    app[wire.GATE] = wire.Gate(
+        max_connections=settings.max_connections, write_seconds=settings.write_timeout
+    )
     routes = operations()
     add_routes(app, routes)
     app[OPENAPI] = orjson.dumps(document(routes))

@@ -342,6 +342,21 @@ class Settings:
         20000,
         doc="open streams per proxy process (503 above it)",
     )
+    max_connections: int = _env(
+        "CRIVLINE_MAX_CONNECTIONS",
+        _non_negative_int,
+        25000,
+        doc="open connections per process of each HTTP part (0: no cap); past it a new "
+        "connection gets 503 + `Retry-After` and is closed; the proxy refuses new streams "
+        "(503) from 90% of it",
+    )
+    write_timeout: float = _env(
+        "CRIVLINE_WRITE_TIMEOUT",
+        _seconds,
+        30.0,
+        doc="seconds a client has to take an ordinary answer in full once it is handed to "
+        "its socket; a connection still holding unsent bytes then is closed",
+    )
     redis_max_connections: int = _env(
         "CRIVLINE_REDIS_MAX_CONNECTIONS",
         _positive_int,

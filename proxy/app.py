@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from crivline import httpserver
+from crivline import httpserver, wire
 from crivline.keyspace import Keyspace
 from crivline.settings import Settings
 from crivline.tasks import Tasks
@@ -36,6 +36,7 @@ from proxy.edge.keys import KeyIndex
 from proxy.edge.status import EdgeStatus
 from proxy.edge.subscriber import Subscriber
 from proxy.edgestreams import EDGE_STREAMS, EdgeStreams
+from proxy.errors import error_format
 from proxy.fairness import FAIRNESS, Fairness
 from proxy.hub import Hub
 from proxy.metering import Meter
@@ -62,6 +63,13 @@ def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.A
     app[appkeys.OPTIONS] = options
     app[appkeys.KEYSPACE] = Keyspace(settings.key_prefix, settings.edge_id)
     app[appkeys.METRICS] = Metrics()
+    gate = wire.Gate(
+        max_connections=settings.max_connections,
+        write_seconds=settings.write_timeout,
+        render=error_format,
+    )
+    app[wire.GATE] = gate
+    app[appkeys.METRICS].bind_gate(gate)
     fresh = options.sync_fresh_seconds or max(
         3 * settings.reconcile_interval, settings.heartbeat_ttl
     )
@@ -126,6 +134,7 @@ async def _hub(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.OPTIONS],
         max_streams=settings.max_streams,
         max_streams_per_key=settings.max_streams_per_key,
+        crowded=app[wire.GATE].crowded,
     )
     hub.start()
     app[appkeys.HUB] = hub

@@ -199,8 +199,10 @@ class Hub:
         *,
         max_streams: int,
         max_streams_per_key: int,
+        crowded: Callable[[], bool] = lambda: False,
     ) -> None:
         self._metrics = metrics
+        self._crowded = crowded
         self._options = options
         self._max = max_streams
         self._max_per_key = max_streams_per_key
@@ -230,6 +232,13 @@ class Hub:
             raise ServiceUnavailable(
                 f"this proxy holds its maximum of {self._max} open streams "
                 "(CRIVLINE_MAX_STREAMS); connect to another one or retry later",
+                headers={"Retry-After": "5"},
+            )
+        if self._crowded():
+            self._metrics.rate_limited.labels("connections_per_process").inc()
+            raise ServiceUnavailable(
+                "this proxy is near its maximum of open connections "
+                "(CRIVLINE_MAX_CONNECTIONS); connect to another one or retry later",
                 headers={"Retry-After": "5"},
             )
         mine = self._by_key.get(key_hash)

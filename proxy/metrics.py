@@ -19,11 +19,17 @@ from collections.abc import Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from crivline.runtime_metrics import add_runtime_collectors
+from crivline.wire import Gate
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _STATUS = {code: str(code) for code in range(100, 600)}
@@ -91,6 +97,25 @@ class _HotCollector(Collector):
                     buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
                 histogram.add_metric([route], buckets, row[-1])
             yield histogram
+
+
+class _GateCollector(Collector):
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+
+    def collect(self) -> Iterable[Metric]:
+        gate, p = self._gate, "crivline_proxy_"
+        yield GaugeMetricFamily(p + "connections_open", "Open client connections", gate.open)
+        yield CounterMetricFamily(
+            p + "connections_refused",
+            "Connections refused at the open-connection cap (CRIVLINE_MAX_CONNECTIONS)",
+            gate.refused,
+        )
+        yield CounterMetricFamily(
+            p + "write_timeouts",
+            "Connections closed because an answer was not taken within CRIVLINE_WRITE_TIMEOUT",
+            gate.write_timeouts,
+        )
 
 
 class Metrics:
@@ -206,6 +231,10 @@ class Metrics:
         self.snapshot_age.set_function(snapshot_age)
         self.stale.set_function(stale)
         self.redis_up.set_function(redis_up)
+
+    def bind_gate(self, gate: Gate) -> None:
+        """The connection counts of this process's :class:`~crivline.wire.Gate`."""
+        self.registry.register(_GateCollector(gate))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

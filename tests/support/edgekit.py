@@ -34,6 +34,7 @@ from crivline.embedded import free_port
 from crivline.keyspace import Keyspace
 from crivline.settings import Settings
 from crivline.snapshot import EdgeKey, EnvironmentSnapshot
+from crivline.wire import Runner
 from proxy import appkeys
 from proxy.app import create_app
 from proxy.options import ProxyOptions
@@ -195,7 +196,7 @@ async def start_proxy(redis_url: str) -> AsyncIterator[StartProxy]:
     async def start(options: ProxyOptions = TEST_OPTIONS, **overrides: Any) -> RunningProxy:
         settings = proxy_settings(redis_url, **overrides)
         app = create_app(settings, options)
-        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=options.shutdown_timeout)
+        runner = Runner(app, handle_signals=False, shutdown_timeout=options.shutdown_timeout)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.proxy_port, reuse_port=True)
         await site.start()
@@ -341,7 +342,7 @@ async def central(database_url: str, redis_url: str, db: Any) -> AsyncIterator[C
 
     control_settings = Settings.from_env({}, database_url=database_url, control_port=free_port())
     control_app = create_control(control_settings)
-    runner = web.AppRunner(control_app, handle_signals=False)
+    runner = Runner(control_app, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", control_settings.control_port).start()
     # Uncapped, so no test meets the free tier's daily quota by accident.

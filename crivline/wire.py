@@ -1,0 +1,315 @@
+"""The connection level of every HTTP part, under the routes and the middlewares.
+
+aiohttp answers some requests itself, before any route runs: those its HTTP parser
+refuses (a malformed request line or header, bad framing, an oversized line), and those
+its machinery fails on (a ``CONNECT``, or an absolute URL with no path, carrying an
+``Expect`` header that is not UTF-8). Left alone it answers them ``text/plain`` echoing
+the offending line — which may be a header carrying a key — and logs each one with its
+traceback. Here, instead (:class:`Runner`, used by :func:`crivline.httpserver.listen`):
+
+- **the part's own error format**: each app's :class:`Gate` (under :data:`GATE`) says
+  how an error looks (problem+json by default, the proxy's OFREP-shaped JSON for the
+  proxy), with a fixed description of what was wrong — never the request's bytes;
+- the same for the HTTP errors aiohttp raises where no middleware sees them (the 417
+  of an unknown ``Expect`` on a ``CONNECT``);
+- **a 400, not a 500**, for a header aiohttp cannot decode (:class:`UnicodeError`);
+- **one log line per refused request, rate-limited** (:class:`RefusalLog`): at most
+  ``burst`` lines per ``window`` seconds, then one summary line per window saying how
+  many more were refused — a flood of garbage cannot flood the log;
+- **an open-connection cap** (:class:`Gate`): past ``max_connections`` a new
+  connection gets a ready-made 503 with ``Retry-After`` and is closed at once, counted
+  in :attr:`Gate.refused`; :meth:`Gate.crowded` tells the proxy to refuse new streams
+  (503 + ``Retry-After``) before the cap is reached, so the last connections stay for
+  ordinary requests;
+- **a write timeout** for ordinary answers: one that the client has not taken in
+  full ``write_seconds`` after it was handed over (a reader that stopped reading, its
+  socket full) loses its connection, counted in :attr:`Gate.write_timeouts`. Streams
+  have their own bound (the hub cuts a stream reader that holds too much unsent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import http_exceptions, web
+from aiohttp.web_protocol import RequestHandler
+
+from crivline.logs import fields
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+# An app's error format: (status, detail) -> (content type, body).
+Render = Callable[[int, str], tuple[str, bytes]]
+
+
+def problem(status: int, detail: str) -> tuple[str, bytes]:
+    """RFC 9457 problem+json, as control answers its own errors."""
+    title = _TITLES.get(status, "Bad Request")
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return PROBLEM_JSON, orjson.dumps(body)
+
+
+_TITLES = {
+    400: "Bad Request",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    417: "Expectation Failed",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+# What was wrong, by aiohttp's exception class: fixed text, never the request's bytes.
+_WHY: tuple[tuple[type[BaseException], str], ...] = (
+    (http_exceptions.LineTooLong, "a request line or header is longer than this server reads"),
+    (http_exceptions.BadHttpMethod, "the request line has no valid HTTP method"),
+    (http_exceptions.BadStatusLine, "the request line is not valid HTTP/1.1"),
+    (http_exceptions.InvalidHeader, "a header line is malformed"),
+    (http_exceptions.TransferEncodingError, "the Transfer-Encoding framing is broken"),
+    (http_exceptions.ContentLengthError, "the Content-Length does not match the body"),
+    (http_exceptions.ContentEncodingError, "the Content-Encoding of the body is broken"),
+    (http_exceptions.InvalidURLError, "the request target is not a valid URL"),
+    (UnicodeError, "a header or the request target is not valid UTF-8"),
+)
+
+
+# aiohttp's own HTTP errors that reach no middleware (a CONNECT, a target with no path).
+_EXCEPTION_DETAILS = {
+    404: "there is nothing at this address",
+    405: "this method is not allowed here",
+    417: "the only expectation this server meets is 100-continue",
+}
+_KEPT = ("allow", "retry-after")
+
+
+def describe_refusal(status: int, exc: BaseException | None) -> str:
+    """The client's description of why aiohttp refused its request (fixed text)."""
+    for kind, why in _WHY:
+        if isinstance(exc, kind):
+            return why
+    if status >= 500:
+        return "the server could not handle this request"
+    return "the request is malformed and cannot be read as HTTP/1.1"
+
+
+class RefusalLog:
+    """At most ``burst`` lines per ``window`` seconds, then a summary per window."""
+
+    def __init__(self, *, burst: int = 10, window: float = 10.0) -> None:
+        self.burst = burst
+        self.window = window
+        self._started = -window
+        self._logged = 0
+        self._suppressed = 0
+        self._flush: asyncio.TimerHandle | None = None
+
+    def refused(self, status: int, exc: BaseException | None, peer: str | None) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now - self._started >= self.window:
+            self._summarise()
+            self._started, self._logged = now, 0
+        if self._logged < self.burst:
+            self._logged += 1
+            level = logging.ERROR if status >= 500 else logging.INFO
+            reason = type(exc).__name__ if exc is not None else "unknown"
+            log.log(
+                level,
+                "request refused before routing",
+                extra=fields(status=status, reason=reason, peer=peer),
+            )
+            return
+        self._suppressed += 1
+        if self._flush is None:
+            self._flush = loop.call_at(self._started + self.window, self._summarise)
+
+    def _summarise(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self._suppressed:
+            log.warning(
+                "more requests refused before routing than logged",
+                extra=fields(unlogged=self._suppressed, window_seconds=self.window),
+            )
+            self._suppressed = 0
+
+    def close(self) -> None:
+        self._summarise()
+
+
+@dataclass
+class Gate:
+    """The connection limits of one server process, and what they refused."""
+
+    max_connections: int = 0  # 0: no cap
+    write_seconds: float = 0.0  # 0: no write timeout
+    open: int = 0
+    refused: int = 0
+    write_timeouts: int = 0
+    render: Render = problem
+    log: RefusalLog = field(default_factory=RefusalLog)
+    _full: bytes = b""
+
+    def crowded(self) -> bool:
+        """Near the cap (90% of it): time to refuse new long-lived streams."""
+        cap = self.max_connections
+        return cap > 0 and self.open >= cap - max(1, cap // 10)
+
+    def admit(self) -> bool:
+        if self.max_connections and self.open >= self.max_connections:
+            self.refused += 1
+            return False
+        self.open += 1
+        return True
+
+    def full_answer(self) -> bytes:
+        """The ready-made 503 of a connection over the cap."""
+        if not self._full:
+            ctype, body = self.render(
+                503,
+                f"this server holds its maximum of {self.max_connections} open connections;"
+                " retry later or elsewhere",
+            )
+            head = (
+                "HTTP/1.1 503 Service Unavailable\r\n"
+                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Retry-After: 1\r\nConnection: close\r\n\r\n"
+            )
+            self._full = head.encode() + body
+        return self._full
+
+
+GATE = web.AppKey("crivline_wire_gate", Gate)
+
+
+class _Handler(RequestHandler):
+    """aiohttp's connection handler with the gate and the part's error answers."""
+
+    def __init__(self, manager: web.Server, *, gate: Gate, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._gate = gate
+        self._admitted = False
+        self._write_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._gate.admit():
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(self._gate.full_answer())
+            transport.close()
+            return
+        self._admitted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        self._gate.open -= 1
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+        super().connection_lost(exc)
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        seconds = self._gate.write_seconds
+        if seconds and self._write_deadline is None:
+            self._write_deadline = asyncio.get_running_loop().call_later(
+                seconds, self._check_written
+            )
+        if isinstance(resp, web.HTTPException) and resp.status >= 400:
+            resp = self._reformat(resp)  # raised by aiohttp itself, before any middleware
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            if self._write_deadline is not None and not self._unsent():
+                self._write_deadline.cancel()
+                self._write_deadline = None
+
+    def _reformat(self, exc: web.HTTPException) -> web.Response:
+        detail = _EXCEPTION_DETAILS.get(exc.status) or exc.reason
+        ctype, body = self._gate.render(exc.status, detail)
+        headers = {"Content-Type": ctype}
+        headers.update((k, v) for k, v in exc.headers.items() if k.lower() in _KEPT)
+        response = web.Response(status=exc.status, body=body, headers=headers)
+        response.force_close()
+        return response
+
+    def _unsent(self) -> int:
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            return transport.get_write_buffer_size()
+        return 0
+
+    def _check_written(self) -> None:
+        self._write_deadline = None
+        transport = self.transport
+        if self._unsent() and transport is not None:
+            self._gate.write_timeouts += 1
+            transport.abort()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if isinstance(exc, UnicodeError):
+            status = 400  # a header aiohttp's machinery could not decode: the client's fault
+        self._gate.log.refused(status, exc, request.remote)
+        if request.writer.output_size > 0:
+            raise ConnectionError("the answer had started; the connection is closed")
+        ctype, body = self._gate.render(status, describe_refusal(status, exc))
+        response = web.Response(status=status, body=body, headers={"Content-Type": ctype})
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    def __init__(self, *args: Any, gate: Gate, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = gate
+
+    def __call__(self) -> RequestHandler:
+        return _Handler(self, gate=self.gate, loop=asyncio.get_running_loop(), **self._kwargs)
+
+
+def gate_of(app: web.Application) -> Gate:
+    """The app's gate (a default one, problem+json and no limits, if it has none)."""
+    gate = app.get(GATE)
+    if gate is None:
+        gate = Gate()
+        app[GATE] = gate
+    return gate
+
+
+class Runner(web.AppRunner):
+    """``web.AppRunner`` whose connections go through the app's :class:`Gate`."""
+
+    async def _make_server(self) -> web.Server:
+        gate = gate_of(self.app)  # before start-up freezes the app
+        server = await super()._make_server()
+        return _Server(
+            server.request_handler,
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            gate=gate,
+            **server._kwargs,
+        )
+
+    async def _cleanup_server(self) -> None:
+        await super()._cleanup_server()
+        gate = self.app.get(GATE)
+        if gate is not None:
+            gate.log.close()
