@@ -91,10 +91,12 @@ def _check_format(part: Part, status: int, headers: dict[str, str], body: bytes)
     document = orjson.loads(body)
     if part.command == "proxy":
         assert headers["content-type"].startswith("application/json"), headers
-        assert document["errorCode"] and len(document["errorDetails"]) > 5, document
+        assert document["errorCode"], document
+        assert len(document["errorDetails"]) > 5, document
     else:
         assert headers["content-type"].startswith("application/problem+json"), headers
-        assert document["status"] == status and document["detail"], document
+        assert document["status"] == status, document
+        assert document["detail"], document
 
 
 def _refusals(part: Part) -> list[dict[str, object]]:
@@ -127,12 +129,12 @@ async def test_a_key_in_a_malformed_request_reaches_no_log_and_no_answer(part: P
         status, headers, body = _split(await _exchange(part.port, raw))
         assert status == 400, (raw, headers, body)
         _check_format(part, status, headers, body)
-        assert secret.encode() not in body and secret[8:20].encode() not in body
+        assert secret[8:20].encode() not in body
     # One line per refused request, and nothing of the secret in the whole log.
     await eventually(lambda: len(_refusals(part)) == len(requests), what="one line per request")
     await part.stop()
     text = part.log_path.read_text(errors="replace")
-    assert secret[8:] not in text and secret[8:20] not in text, text
+    assert secret[8:20] not in text, text
     assert "Traceback" not in text
     assert len(_refusals(part)) == len(requests)
 
@@ -197,7 +199,8 @@ async def test_the_connection_cap_refuses_counts_and_turns_streams_away_first(
         + b"\r\nConnection: close\r\n\r\n"
     )
     status, headers, body = _split(await _exchange(port, stream))
-    assert status == 503 and headers.get("retry-after"), (status, headers, body)
+    assert status == 503, (status, headers, body)
+    assert headers.get("retry-after"), headers
     assert b"CRIVLINE_MAX_CONNECTIONS" in body
     flags = b"GET /sdk/v1/flags HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
     flags += world.acme.key().encode() + b"\r\nConnection: close\r\n\r\n"
@@ -209,7 +212,8 @@ async def test_the_connection_cap_refuses_counts_and_turns_streams_away_first(
     refused_before = gate.refused
     answer = await _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     status, headers, body = _split(answer)
-    assert status == 503 and headers["retry-after"] == "1", answer
+    assert status == 503, answer
+    assert headers["retry-after"] == "1", answer
     assert gate.refused == refused_before + 1
     for _, writer in idle:
         writer.close()
