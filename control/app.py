@@ -98,6 +98,14 @@ def create_app(settings: Settings) -> web.Application:
     routes = operations()
     add_routes(app, routes)
     app[OPENAPI] = orjson.dumps(document(routes))
+    app.on_response_prepare.append(_private)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_bus)
     return app
+
+
+async def _private(_request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer belongs to the token that asked: no shared cache may keep it for
+    another, and a private one revalidates (ETag/If-None-Match, If-Match) every time."""
+    response.headers.setdefault("Cache-Control", "private, no-cache")
+    response.headers.setdefault("Vary", "Authorization")

@@ -70,7 +70,7 @@ async def evaluate_flag(request: web.Request) -> web.Response:
     if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=True)) is not None:
         return refused
     app[appkeys.METER].count(info.environment, "ofrep_single", info.tenant)
-    out = headers.served(state, app[appkeys.STATUS])
+    out = headers.answer(state, app[appkeys.STATUS])
     try:
         context = _context(request, await _read_body(request), key)
     except ApiError as exc:
@@ -101,12 +101,12 @@ async def evaluate_all(request: web.Request) -> web.Response:
         outcome, state = await cache.ahead(info.environment, held[0], wait)
         if outcome is Ahead.NOT_YET:
             # Never an older evaluation: the client keeps its own and asks again.
-            out = headers.served(state, app[appkeys.STATUS])
+            out = headers.answer(state, app[appkeys.STATUS])
             out[headers.VERSION] = str(held[0])
             out["ETag"] = held[1]
             app[appkeys.METRICS].conditional_request("ofrep_bulk", True)
             return web.Response(status=304, headers=out)
-    out = headers.served(state, app[appkeys.STATUS])
+    out = headers.answer(state, app[appkeys.STATUS])
     try:
         body = await _read_body(request)
         return app[FAIRNESS].evaluate(info.tenant, lambda: _bulk(request, info, state, body, out))

@@ -52,9 +52,8 @@ async def flags(request: web.Request) -> web.Response:
                 app[appkeys.METER].count(info.environment, "poll_not_modified", info.tenant)
                 return _keep_what_you_have(request, held, state)
             hit = httpserver.etag_matches(if_none_match, state.etag)
-    out = headers.served(state, app[appkeys.STATUS])
+    out = headers.answer(state, app[appkeys.STATUS])
     out["ETag"] = state.etag
-    out["Cache-Control"] = "no-cache"
     if if_none_match is not None:
         app[appkeys.METRICS].conditional_request("sdk_flags", hit)
         if hit:
@@ -69,10 +68,9 @@ def _keep_what_you_have(
 ) -> web.Response:
     """304 for the version the client holds, which this process could not load in time:
     it keeps its copy and polls again — never an older body, never an older ETag."""
-    out = headers.served(state, request.app[appkeys.STATUS])
+    out = headers.answer(state, request.app[appkeys.STATUS])
     out[headers.VERSION] = str(held[0])
     out["ETag"] = held[1]
-    out["Cache-Control"] = "no-cache"
     request.app[appkeys.METRICS].conditional_request("sdk_flags", True)
     return web.Response(status=304, headers=out)
 
