@@ -313,6 +313,12 @@ class Settings:
         doc="signs browser stream tickets",
         shown="random, shared through Redis",
     )
+    ticket_secret_previous: Secret | None = _env(
+        "CRIVLINE_TICKET_SECRET_PREVIOUS",
+        _secret,
+        doc="the secret `CRIVLINE_TICKET_SECRET` replaces: tickets it signed are still "
+        "accepted (nothing new is signed with it); unset it once they have expired (30 min)",
+    )
     operator_token: Secret | None = _env(
         "CRIVLINE_OPERATOR_TOKEN",
         _secret,
@@ -473,6 +479,12 @@ class Settings:
                     f"{var} and {seen[port]} are both {port}; each part needs its own"
                 )
             seen[port] = var
+
+        if self.ticket_secret_previous is not None and self.ticket_secret is None:
+            raise ConfigError(
+                "CRIVLINE_TICKET_SECRET_PREVIOUS is set without CRIVLINE_TICKET_SECRET;"
+                " set the new secret there and the old one here while tickets change over"
+            )
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

@@ -206,6 +206,9 @@ async def _meter(app: web.Application) -> AsyncIterator[None]:
 async def _tickets(app: web.Application) -> AsyncIterator[None]:
     signer = TicketSigner(app[appkeys.OPTIONS].ticket_window_seconds)
     configured = app[appkeys.SETTINGS].ticket_secret
+    previous = app[appkeys.SETTINGS].ticket_secret_previous
+    if previous is not None:  # rotation: accepted, never signed with
+        signer.use_secret(previous.reveal().encode())
     if configured is not None:
         signer.use_secret(configured.reveal().encode())
     app[appkeys.TICKETS] = signer
