@@ -313,6 +313,20 @@ class Settings:
         doc="signs browser stream tickets",
         shown="random, shared through Redis",
     )
+    trust_forwarded: bool = _env(
+        "CRIVLINE_TRUST_FORWARDED",
+        _switch,
+        False,
+        doc="`on`: the proxy believes `X-Forwarded-Proto`/`-Host`/`-For` (only behind a load "
+        "balancer that sets them); `off`: the connection and its `Host` only",
+        shown="`off`",
+    )
+    public_url: str | None = _env(
+        "CRIVLINE_PUBLIC_URL",
+        _http_url,
+        doc="the proxy's public base URL (`https://flags.example.com`), used in the stream "
+        "URLs it advertises whatever the request's headers say",
+    )
     ticket_secret_previous: Secret | None = _env(
         "CRIVLINE_TICKET_SECRET_PREVIOUS",
         _secret,

@@ -37,7 +37,7 @@ from aiohttp import web
 from crivline import httpserver, sse, strictjson
 from crivline.errors import ApiError, ServiceUnavailable, Unauthorized
 from crivline.flags import ErrorCode, ofrep_flags_part
-from proxy import appkeys, cors, headers, streams
+from proxy import appkeys, cors, forwarded, headers, streams
 from proxy.access import authorize, authorize_hash
 from proxy.auth import ANY_KIND
 from proxy.context import parse_context, read_body
@@ -190,21 +190,6 @@ def _evaluate(state: EnvState, context: dict[str, object]) -> bytes:
     return ofrep_flags_part(results)
 
 
-# A host as URLs spell it: a name (at most 255 characters) or an IPv4/IPv6 address, and
-# a port. The bound also bounds the stream-link cache, which is keyed by it.
-_HOST = re.compile(r"(?:[A-Za-z0-9_.~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
-
-
-def _origin(request: web.Request) -> str | None:
-    """Where the client reached us, or None when the headers naming it are not a host
-    (they come from the client: anything else would end up in the eventStreams URL)."""
-    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-    host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip() or request.host
-    if proto not in ("http", "https"):
-        proto = request.scheme
-    return f"{proto}://{host}" if len(host) <= 261 and _HOST.fullmatch(host) else None
-
-
 _LINKS_MAX = 50_000
 
 
@@ -212,7 +197,7 @@ def _event_streams(request: web.Request, info: KeyInfo, state: EnvState, now: fl
     """The ``eventStreams`` member, built once per (key, version, ticket window, origin)."""
     app = request.app
     tickets = app[appkeys.TICKETS]
-    origin = _origin(request)
+    origin = forwarded.origin(request, app[appkeys.SETTINGS])
     if origin is None:
         return b""  # no URL to advertise: the client polls instead
     links = app[appkeys.STREAM_LINKS]
