@@ -152,6 +152,10 @@ class Keyspace:
     def ticket_secret(self) -> str:
         return f"{self.prefix}edge:{self.edge_id}:ticket-secret"
 
+    def status_session_ended(self, session_id: str) -> str:
+        """A status page session signed out (until it would have expired)."""
+        return f"{self.prefix}edge:{self.edge_id}:status-ended:{session_id}"
+
     @property
     def plans(self) -> str:
         return f"{self.prefix}edge:{self.edge_id}:plans"

@@ -124,6 +124,18 @@ def _secret(_name: str, raw: str) -> Secret:
     return Secret(raw)
 
 
+MIN_OPERATOR_TOKEN = 16
+
+
+def _operator_token(name: str, raw: str) -> Secret:
+    if len(raw) < MIN_OPERATOR_TOKEN:
+        raise ConfigError(
+            f"{name} must be at least {MIN_OPERATOR_TOKEN} characters, got {len(raw)};"
+            " make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return Secret(raw)
+
+
 def _text(_name: str, raw: str) -> str:
     return raw
 
@@ -335,8 +347,9 @@ class Settings:
     )
     operator_token: Secret | None = _env(
         "CRIVLINE_OPERATOR_TOKEN",
-        _secret,
-        doc="protects the proxy's status page (`/status` is 404 without it)",
+        _operator_token,
+        doc="protects the proxy's status page (`/status` is 404 without it); at least "
+        f"{MIN_OPERATOR_TOKEN} characters",
     )
     rate_limit_per_second: int = _env(
         "CRIVLINE_RATE_LIMIT",

@@ -90,6 +90,7 @@ def create_app(settings: Settings, options: ProxyOptions | None = None) -> web.A
             status_sampling,
         ]
     )
+    status_page.setup(app)
     app.on_shutdown.append(_close_streams)
     for table in (sdk.routes, ofrep.routes, health.routes, status_page.routes, openapi.routes):
         httpserver.add_routes(app, table)
