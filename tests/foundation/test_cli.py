@@ -236,9 +236,13 @@ def test_up_runs_refuses_a_second_and_stops_cleanly(
 ) -> None:
     env = _up_env()
     data_dir = stack_dir
+    ancestors = {p: p.stat().st_mode for p in data_dir.parent.resolve().parents}
+    ancestors[data_dir.parent] = data_dir.parent.stat().st_mode  # private (pytest's, 0700)
     proc = _start_up(crivline_cmd, data_dir, env)
     try:
         stack = _wait_for_stack(proc, data_dir)
+        # No folder above the data folder was opened up (as root too: crivline.embedded).
+        assert {p: p.stat().st_mode for p in ancestors} == ancestors
         assert stack["demo"]["token"].startswith("crv_mgt_")
         assert stack["demo"]["keys"]["development"]["server"].startswith("crv_srv_")
         assert stack["ports"]["proxy"] == int(env["CRIVLINE_PROXY_PORT"])
