@@ -1,4 +1,4 @@
-"""No shared cache may hand one key's answer to another (issue 16): polling, OFREP and
+"""No shared cache may hand one key's answer to another: polling, OFREP and
 control answers are ``Cache-Control: private, no-cache`` with ``Vary`` on the headers a
 key or token can arrive in; a private cache revalidates with the ETag."""
 

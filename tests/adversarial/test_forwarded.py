@@ -1,5 +1,5 @@
-"""Stream URLs are built from headers the client sends only when the operator says so
-(issue 16): ``CRIVLINE_TRUST_FORWARDED`` for a proxy behind a load balancer that sets
+"""Stream URLs are built from headers the client sends only when the operator says so:
+``CRIVLINE_TRUST_FORWARDED`` for a proxy behind a load balancer that sets
 ``X-Forwarded-*``, and ``CRIVLINE_PUBLIC_URL`` to fix the advertised origin."""
 
 from __future__ import annotations

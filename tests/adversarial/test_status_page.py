@@ -1,4 +1,4 @@
-"""The status page's sign-in, attacked (issue 16): signing out ends the session on the
+"""The status page's sign-in, attacked: signing out ends the session on the
 server side (a copy of the cookie is refused by every process of the edge), failed
 sign-ins are limited per client address, and a short operator token is refused at
 start-up."""

@@ -120,8 +120,8 @@ def _secret_requests(secret: str) -> list[bytes]:
 
 
 async def test_a_key_in_a_malformed_request_reaches_no_log_and_no_answer(part: Part) -> None:
-    """Issue 16: a key header followed by a bare ``\\nX: y`` line put the key into
-    proxy.log and control.log, and the 400 was text/plain echoing the request."""
+    """Found by an outside probe: a key header followed by a bare ``\\nX: y`` line put
+    the key into proxy.log and control.log, and the 400 was text/plain echoing it."""
     kind = tokens.SecretKind.SERVER if part.command == "proxy" else tokens.SecretKind.MANAGEMENT
     secret = tokens.generate(kind)
     requests = _secret_requests(secret)

@@ -182,7 +182,7 @@ def _alive(pid: int) -> bool:
 
 
 def _check_private_stack(data_dir: Path, stack: dict) -> None:
-    """Issue 16: the local stack is not open to other local users."""
+    """The local stack is not open to other local users."""
     assert (data_dir / "stack.json").stat().st_mode & 0o777 == 0o600
     assert (data_dir / "logs").stat().st_mode & 0o077 == 0
     logs = [*(data_dir / "logs").glob("*.log"), data_dir / "postgres.log"]
