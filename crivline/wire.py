@@ -223,7 +223,9 @@ class _Handler(RequestHandler):
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
         seconds = self._gate.write_seconds
-        if seconds and self._write_deadline is None:
+        if seconds:  # each answer gets its own deadline
+            if self._write_deadline is not None:
+                self._write_deadline.cancel()
             self._write_deadline = asyncio.get_running_loop().call_later(
                 seconds, self._check_written
             )
@@ -253,6 +255,8 @@ class _Handler(RequestHandler):
 
     def _check_written(self) -> None:
         self._write_deadline = None
+        if self._current_request is not None:
+            return  # a handler runs (a stream has its own bound); its answer gets a deadline
         transport = self.transport
         if self._unsent() and transport is not None:
             self._gate.write_timeouts += 1
