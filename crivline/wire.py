@@ -33,6 +33,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -51,21 +52,13 @@ Render = Callable[[int, str], tuple[str, bytes]]
 
 def problem(status: int, detail: str) -> tuple[str, bytes]:
     """RFC 9457 problem+json, as control answers its own errors."""
-    title = _TITLES.get(status, "Bad Request")
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     return PROBLEM_JSON, orjson.dumps(body)
 
-
-_TITLES = {
-    400: "Bad Request",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    417: "Expectation Failed",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
 
 # What was wrong, by aiohttp's exception class: fixed text, never the request's bytes.
 _WHY: tuple[tuple[type[BaseException], str], ...] = (
