@@ -48,18 +48,22 @@ async def _running(part: Part) -> AsyncIterator[Part]:
         await part.stop()
 
 
-@pytest.fixture(params=["proxy", "control"])
+@pytest.fixture(params=["proxy", "control", "syncd"])
 async def part(
     request: pytest.FixtureRequest, tmp_path: Path, redis_url: str, database_url: str
 ) -> AsyncIterator[Part]:
-    """A real ``crivline proxy`` or ``crivline control`` process, logging to a file."""
+    """A real ``crivline proxy``, ``control`` or ``syncd`` process, logging to a file."""
     port = free_port()
     name = request.param
-    settings = (
-        {"CRIVLINE_REDIS_URL": redis_url, "CRIVLINE_PROXY_PORT": str(port)}
-        if name == "proxy"
-        else {"CRIVLINE_DATABASE_URL": database_url, "CRIVLINE_CONTROL_PORT": str(port)}
-    )
+    settings = {
+        "proxy": {"CRIVLINE_REDIS_URL": redis_url, "CRIVLINE_PROXY_PORT": str(port)},
+        "control": {"CRIVLINE_DATABASE_URL": database_url, "CRIVLINE_CONTROL_PORT": str(port)},
+        "syncd": {
+            "CRIVLINE_DATABASE_URL": database_url,
+            "CRIVLINE_REDIS_URL": redis_url,
+            "CRIVLINE_SYNCD_PORT": str(port),
+        },
+    }[name]
     settings["CRIVLINE_EDGE_ID"] = "wire"
     async with _running(Part(name, name, port, settings, tmp_path / f"{name}.log")) as running:
         yield running
