@@ -177,6 +177,11 @@ class Keyspace:
         return f"{self.prefix}edge:{self.edge_id}:usage:seq"
 
     @property
+    def edge_key_streams(self) -> str:
+        """Each proxy process's open streams per key (hash), for the per-key limit."""
+        return f"{self.prefix}edge:{self.edge_id}:streams-by-key"
+
+    @property
     def usage_today(self) -> str:
         return f"{self.prefix}edge:{self.edge_id}:usage:today"
 

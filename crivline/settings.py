@@ -367,7 +367,8 @@ class Settings:
         "CRIVLINE_MAX_STREAMS_PER_KEY",
         _positive_int,
         1000,
-        doc="open streams per key and proxy process (429 above it)",
+        doc="open streams per key on the edge, all its proxy processes counted (as of "
+        "their last report, every second); 429 above it",
     )
     max_streams: int = _env(
         "CRIVLINE_MAX_STREAMS",

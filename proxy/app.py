@@ -35,7 +35,7 @@ from proxy.edge.environments import EnvironmentCache
 from proxy.edge.keys import KeyIndex
 from proxy.edge.status import EdgeStatus
 from proxy.edge.subscriber import Subscriber
-from proxy.edgestreams import EDGE_STREAMS, EdgeStreams
+from proxy.edgestreams import EDGE_STREAMS, KEY_STREAMS, EdgeStreams
 from proxy.errors import error_format
 from proxy.fairness import FAIRNESS, Fairness
 from proxy.hub import Hub
@@ -136,6 +136,7 @@ async def _hub(app: web.Application) -> AsyncIterator[None]:
         max_streams=settings.max_streams,
         max_streams_per_key=settings.max_streams_per_key,
         crowded=app[wire.GATE].crowded,
+        elsewhere=lambda key_hash: _key_streams_elsewhere(app, key_hash),
     )
     hub.start()
     app[appkeys.HUB] = hub
@@ -148,6 +149,12 @@ async def _hub(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await hub.shutdown()
+
+
+def _key_streams_elsewhere(app: web.Application, key_hash: str) -> int:
+    """Streams of this key the edge's other processes held open at their last report."""
+    counter = app.get(KEY_STREAMS)
+    return counter.others.get(key_hash, 0) if counter is not None else 0
 
 
 async def _close_streams(app: web.Application) -> None:
@@ -193,7 +200,12 @@ async def _meter(app: web.Application) -> AsyncIterator[None]:
         enforce=on and settings.quotas,
     )  # fmt: skip
     app[EDGE_STREAMS] = edge_streams
+    key_streams = EdgeStreams(
+        app[appkeys.REDIS], app[appkeys.KEYSPACE].edge_key_streams, plans, enforce=False
+    )
+    app[KEY_STREAMS] = key_streams
     tasks = Tasks("metering")
+    tasks.spawn(key_streams.run(interval), "key-streams")  # the per-key limit, always
     if on:
         tasks.spawn(meter.run(interval), "flush")
         tasks.spawn(plans.run(interval), "plans")
@@ -202,6 +214,7 @@ async def _meter(app: web.Application) -> AsyncIterator[None]:
     await tasks.close()
     await meter.close(app[appkeys.OPTIONS].redis_timeout)
     await edge_streams.close(app[appkeys.OPTIONS].redis_timeout)
+    await key_streams.close(app[appkeys.OPTIONS].redis_timeout)
 
 
 async def _tickets(app: web.Application) -> AsyncIterator[None]:

@@ -200,9 +200,11 @@ class Hub:
         max_streams: int,
         max_streams_per_key: int,
         crowded: Callable[[], bool] = lambda: False,
+        elsewhere: Callable[[str], int] = lambda _key_hash: 0,
     ) -> None:
         self._metrics = metrics
         self._crowded = crowded
+        self._elsewhere = elsewhere  # a key's streams at the edge's other processes
         self._options = options
         self._max = max_streams
         self._max_per_key = max_streams_per_key
@@ -242,10 +244,11 @@ class Hub:
                 headers={"Retry-After": "5"},
             )
         mine = self._by_key.get(key_hash)
-        if mine is not None and len(mine) >= self._max_per_key:
+        held = (len(mine) if mine is not None else 0) + self._elsewhere(key_hash)
+        if held >= self._max_per_key:
             self._metrics.rate_limited.labels("streams_per_key").inc()
             raise TooManyRequests(
-                f"this key already has {len(mine)} open streams on this proxy, its maximum "
+                f"this key already has {held} open streams on this edge, its maximum "
                 "(CRIVLINE_MAX_STREAMS_PER_KEY); close one first",
                 headers={"Retry-After": "5"},
             )

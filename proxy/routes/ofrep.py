@@ -43,7 +43,7 @@ from proxy.auth import ANY_KIND
 from proxy.context import parse_context, read_body
 from proxy.edge.environments import Ahead, EnvironmentCache, EnvState, version_of_etag
 from proxy.edge.keys import KeyInfo
-from proxy.edgestreams import EDGE_STREAMS
+from proxy.edgestreams import EDGE_STREAMS, KEY_STREAMS
 from proxy.errors import api_error_response
 from proxy.fairness import FAIRNESS
 from proxy.hub import OFREP
@@ -321,4 +321,5 @@ async def events(request: web.Request) -> web.StreamResponse:
         app[appkeys.METRICS].events(OFREP, "refetchEvaluation", 1)
     client.send(opening)
     served = streams.serve(request, client, headers.served(state, app[appkeys.STATUS]), started)
-    return await app[EDGE_STREAMS].held(info.environment, served)
+    counted = app[KEY_STREAMS].held(info.key_hash, served)
+    return await app[EDGE_STREAMS].held(info.environment, counted)

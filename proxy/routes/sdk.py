@@ -25,7 +25,7 @@ from proxy import appkeys, headers, streams
 from proxy.access import authorize
 from proxy.auth import SERVER_ONLY
 from proxy.edge.environments import Ahead, EnvState, newest_etag
-from proxy.edgestreams import EDGE_STREAMS
+from proxy.edgestreams import EDGE_STREAMS, KEY_STREAMS
 from proxy.fairness import FAIRNESS
 from proxy.hub import SDK
 
@@ -115,4 +115,5 @@ async def stream(request: web.Request) -> web.StreamResponse:
         kind = "put" if opening is state.put_event else "patch"
         app[appkeys.METRICS].events(SDK, kind, 1)
     served = streams.serve(request, client, headers.served(state, app[appkeys.STATUS]), started)
-    return await app[EDGE_STREAMS].held(info.environment, served)
+    counted = app[KEY_STREAMS].held(info.key_hash, served)
+    return await app[EDGE_STREAMS].held(info.environment, counted)
