@@ -17,7 +17,8 @@ traceback. Here, instead (:class:`Runner`, used by :func:`crivline.httpserver.li
   ``burst`` lines per ``window`` seconds, then one summary line per window saying how
   many more were refused — a flood of garbage cannot flood the log;
 - **an open-connection cap** (:class:`Gate`): past ``max_connections`` a new
-  connection gets a ready-made 503 with ``Retry-After`` and is closed at once, counted
+  connection gets a ready-made 503 with ``Retry-After`` and is closed (at once on our
+  side; within a second at most if the client keeps sending), counted
   in :attr:`Gate.refused`; :meth:`Gate.crowded` tells the proxy to refuse new streams
   (503 + ``Retry-After``) before the cap is reached, so the last connections stay for
   ordinary requests;
@@ -34,7 +35,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import http_exceptions, web
@@ -192,18 +193,37 @@ class _Handler(RequestHandler):
         self._gate = gate
         self._admitted = False
         self._write_deadline: asyncio.TimerHandle | None = None
+        self._linger: asyncio.TimerHandle | None = None
+        self._refused_transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._gate.admit():
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(self._gate.full_answer())
-            transport.close()
+            # The 503, then our end of the connection. What the client sends meanwhile is
+            # read and dropped (closing with unread bytes would reset the connection and
+            # lose the answer); it is closed when the client closes, or after a second.
+            # uvloop's transports are not registered as asyncio's classes: no isinstance.
+            writer = cast(asyncio.WriteTransport, transport)
+            writer.write(self._gate.full_answer())
+            writer.write_eof()
+            self._linger = asyncio.get_running_loop().call_later(1.0, transport.close)
+            self._refused_transport = transport
             return
         self._admitted = True
         super().connection_made(transport)
 
+    def data_received(self, data: bytes) -> None:
+        if self._admitted:
+            super().data_received(data)
+
+    def eof_received(self) -> None:
+        if self._refused_transport is not None:
+            self._refused_transport.close()
+
     def connection_lost(self, exc: BaseException | None) -> None:
         if not self._admitted:
+            if self._linger is not None:
+                self._linger.cancel()
+            self._refused_transport = None
             return
         self._admitted = False
         self._gate.open -= 1
@@ -241,10 +261,10 @@ class _Handler(RequestHandler):
         return response
 
     def _unsent(self) -> int:
-        transport = self.transport
-        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-            return transport.get_write_buffer_size()
-        return 0
+        transport = self.transport  # asyncio's or uvloop's (not an asyncio subclass)
+        if transport is None or transport.is_closing():
+            return 0
+        return int(transport.get_write_buffer_size())
 
     def _check_written(self) -> None:
         self._write_deadline = None

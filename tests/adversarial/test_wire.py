@@ -251,3 +251,55 @@ async def test_a_reader_that_stops_reading_an_ordinary_answer_is_cut_off(
     writer.close()
     metrics = await (await proxy.get("/metrics")).text()
     assert "crivline_proxy_write_timeouts_total 1.0" in metrics
+
+
+async def test_the_cap_and_the_write_timeout_in_a_real_proxy_process(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The same on ``crivline proxy`` itself (its event loop is uvloop's)."""
+    port = free_port()
+    settings = {
+        "CRIVLINE_REDIS_URL": redis_url,
+        "CRIVLINE_PROXY_PORT": str(port),
+        "CRIVLINE_EDGE_ID": "wire",
+        "CRIVLINE_MAX_CONNECTIONS": "6",
+        "CRIVLINE_WRITE_TIMEOUT": "1",
+    }
+    async with _running(Part("proxy", "proxy", port, settings, tmp_path / "p.log")) as proxy:
+
+        async def metric(name: str) -> float:
+            request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            answer = await _exchange(port, request)
+            for line in answer.decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+            raise AssertionError(f"{name} not in /metrics")
+
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        _, writer = await asyncio.open_connection(sock=sock)
+        writer.write(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 3000)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        await eventually(
+            lambda: metric("crivline_proxy_write_timeouts_total"),
+            within=30,
+            what="the write timeout",
+            tolerate=(AssertionError, OSError),
+        )
+        writer.close()
+        idle = [await _idle(port) for _ in range(6)]
+        answer = await _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        assert b"Retry-After: 1" in answer
+        for _, idle_writer in idle:
+            idle_writer.close()
+        refused = await eventually(
+            lambda: metric("crivline_proxy_connections_refused_total"),
+            what="/metrics served again",
+            tolerate=(AssertionError, OSError, ValueError, IndexError),
+        )
+        assert refused >= 1
+        assert proxy.running()
