@@ -92,9 +92,10 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = metrics
     # Connections: the cap, the write timeout; aiohttp's own refusals as problem+json.
-    app[wire.GATE] = wire.Gate(
+    app[wire.GATE] = gate = wire.Gate(
         max_connections=settings.max_connections, write_seconds=settings.write_timeout
     )
+    metrics.registry.register(wire.GateCollector(gate, "crivline_control_"))
     routes = operations()
     add_routes(app, routes)
     app[OPENAPI] = orjson.dumps(document(routes))

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, cast
@@ -40,6 +40,8 @@ from typing import Any, cast
 import orjson
 from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from crivline.logs import fields
 
@@ -183,6 +185,28 @@ class Gate:
 
 
 GATE = web.AppKey("crivline_wire_gate", Gate)
+
+
+class GateCollector(Collector):
+    """A gate's counts for a part's Prometheus registry, read at scrape time."""
+
+    def __init__(self, gate: Gate, prefix: str) -> None:
+        self._gate = gate
+        self._prefix = prefix
+
+    def collect(self) -> Iterable[Metric]:
+        gate, p = self._gate, self._prefix
+        yield GaugeMetricFamily(p + "connections_open", "Open client connections", gate.open)
+        yield CounterMetricFamily(
+            p + "connections_refused",
+            "Connections refused at the open-connection cap (CRIVLINE_MAX_CONNECTIONS)",
+            gate.refused,
+        )
+        yield CounterMetricFamily(
+            p + "write_timeouts",
+            "Connections closed because an answer was not taken within CRIVLINE_WRITE_TIMEOUT",
+            gate.write_timeouts,
+        )
 
 
 class _Handler(RequestHandler):

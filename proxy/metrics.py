@@ -21,7 +21,6 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
-    GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
@@ -29,7 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from crivline.runtime_metrics import add_runtime_collectors
-from crivline.wire import Gate
+from crivline.wire import Gate, GateCollector
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _STATUS = {code: str(code) for code in range(100, 600)}
@@ -97,25 +96,6 @@ class _HotCollector(Collector):
                     buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
                 histogram.add_metric([route], buckets, row[-1])
             yield histogram
-
-
-class _GateCollector(Collector):
-    def __init__(self, gate: Gate) -> None:
-        self._gate = gate
-
-    def collect(self) -> Iterable[Metric]:
-        gate, p = self._gate, "crivline_proxy_"
-        yield GaugeMetricFamily(p + "connections_open", "Open client connections", gate.open)
-        yield CounterMetricFamily(
-            p + "connections_refused",
-            "Connections refused at the open-connection cap (CRIVLINE_MAX_CONNECTIONS)",
-            gate.refused,
-        )
-        yield CounterMetricFamily(
-            p + "write_timeouts",
-            "Connections closed because an answer was not taken within CRIVLINE_WRITE_TIMEOUT",
-            gate.write_timeouts,
-        )
 
 
 class Metrics:
@@ -234,7 +214,7 @@ class Metrics:
 
     def bind_gate(self, gate: Gate) -> None:
         """The connection counts of this process's :class:`~crivline.wire.Gate`."""
-        self.registry.register(_GateCollector(gate))
+        self.registry.register(GateCollector(gate, "crivline_proxy_"))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

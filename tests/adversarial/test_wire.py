@@ -303,3 +303,13 @@ async def test_the_cap_and_the_write_timeout_in_a_real_proxy_process(
         )
         assert refused >= 1
         assert proxy.running()
+
+
+@pytest.mark.parametrize("part", ["proxy", "control"], indirect=True)
+async def test_proxy_and_control_count_their_connections_in_metrics(part: Part) -> None:
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    status, _, body = _split(await _exchange(part.port, request))
+    assert status == 200
+    prefix = f"crivline_{part.command}_"
+    for name in ("connections_open", "connections_refused_total", "write_timeouts_total"):
+        assert (prefix + name).encode() in body, name
