@@ -79,7 +79,8 @@ def check_proxy(
     if reply.status < 400:
         return
     if reply.content_type == "text/html" and b" /status" in request.split(b"\r\n", 1)[0]:
-        assert reply.status == 401, (what, str(reply))  # the status page's sign-in form
+        # the status page's sign-in form (429 once an address has failed too often)
+        assert reply.status in (401, 429), (what, str(reply))
         return
     assert reply.content_type == "application/json", (what, str(reply))
     if reply.head:
