@@ -84,6 +84,7 @@ _EXCEPTION_DETAILS = {
     417: "the only expectation this server meets is 100-continue",
 }
 _KEPT = ("allow", "retry-after")
+_LARGE_ANSWER = 64 * 1024  # aiohttp's write buffer high-water mark
 
 
 def describe_refusal(status: int, exc: BaseException | None) -> str:
@@ -259,21 +260,29 @@ class _Handler(RequestHandler):
     async def finish_response(
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
-        seconds = self._gate.write_seconds
-        if seconds:  # each answer gets its own deadline
-            if self._write_deadline is not None:
-                self._write_deadline.cancel()
-            self._write_deadline = asyncio.get_running_loop().call_later(
-                seconds, self._check_written
-            )
         if isinstance(resp, web.HTTPException) and resp.status >= 400:
             resp = self._reformat(resp)  # raised by aiohttp itself, before any middleware
+        if self._gate.write_seconds:
+            # An answer larger than the socket's buffers may block in its writes: its
+            # deadline runs from now. A small one is armed only if it left bytes unsent
+            # (the common case costs no timer); the first such answer's deadline stands.
+            length = resp.content_length
+            if length is None or length > _LARGE_ANSWER:
+                self._arm(renew=True)
         try:
             return await super().finish_response(request, resp, start_time)
         finally:
-            if self._write_deadline is not None and not self._unsent():
-                self._write_deadline.cancel()
-                self._write_deadline = None
+            if self._gate.write_seconds and self._unsent():
+                self._arm(renew=False)
+
+    def _arm(self, *, renew: bool) -> None:
+        if self._write_deadline is not None:
+            if not renew:
+                return
+            self._write_deadline.cancel()
+        self._write_deadline = asyncio.get_running_loop().call_later(
+            self._gate.write_seconds, self._check_written
+        )
 
     def _reformat(self, exc: web.HTTPException) -> web.Response:
         detail = _EXCEPTION_DETAILS.get(exc.status) or exc.reason
