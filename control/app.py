@@ -19,7 +19,7 @@ from control.problems import problem_middleware
 from control.routes import operations
 from control.routing import add_routes
 from control.state import BUS, METRICS, OPENAPI, POOL, SETTINGS, TRACING
-from crivline import httpserver, redisconn
+from crivline import httpserver, redisconn, wire
 from crivline.errors import DatabaseUnavailable
 from crivline.ioerrors import POSTGRES_ERRORS
 from crivline.keyspace import Keyspace
@@ -104,10 +104,23 @@ def create_app(settings: Settings, tracing: Tracing = DISABLED) -> web.Applicati
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[TRACING] = tracing
+    # Connections: the cap, the write timeout; aiohttp's own refusals as problem+json.
+    app[wire.GATE] = gate = wire.Gate(
+        max_connections=settings.max_connections, write_seconds=settings.write_timeout
+    )
+    metrics.registry.register(wire.GateCollector(gate, "crivline_control_"))
     routes = operations()
     add_routes(app, routes)
     app[OPENAPI] = orjson.dumps(document(routes))
+    app.on_response_prepare.append(_private)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_bus)
     app.cleanup_ctx.append(_housekeeping)
     return app
+
+
+async def _private(_request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer belongs to the token that asked: no shared cache may keep it for
+    another, and a private one revalidates (ETag/If-None-Match, If-Match) every time."""
+    response.headers.setdefault("Cache-Control", "private, no-cache")
+    response.headers.setdefault("Vary", "Authorization")

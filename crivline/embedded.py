@@ -98,6 +98,15 @@ def _ensure_pg_user() -> pwd.struct_passwd:
     return pwd.getpwnam(PG_USER)
 
 
+def open_private(path: Path, flags: int = os.O_WRONLY | os.O_APPEND) -> int:
+    """A file descriptor on ``path``, created 0600 (never readable by others, not even for
+    a moment); a file that exists with a wider mode is narrowed to 0600 first."""
+    fd = os.open(path, flags | os.O_CREAT, 0o600)
+    if os.fstat(fd).st_mode & 0o077:
+        os.fchmod(fd, 0o600)
+    return fd
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:
@@ -149,7 +158,7 @@ class _Process:
         if not port_is_free(self.port):
             raise StartupError(f"port {self.port} is already in use ({self.name} wanted it)")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
+        with open(open_private(self.log_path), "ab") as log:
             self.proc = subprocess.Popen(
                 argv,
                 stdout=log,
@@ -214,10 +223,14 @@ class PostgresServer(_Process):
         *,
         durable: bool = True,
         install: Path | None = None,
+        password: str | None = None,
     ) -> None:
         super().__init__(port, data_dir.parent / f"{data_dir.name}.log")
         self.data_dir = data_dir
         self.durable = durable
+        # With a password: TCP connections authenticate with it (SCRAM); without one the
+        # cluster trusts every local connection (the test suite's throw-away servers).
+        self.password = password
         self._install = install  # a pginstall folder; default: the embedded package's
         self._bin: Path | None = None
         self.cluster = data_dir  # where the cluster really is, once started (see above)
@@ -263,10 +276,11 @@ class PostgresServer(_Process):
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return self.url_for("postgres")
 
     def url_for(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        user = f"postgres:{self.password}" if self.password else "postgres"
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
 
     def initialised(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
@@ -298,9 +312,46 @@ class PostgresServer(_Process):
         # Only a complete cluster gets the real name, so a failed first run leaves nothing.
         partial.rename(cluster)
 
+    def _write_hba(self, cluster: Path) -> None:
+        """With a password: SCRAM for every TCP connection; trust only on the Unix socket,
+        which lives in the cluster folder, private to the server's user (and root)."""
+        if not self.password:
+            return
+        hba = cluster / "pg_hba.conf"
+        hba.write_text(
+            "# written by crivline: TCP needs the password kept in stack.json\n"
+            "local all all trust\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+            "host all all ::1/128 scram-sha-256\n"
+        )
+
+    def _set_password(self, cluster: Path, timeout: float) -> None:
+        """Give the postgres role this data folder's password (over the private socket)."""
+        if not self.password:
+            return
+        quoted = self.password.replace("'", "''")
+        sql = (  # on stdin: a command line is readable by every local user
+            "SET password_encryption = 'scram-sha-256';\n"
+            f"ALTER ROLE postgres PASSWORD '{quoted}';\n"
+        )
+        done = subprocess.run(
+            [
+                str(self.bin_dir() / "psql"), "-h", str(cluster), "-p", str(self.port),
+                "-U", "postgres", "-d", "postgres", "-q", "-X", "-v", "ON_ERROR_STOP=1",
+                "-f", "-",
+            ],
+            input=sql, capture_output=True, text=True, check=False, timeout=timeout,
+            **self._run_as(),  # type: ignore[call-overload]
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise StartupError(
+                f"cannot set the PostgreSQL password: {done.stderr.strip().splitlines()[-1:]}"
+            )
+
     def start(self, timeout: float = 30.0) -> None:
         self.init()
         cluster = self.cluster = self._cluster_dir()
+        self._write_hba(cluster)
         self._own(cluster)
         socket_dir = cluster  # the data folder is private to the server's user
         argv = [
@@ -323,6 +374,7 @@ class PostgresServer(_Process):
         assert self.proc is not None
         _wait_for_port(self.port, self.proc, self.name, timeout)
         self._wait_ready(timeout)
+        self._set_password(cluster, timeout)
 
     def _wait_ready(self, timeout: float) -> None:
         # The port opens before recovery finishes; pg_isready tells when queries work.
@@ -346,9 +398,12 @@ class ValkeyServer(_Process):
 
     name = "Valkey"
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *, password: str | None = None
+    ) -> None:
         super().__init__(port, data_dir / "valkey.log")
         self.data_dir = data_dir
+        self.password = password  # with one: requirepass and protected mode
 
     @staticmethod
     def binary() -> Path:
@@ -356,7 +411,8 @@ class ValkeyServer(_Process):
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 15.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -364,9 +420,17 @@ class ValkeyServer(_Process):
             str(self.binary()),
             "--port", str(self.port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", str(self.data_dir),
-            "--daemonize", "no", "--protected-mode", "no",
-            "--maxclients", "20000",
+            "--daemonize", "no", "--maxclients", "20000",
         ]  # fmt: skip
+        if self.password:
+            # The password goes in through a private config file, not the command line
+            # (which every local user can read in /proc).
+            conf = self.data_dir / "valkey-auth.conf"
+            with open(open_private(conf, os.O_WRONLY | os.O_TRUNC), "w") as out:
+                out.write(f"requirepass {self.password}\nprotected-mode yes\n")
+            argv.insert(1, str(conf))
+        else:
+            argv += ["--protected-mode", "no"]
         self._spawn(argv)
         assert self.proc is not None
         _wait_for_port(self.port, self.proc, self.name, timeout)

@@ -19,7 +19,9 @@
   middlewares — aiohttp's own 404/405 would use the default handler. That resource
   lists no routes, so ``app.router.routes()`` still lists exactly the app's own.
 - **Serving** (:func:`serve`, :func:`listen`, :func:`on_signals`): one way to listen, to
-  stop on SIGTERM/SIGINT (handlers removed afterwards) and to shut down gracefully.
+  stop on SIGTERM/SIGINT (handlers removed afterwards) and to shut down gracefully;
+  connections go through :mod:`crivline.wire` (aiohttp's own refusals in the part's
+  error format, logged once and rate-limited; the connection cap; the write timeout).
 - **Small shared pieces**: weak ETag comparison (:func:`etag_matches`), plain decimal
   header values (:func:`decimal`), the headers of an SSE response (:data:`SSE_HEADERS`).
 """
@@ -40,6 +42,7 @@ from yarl import URL
 from crivline.errors import BadRequest, PayloadTooLarge, RequestTimeout, StartupError
 from crivline.listening import listen_failure
 from crivline.logs import fields
+from crivline.wire import Runner
 
 APPLICATION_JSON = "application/json"
 IDLE_SECONDS = 75.0
@@ -216,9 +219,7 @@ async def listen(
     A port that cannot be bound is a :class:`StartupError` naming the cause (the host
     when it does not resolve, else ``port_variable``, the setting the port came from),
     after the app's resources are released again."""
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout
-    )
+    runner = Runner(app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, **site_options).start()

@@ -199,6 +199,10 @@ class Keyspace:
     def ticket_secret(self) -> str:
         return self._edge("ticket-secret")
 
+    def status_session_ended(self, session_id: str) -> str:
+        """A status page session signed out (until it would have expired)."""
+        return f"{self.prefix}edge:{self.edge_id}:status-ended:{session_id}"
+
     @property
     def plans(self) -> str:
         return self._edge("plans")
@@ -218,6 +222,11 @@ class Keyspace:
     @property
     def usage_sequence(self) -> str:
         return self._edge("usage:seq")
+
+    @property
+    def edge_key_streams(self) -> str:
+        """Each proxy process's open streams per key (hash), for the per-key limit."""
+        return f"{self.prefix}edge:{self.edge_id}:streams-by-key"
 
     @property
     def usage_today(self) -> str:

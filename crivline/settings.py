@@ -138,6 +138,18 @@ def _secret(_name: str, raw: str) -> Secret:
     return Secret(raw)
 
 
+MIN_OPERATOR_TOKEN = 16
+
+
+def _operator_token(name: str, raw: str) -> Secret:
+    if len(raw) < MIN_OPERATOR_TOKEN:
+        raise ConfigError(
+            f"{name} must be at least {MIN_OPERATOR_TOKEN} characters, got {len(raw)};"
+            " make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return Secret(raw)
+
+
 def _text(_name: str, raw: str) -> str:
     return raw
 
@@ -429,11 +441,31 @@ class Settings:
         doc="signs browser stream tickets",
         shown="random, shared through Redis",
     )
+    trust_forwarded: bool = _env(
+        "CRIVLINE_TRUST_FORWARDED",
+        _switch,
+        False,
+        doc="`on`: the proxy believes `X-Forwarded-Proto`/`-Host`/`-For` (only behind a load "
+        "balancer that sets them); `off`: the connection and its `Host` only",
+        shown="`off`",
+    )
+    public_url: str | None = _env(
+        "CRIVLINE_PUBLIC_URL",
+        _http_url,
+        doc="the proxy's public base URL (`https://flags.example.com`), used in the stream "
+        "URLs it advertises whatever the request's headers say",
+    )
+    ticket_secret_previous: Secret | None = _env(
+        "CRIVLINE_TICKET_SECRET_PREVIOUS",
+        _secret,
+        doc="the secret `CRIVLINE_TICKET_SECRET` replaces: tickets it signed are still "
+        "accepted (nothing new is signed with it); unset it once they have expired (30 min)",
+    )
     operator_token: Secret | None = _env(
         "CRIVLINE_OPERATOR_TOKEN",
-        _secret,
+        _operator_token,
         doc="protects the proxy's status page and syncd's `POST /admin/resync` "
-        "(both 404 without it)",
+        f"(both 404 without it); at least {MIN_OPERATOR_TOKEN} characters",
     )
     rate_limit_per_second: int = _env(
         "CRIVLINE_RATE_LIMIT",
@@ -451,13 +483,29 @@ class Settings:
         "CRIVLINE_MAX_STREAMS_PER_KEY",
         _positive_int,
         1000,
-        doc="open streams per key and proxy process (429 above it)",
+        doc="open streams per key on the edge, all its proxy processes counted (as of "
+        "their last report, every second); 429 above it",
     )
     max_streams: int = _env(
         "CRIVLINE_MAX_STREAMS",
         _positive_int,
         20000,
         doc="open streams per proxy process (503 above it)",
+    )
+    max_connections: int = _env(
+        "CRIVLINE_MAX_CONNECTIONS",
+        _non_negative_int,
+        25000,
+        doc="open connections per process of each HTTP part (0: no cap); past it a new "
+        "connection gets 503 + `Retry-After` and is closed; the proxy refuses new streams "
+        "(503) from 90% of it",
+    )
+    write_timeout: float = _env(
+        "CRIVLINE_WRITE_TIMEOUT",
+        _seconds,
+        30.0,
+        doc="seconds a client has to take an ordinary answer in full once it is handed to "
+        "its socket; a connection still holding unsent bytes then is closed",
     )
     redis_max_connections: int = _env(
         "CRIVLINE_REDIS_MAX_CONNECTIONS",
@@ -630,6 +678,12 @@ class Settings:
             raise ConfigError(
                 "CRIVLINE_REDIS_TLS_CERT_FILE and CRIVLINE_REDIS_TLS_KEY_FILE go together;"
                 " only one is set"
+            )
+
+        if self.ticket_secret_previous is not None and self.ticket_secret is None:
+            raise ConfigError(
+                "CRIVLINE_TICKET_SECRET_PREVIOUS is set without CRIVLINE_TICKET_SECRET;"
+                " set the new secret there and the old one here while tickets change over"
             )
 
     def with_(self, **changes: Any) -> Settings:

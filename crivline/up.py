@@ -33,7 +33,7 @@ import asyncpg
 import orjson
 
 from crivline import seed
-from crivline.embedded import PostgresServer, ValkeyServer, port_is_free
+from crivline.embedded import PostgresServer, ValkeyServer, open_private, port_is_free
 from crivline.errors import DatabaseUnavailable, StackRunning, StartupError
 from crivline.migrate import migrate
 from crivline.roles import GROUPS, ensure_logins, role_url
@@ -66,6 +66,7 @@ class Stack:
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _lock: IO[str] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+    credentials: dict[str, str] = field(default_factory=dict)  # the embedded servers'
 
     def say(self, line: str = "") -> None:
         print(line, file=self.out, flush=True)
@@ -144,9 +145,12 @@ class Stack:
 
     def start_servers(self, data_dir: Path) -> Settings:
         settings = self.settings
+        credentials = self.credentials = _credentials(data_dir)
         if settings.database_url is None:
             self.say("• starting embedded PostgreSQL …")
-            self.postgres = PostgresServer(data_dir / "postgres")
+            self.postgres = PostgresServer(
+                data_dir / "postgres", password=credentials["postgres_password"]
+            )
             self.postgres.start()
             # The marker is the data folder as its command line names it (under root from a
             # private folder, the cluster lives elsewhere: crivline.embedded).
@@ -161,23 +165,22 @@ class Stack:
                 for part, group in GROUPS.items()
                 if getattr(settings, f"{part}_database_url") is None
             })  # fmt: skip
-            self.say(
-                f"  PostgreSQL {self.postgres.url_for(DATABASE)} (data {data_dir / 'postgres'})"
-            )
+            self.say(f"  PostgreSQL {redact_url(owner)} (data {data_dir / 'postgres'})")
         if settings.redis_url is None:
             self.say("• starting embedded Valkey …")
-            self.valkey = ValkeyServer(data_dir / "valkey")
+            self.valkey = ValkeyServer(data_dir / "valkey", password=credentials["valkey_password"])
             self.valkey.start()
             self.record_pid(data_dir, "valkey", self.valkey.pid, "valkey-server")
             settings = settings.with_(redis_url=Secret(self.valkey.url))
-            self.say(f"  Valkey {self.valkey.url}")
+            self.say(f"  Valkey {redact_url(self.valkey.url)}")
         return settings
 
     def start_part(self, part: str, settings: Settings, data_dir: Path) -> None:
         log_path = data_dir / "logs" / f"{part}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log_path.parent.chmod(0o700)
         env = {**os.environ, **settings.environ()}
-        with open(log_path, "ab") as log:
+        with open(open_private(log_path), "ab") as log:  # 0600: for the operator only
             proc = subprocess.Popen(
                 [sys.executable, "-m", "crivline", part],
                 env=env,
@@ -284,10 +287,13 @@ class Stack:
             "demo": demo,
             "pid": os.getpid(),
         }  # fmt: skip
+        doc["credentials"] = self.credentials or _credentials(data_dir)
         path = data_dir / "stack.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-        tmp.chmod(0o600)  # it holds the demo secrets
+        tmp.unlink(missing_ok=True)
+        # It holds the demo secrets and the servers' passwords: 0600 from its creation.
+        with open(open_private(tmp, os.O_WRONLY | os.O_EXCL), "wb") as out:
+            out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
         tmp.replace(path)
         return path
 
@@ -322,6 +328,21 @@ class Stack:
             self.say(f"  (not in this build yet: {', '.join(missing)})")
         self.say()
         self.say("Press Ctrl-C to stop.")
+
+
+def _credentials(data_dir: Path) -> dict[str, str]:
+    """This data folder's server passwords: those stack.json holds, or new random ones
+    (PostgreSQL is given its password at every start, so a new one is never a lock-out;
+    Valkey keeps nothing across starts)."""
+    stack_file = data_dir / "stack.json"
+    known: dict[str, Any] = {}
+    if stack_file.exists():
+        with contextlib.suppress(orjson.JSONDecodeError, OSError):
+            known = orjson.loads(stack_file.read_bytes()).get("credentials") or {}
+    return {
+        name: str(known.get(name) or secrets.token_urlsafe(24))
+        for name in ("postgres_password", "valkey_password")
+    }
 
 
 async def _ensure_database(server_url: str, name: str) -> None:

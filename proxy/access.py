@@ -79,10 +79,9 @@ class Evaluation:
             return None
         if kind is not None:
             self.meter(kind)
-        out = headers.served(self.state, app[appkeys.STATUS])
+        out = headers.answer(self.state, app[appkeys.STATUS])
         out[headers.VERSION] = str(held[0])
         out["ETag"] = held[1]
-        out["Cache-Control"] = "no-cache"
         app[appkeys.METRICS].conditional_request(route, True)
         return web.Response(status=304, headers=out)
 

@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from crivline import httpserver, redisconn
+from crivline import httpserver, redisconn, wire
 from crivline.keyspace import Keyspace
 from crivline.settings import Settings
 from crivline.snapshot_file import StoredEnvironment
@@ -43,7 +43,8 @@ from proxy.edge.saved import read_saved, serve_saved
 from proxy.edge.statedir import StateDir
 from proxy.edge.status import EdgeStatus
 from proxy.edge.subscriber import Subscriber
-from proxy.edgestreams import EDGE_STREAMS, EdgeStreams
+from proxy.edgestreams import EDGE_STREAMS, KEY_STREAMS, EdgeStreams
+from proxy.errors import error_format
 from proxy.fairness import FAIRNESS, Fairness
 from proxy.hub import Hub
 from proxy.metering import Meter
@@ -76,6 +77,13 @@ def create_app(
     app[appkeys.KEYSPACE] = Keyspace(settings.key_prefix, settings.edge_id)
     app[appkeys.METRICS] = Metrics()
     app[appkeys.TRACING] = tracing
+    gate = wire.Gate(
+        max_connections=settings.max_connections,
+        write_seconds=settings.write_timeout,
+        render=error_format,
+    )
+    app[wire.GATE] = gate
+    app[appkeys.METRICS].bind_gate(gate)
     fresh = options.sync_fresh_seconds or max(
         3 * settings.reconcile_interval, settings.heartbeat_ttl
     )
@@ -98,6 +106,7 @@ def create_app(
             status_sampling,
         ]
     )
+    status_page.setup(app)
     app.on_shutdown.append(_close_streams)
     for table in (sdk.routes, ofrep.routes, health.routes, status_page.routes, openapi.routes):
         httpserver.add_routes(app, table)
@@ -144,6 +153,8 @@ async def _hub(app: web.Application) -> AsyncIterator[None]:
         max_streams_per_key=settings.max_streams_per_key,
         max_lifetime=settings.max_stream_seconds,
         reconnect_window=settings.stream_reconnect_window,
+        crowded=app[wire.GATE].crowded,
+        elsewhere=lambda key_hash: _key_streams_elsewhere(app, key_hash),
     )
     hub.start()
     app[appkeys.HUB] = hub
@@ -156,6 +167,12 @@ async def _hub(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await hub.shutdown()
+
+
+def _key_streams_elsewhere(app: web.Application, key_hash: str) -> int:
+    """Streams of this key the edge's other processes held open at their last report."""
+    counter = app.get(KEY_STREAMS)
+    return counter.others.get(key_hash, 0) if counter is not None else 0
 
 
 async def _close_streams(app: web.Application) -> None:
@@ -226,7 +243,12 @@ async def _meter(app: web.Application) -> AsyncIterator[None]:
         enforce=on and settings.quotas,
     )  # fmt: skip
     app[EDGE_STREAMS] = edge_streams
+    key_streams = EdgeStreams(
+        app[appkeys.REDIS], app[appkeys.KEYSPACE].edge_key_streams, plans, enforce=False
+    )
+    app[KEY_STREAMS] = key_streams
     tasks = Tasks("metering")
+    tasks.spawn(key_streams.run(interval), "key-streams")  # the per-key limit, always
     if on:
         tasks.spawn(meter.run(interval), "flush")
         tasks.spawn(plans.run(interval), "plans")
@@ -235,11 +257,15 @@ async def _meter(app: web.Application) -> AsyncIterator[None]:
     await tasks.close()
     await meter.close(app[appkeys.OPTIONS].redis_timeout)
     await edge_streams.close(app[appkeys.OPTIONS].redis_timeout)
+    await key_streams.close(app[appkeys.OPTIONS].redis_timeout)
 
 
 async def _tickets(app: web.Application) -> AsyncIterator[None]:
     signer = TicketSigner(app[appkeys.OPTIONS].ticket_window_seconds)
     configured = app[appkeys.SETTINGS].ticket_secret
+    previous = app[appkeys.SETTINGS].ticket_secret_previous
+    if previous is not None:  # rotation: accepted, never signed with
+        signer.use_secret(previous.reveal().encode())
     if configured is not None:
         signer.use_secret(configured.reveal().encode())
     app[appkeys.TICKETS] = signer

@@ -183,3 +183,6 @@ class EdgeStreams:
 
 
 EDGE_STREAMS = web.AppKey("edge_streams", EdgeStreams)
+# The same counting per key (by hash), for CRIVLINE_MAX_STREAMS_PER_KEY across the edge's
+# processes: only held/open_on_edge/refresh are used (the plan's refusal is not).
+KEY_STREAMS = web.AppKey("key_streams", EdgeStreams)

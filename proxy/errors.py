@@ -45,6 +45,12 @@ def error_body(status: int, detail: str, code: str | None = None, key: str | Non
     return orjson.dumps(body)
 
 
+def error_format(status: int, detail: str) -> tuple[str, bytes]:
+    """The proxy's error format for :mod:`crivline.wire` (aiohttp's own refusals)."""
+    code = "BAD_REQUEST" if status == 400 else None
+    return httpserver.APPLICATION_JSON, error_body(status, detail, code)
+
+
 def error_response(
     status: int,
     detail: str,

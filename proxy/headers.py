@@ -3,6 +3,11 @@
 ``Crivline-Version`` names the environment version a response was computed from;
 ``Crivline-Stale`` (whole seconds) appears only while this process cannot vouch that
 it is current — Redis unreachable, or syncd not keeping the edge fresh.
+
+Answers to a key (polling, OFREP evaluations; :func:`answer`) also say
+``Cache-Control: private, no-cache`` and ``Vary: Authorization, X-API-Key``: a shared
+cache (a CDN in front of the edge) must never hand one key's answer to another, and a
+private cache revalidates with the ETag every time (a 304 costs the edge no body).
 """
 
 from __future__ import annotations
@@ -12,6 +17,16 @@ from proxy.edge.status import EdgeStatus
 
 VERSION = "Crivline-Version"
 STALE = "Crivline-Stale"
+
+
+CACHING = {"Cache-Control": "private, no-cache", "Vary": "Authorization, X-API-Key"}
+
+
+def answer(state: EnvState, status: EdgeStatus) -> dict[str, str]:
+    """:func:`served` plus :data:`CACHING`: the headers of an answer to a key."""
+    headers = served(state, status)
+    headers.update(CACHING)
+    return headers
 
 
 def served(state: EnvState, status: EdgeStatus) -> dict[str, str]:

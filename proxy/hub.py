@@ -214,11 +214,15 @@ class Hub:
         max_streams_per_key: int,
         max_lifetime: float = 0.0,
         reconnect_window: float = 30.0,
+        crowded: Callable[[], bool] = lambda: False,
+        elsewhere: Callable[[str], int] = lambda _key_hash: 0,
     ) -> None:
         self._metrics = metrics
         self._lifetime = max_lifetime  # seconds; 0: streams live until something ends them
         self._window_ms = max(0, round(reconnect_window * 1000))
         self._by_age: deque[StreamClient] = deque()  # lifetime on: in the order they opened
+        self._crowded = crowded
+        self._elsewhere = elsewhere  # a key's streams at the edge's other processes
         self._options = options
         self._max = max_streams
         self._max_per_key = max_streams_per_key
@@ -250,11 +254,19 @@ class Hub:
                 "(CRIVLINE_MAX_STREAMS); connect to another one or retry later",
                 headers={"Retry-After": "5"},
             )
+        if self._crowded():
+            self._metrics.rate_limited.labels("connections_per_process").inc()
+            raise ServiceUnavailable(
+                "this proxy is near its maximum of open connections "
+                "(CRIVLINE_MAX_CONNECTIONS); connect to another one or retry later",
+                headers={"Retry-After": "5"},
+            )
         mine = self._by_key.get(key_hash)
-        if mine is not None and len(mine) >= self._max_per_key:
+        held = (len(mine) if mine is not None else 0) + self._elsewhere(key_hash)
+        if held >= self._max_per_key:
             self._metrics.rate_limited.labels("streams_per_key").inc()
             raise TooManyRequests(
-                f"this key already has {len(mine)} open streams on this proxy, its maximum "
+                f"this key already has {held} open streams on this edge, its maximum "
                 "(CRIVLINE_MAX_STREAMS_PER_KEY); close one first",
                 headers={"Retry-After": "5"},
             )

@@ -19,11 +19,16 @@ from collections.abc import Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from crivline.runtime_metrics import add_runtime_collectors
+from crivline.wire import Gate, GateCollector
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _STATUS = {code: str(code) for code in range(100, 600)}
@@ -206,6 +211,10 @@ class Metrics:
         self.snapshot_age.set_function(snapshot_age)
         self.stale.set_function(stale)
         self.redis_up.set_function(redis_up)
+
+    def bind_gate(self, gate: Gate) -> None:
+        """The connection counts of this process's :class:`~crivline.wire.Gate`."""
+        self.registry.register(GateCollector(gate, "crivline_proxy_"))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

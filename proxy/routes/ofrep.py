@@ -37,13 +37,13 @@ from aiohttp import web
 from crivline import httpserver, sse, strictjson
 from crivline.errors import ApiError, ServiceUnavailable, Unauthorized
 from crivline.flags import ErrorCode, ofrep_flags_part
-from proxy import appkeys, cors, headers, streams
+from proxy import appkeys, cors, forwarded, headers, streams
 from proxy.access import authorize, authorize_hash, evaluation
 from proxy.auth import ANY_KIND
 from proxy.context import parse_context, read_body
 from proxy.edge.environments import Ahead, EnvironmentCache, EnvState, version_of_etag
 from proxy.edge.keys import KeyInfo
-from proxy.edgestreams import EDGE_STREAMS
+from proxy.edgestreams import EDGE_STREAMS, KEY_STREAMS
 from proxy.errors import api_error_response
 from proxy.fairness import FAIRNESS
 from proxy.hub import OFREP
@@ -69,7 +69,7 @@ async def evaluate_flag(request: web.Request) -> web.Response:
         return gate.refused
     app = request.app
     info, state = gate.info, gate.state
-    out = headers.served(state, app[appkeys.STATUS])
+    out = headers.answer(state, app[appkeys.STATUS])
     try:
         context = _context(request, await _read_body(request), key)
     except ApiError as exc:
@@ -97,7 +97,7 @@ async def evaluate_all(request: web.Request) -> web.Response:
     if (kept := await gate.held_newer(held, "ofrep_bulk", None)) is not None:
         return kept
     state = gate.state
-    out = headers.served(state, app[appkeys.STATUS])
+    out = headers.answer(state, app[appkeys.STATUS])
     try:
         body = await _read_body(request)
         return app[FAIRNESS].evaluate(info.tenant, lambda: _bulk(request, info, state, body, out))
@@ -181,21 +181,6 @@ def _evaluate(state: EnvState, context: dict[str, object]) -> bytes:
     return ofrep_flags_part(results)
 
 
-# A host as URLs spell it: a name (at most 255 characters) or an IPv4/IPv6 address, and
-# a port. The bound also bounds the stream-link cache, which is keyed by it.
-_HOST = re.compile(r"(?:[A-Za-z0-9_.~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
-
-
-def _origin(request: web.Request) -> str | None:
-    """Where the client reached us, or None when the headers naming it are not a host
-    (they come from the client: anything else would end up in the eventStreams URL)."""
-    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-    host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip() or request.host
-    if proto not in ("http", "https"):
-        proto = request.scheme
-    return f"{proto}://{host}" if len(host) <= 261 and _HOST.fullmatch(host) else None
-
-
 _LINKS_MAX = 50_000
 
 
@@ -203,7 +188,7 @@ def _event_streams(request: web.Request, info: KeyInfo, state: EnvState, now: fl
     """The ``eventStreams`` member, built once per (key, version, ticket window, origin)."""
     app = request.app
     tickets = app[appkeys.TICKETS]
-    origin = _origin(request)
+    origin = forwarded.origin(request, app[appkeys.SETTINGS])
     if origin is None:
         return b""  # no URL to advertise: the client polls instead
     links = app[appkeys.STREAM_LINKS]
@@ -327,4 +312,5 @@ async def events(request: web.Request) -> web.StreamResponse:
     client.version = max(client.version, state.version)
     client.send(opening)
     served = streams.serve(request, client, headers.served(state, app[appkeys.STATUS]), started)
-    return await app[EDGE_STREAMS].held(info.environment, served)
+    counted = app[KEY_STREAMS].held(info.key_hash, served)
+    return await app[EDGE_STREAMS].held(info.environment, counted)

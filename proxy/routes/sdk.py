@@ -27,7 +27,7 @@ from proxy import appkeys, headers, streams
 from proxy.access import authorize, evaluation
 from proxy.auth import SERVER_ONLY
 from proxy.edge.environments import Ahead, newest_etag
-from proxy.edgestreams import EDGE_STREAMS
+from proxy.edgestreams import EDGE_STREAMS, KEY_STREAMS
 from proxy.fairness import FAIRNESS
 from proxy.hub import SDK
 
@@ -48,9 +48,8 @@ async def flags(request: web.Request) -> web.Response:
             return kept
         hit = httpserver.etag_matches(if_none_match, gate.state.etag)
     state = gate.state
-    out = headers.served(state, app[appkeys.STATUS])
+    out = headers.answer(state, app[appkeys.STATUS])
     out["ETag"] = state.etag
-    out["Cache-Control"] = "no-cache"
     if if_none_match is not None:
         app[appkeys.METRICS].conditional_request("sdk_flags", hit)
         if hit:
@@ -100,4 +99,5 @@ async def stream(request: web.Request) -> web.StreamResponse:
         kind = "put" if opening is state.put_event else "patch"
         app[appkeys.METRICS].events(SDK, kind, 1)
     served = streams.serve(request, client, headers.served(state, app[appkeys.STATUS]), started)
-    return await app[EDGE_STREAMS].held(info.environment, served)
+    counted = app[KEY_STREAMS].held(info.key_hash, served)
+    return await app[EDGE_STREAMS].held(info.environment, counted)

@@ -7,7 +7,10 @@ Off unless ``CRIVLINE_OPERATOR_TOKEN`` is set (404). With it:
   navigates, so without it a browser gets a sign-in form (401): ``POST /status`` with
   the token sets a session cookie (HttpOnly, SameSite=Strict, path ``/status``, 12 h)
   that holds an HMAC derived from the token, never the token itself; changing the token
-  ends every session. ``POST /status`` with ``logout`` ends it.
+  ends every session. ``POST /status`` with ``logout`` ends it, on the server side too
+  (the session's id is recorded as ended, here and in the edge Redis). Failed sign-ins
+  are limited per client address (429 + ``Retry-After``); see
+  :mod:`proxy.routes.status_session`.
 - ``GET /status/data``: the same JSON, for the page, which polls it once a second — the
   page itself is a fixed document (inline CSS and JS under a hash-pinned CSP, no
   external assets, no data) that renders what this answers.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import math
 import os
 import time
@@ -39,8 +43,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from crivline.errors import NotFound, RequestTimeout, Unauthorized
-from proxy import appkeys
+from crivline.errors import NotFound, RequestTimeout, TooManyRequests, Unauthorized
+from crivline.ioerrors import REDIS_ERRORS
+from crivline.logs import describe, fields
+from proxy import appkeys, forwarded
 from proxy.auth import presented_key
 from proxy.hub import OFREP, SDK
 from proxy.routes.status_assets import LOGIN_HTML, PAGE_HTML, content_security_policy
@@ -48,12 +54,16 @@ from proxy.routes.status_sampler import SAMPLER, client_traffic, lag_totals, sum
 from proxy.routes.status_session import (
     COOKIE,
     SESSION_SECONDS,
+    EndedSessions,
+    Session,
+    SignInLimit,
     session_cookie,
-    session_valid,
+    session_of,
     token_matches,
 )
 
 routes = web.RouteTableDef()
+log = logging.getLogger(__name__)
 
 
 # -- the figures ----------------------------------------------------------------------------
@@ -147,12 +157,72 @@ def _token(request: web.Request) -> str:
     return token.reveal()
 
 
-def _authorized(request: web.Request, token: str) -> bool:
+_REDIS_FAILURES: tuple[type[BaseException], ...] = (*REDIS_ERRORS, TimeoutError)
+ENDED = web.AppKey("status_ended_sessions", EndedSessions)
+SIGN_IN = web.AppKey("status_sign_in_limit", SignInLimit)
+
+
+def setup(app: web.Application) -> None:
+    """The status page's state in ``app``: ended sessions, the sign-in limit."""
+    app[ENDED] = EndedSessions()
+    app[SIGN_IN] = SignInLimit()
+
+
+def _address(request: web.Request) -> str:
+    return forwarded.client_address(request, request.app[appkeys.SETTINGS])
+
+
+def _check_limit(request: web.Request, now: float) -> int:
+    return request.app[SIGN_IN].retry_after(_address(request), now)
+
+
+def _too_many(retry: int) -> str:
+    return (
+        f"too many failed sign-ins from your address; try again in {retry} seconds"
+        " (the operator token is CRIVLINE_OPERATOR_TOKEN)"
+    )
+
+
+async def _session_live(request: web.Request, session: Session) -> bool:
+    """Not signed out, here or (as far as the edge Redis says) at any other process."""
+    app = request.app
+    if session in app[ENDED]:
+        return False
+    name = app[appkeys.KEYSPACE].status_session_ended(session.id)
+    try:
+        async with asyncio.timeout(app[appkeys.OPTIONS].redis_timeout):
+            return not await app[appkeys.REDIS].exists(name)
+    except _REDIS_FAILURES:
+        return True  # Redis unreachable: only this process's sign-outs are known
+
+
+async def _end_session(request: web.Request, session: Session) -> None:
+    app, now = request.app, time.time()
+    app[ENDED].end(session, now)
+    name = app[appkeys.KEYSPACE].status_session_ended(session.id)
+    try:
+        async with asyncio.timeout(app[appkeys.OPTIONS].redis_timeout):
+            await app[appkeys.REDIS].set(name, b"1", exat=session.expires)
+    except _REDIS_FAILURES as exc:
+        log.warning(
+            "a status page sign-out was recorded in this process only",
+            extra=fields(error=describe(exc)),
+        )
+
+
+async def _authorized(request: web.Request, token: str) -> bool:
+    now = time.time()
     presented = presented_key(request)
     if presented is not None:
-        return token_matches(token, presented)
+        if (retry := _check_limit(request, now)) > 0:
+            raise TooManyRequests(_too_many(retry), headers={"Retry-After": str(retry)})
+        if token_matches(token, presented):
+            return True
+        request.app[SIGN_IN].failed(_address(request), now)
+        return False
     cookie = request.cookies.get(COOKIE)
-    return cookie is not None and session_valid(token, cookie, time.time())
+    session = session_of(token, cookie, now) if cookie is not None else None
+    return session is not None and await _session_live(request, session)
 
 
 def _wants_html(request: web.Request) -> bool:
@@ -175,8 +245,8 @@ def _html(body: str, status: int = 200) -> web.Response:
     )
 
 
-def _login(message: str = "") -> web.Response:
-    return _html(LOGIN_HTML.replace("{message}", html.escape(message)), status=401)
+def _login(message: str = "", status: int = 401) -> web.Response:
+    return _html(LOGIN_HTML.replace("{message}", html.escape(message)), status=status)
 
 
 def _json(app: web.Application) -> web.Response:
@@ -191,7 +261,7 @@ _UNAUTHORIZED = "the status page needs the operator token (CRIVLINE_OPERATOR_TOK
 @routes.get("/status", name="status")
 async def status_page(request: web.Request) -> web.Response:
     token = _token(request)
-    if not _authorized(request, token):
+    if not await _authorized(request, token):
         if _wants_html(request) and presented_key(request) is None:
             return _login()
         raise Unauthorized(_UNAUTHORIZED)
@@ -202,7 +272,7 @@ async def status_page(request: web.Request) -> web.Response:
 
 @routes.get("/status/data", name="status_data")
 async def status_data(request: web.Request) -> web.Response:
-    if not _authorized(request, _token(request)):
+    if not await _authorized(request, _token(request)):
         raise Unauthorized(_UNAUTHORIZED)
     return _json(request.app)
 
@@ -219,17 +289,27 @@ async def status_sign_in(request: web.Request) -> web.Response:
         return _login("That form could not be read; sign in with the operator token.")
     except TimeoutError:
         raise RequestTimeout(f"the form did not arrive within {seconds:g} seconds") from None
-    secure = request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
+    secure = forwarded.secure(request, request.app[appkeys.SETTINGS])
     response = web.Response(status=303, headers={"Location": request.path, **_NO_STORE})
+    now = time.time()
     if "logout" in form:
+        cookie = request.cookies.get(COOKIE)
+        session = session_of(token, cookie, now) if cookie is not None else None
+        if session is not None:
+            await _end_session(request, session)
         response.del_cookie(COOKIE, path="/status")
         return response
+    if (retry := _check_limit(request, now)) > 0:
+        refused = _login(_too_many(retry).capitalize() + ".", status=429)
+        refused.headers["Retry-After"] = str(retry)
+        return refused
     presented = form.get("token")
     if not isinstance(presented, str) or not token_matches(token, presented.strip()):
+        request.app[SIGN_IN].failed(_address(request), now)
         return _login("That is not the operator token.")
     response.set_cookie(
         COOKIE,
-        session_cookie(token, time.time()),
+        session_cookie(token, now),
         max_age=SESSION_SECONDS,
         path="/status",
         httponly=True,

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from fuzzkit import check_control, check_proxy
 from rawhttp import Reply, call
+from support.edgekit import StartProxy
 from world import OPERATOR_TOKEN, World
 
 from crivline.flags import compile_flag_set
@@ -80,19 +81,27 @@ async def test_bodies_that_cannot_be_decoded_are_400(world: World) -> None:
     check_control(reply, "broken gzip")
 
 
-async def test_a_forwarded_host_that_is_not_a_host_gets_no_stream_url(world: World) -> None:
+async def test_a_forwarded_host_that_is_not_a_host_gets_no_stream_url(
+    world: World, start_proxy: StartProxy
+) -> None:
+    """With CRIVLINE_TRUST_FORWARDED on, X-Forwarded-* name the origin — when they are a
+    host and a scheme."""
+    trusting = await start_proxy(trust_forwarded=True)
+    port = int(trusting.url.rsplit(":", 1)[1])
+
+    async def post(headers: list[tuple[str, Any]]) -> Reply:
+        return await asyncio.to_thread(call, port, "POST", path, [key, *headers], b"{}")
+
     key = bearer(world.acme.key("dev", "client"))
     path = "/ofrep/v1/evaluate/flags"
     forwarded = [("X-Forwarded-Host", "edge.example:8443"), ("X-Forwarded-Proto", "https")]
-    good = await proxy_call(world, "POST", path, [key, *forwarded], b"{}")
+    good = await post(forwarded)
     assert good.json()["eventStreams"][0]["url"].startswith("https://edge.example:8443/ofrep/")
     for host in (b"evil" + NOT_UTF8, b"a b", b"x/y", b'h"><script>', b"h" * 300):
-        reply = await proxy_call(world, "POST", path, [key, ("X-Forwarded-Host", host)], b"{}")
+        reply = await post([("X-Forwarded-Host", host)])
         assert reply.status == 200, (host, str(reply))
         assert "eventStreams" not in reply.json(), host  # no URL to offer: the client polls
-    scheme = await proxy_call(
-        world, "POST", path, [key, ("X-Forwarded-Proto", "javascript")], b"{}"
-    )
+    scheme = await post([("X-Forwarded-Proto", "javascript")])
     assert scheme.json()["eventStreams"][0]["url"].startswith("http://")
 
 

@@ -8,7 +8,13 @@ from typing import Any
 from proxy.metrics import Metrics
 from proxy.routes.status_assets import PAGE_HTML, SCRIPT, STYLE, content_security_policy
 from proxy.routes.status_sampler import StatusSampler, Totals, client_traffic
-from proxy.routes.status_session import SESSION_SECONDS, session_cookie, session_valid
+from proxy.routes.status_session import (
+    SESSION_SECONDS,
+    EndedSessions,
+    SignInLimit,
+    session_cookie,
+    session_of,
+)
 
 TOKEN = "the-operator-token"
 
@@ -17,15 +23,44 @@ def test_a_session_is_an_hmac_of_the_token_that_expires() -> None:
     now = 1_800_000_000.0
     cookie = session_cookie(TOKEN, now)
     assert TOKEN not in cookie
-    assert session_valid(TOKEN, cookie, now)
-    assert session_valid(TOKEN, cookie, now + SESSION_SECONDS - 1)
-    assert not session_valid(TOKEN, cookie, now + SESSION_SECONDS)
-    assert not session_valid("a-new-token", cookie, now)  # rotating the token ends sessions
-    expires, _, mac = cookie.partition(".")
+    assert session_of(TOKEN, cookie, now) is not None
+    assert session_of(TOKEN, cookie, now + SESSION_SECONDS - 1) is not None
+    assert session_of(TOKEN, cookie, now + SESSION_SECONDS) is None
+    assert session_of("a-new-token", cookie, now) is None  # rotating the token ends sessions
+    assert session_cookie(TOKEN, now) != cookie  # each sign-in is its own session
+    expires, session_id, mac = cookie.split(".")
     later = str(int(expires) + 3600)
-    assert not session_valid(TOKEN, f"{later}.{mac}", now)  # the expiry is signed
-    for junk in ("", ".", "x.y", "-1.abc", f"{expires}.", "9" * 40 + ".abc"):
-        assert not session_valid(TOKEN, junk, now)
+    assert session_of(TOKEN, f"{later}.{session_id}.{mac}", now) is None  # expiry signed
+    assert session_of(TOKEN, f"{expires}.x{session_id[1:]}.{mac}", now) is None  # id signed
+    for junk in ("", ".", "x.y", "-1.abc", f"{expires}.", "9" * 40 + ".abc", "a.b.c.d"):
+        assert session_of(TOKEN, junk, now) is None
+
+
+def test_ended_sessions_are_refused_and_forgotten_once_expired() -> None:
+    now = 1_800_000_000.0
+    ended = EndedSessions()
+    first = session_of(TOKEN, session_cookie(TOKEN, now), now)
+    second = session_of(TOKEN, session_cookie(TOKEN, now + 10), now + 10)
+    assert first is not None
+    assert second is not None
+    ended.end(first, now)
+    assert first in ended
+    assert second not in ended
+    ended.end(second, now + SESSION_SECONDS + 1)  # first has expired by then
+    assert first not in ended
+
+
+def test_failed_sign_ins_are_limited_per_address_within_the_window() -> None:
+    limit = SignInLimit(max_failures=3, window=60.0, capacity=100)
+    for i in range(3):
+        assert limit.retry_after("10.0.0.1", 1000.0 + i) == 0
+        limit.failed("10.0.0.1", 1000.0 + i)
+    assert limit.retry_after("10.0.0.1", 1003.0) == 57
+    assert limit.retry_after("10.0.0.2", 1003.0) == 0  # another address is not affected
+    assert limit.retry_after("10.0.0.1", 1060.0) == 0  # the window is over
+    for i in range(500):  # a flood of addresses stays within the capacity
+        limit.failed(f"192.0.2.{i}", 2000.0)
+    assert len(limit._failures) <= 100
 
 
 class _NoEnvironments:

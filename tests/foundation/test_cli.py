@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import orjson
 import pytest
+import redis.asyncio as aioredis
+from redis import exceptions as redis_exceptions
 from support.valkeyha import SentinelGroup, cli
 
 from crivline import tokens
@@ -182,6 +184,43 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _check_private_stack(data_dir: Path, stack: dict) -> None:
+    """The local stack is not open to other local users."""
+    assert (data_dir / "stack.json").stat().st_mode & 0o777 == 0o600
+    assert (data_dir / "logs").stat().st_mode & 0o077 == 0
+    logs = [*(data_dir / "logs").glob("*.log"), data_dir / "postgres.log"]
+    logs.append(data_dir / "valkey" / "valkey.log")
+    for log in logs:
+        assert log.stat().st_mode & 0o077 == 0, log
+    # Passwords: Postgres over TCP needs it (SCRAM), Valkey too (requirepass).
+    credentials = stack["credentials"]
+    assert credentials["postgres_password"] in stack["database_url"]
+    assert credentials["valkey_password"] in stack["redis_url"]
+    bare_db = stack["database_url"].replace(":" + credentials["postgres_password"], "")
+    bare_redis = stack["redis_url"].replace(":" + credentials["valkey_password"] + "@", "")
+
+    async def check() -> None:
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(bare_db.replace("postgres@", "postgres:guess@"), timeout=10)
+        with pytest.raises((asyncpg.InvalidAuthorizationSpecificationError, asyncpg.PostgresError)):
+            await asyncpg.connect(bare_db, timeout=10)
+        conn = await asyncpg.connect(stack["database_url"], timeout=10)
+        await conn.close()
+        client = aioredis.from_url(bare_redis)
+        try:
+            with pytest.raises(redis_exceptions.AuthenticationError):
+                await client.set("crivline:made-up-key", "1")
+        finally:
+            await client.aclose()
+        authed = aioredis.from_url(stack["redis_url"])
+        try:
+            assert await authed.ping()
+        finally:
+            await authed.aclose()
+
+    asyncio.run(check())
+
+
 @pytest.fixture
 def stack_dir(tmp_path: Path) -> Iterator[Path]:
     """A data folder under pytest's private (0700) temporary folder: as root, up runs
@@ -200,14 +239,19 @@ def test_up_runs_refuses_a_second_and_stops_cleanly(
 ) -> None:
     env = _up_env()
     data_dir = stack_dir
+    ancestors = {p: p.stat().st_mode for p in data_dir.parent.resolve().parents}
+    ancestors[data_dir.parent] = data_dir.parent.stat().st_mode  # private (pytest's, 0700)
     proc = _start_up(crivline_cmd, data_dir, env)
     try:
         stack = _wait_for_stack(proc, data_dir)
+        # No folder above the data folder was opened up (as root too: crivline.embedded).
+        assert {p: p.stat().st_mode for p in ancestors} == ancestors
         assert stack["demo"]["token"].startswith("crv_mgt_")
         assert stack["demo"]["keys"]["development"]["server"].startswith("crv_srv_")
         assert stack["ports"]["proxy"] == int(env["CRIVLINE_PROXY_PORT"])
         pids = orjson.loads((data_dir / "pids.json").read_bytes())
         assert all(_alive(entry["pid"]) for entry in pids.values())
+        _check_private_stack(data_dir, stack)
 
         second = run([*crivline_cmd, "up", "--data-dir", str(data_dir)], env)
         assert_one_clear_line(second, "already running")

@@ -146,12 +146,12 @@ async def test_status_page_needs_the_operator_token(
     version = await feeder.write(env, {"a": flag({"on": True}, "on")}, keys=[key])
     off = await start_proxy()
     assert (await off.get("/status")).status == 404
-    proxy = await start_proxy(operator_token="op-secret")
+    proxy = await start_proxy(operator_token="op-secret-of-sixteen+")
     assert (await proxy.get("/status")).status == 401
     assert (await proxy.get("/status", headers=key.headers)).status == 401
     stream = await open_stream(proxy, "/sdk/v1/stream", headers=key.headers)
     await stream.next_event()
-    page = await proxy.get("/status", headers={"Authorization": "Bearer op-secret"})
+    page = await proxy.get("/status", headers={"Authorization": "Bearer op-secret-of-sixteen+"})
     assert page.status == 200
     body = await page.json()
     assert body["edge"] == "edge-1"

@@ -24,6 +24,7 @@ from support.waiting import eventually
 
 from crivline import keyspace as ks
 from proxy import appkeys
+from proxy.edgestreams import KEY_STREAMS
 
 OpenStream = Callable[..., Awaitable[SSEClient]]
 
@@ -435,3 +436,34 @@ async def test_a_client_that_stops_reading_is_cut_off_and_the_others_keep_up(
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+async def test_the_per_key_stream_limit_counts_across_the_edges_processes(
+    feeder: Feeder, start_proxy: StartProxy, open_stream: OpenStream
+) -> None:
+    """Two processes of one edge: a key's streams at one count against it at the other
+    (as of the other's last report, every ``usage_flush_seconds``)."""
+    env, key = new_env(), make_key("server")
+    await feeder.write(env, {"a": ON}, keys=[key])
+    await feeder.synced()
+    one = await start_proxy(max_streams_per_key=2)
+    two = await start_proxy(max_streams_per_key=2)
+    first = await open_stream(one, "/sdk/v1/stream", headers=key.headers)
+    await first.next_event()
+    second = await open_stream(two, "/sdk/v1/stream", headers=key.headers)
+    await second.next_event()
+    for proxy in (one, two):
+        counts = proxy[KEY_STREAMS]
+        await eventually(
+            lambda counts=counts: counts.others.get(key.edge.key_hash) == 1,
+            what="the other process's stream of the key",
+        )
+    for proxy in (one, two):
+        third = await proxy.get("/sdk/v1/stream", headers=key.headers)
+        assert third.status == 429
+        assert "on this edge" in (await third.json())["errorDetails"]
+    # One ends: once its process has reported, the key may open one again anywhere.
+    second.close()
+    await eventually(lambda: one[KEY_STREAMS].others.get(key.edge.key_hash, 0) == 0, what="report")
+    again = await open_stream(one, "/sdk/v1/stream", headers=key.headers)
+    assert (await again.next_event()).event == "put"

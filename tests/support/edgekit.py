@@ -36,6 +36,7 @@ from crivline.keyspace import Keyspace
 from crivline.settings import Settings
 from crivline.snapshot import EdgeKey, EnvironmentSnapshot
 from crivline.tracing import DISABLED, Tracing
+from crivline.wire import Runner
 from proxy import appkeys
 from proxy.app import create_app
 from proxy.options import ProxyOptions
@@ -200,7 +201,7 @@ async def start_proxy(redis_url: str) -> AsyncIterator[StartProxy]:
     ) -> RunningProxy:
         settings = proxy_settings(redis_url, **overrides)
         app = create_app(settings, options, tracing)
-        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=options.shutdown_timeout)
+        runner = Runner(app, handle_signals=False, shutdown_timeout=options.shutdown_timeout)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.proxy_port, reuse_port=True)
         await site.start()
@@ -416,7 +417,7 @@ async def running_central(
         control_port=free_port(),
     )
     control_app = create_control(control_settings, tracing)
-    runner = web.AppRunner(control_app, handle_signals=False)
+    runner = Runner(control_app, handle_signals=False)
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", control_settings.control_port).start()
