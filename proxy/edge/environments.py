@@ -68,6 +68,23 @@ class Ahead(enum.Enum):
     NOT_YET = "not yet"  # Redis has it (or cannot say), but it did not load in time
 
 
+# Versions claimed by clients above what Redis holds, remembered at most this many at once.
+_MAX_CLAIMS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """A version a client claimed while this edge's Redis held an older one, with how
+    many reconciliations this process had seen finish when it first saw the claim."""
+
+    seen_at: int
+
+    def settled(self, reconciliations: int) -> bool:
+        """Whether two more have finished since: the second began after the first ended,
+        so after the client already held its version — and it compared Postgres."""
+        return reconciliations >= self.seen_at + 2
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class EnvState:
     id: str
@@ -242,6 +259,7 @@ class EnvironmentCache:
         self._retries: dict[str, int] = {}  # env -> failed refreshes in a row
         self._retrying: set[str] = set()  # envs with a retry scheduled
         self._again: set[str] = set()  # envs announced again while their worker read
+        self._claims: dict[tuple[str, int], _Claim] = {}  # (env, version) clients claimed
         self._tasks = Tasks("environments")
         self.on_keys_gone: Callable[[set[str]], None] = hub.close_keys
 
@@ -342,34 +360,63 @@ class EnvironmentCache:
 
     async def ahead(self, env: str, version: int, wait: float) -> tuple[Ahead, EnvState]:
         """A client proved it holds ``version`` of ``env``, newer than this process serves
-        (If-None-Match, Last-Event-ID, a ticket). Decide from the edge's Redis — syncd's
-        view of the central version — whether it can be reached: when Redis holds a
-        complete sync that syncd keeps fresh and its version is older than the client's,
-        the client's id comes from another history (the database was recreated, an id
-        typed by hand, another stack) and the answer is the current state at once.
-        Otherwise the refresh starts now (single-flight with every other) and is waited
-        for up to ``wait``. Returns what happened and the state to answer from (the
-        newest this process holds)."""
+        (If-None-Match, Last-Event-ID, a ticket). The refresh starts now (single-flight
+        with every other) and is waited for up to ``wait``. Returns what happened and the
+        state to answer from (the newest this process holds).
+
+        Ids carry no history, so "behind" and "from another history" (the database was
+        recreated, an id typed by hand, another stack) are told apart by syncd's view in
+        Redis over time (:class:`_Claim`): the client's version is from another history
+        once two reconciliations have finished since this process first saw it claimed —
+        so the second began after the client already held that version, and compared
+        Postgres with Redis — and Redis, complete and kept fresh, is still below it. Then
+        the answer is the current state at once. An edge that is only slightly behind
+        (the milliseconds between two edges applying one change) is never taken for it.
+        """
         state = await self.obtain(env)
         if state.version >= version:
             return Ahead.REACHED, state
-        held: int | None = None
-        complete = False
-        if self._status.syncd_fresh():
-            try:
-                held = await self._store.version(env)
-                complete = (await self._store.sync_state()).epoch is not None
-            except REDIS_ERRORS:
-                held = None  # cannot tell: wait for the version
-        if held is not None and complete and held < version:
-            self._metrics.ahead.labels(Ahead.OTHER_HISTORY.value).inc()
-            if held > state.version:
-                state = await self.ensure_version(env, held, wait) or self._states[env]
-            return Ahead.OTHER_HISTORY, state
-        newer = await self.ensure_version(env, version, wait)
-        outcome = Ahead.REACHED if newer is not None else Ahead.NOT_YET
-        self._metrics.ahead.labels(outcome.value).inc()
-        return outcome, newer or self._states[env]
+        held = await self._other_history(env, version)
+        if held is None:
+            newer = await self.ensure_version(env, version, wait)
+            if newer is not None:
+                self._claims.pop((env, version), None)
+                self._metrics.ahead.labels(Ahead.REACHED.value).inc()
+                return Ahead.REACHED, newer
+            # The wait ran out: a reconciliation may have settled it meanwhile.
+            held = await self._other_history(env, version)
+            if held is None:
+                self._metrics.ahead.labels(Ahead.NOT_YET.value).inc()
+                return Ahead.NOT_YET, self._states[env]
+        self._claims.pop((env, version), None)
+        self._metrics.ahead.labels(Ahead.OTHER_HISTORY.value).inc()
+        state = self._states[env]
+        if held > state.version:
+            state = await self.ensure_version(env, held, wait) or self._states[env]
+        return Ahead.OTHER_HISTORY, state
+
+    async def _other_history(self, env: str, version: int) -> int | None:
+        """Redis's version of ``env`` when it shows ``version`` is from another history
+        (see :meth:`ahead`); None when it does not, or not yet, or cannot tell."""
+        if not self._status.syncd_fresh():
+            return None  # nobody vouches for Redis: wait for the version
+        try:
+            held = await self._store.version(env)
+            sync = await self._store.sync_state()
+        except REDIS_ERRORS:
+            return None
+        self._status.note_reconciled(sync.reconciled_at)
+        key = (env, version)
+        if held >= version or sync.epoch is None:
+            self._claims.pop(key, None)
+            return None
+        claim = self._claims.get(key)
+        if claim is None:
+            if len(self._claims) >= _MAX_CLAIMS:
+                self._claims.clear()  # ids made up in bulk must not grow this for ever
+            self._claims[key] = _Claim(self._status.reconciliations)
+            return None
+        return held if claim.settled(self._status.reconciliations) else None
 
     # -- resynchronisation ------------------------------------------------------------------
 

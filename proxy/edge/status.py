@@ -24,6 +24,7 @@ class EdgeStatus:
     syncd_alive: bool = False  # syncd's heartbeat key exists
     epoch: str | None = None  # the sync state's epoch: a complete sync is in Redis
     reconciled_at: float | None = None  # when syncd last confirmed Redis == Postgres
+    reconciliations: int = 0  # reconciliations seen finishing (reconciled_at moving on)
     warm: bool = False  # every served environment is loaded in this process
     behind: int = 0  # environments announced at a version this process has not loaded
     checked_at: float | None = None  # last successful health poll
@@ -63,9 +64,19 @@ class EdgeStatus:
     ) -> None:
         self.syncd_alive = syncd_alive
         self.epoch = epoch
+        self.note_reconciled(reconciled_at)
         self.reconciled_at = reconciled_at
         self.checked_at = time.time() if now is None else now
         self._update(now)
+
+    def note_reconciled(self, reconciled_at: float | None) -> None:
+        """syncd's ``reconciled_at`` as read from Redis: a later one is one more
+        reconciliation finished (the health poll and requests both report it)."""
+        if reconciled_at is not None and (
+            self.reconciled_at is None or reconciled_at > self.reconciled_at
+        ):
+            self.reconciliations += 1
+            self.reconciled_at = reconciled_at
 
     def _update(self, now: float | None) -> None:
         now = time.time() if now is None else now

@@ -318,6 +318,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         return refused
     since = last_event_id(request)
     version = since if since is not None else served_version
+    outcome = Ahead.REACHED
     if version is None:
         version = state.version
     elif version > state.version:
@@ -335,5 +336,6 @@ async def events(request: web.Request) -> web.StreamResponse:
         client.version = state.version
         app[appkeys.METRICS].events(OFREP, "refetchEvaluation", 1)
     client.send(opening)
-    served = streams.serve(request, client, headers.served(state, app[appkeys.STATUS]), started)
+    out = headers.not_resumed(headers.served(state, app[appkeys.STATUS]), outcome)
+    served = streams.serve(request, client, out, started)
     return await app[EDGE_STREAMS].held(info.environment, served)

@@ -5,7 +5,8 @@ syncd has not written yet — the position of a client that failed over from a s
 process or moved to another edge. Versions are global per environment, so the client's
 If-None-Match, bulk ETag or Last-Event-ID proves what it holds, and it must never be
 sent anything older; an id from another history (higher than anything this stack ever
-had) must still end in the current state.
+had) must still end in the current state — but only once syncd has shown it, so that an
+edge that is merely a little behind is never taken for another history.
 """
 
 from __future__ import annotations
@@ -59,6 +60,23 @@ async def fresh(edge: Feeder) -> None:
     epoch = (await edge.store.sync_state()).epoch
     assert epoch is not None
     assert await edge.store.touch_reconciled(epoch)
+
+
+async def reconciled(edge: Feeder, proxy: RunningProxy) -> None:
+    """syncd finishes one more reconciliation (its ``reconciled_at`` moves on), and the
+    proxy's health poll has seen it."""
+    state = await edge.store.sync_state()
+    assert state.epoch is not None
+    status = proxy[appkeys.STATUS]
+    seen = status.reconciliations
+    assert await edge.store.touch_reconciled(epoch=state.epoch, now=(state.reconciled_at or 0) + 1)
+    await eventually(lambda: status.reconciliations > seen, what="the reconciliation seen")
+
+
+def ahead_count(proxy: RunningProxy, outcome: str) -> float:
+    registry = proxy[appkeys.METRICS].registry
+    value = registry.get_sample_value("crivline_proxy_client_ahead_total", {"outcome": outcome})
+    return value or 0.0
 
 
 async def two_edges(
@@ -118,20 +136,50 @@ async def test_a_poller_ahead_of_an_edge_that_cannot_catch_up_keeps_what_it_has(
     assert await answer.read() == b""
 
 
-async def test_a_poller_from_another_history_gets_the_current_state_at_once(
+async def test_a_poller_from_another_history_gets_the_current_state_after_two_reconciliations(
     feeder: Feeder, other_edge: Feeder, start_proxy: StartProxy
 ) -> None:
     _env, key, _ahead, behind = await two_edges(feeder, other_edge, start_proxy, behind_fresh=True)
     stranger = '"999-0123456789abcdef"'
-    answer = await behind.get("/sdk/v1/flags", headers={**key.headers, "If-None-Match": stranger})
+    asking = {**key.headers, "If-None-Match": stranger}
+    # First seen: it may be an edge that has not applied 999 yet. The client keeps it.
+    answer = await behind.get("/sdk/v1/flags", headers=asking)
+    assert answer.status == 304
+    assert answer.headers["Crivline-Version"] == "999"
+    # A reconciliation that may have begun before the client held 999 proves nothing.
+    await reconciled(other_edge, behind)
+    answer = await behind.get("/sdk/v1/flags", headers=asking)
+    assert answer.status == 304
+    # The next one compared Postgres after the client held 999, and Redis is still at 1.
+    await reconciled(other_edge, behind)
+    answer = await behind.get("/sdk/v1/flags", headers=asking)
     assert answer.status == 200
     assert answer.headers["Crivline-Version"] == "1"
     assert answer.headers["ETag"].startswith('"1-')
-    registry = behind[appkeys.METRICS].registry
-    assert (
-        registry.get_sample_value("crivline_proxy_client_ahead_total", {"outcome": "other history"})
-        == 1.0
-    )
+    assert ahead_count(behind, "other history") == 1.0
+    assert ahead_count(behind, "not yet") == 2.0
+
+
+async def test_a_poller_on_a_fresh_edge_slightly_behind_is_not_taken_for_another_history(
+    feeder: Feeder, other_edge: Feeder, start_proxy: StartProxy
+) -> None:
+    """The edge's syncd is alive and fresh but has not applied the client's version yet
+    (the milliseconds between two edges): the client waits for it, it is never sent the
+    older state as if its version came from another history."""
+    env, key, ahead, behind = await two_edges(feeder, other_edge, start_proxy, behind_fresh=True)
+    etag = (await ahead.get("/sdk/v1/flags", headers=key.headers)).headers["ETag"]
+    asking = {**key.headers, "If-None-Match": etag}
+    answer = await behind.get("/sdk/v1/flags", headers=asking)
+    assert (answer.status, answer.headers["ETag"]) == (304, etag)
+    # One reconciliation finishes (it read Postgres before version 2) — still behind.
+    await reconciled(other_edge, behind)
+    pending = asyncio.ensure_future(behind.get("/sdk/v1/flags", headers=asking))
+    await asyncio.sleep(0)
+    await other_edge.write(env, flags_at(2))
+    answer = await pending
+    assert (answer.status, answer.headers["ETag"]) == (304, etag)
+    assert answer.headers["Crivline-Version"] == "2"
+    assert ahead_count(behind, "other history") == 0.0
 
 
 async def test_a_bulk_etag_from_a_newer_edge_is_never_answered_with_an_older_evaluation(
@@ -150,13 +198,17 @@ async def test_a_bulk_etag_from_a_newer_edge_is_never_answered_with_an_older_eva
     assert answer.headers["Crivline-Version"] == "2"
 
 
+@pytest.mark.parametrize("behind_fresh", [False, True], ids=["syncd-down", "syncd-fresh"])
 async def test_a_stream_resuming_from_a_newer_edge_waits_for_that_version(
     feeder: Feeder,
     other_edge: Feeder,
     start_proxy: StartProxy,
     open_stream: object,
+    behind_fresh: bool,
 ) -> None:
-    env, key, _ahead, behind = await two_edges(feeder, other_edge, start_proxy, behind_fresh=False)
+    env, key, _ahead, behind = await two_edges(
+        feeder, other_edge, start_proxy, behind_fresh=behind_fresh
+    )
     assert callable(open_stream)
     opening = asyncio.ensure_future(
         open_stream(behind, "/sdk/v1/stream", headers={**key.headers, "Last-Event-ID": "2"})
@@ -164,6 +216,7 @@ async def test_a_stream_resuming_from_a_newer_edge_waits_for_that_version(
     await asyncio.sleep(0)
     await other_edge.write(env, flags_at(2))
     stream: SSEClient = await opening
+    assert "Crivline-Resume" not in stream.response.headers
     await other_edge.write(env, flags_at(3))
     event = await stream.next_event()
     # Nothing for versions 1 or 2 (the client holds 2): the first event takes it to 3.
@@ -180,12 +233,20 @@ async def test_a_stream_id_from_another_history_gets_the_current_state(
 ) -> None:
     env, key, _ahead, behind = await two_edges(feeder, other_edge, start_proxy, behind_fresh=True)
     assert callable(open_stream)
-    stream: SSEClient = await open_stream(
-        behind, path, headers={**key.headers, "Last-Event-ID": "999"}
-    )
-    event = await stream.next_event(within=WAIT / 2)  # at once, not after the bound
-    assert event.id == "1"
-    assert event.event == ("put" if path.startswith("/sdk") else "message")
+    opening = "put" if path.startswith("/sdk") else "message"
+    resume = {**key.headers, "Last-Event-ID": "999"}
+    # First seen: after the bound, the current state (never silence).
+    first: SSEClient = await open_stream(behind, path, headers=resume)
+    assert first.response.headers["Crivline-Resume"] == "behind"
+    event = await first.next_event(within=WAIT * 5)
+    assert (event.event, event.id) == (opening, "1")
+    # Two reconciliations later, Redis is still at 1: another history, answered at once.
+    await reconciled(other_edge, behind)
+    await reconciled(other_edge, behind)
+    stream: SSEClient = await open_stream(behind, path, headers=resume)
+    assert stream.response.headers["Crivline-Resume"] == "other-history"
+    event = await stream.next_event()
+    assert (event.event, event.id) == (opening, "1")
     # And the stream goes on from there.
     await other_edge.write(env, flags_at(2))
     following = await stream.next_event()
@@ -203,5 +264,6 @@ async def test_a_stream_ahead_of_an_edge_that_cannot_catch_up_gets_a_put_after_t
     stream: SSEClient = await open_stream(
         behind, "/sdk/v1/stream", headers={**key.headers, "Last-Event-ID": "2"}
     )
+    assert stream.response.headers["Crivline-Resume"] == "behind"
     event = await stream.next_event(within=WAIT * 5)
     assert (event.event, event.id) == ("put", "1")
