@@ -173,6 +173,7 @@ if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
 end
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2])
 redis.call('HSET', KEYS[1], 'full_sync_at', ARGV[3], 'reconciled_at', ARGV[3])
+redis.call('HDEL', KEYS[1], 'reconciled_behind')
 -- Markers that crashed syncd processes left behind.
 local fields = redis.call('HGETALL', KEYS[1])
 for i = 1, #fields, 2 do
@@ -187,7 +188,7 @@ return redis.call('HGET', KEYS[1], 'epoch')
 _TOUCH_RECONCILED = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch and epoch == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'reconciled_at', ARGV[2])
+  redis.call('HSET', KEYS[1], 'reconciled_at', ARGV[2], 'reconciled_behind', ARGV[3])
   return 1
 end
 return 0
@@ -264,11 +265,22 @@ class Refresh:
     deltas: list[DeltaEntry]
 
 
+# More environments behind than this at one reconciliation are recorded as all of them.
+MAX_BEHIND_RECORDED = 100
+ALL_BEHIND = "*"
+
+
 @dataclass(frozen=True, slots=True)
 class SyncState:
     epoch: str | None
     full_sync_at: float | None
     reconciled_at: float | None
+    # The environments the last reconciliation found behind Postgres in Redis (and set to
+    # catch up): every other one held at least the central version when it looked.
+    reconciled_behind: frozenset[str] = frozenset()
+
+    def behind_at_reconciliation(self, env: str) -> bool:
+        return env in self.reconciled_behind or ALL_BEHIND in self.reconciled_behind
 
 
 def _decode_fields(raw: Mapping[Any, Any]) -> dict[str, bytes]:
@@ -290,6 +302,9 @@ def _sync_state(raw: Mapping[str, bytes]) -> SyncState:
         epoch=epoch.decode() if epoch else None,
         full_sync_at=_optional_float(raw.get("full_sync_at")),
         reconciled_at=_optional_float(raw.get("reconciled_at")),
+        reconciled_behind=frozenset(
+            e for e in raw.get("reconciled_behind", b"").decode().split(",") if e
+        ),
     )
 
 
@@ -406,11 +421,17 @@ class EdgeStore:
         )
         return _text(epoch)
 
-    async def touch_reconciled(self, epoch: str, now: float | None = None) -> bool:
-        """Record a finished reconciliation, only if Redis still holds ``epoch``."""
+    async def touch_reconciled(
+        self, epoch: str, now: float | None = None, *, behind: Iterable[str] = ()
+    ) -> bool:
+        """Record a finished reconciliation, only if Redis still holds ``epoch``, with the
+        environments it found behind (proxies tell a lagging edge from another history
+        by them)."""
+        found = sorted(behind)
+        recorded = ALL_BEHIND if len(found) > MAX_BEHIND_RECORDED else ",".join(found)
         done = await self._touch(
             keys=[self.keyspace.sync_state],
-            args=[epoch, _number(time.time() if now is None else now)],
+            args=[epoch, _number(time.time() if now is None else now), recorded],
         )
         return bool(done)
 

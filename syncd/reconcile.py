@@ -138,7 +138,7 @@ class Reconciler:
         if behind:
             log.info("reconciliation found changes", extra=fields(environments=len(behind)))
         await self._remove_strays(scope)
-        while not await self.store.touch_reconciled(self.epoch):
+        while not await self.store.touch_reconciled(self.epoch, behind=behind):
             now = await self.store.sync_state()
             if now.epoch is None:
                 self._lost("the epoch vanished during reconciliation")

@@ -79,11 +79,6 @@ class _Claim:
 
     seen_at: int
 
-    def settled(self, reconciliations: int) -> bool:
-        """Whether two more have finished since: the second began after the first ended,
-        so after the client already held its version — and it compared Postgres."""
-        return reconciliations >= self.seen_at + 2
-
 
 @dataclass(frozen=True, slots=True, eq=False)
 class EnvState:
@@ -405,7 +400,7 @@ class EnvironmentCache:
             sync = await self._store.sync_state()
         except REDIS_ERRORS:
             return None
-        self._status.note_reconciled(sync.reconciled_at)
+        self._status.note_reconciled(sync.reconciled_at, sync.reconciled_behind)
         key = (env, version)
         if held >= version or sync.epoch is None:
             self._claims.pop(key, None)
@@ -416,7 +411,8 @@ class EnvironmentCache:
                 self._claims.clear()  # ids made up in bulk must not grow this for ever
             self._claims[key] = _Claim(self._status.reconciliations)
             return None
-        return held if claim.settled(self._status.reconciliations) else None
+        settled = self._status.caught_up_since(env, claim.seen_at) >= 2
+        return held if settled else None
 
     # -- resynchronisation ------------------------------------------------------------------
 

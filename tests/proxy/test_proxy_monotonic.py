@@ -62,14 +62,15 @@ async def fresh(edge: Feeder) -> None:
     assert await edge.store.touch_reconciled(epoch)
 
 
-async def reconciled(edge: Feeder, proxy: RunningProxy) -> None:
-    """syncd finishes one more reconciliation (its ``reconciled_at`` moves on), and the
-    proxy's health poll has seen it."""
+async def reconciled(edge: Feeder, proxy: RunningProxy, behind: tuple[str, ...] = ()) -> None:
+    """syncd finishes one more reconciliation (its ``reconciled_at`` moves on), having
+    found ``behind`` older in Redis than in Postgres; the proxy's health poll saw it."""
     state = await edge.store.sync_state()
     assert state.epoch is not None
     status = proxy[appkeys.STATUS]
     seen = status.reconciliations
-    assert await edge.store.touch_reconciled(epoch=state.epoch, now=(state.reconciled_at or 0) + 1)
+    now = (state.reconciled_at or 0) + 1
+    assert await edge.store.touch_reconciled(epoch=state.epoch, now=now, behind=behind)
     await eventually(lambda: status.reconciliations > seen, what="the reconciliation seen")
 
 
@@ -171,8 +172,14 @@ async def test_a_poller_on_a_fresh_edge_slightly_behind_is_not_taken_for_another
     asking = {**key.headers, "If-None-Match": etag}
     answer = await behind.get("/sdk/v1/flags", headers=asking)
     assert (answer.status, answer.headers["ETag"]) == (304, etag)
-    # One reconciliation finishes (it read Postgres before version 2) — still behind.
+    # One reconciliation finishes (it read Postgres before version 2), then others that
+    # found the environment behind and set syncd to catch up (slowly: Postgres had just
+    # restarted) — none of them shows another history.
     await reconciled(other_edge, behind)
+    for _ in range(3):
+        await reconciled(other_edge, behind, behind=(env,))
+        answer = await behind.get("/sdk/v1/flags", headers=asking)
+        assert (answer.status, answer.headers["ETag"]) == (304, etag)
     pending = asyncio.ensure_future(behind.get("/sdk/v1/flags", headers=asking))
     await asyncio.sleep(0)
     await other_edge.write(env, flags_at(2))
