@@ -72,14 +72,6 @@ class Ahead(enum.Enum):
 _MAX_CLAIMS = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class _Claim:
-    """A version a client claimed while this edge's Redis held an older one, with how
-    many reconciliations this process had seen finish when it first saw the claim."""
-
-    seen_at: int
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class EnvState:
     id: str
@@ -254,7 +246,8 @@ class EnvironmentCache:
         self._retries: dict[str, int] = {}  # env -> failed refreshes in a row
         self._retrying: set[str] = set()  # envs with a retry scheduled
         self._again: set[str] = set()  # envs announced again while their worker read
-        self._claims: dict[tuple[str, int], _Claim] = {}  # (env, version) clients claimed
+        # (env, version) a client claimed above Redis's -> when first seen (Redis's clock)
+        self._claims: dict[tuple[str, int], float] = {}
         self._tasks = Tasks("environments")
         self.on_keys_gone: Callable[[set[str]], None] = hub.close_keys
 
@@ -361,12 +354,14 @@ class EnvironmentCache:
 
         Ids carry no history, so "behind" and "from another history" (the database was
         recreated, an id typed by hand, another stack) are told apart by syncd's view in
-        Redis over time (:class:`_Claim`): the client's version is from another history
-        once two reconciliations have finished since this process first saw it claimed —
-        so the second began after the client already held that version, and compared
-        Postgres with Redis — and Redis, complete and kept fresh, is still below it. Then
-        the answer is the current state at once. An edge that is only slightly behind
-        (the milliseconds between two edges applying one change) is never taken for it.
+        Redis: this process remembers when, by the Redis server's clock, it first saw a
+        client claim a version above Redis's. The version is from another history once
+        a reconciliation that *began* after that moment — so after the client held the
+        version; it read Postgres later still — found the environment not behind (Redis
+        held at least what Postgres had), and Redis, complete and kept fresh, is still
+        below it. Then the answer is the current state at once. An edge that is only
+        behind (the milliseconds between two edges applying one change, or a syncd slow
+        to catch up after a fault) is never taken for it.
         """
         state = await self.obtain(env)
         if state.version >= version:
@@ -396,23 +391,23 @@ class EnvironmentCache:
         if not self._status.syncd_fresh():
             return None  # nobody vouches for Redis: wait for the version
         try:
-            held = await self._store.version(env)
-            sync = await self._store.sync_state()
+            held, sync, now = await self._store.claim_view(env)
         except REDIS_ERRORS:
             return None
-        self._status.note_reconciled(sync.reconciled_at, sync.reconciled_behind)
         key = (env, version)
         if held >= version or sync.epoch is None:
             self._claims.pop(key, None)
             return None
-        claim = self._claims.get(key)
-        if claim is None:
+        first_seen = self._claims.get(key)
+        if first_seen is None:
             if len(self._claims) >= _MAX_CLAIMS:
                 self._claims.clear()  # ids made up in bulk must not grow this for ever
-            self._claims[key] = _Claim(self._status.reconciliations)
+            self._claims[key] = now
             return None
-        settled = self._status.caught_up_since(env, claim.seen_at) >= 2
-        return held if settled else None
+        began = sync.reconciled_started
+        if began is None or began <= first_seen or sync.behind_at_reconciliation(env):
+            return None
+        return held
 
     # -- resynchronisation ------------------------------------------------------------------
 

@@ -41,12 +41,7 @@ async def monitor(app: web.Application) -> None:
             previous, first = status.epoch, status.checked_at is None
             if subscriber.connected.is_set() and not status.redis_up:
                 status.redis_back()
-            status.observed(
-                syncd_alive=alive,
-                epoch=epoch,
-                reconciled_at=sync.reconciled_at,
-                reconciled_behind=sync.reconciled_behind,
-            )
+            status.observed(syncd_alive=alive, epoch=epoch, reconciled_at=sync.reconciled_at)
             if not first and epoch is not None and epoch != previous:
                 log.info("sync epoch changed: redis was rebuilt; resynchronising")
                 subscriber.resync_soon()

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
-
-from crivline.edge_store import ALL_BEHIND
 
 READY, DEGRADED, NOT_READY = "ready", "degraded", "not ready"
 
@@ -27,9 +24,6 @@ class EdgeStatus:
     syncd_alive: bool = False  # syncd's heartbeat key exists
     epoch: str | None = None  # the sync state's epoch: a complete sync is in Redis
     reconciled_at: float | None = None  # when syncd last confirmed Redis == Postgres
-    reconciliations: int = 0  # reconciliations seen finishing (reconciled_at moving on)
-    # The latest ones seen: (their number, the environments each found behind).
-    recent: deque[tuple[int, frozenset[str]]] = field(default_factory=lambda: deque(maxlen=32))
     warm: bool = False  # every served environment is loaded in this process
     behind: int = 0  # environments announced at a version this process has not loaded
     checked_at: float | None = None  # last successful health poll
@@ -65,37 +59,13 @@ class EdgeStatus:
         syncd_alive: bool,
         epoch: str | None,
         reconciled_at: float | None,
-        reconciled_behind: frozenset[str] = frozenset(),
         now: float | None = None,
     ) -> None:
         self.syncd_alive = syncd_alive
         self.epoch = epoch
-        self.note_reconciled(reconciled_at, reconciled_behind)
         self.reconciled_at = reconciled_at
         self.checked_at = time.time() if now is None else now
         self._update(now)
-
-    def note_reconciled(
-        self, reconciled_at: float | None, behind: frozenset[str] = frozenset()
-    ) -> None:
-        """syncd's ``reconciled_at`` as read from Redis, with the environments that
-        reconciliation found behind: a later one is one more reconciliation finished (the
-        health poll and requests both report it)."""
-        if reconciled_at is not None and (
-            self.reconciled_at is None or reconciled_at > self.reconciled_at
-        ):
-            self.reconciliations += 1
-            self.recent.append((self.reconciliations, behind))
-            self.reconciled_at = reconciled_at
-
-    def caught_up_since(self, env: str, seen_at: int) -> int:
-        """How many reconciliations seen after number ``seen_at`` found ``env`` not
-        behind (Redis held at least what Postgres had when they looked)."""
-        return sum(
-            1
-            for number, behind in self.recent
-            if number > seen_at and env not in behind and ALL_BEHIND not in behind
-        )
 
     def _update(self, now: float | None) -> None:
         now = time.time() if now is None else now

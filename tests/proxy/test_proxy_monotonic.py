@@ -62,16 +62,16 @@ async def fresh(edge: Feeder) -> None:
     assert await edge.store.touch_reconciled(epoch)
 
 
-async def reconciled(edge: Feeder, proxy: RunningProxy, behind: tuple[str, ...] = ()) -> None:
-    """syncd finishes one more reconciliation (its ``reconciled_at`` moves on), having
-    found ``behind`` older in Redis than in Postgres; the proxy's health poll saw it."""
+async def reconciled(
+    edge: Feeder, behind: tuple[str, ...] = (), started: float | None = None
+) -> float:
+    """syncd finishes one more reconciliation, which began at ``started`` (the Redis
+    server's clock; default: now) and found ``behind`` older in Redis than in Postgres."""
     state = await edge.store.sync_state()
     assert state.epoch is not None
-    status = proxy[appkeys.STATUS]
-    seen = status.reconciliations
-    now = (state.reconciled_at or 0) + 1
-    assert await edge.store.touch_reconciled(epoch=state.epoch, now=now, behind=behind)
-    await eventually(lambda: status.reconciliations > seen, what="the reconciliation seen")
+    began = await edge.store.clock() if started is None else started
+    assert await edge.store.touch_reconciled(state.epoch, behind=behind, started=began)
+    return began
 
 
 def ahead_count(proxy: RunningProxy, outcome: str) -> float:
@@ -137,22 +137,23 @@ async def test_a_poller_ahead_of_an_edge_that_cannot_catch_up_keeps_what_it_has(
     assert await answer.read() == b""
 
 
-async def test_a_poller_from_another_history_gets_the_current_state_after_two_reconciliations(
+async def test_a_poller_from_another_history_gets_the_current_state_after_a_reconciliation(
     feeder: Feeder, other_edge: Feeder, start_proxy: StartProxy
 ) -> None:
     _env, key, _ahead, behind = await two_edges(feeder, other_edge, start_proxy, behind_fresh=True)
     stranger = '"999-0123456789abcdef"'
     asking = {**key.headers, "If-None-Match": stranger}
+    before = await other_edge.store.clock()
     # First seen: it may be an edge that has not applied 999 yet. The client keeps it.
     answer = await behind.get("/sdk/v1/flags", headers=asking)
     assert answer.status == 304
     assert answer.headers["Crivline-Version"] == "999"
-    # A reconciliation that may have begun before the client held 999 proves nothing.
-    await reconciled(other_edge, behind)
+    # A reconciliation that began before the claim was first seen proves nothing.
+    await reconciled(other_edge, started=before)
     answer = await behind.get("/sdk/v1/flags", headers=asking)
     assert answer.status == 304
-    # The next one compared Postgres after the client held 999, and Redis is still at 1.
-    await reconciled(other_edge, behind)
+    # One that began after it found Redis equal to Postgres, and Redis is still at 1.
+    await reconciled(other_edge)
     answer = await behind.get("/sdk/v1/flags", headers=asking)
     assert answer.status == 200
     assert answer.headers["Crivline-Version"] == "1"
@@ -165,19 +166,21 @@ async def test_a_poller_on_a_fresh_edge_slightly_behind_is_not_taken_for_another
     feeder: Feeder, other_edge: Feeder, start_proxy: StartProxy
 ) -> None:
     """The edge's syncd is alive and fresh but has not applied the client's version yet
-    (the milliseconds between two edges): the client waits for it, it is never sent the
-    older state as if its version came from another history."""
+    (the milliseconds between two edges, or a slow catch-up after a fault): the client
+    waits for it, it is never sent the older state as if its version came from another
+    history."""
     env, key, ahead, behind = await two_edges(feeder, other_edge, start_proxy, behind_fresh=True)
     etag = (await ahead.get("/sdk/v1/flags", headers=key.headers)).headers["ETag"]
     asking = {**key.headers, "If-None-Match": etag}
+    before = await other_edge.store.clock()
     answer = await behind.get("/sdk/v1/flags", headers=asking)
     assert (answer.status, answer.headers["ETag"]) == (304, etag)
-    # One reconciliation finishes (it read Postgres before version 2), then others that
+    # A reconciliation that read Postgres before version 2 finishes, then others that
     # found the environment behind and set syncd to catch up (slowly: Postgres had just
     # restarted) — none of them shows another history.
-    await reconciled(other_edge, behind)
-    for _ in range(3):
-        await reconciled(other_edge, behind, behind=(env,))
+    await reconciled(other_edge, started=before)
+    for _ in range(2):
+        await reconciled(other_edge, behind=(env,))
         answer = await behind.get("/sdk/v1/flags", headers=asking)
         assert (answer.status, answer.headers["ETag"]) == (304, etag)
     pending = asyncio.ensure_future(behind.get("/sdk/v1/flags", headers=asking))
@@ -247,9 +250,8 @@ async def test_a_stream_id_from_another_history_gets_the_current_state(
     assert first.response.headers["Crivline-Resume"] == "behind"
     event = await first.next_event(within=WAIT * 5)
     assert (event.event, event.id) == (opening, "1")
-    # Two reconciliations later, Redis is still at 1: another history, answered at once.
-    await reconciled(other_edge, behind)
-    await reconciled(other_edge, behind)
+    # A reconciliation later, Redis is still at 1: another history, answered at once.
+    await reconciled(other_edge)
     stream: SSEClient = await open_stream(behind, path, headers=resume)
     assert stream.response.headers["Crivline-Resume"] == "other-history"
     event = await stream.next_event()
