@@ -125,7 +125,13 @@ async def notifications_lost(cluster: Cluster, timeline: Timeline, duration: flo
     while time.monotonic() < end:
         try:
             timeline.listen_terminated += await _terminate_listeners(cluster)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,  # the connection broke mid-query (Postgres killed)
+            TimeoutError,
+        ):
             pass  # Postgres is down (another fault): nothing is listening anyway
         await asyncio.sleep(0.15)
     timeline.healed(f"listen: left alone ({timeline.listen_terminated} terminated)")
