@@ -192,6 +192,7 @@ if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
 end
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2])
 redis.call('HSET', KEYS[1], 'full_sync_at', ARGV[3], 'reconciled_at', ARGV[3])
+redis.call('HDEL', KEYS[1], 'reconciled_behind', 'reconciled_started')
 -- Markers that crashed syncd processes left behind.
 local fields = redis.call('HGETALL', KEYS[1])
 for i = 1, #fields, 2 do
@@ -206,7 +207,10 @@ return redis.call('HGET', KEYS[1], 'epoch')
 _TOUCH_RECONCILED = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch and epoch == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'reconciled_at', ARGV[2])
+  redis.call('HSET', KEYS[1], 'reconciled_at', ARGV[2], 'reconciled_behind', ARGV[3])
+  if ARGV[4] ~= '' then
+    redis.call('HSET', KEYS[1], 'reconciled_started', ARGV[4])
+  end
   return 1
 end
 return 0
@@ -284,11 +288,24 @@ class Refresh:
     deltas: list[DeltaEntry]
 
 
+# More environments behind than this at one reconciliation are recorded as all of them.
+MAX_BEHIND_RECORDED = 100
+ALL_BEHIND = "*"
+
+
 @dataclass(frozen=True, slots=True)
 class SyncState:
     epoch: str | None
     full_sync_at: float | None
     reconciled_at: float | None
+    # The environments the last reconciliation found behind Postgres in Redis (and set to
+    # catch up): every other one held at least the central version when it looked.
+    reconciled_behind: frozenset[str] = frozenset()
+    # When that reconciliation began, by the Redis server's clock (before it read Postgres).
+    reconciled_started: float | None = None
+
+    def behind_at_reconciliation(self, env: str) -> bool:
+        return env in self.reconciled_behind or ALL_BEHIND in self.reconciled_behind
 
 
 def _decode_fields(raw: Mapping[Any, Any]) -> dict[str, bytes]:
@@ -310,6 +327,10 @@ def _sync_state(raw: Mapping[str, bytes]) -> SyncState:
         epoch=epoch.decode() if epoch else None,
         full_sync_at=_optional_float(raw.get("full_sync_at")),
         reconciled_at=_optional_float(raw.get("reconciled_at")),
+        reconciled_behind=frozenset(
+            e for e in raw.get("reconciled_behind", b"").decode().split(",") if e
+        ),
+        reconciled_started=_optional_float(raw.get("reconciled_started")),
     )
 
 
@@ -483,11 +504,27 @@ class EdgeStore:
         )
         return _text(epoch)
 
-    async def touch_reconciled(self, epoch: str, now: float | None = None) -> bool:
-        """Record a finished reconciliation, only if Redis still holds ``epoch``."""
+    async def touch_reconciled(
+        self,
+        epoch: str,
+        now: float | None = None,
+        *,
+        behind: Iterable[str] = (),
+        started: float | None = None,
+    ) -> bool:
+        """Record a finished reconciliation, only if Redis still holds ``epoch``, with the
+        environments it found behind and when it began (:meth:`clock`, read before it
+        read Postgres): proxies tell a lagging edge from another history by them."""
+        found = sorted(behind)
+        recorded = ALL_BEHIND if len(found) > MAX_BEHIND_RECORDED else ",".join(found)
         done = await self._touch(
             keys=[self.keyspace.sync_state],
-            args=[epoch, _number(time.time() if now is None else now)],
+            args=[
+                epoch,
+                _number(time.time() if now is None else now),
+                recorded,
+                "" if started is None else _number(started),
+            ],
         )
         return bool(done)
 
@@ -528,6 +565,23 @@ class EdgeStore:
     async def served(self) -> set[str]:
         members: Iterable[bytes | str] = await self.redis.smembers(self.keyspace.served)
         return {m.decode() if isinstance(m, bytes) else m for m in members}
+
+    async def clock(self) -> float:
+        """The Redis server's time (seconds): one clock for syncd and every proxy."""
+        seconds, micros = await self.redis.time()
+        return int(seconds) + int(micros) / 1_000_000
+
+    async def claim_view(self, environment_id: str) -> tuple[int, SyncState, float]:
+        """An environment's version (0: none), the sync state and the Redis server's
+        time, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keyspace.environment(environment_id), ks.F_VERSION)
+            pipe.hgetall(self.keyspace.sync_state)
+            pipe.time()
+            version, raw, (seconds, micros) = await pipe.execute()
+        now = int(seconds) + int(micros) / 1_000_000
+        held = int(version) if version is not None else 0
+        return held, _sync_state(_decode_fields(raw or {})), now
 
     async def sync_state(self) -> SyncState:
         return _sync_state(_decode_fields(await self.redis.hgetall(self.keyspace.sync_state)))

@@ -124,17 +124,43 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+def how_it_ended(returncode: int) -> str:
+    """``exit code 1`` or ``killed by SIGKILL``: how a child process ended."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+# The lines of a server's log that say why it stopped, most telling last.
+_REASON_MARKERS = ("FATAL:", "PANIC:", "HINT:", "# ", "ERROR:")
+
+
+def log_reason(text: str, lines: int = 3) -> str:
+    """The lines of a server's log that name why it stopped: its FATAL/PANIC/HINT lines
+    (PostgreSQL), ``#`` lines (Valkey), or else its last lines; joined on one line."""
+    all_lines = [line.strip() for line in text.splitlines() if line.strip()]
+    telling = [line for line in all_lines if any(m in line for m in _REASON_MARKERS)]
+    return " | ".join((telling or all_lines)[-lines:])
+
+
+def _wait_for_port(port: int, server: _Process, timeout: float) -> None:
+    assert server.proc is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise StartupError(f"{what} exited during start-up (exit code {proc.returncode})")
+        if server.proc.poll() is not None:
+            raise StartupError(server.why_it_exited())
         with socket.socket() as sock:
             sock.settimeout(0.2)
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.02)
-    raise StartupError(f"{what} did not accept connections on port {port} within {timeout:.0f}s")
+    raise StartupError(
+        f"{server.name} did not accept connections on port {port} within {timeout:.0f}s; "
+        f"see {server.log_path}"
+    )
 
 
 class _Process:
@@ -146,6 +172,7 @@ class _Process:
         self.port = port or free_port()
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_from = 0  # where this start's lines begin in the log
 
     @property
     def pid(self) -> int | None:
@@ -159,6 +186,7 @@ class _Process:
             raise StartupError(f"port {self.port} is already in use ({self.name} wanted it)")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(open_private(self.log_path), "ab") as log:
+            self._log_from = log.tell()
             self.proc = subprocess.Popen(
                 argv,
                 stdout=log,
@@ -167,6 +195,28 @@ class _Process:
                 start_new_session=True,
                 **kwargs,  # type: ignore[call-overload]
             )
+
+    def log_since_start(self) -> str:
+        """What the server wrote to its log since it was last started."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_from)
+                return log.read(1 << 20).decode(errors="replace")
+        except OSError:
+            return ""
+
+    def why_it_exited(self) -> str:
+        """One line for a server that exited during start-up: how, and why (its log)."""
+        assert self.proc is not None
+        assert self.proc.returncode is not None
+        how = how_it_ended(self.proc.returncode)
+        cause = self.cause(self.log_since_start())
+        said = f": {cause}" if cause else ""
+        return f"{self.name} exited during start-up ({how}){said} (log {self.log_path})"
+
+    def cause(self, log: str) -> str:
+        """Why the server stopped, from what it logged (overridden where it says more)."""
+        return log_reason(log)
 
     def _signal_group(self, sig: int) -> None:
         if self.proc is None:
@@ -371,10 +421,36 @@ class PostgresServer(_Process):
                 "full_page_writes=off",
             ]
         self._spawn(argv, **self._run_as())
-        assert self.proc is not None
-        _wait_for_port(self.port, self.proc, self.name, timeout)
+        _wait_for_port(self.port, self, timeout)
         self._wait_ready(timeout)
         self._set_password(cluster, timeout)
+
+    def cause(self, log: str) -> str:
+        said = log_reason(log)
+        if 'lock file "postmaster.pid" already exists' not in log:
+            return said
+        lock = self.cluster / "postmaster.pid"
+        try:
+            holder = int(lock.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return f"{said} — remove {lock} if no PostgreSQL runs on {self.data_dir}"
+        try:
+            cmdline = Path(f"/proc/{holder}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            cmdline = ""
+        if "postgres" in cmdline:
+            return (
+                f"another PostgreSQL (pid {holder}) is running on {self.data_dir}; "
+                "stop it first (or stop the crivline up that started it)"
+            )
+        running = (
+            f"process {holder} is {cmdline.strip()[:60]!r}" if cmdline else f"no process {holder}"
+        )
+        return (
+            f"a stale lock: {lock} names pid {holder}, but {running}, not PostgreSQL "
+            "(left by a PostgreSQL that was killed, its pid since reused); "
+            f"delete {lock} and start again"
+        )
 
     def _wait_ready(self, timeout: float) -> None:
         # The port opens before recovery finishes; pg_isready tells when queries work.
@@ -388,7 +464,7 @@ class PostgresServer(_Process):
             if done.returncode == 0:
                 return
             if not self.running():
-                raise StartupError(f"{self.name} exited during start-up; see {self.log_path}")
+                raise StartupError(self.why_it_exited())
             time.sleep(0.05)
         raise StartupError(f"{self.name} was not ready within {timeout:.0f}s; see {self.log_path}")
 
@@ -432,8 +508,7 @@ class ValkeyServer(_Process):
         else:
             argv += ["--protected-mode", "no"]
         self._spawn(argv)
-        assert self.proc is not None
-        _wait_for_port(self.port, self.proc, self.name, timeout)
+        _wait_for_port(self.port, self, timeout)
 
 
 class PostgresStandby(PostgresServer):

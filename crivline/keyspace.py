@@ -57,7 +57,11 @@ Per edge (``edge`` is ``CRIVLINE_EDGE_ID``):
     ``pending:{token}`` fields while a full sync runs (the epoch is only written if its
     marker survived, i.e. Redis lost nothing meanwhile). This edge's data is complete
     and fresh while ``epoch`` exists and ``reconciled_at`` is recent (a few reconcile
-    intervals). A new ``epoch`` value means Redis was rebuilt from empty.
+    intervals). A new ``epoch`` value means Redis was rebuilt from empty. With the last
+    reconciliation: ``reconciled_started`` (when it began, by this Redis server's
+    ``TIME``, before it read Postgres) and ``reconciled_behind`` (the environment ids it
+    found older here than in Postgres, comma-separated; ``*``: more than 100) — a
+    full sync removes both.
 ``{p}edge:{<edge>}:heartbeat``  string with a TTL — syncd is alive while it exists; JSON
     ``{"pid", "host", "started_at", "at", "epoch", "ready", "scope"}`` of the syncd that
     wrote it last (several syncd at one edge share it).

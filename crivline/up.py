@@ -33,12 +33,19 @@ import asyncpg
 import orjson
 
 from crivline import seed
-from crivline.embedded import PostgresServer, ValkeyServer, open_private, port_is_free
+from crivline.embedded import (
+    PostgresServer,
+    ValkeyServer,
+    how_it_ended,
+    open_private,
+    port_is_free,
+)
 from crivline.errors import DatabaseUnavailable, StackRunning, StartupError
 from crivline.migrate import migrate
 from crivline.roles import GROUPS, ensure_logins, role_url
 from crivline.settings import Secret, Settings, redact_url
 from crivline.snapshot import set_json_codecs
+from crivline.supervise import RestartBudget
 
 PARTS: tuple[tuple[str, str], ...] = (
     ("control", "CRIVLINE_CONTROL_PORT"),
@@ -64,6 +71,7 @@ class Stack:
     postgres: PostgresServer | None = None
     valkey: ValkeyServer | None = None
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    budgets: dict[str, RestartBudget] = field(default_factory=dict)
     _lock: IO[str] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     credentials: dict[str, str] = field(default_factory=dict)  # the embedded servers'
@@ -230,7 +238,7 @@ class Stack:
                 self.start_part(part, settings, data_dir)
             stack_file = self.write_stack_json(data_dir, settings, parts, demo)
             self.print_next_steps(settings, parts, demo, stack_file)
-            return self.wait()
+            return self.wait(settings, data_dir)
         finally:
             self.shutdown()
             for sig, handler in previous.items():
@@ -240,14 +248,61 @@ class Stack:
         # Start-up steps are bounded; the stack stops as soon as the current one ends.
         self._stop.set()
 
-    def wait(self) -> int:
+    def wait(self, settings: Settings, data_dir: Path) -> int:
+        """Watch everything started until Ctrl-C/SIGTERM: what exits is started again (and
+        reaped: no zombie is left); what keeps exiting stops the stack (exit code 1)."""
         while not self._stop.wait(0.25):
-            for part, proc in self.children.items():
-                if proc.poll() is not None:
-                    self.say(f"! {part} exited with code {proc.returncode}; stopping the stack")
-                    return 1
+            failure = self.supervise(settings, data_dir)
+            if failure is not None:
+                self.say(failure)
+                return 1
         self.say("\n• stopping …")
         return 0
+
+    def supervise(self, settings: Settings, data_dir: Path) -> str | None:
+        """One look at every server and part; the message to stop with, if any."""
+        servers: list[tuple[str, PostgresServer | ValkeyServer | None, str]] = [
+            ("postgres", self.postgres, str(self.postgres.cluster) if self.postgres else ""),
+            ("valkey", self.valkey, "valkey-server"),
+        ]
+        for key, server, marker in servers:
+            if server is None or server.proc is None or server.proc.poll() is None:
+                continue  # poll() reaps an exited server: no <defunct> is left
+            what = f"embedded {server.name} (port {server.port})"
+            self.say(f"! {what} exited ({how_it_ended(server.proc.returncode)})")
+            if not self._budget(key).spend(time.monotonic()):
+                return self._give_up(what, key, server.log_path)
+            self.say(f"• restarting {what} on the same port and data …")
+            server.kill()  # anything its process group left (PostgreSQL's backends)
+            try:
+                server.start()
+            except StartupError as exc:
+                self.say(f"! {exc}")  # it is tried again at the next look
+                continue
+            self.record_pid(data_dir, key, server.pid, marker)
+            self.say(f"  {server.name} is back on port {server.port}")
+        for part, proc in list(self.children.items()):
+            if proc.poll() is None:
+                continue
+            self.say(f"! {part} exited ({how_it_ended(proc.returncode)})")
+            if not self._budget(part).spend(time.monotonic()):
+                return self._give_up(part, part, data_dir / "logs" / f"{part}.log")
+            self.say(f"• restarting {part} …")
+            try:
+                self.start_part(part, settings, data_dir)
+            except StartupError as exc:
+                self.say(f"! {exc}")
+        return None
+
+    def _budget(self, key: str) -> RestartBudget:
+        return self.budgets.setdefault(key, RestartBudget())
+
+    def _give_up(self, what: str, key: str, log: Path) -> str:
+        budget = self._budget(key)
+        return (
+            f"! {what} keeps exiting ({budget.limit} restarts within {budget.window:.0f}s); "
+            f"stopping the stack — see {log}"
+        )
 
     def shutdown(self) -> None:
         for _part, proc in reversed(list(self.children.items())):

@@ -120,6 +120,7 @@ class Reconciler:
         )
 
     async def reconcile(self) -> None:
+        started = await self.store.clock()  # before Postgres is read: see touch_reconciled
         state = await self.store.sync_state()
         if state.epoch is None:
             self._lost("the sync state has no epoch")
@@ -138,7 +139,7 @@ class Reconciler:
         if behind:
             log.info("reconciliation found changes", extra=fields(environments=len(behind)))
         await self._remove_strays(scope)
-        while not await self.store.touch_reconciled(self.epoch):
+        while not await self.store.touch_reconciled(self.epoch, behind=behind, started=started):
             now = await self.store.sync_state()
             if now.epoch is None:
                 self._lost("the epoch vanished during reconciliation")

@@ -70,6 +70,10 @@ class Ahead(enum.Enum):
     NOT_YET = "not yet"  # Redis has it (or cannot say), but it did not load in time
 
 
+# Versions claimed by clients above what Redis holds, remembered at most this many at once.
+_MAX_CLAIMS = 10_000
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class EnvState:
     id: str
@@ -274,6 +278,8 @@ class EnvironmentCache:
         self._retries: dict[str, int] = {}  # env -> failed refreshes in a row
         self._retrying: set[str] = set()  # envs with a retry scheduled
         self._again: set[str] = set()  # envs announced again while their worker read
+        # (env, version) a client claimed above Redis's -> when first seen (Redis's clock)
+        self._claims: dict[tuple[str, int], float] = {}
         self._tasks = Tasks("environments")
         self.on_keys_gone: Callable[[set[str]], None] = hub.close_keys
         # Told of every version loaded from Redis (with its hash fields), and of every
@@ -389,34 +395,66 @@ class EnvironmentCache:
 
     async def ahead(self, env: str, version: int, wait: float) -> tuple[Ahead, EnvState]:
         """A client proved it holds ``version`` of ``env``, newer than this process serves
-        (If-None-Match, Last-Event-ID, a ticket). Decide from the edge's Redis — syncd's
-        view of the central version — whether it can be reached: when Redis holds a
-        complete sync that syncd keeps fresh and its version is older than the client's,
-        the client's id comes from another history (the database was recreated, an id
-        typed by hand, another stack) and the answer is the current state at once.
-        Otherwise the refresh starts now (single-flight with every other) and is waited
-        for up to ``wait``. Returns what happened and the state to answer from (the
-        newest this process holds)."""
+        (If-None-Match, Last-Event-ID, a ticket). The refresh starts now (single-flight
+        with every other) and is waited for up to ``wait``. Returns what happened and the
+        state to answer from (the newest this process holds).
+
+        Ids carry no history, so "behind" and "from another history" (the database was
+        recreated, an id typed by hand, another stack) are told apart by syncd's view in
+        Redis: this process remembers when, by the Redis server's clock, it first saw a
+        client claim a version above Redis's. The version is from another history once
+        a reconciliation that *began* after that moment — so after the client held the
+        version; it read Postgres later still — found the environment not behind (Redis
+        held at least what Postgres had), and Redis, complete and kept fresh, is still
+        below it. Then the answer is the current state at once. An edge that is only
+        behind (the milliseconds between two edges applying one change, or a syncd slow
+        to catch up after a fault) is never taken for it.
+        """
         state = await self.obtain(env)
         if state.version >= version:
             return Ahead.REACHED, state
-        held: int | None = None
-        complete = False
-        if self._status.syncd_fresh():
-            try:
-                held = await self._store.version(env)
-                complete = (await self._store.sync_state()).epoch is not None
-            except REDIS_ERRORS:
-                held = None  # cannot tell: wait for the version
-        if held is not None and complete and held < version:
-            self._metrics.ahead.labels(Ahead.OTHER_HISTORY.value).inc()
-            if held > state.version:
-                state = await self.ensure_version(env, held, wait) or self._states[env]
-            return Ahead.OTHER_HISTORY, state
-        newer = await self.ensure_version(env, version, wait)
-        outcome = Ahead.REACHED if newer is not None else Ahead.NOT_YET
-        self._metrics.ahead.labels(outcome.value).inc()
-        return outcome, newer or self._states[env]
+        held = await self._other_history(env, version)
+        if held is None:
+            newer = await self.ensure_version(env, version, wait)
+            if newer is not None:
+                self._claims.pop((env, version), None)
+                self._metrics.ahead.labels(Ahead.REACHED.value).inc()
+                return Ahead.REACHED, newer
+            # The wait ran out: a reconciliation may have settled it meanwhile.
+            held = await self._other_history(env, version)
+            if held is None:
+                self._metrics.ahead.labels(Ahead.NOT_YET.value).inc()
+                return Ahead.NOT_YET, self._states[env]
+        self._claims.pop((env, version), None)
+        self._metrics.ahead.labels(Ahead.OTHER_HISTORY.value).inc()
+        state = self._states[env]
+        if held > state.version:
+            state = await self.ensure_version(env, held, wait) or self._states[env]
+        return Ahead.OTHER_HISTORY, state
+
+    async def _other_history(self, env: str, version: int) -> int | None:
+        """Redis's version of ``env`` when it shows ``version`` is from another history
+        (see :meth:`ahead`); None when it does not, or not yet, or cannot tell."""
+        if not self._status.syncd_fresh():
+            return None  # nobody vouches for Redis: wait for the version
+        try:
+            held, sync, now = await self._store.claim_view(env)
+        except REDIS_ERRORS:
+            return None
+        key = (env, version)
+        if held >= version or sync.epoch is None:
+            self._claims.pop(key, None)
+            return None
+        first_seen = self._claims.get(key)
+        if first_seen is None:
+            if len(self._claims) >= _MAX_CLAIMS:
+                self._claims.clear()  # ids made up in bulk must not grow this for ever
+            self._claims[key] = now
+            return None
+        began = sync.reconciled_started
+        if began is None or began <= first_seen or sync.behind_at_reconciliation(env):
+            return None
+        return held
 
     # -- resynchronisation ------------------------------------------------------------------
 

@@ -294,6 +294,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         return refused
     since = last_event_id(request)
     version = since if since is not None else served_version
+    outcome = Ahead.REACHED
     if version is None:
         version = state.version
     elif version > state.version:
@@ -311,6 +312,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         app[appkeys.METRICS].events(OFREP, "refetchEvaluation", 1)
     client.version = max(client.version, state.version)
     client.send(opening)
-    served = streams.serve(request, client, headers.served(state, app[appkeys.STATUS]), started)
+    out = headers.not_resumed(headers.served(state, app[appkeys.STATUS]), outcome)
+    served = streams.serve(request, client, out, started)
     counted = app[KEY_STREAMS].held(info.key_hash, served)
     return await app[EDGE_STREAMS].held(info.environment, counted)

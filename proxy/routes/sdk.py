@@ -78,6 +78,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     if (refused := app[EDGE_STREAMS].refusal(info, ofrep=False)) is not None:
         return refused
     since = last_event_id(request)
+    outcome = Ahead.REACHED
     if since is not None and since > state.version:
         # Resuming from a version this process does not hold yet: wait (bounded) for
         # it; an id from another history, or a wait that runs out, gets a put.
@@ -98,6 +99,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     if opening:
         kind = "put" if opening is state.put_event else "patch"
         app[appkeys.METRICS].events(SDK, kind, 1)
-    served = streams.serve(request, client, headers.served(state, app[appkeys.STATUS]), started)
+    out = headers.not_resumed(headers.served(state, app[appkeys.STATUS]), outcome)
+    served = streams.serve(request, client, out, started)
     counted = app[KEY_STREAMS].held(info.key_hash, served)
     return await app[EDGE_STREAMS].held(info.environment, counted)

@@ -10,6 +10,15 @@
   process and failing over to the next on a connection error. The ``Crivline-Version``
   it sees must never go down.
 
+Roaming clients (``edge`` ``"roam"``) hold the proxies of every edge and move on to a
+process of the next edge every few answers (a poller) or every couple of seconds (a
+stream, which ends its connection and resumes there by ``Last-Event-ID``) — an SDK behind
+a DNS or load-balancer change. Versions are global, so the same rules hold across edges,
+with one exception the proxy announces: a stream whose resume the edge could not honour
+in its bounded wait starts over from that edge's state (``Crivline-Resume: behind``); it
+is counted, not a violation. ``Crivline-Resume: other-history`` always is one — every
+version in the suite comes from one history.
+
 Anything that breaks those rules, or a valid key refused, is a violation, kept with the
 time and the proxy that caused it.
 """
@@ -17,6 +26,7 @@ time and the proxy that caused it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +40,9 @@ from crivline.snapshot import serialize_flag_set
 
 CONNECT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=3, sock_connect=3, sock_read=None)
 MAX_RETRY_SECONDS = 2.0
+ROAM = "roam"  # the edge name of clients that move between edges
+ROAM_STREAM_SECONDS = 1.5  # a roaming stream moves on after this long on one process
+ROAM_POLLS = 3  # a roaming poller moves on after this many answers from one process
 
 
 @dataclass
@@ -55,7 +68,10 @@ class StreamWatcher:
     resumes: int = 0  # connections opened with Last-Event-ID
     statuses: list[int] = field(default_factory=list)  # non-200 answers
     got_put: asyncio.Event = field(default_factory=asyncio.Event)
+    roam_after: float | None = None  # seconds on one process before moving on (roaming)
+    restarts_behind: int = 0  # resumes an edge could not honour in time (it said so)
     _task: asyncio.Task[None] | None = None
+    _restarting: bool = False  # this connection said it starts over: its put may be older
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"stream {self.edge} {self.env}")
@@ -103,17 +119,30 @@ class StreamWatcher:
                 self.connects += 1
                 if self.version:
                     self.resumes += 1
-                while True:
-                    chunk = await response.content.readany()
-                    if not chunk:
-                        break
-                    for event in parser.feed(chunk):
-                        self._event(name, event)
-                    if parser.retry is not None:
-                        retry = min(parser.retry / 1000, MAX_RETRY_SECONDS)
+                resume = response.headers.get("Crivline-Resume")
+                if resume == "other-history":
+                    self._violation(name, f"resume from {self.version} taken for another history")
+                self._restarting = resume == "behind"
+                if self._restarting:
+                    self.restarts_behind += 1
+                if self.roam_after is None:
+                    await self._read(response, name, parser)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.roam_after):
+                            await self._read(response, name, parser)
+                    return 0.05  # moving on by choice: reconnect at once
         except (aiohttp.ClientError, OSError, TimeoutError):
             pass
-        return retry
+        return retry if parser.retry is None else min(parser.retry / 1000, MAX_RETRY_SECONDS)
+
+    async def _read(self, response: aiohttp.ClientResponse, name: str, parser: sse.Parser) -> None:
+        while True:
+            chunk = await response.content.readany()
+            if not chunk:
+                return
+            for event in parser.feed(chunk):
+                self._event(name, event)
 
     def _event(self, proxy: str, event: sse.Event) -> None:
         if event.event not in ("put", "patch"):
@@ -125,9 +154,13 @@ class StreamWatcher:
         except (ValueError, orjson.JSONDecodeError) as exc:
             self._violation(proxy, f"unreadable {event.event}: {exc}")
             return
-        if self.observed and version <= self.version:
+        starting_over = self._restarting and event.event == "put" and version < self.version
+        self._restarting = False
+        if self.observed and version <= self.version and not starting_over:
             what = "repeated" if version == self.version else "went back"
             self._violation(proxy, f"version {what}: {self.version} then {event.event} {version}")
+        if starting_over:
+            self.version = version
         if event.event == "put":
             self.flag_set = body
         else:
@@ -158,6 +191,8 @@ class Poller:
     version: int = 0
     body: bytes | None = None
     failovers: int = 0
+    roam_every: int = 0  # answers from one process before moving on (0: sticky)
+    roams: int = 0
     statuses: list[int] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
 
@@ -173,8 +208,12 @@ class Poller:
         index = self.home
         etag: str | None = None
         timeout = aiohttp.ClientTimeout(total=5)
+        answers = 0
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
+                if self.roam_every and answers >= self.roam_every:
+                    index, answers = index + 1, 0
+                    self.roams += 1
                 name, url = self.proxies[index % len(self.proxies)]
                 headers = {"Authorization": f"Bearer {self.key}"}
                 if etag is not None:
@@ -183,6 +222,7 @@ class Poller:
                     async with session.get(url + "/sdk/v1/flags", headers=headers) as response:
                         body = await response.read()
                         if response.status in (200, 304):
+                            answers += 1
                             version = int(response.headers["Crivline-Version"])
                             self._saw(name, version, response.status)
                             if response.status == 200:
@@ -229,6 +269,20 @@ class Clients:
                 home = i % len(proxies)
                 watchers.append(StreamWatcher(edge.name, env, key, proxies, home=home))
                 pollers.append(Poller(edge.name, env, key, proxies, home=home + 1))
+        # Clients that move between edges: every process of every edge, taken in turn
+        # so that each move lands on another edge (and, round after round, another process).
+        by_edge = [[(p.name, p.url) for p in edge.proxies] for edge in cluster.edges]
+        everywhere = [
+            column[i % len(column)]
+            for i in range(max(len(c) for c in by_edge))
+            for column in by_edge
+        ]
+        for i, env in enumerate(cluster.environment_ids()):
+            key = cluster.tenant_of(env).stream_keys[env]
+            watchers.append(
+                StreamWatcher(ROAM, env, key, everywhere, home=i, roam_after=ROAM_STREAM_SECONDS)
+            )
+            pollers.append(Poller(ROAM, env, key, everywhere, home=i + 1, roam_every=ROAM_POLLS))
         return cls(watchers, pollers)
 
     async def start(self, within: float = 15.0) -> None:
@@ -239,6 +293,22 @@ class Clients:
 
     async def stop(self) -> None:
         await asyncio.gather(*(c.stop() for c in [*self.watchers, *self.pollers]))
+
+    def roaming(self) -> str:
+        """What the clients that move between edges did (for the report)."""
+        polls = [p for p in self.pollers if p.edge == ROAM]
+        streams = [w for w in self.watchers if w.edge == ROAM]
+        return (
+            f"roaming: {sum(p.roams for p in polls)} poller moves, "
+            f"{sum(w.resumes for w in streams)} stream resumes on another edge, "
+            f"{sum(w.restarts_behind for w in streams)} started over (edge behind)"
+        )
+
+    def roamed(self) -> bool:
+        """Every roaming client moved at least once (the run exercised them)."""
+        return all(p.roams for p in self.pollers if p.edge == ROAM) and all(
+            w.resumes for w in self.watchers if w.edge == ROAM
+        )
 
     def violations(self) -> list[str]:
         out: list[str] = []

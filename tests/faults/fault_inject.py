@@ -125,7 +125,13 @@ async def notifications_lost(cluster: Cluster, timeline: Timeline, duration: flo
     while time.monotonic() < end:
         try:
             timeline.listen_terminated += await _terminate_listeners(cluster)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,  # the connection broke mid-query (Postgres killed)
+            TimeoutError,
+        ):
             pass  # Postgres is down (another fault): nothing is listening anyway
         await asyncio.sleep(0.15)
     timeline.healed(f"listen: left alone ({timeline.listen_terminated} terminated)")
@@ -139,26 +145,56 @@ async def bus_down(cluster: Cluster, timeline: Timeline, down: float) -> None:
     timeline.healed("bus: started")
 
 
-def catalogue(cluster: Cluster) -> dict[str, tuple[str, Fault]]:
-    """Every fault the randomised run may pick: name -> (target, fault). Faults on one
+def restart_sequence(edge_name: str) -> Fault:
+    """The sequence that once left a proxy process ten versions behind its sibling: the
+    edge's Valkey SIGKILLed and restarted empty while its syncd dies and comes back, and
+    one of its proxy processes SIGKILLed just after Valkey returns — its clients fail
+    over to the sibling that had to resync from the refilled Redis."""
+
+    async def fault(cluster: Cluster, timeline: Timeline, down: float) -> None:
+        edge = cluster.edge(edge_name)
+        syncd, proxy = edge.syncds[0], edge.proxies[0]
+        timeline.log(f"sequence {edge_name}: SIGKILL valkey {edge_name} and {syncd.name}")
+        await asyncio.gather(asyncio.to_thread(edge.valkey.kill), syncd.kill())
+        syncd.start()
+        await asyncio.sleep(down)
+        await asyncio.to_thread(edge.valkey.start)
+        timeline.log(f"sequence {edge_name}: valkey {edge_name} started empty")
+        await asyncio.sleep(0.3)
+        timeline.log(f"sequence {edge_name}: SIGKILL {syncd.name} again and {proxy.name}")
+        await asyncio.gather(syncd.kill(), proxy.kill())
+        syncd.start()
+        await asyncio.sleep(0.5)
+        proxy.start()
+        timeline.healed(f"sequence {edge_name}: {proxy.name} started")
+
+    fault.__name__ = f"restart_sequence_{edge_name}"
+    return fault
+
+
+def catalogue(cluster: Cluster) -> dict[str, tuple[tuple[str, ...], Fault]]:
+    """Every fault the randomised run may pick: name -> (targets, fault). Faults on one
     target never overlap; faults on different targets may."""
-    faults: dict[str, tuple[str, Fault]] = {
-        "postgres_stop": ("postgres", postgres_stop),
-        "postgres_kill": ("postgres", postgres_kill),
-        "notifications_lost": ("listen", notifications_lost),
-        "bus_down": ("bus", bus_down),
+    faults: dict[str, tuple[tuple[str, ...], Fault]] = {
+        "postgres_stop": (("postgres",), postgres_stop),
+        "postgres_kill": (("postgres",), postgres_kill),
+        "notifications_lost": (("listen",), notifications_lost),
+        "bus_down": (("bus",), bus_down),
     }
     for edge in cluster.edges:
-        faults[f"valkey_{edge.name}"] = (f"valkey-{edge.name}", valkey_restart(edge.name))
+        faults[f"valkey_{edge.name}"] = ((f"valkey-{edge.name}",), valkey_restart(edge.name))
         for part in edge.syncds + edge.proxies:
-            faults[f"kill_{part.name}"] = (part.name, kill_part(part.name))
+            faults[f"kill_{part.name}"] = ((part.name,), kill_part(part.name))
+        if len(edge.proxies) > 1:  # a sibling to fail over to
+            targets = (f"valkey-{edge.name}", edge.syncds[0].name, edge.proxies[0].name)
+            faults[f"sequence_{edge.name}"] = (targets, restart_sequence(edge.name))
     return faults
 
 
 @dataclass(frozen=True)
 class Planned:
     name: str
-    target: str
+    targets: tuple[str, ...]
     start: float
     down: float
 
@@ -172,20 +208,24 @@ def plan(cluster: Cluster, seed: int, *, count: tuple[int, int] = (4, 7)) -> lis
     busy_until: dict[str, float] = {}
     out = []
     for name in chosen:
-        target = options[name][0]
+        targets = options[name][0]
         start = rng.uniform(0.2, 4.0)
-        start = max(start, busy_until.get(target, 0.0) + 0.3)
+        start = max(start, *(busy_until.get(t, 0.0) + 0.3 for t in targets))
         down = rng.uniform(0.3, 2.0)
-        busy_until[target] = start + down + (6.0 if target == "postgres" else 1.0)
-        out.append(Planned(name, target, round(start, 2), round(down, 2)))
+        for target in targets:
+            extra = 6.0 if target == "postgres" else 2.0 if len(targets) > 1 else 1.0
+            busy_until[target] = start + down + extra
+        out.append(Planned(name, targets, round(start, 2), round(down, 2)))
     return sorted(out, key=lambda p: p.start)
 
 
 async def run_plan(cluster: Cluster, timeline: Timeline, planned: list[Planned]) -> None:
     options = catalogue(cluster)
+    # Faults sharing a target run one after the other, in one task (the plan spaced them).
     by_target: dict[str, list[Planned]] = {}
     for p in planned:
-        by_target.setdefault(p.target, []).append(p)
+        home = next((t for t in p.targets if t in by_target), p.targets[0])
+        by_target.setdefault(home, []).append(p)
 
     async def one_target(items: list[Planned]) -> None:
         for p in items:

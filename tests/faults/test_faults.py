@@ -3,11 +3,14 @@ then all of them at random (``CRIVLINE_FAULT_SEED`` replays a run).
 
 Every test: restart whatever an earlier test left dead; open a stream and a poller per
 environment on every edge; start the storm; inject the fault while it runs; heal it;
-stop writing. Then, within the bound (reconciliation interval + 5 s) from the moment
+stop writing. Besides the clients of each edge, a poller and a stream per environment
+move between edges all along (``fault_clients``: an SDK after a DNS or load-balancer
+change). Then, within the bound (reconciliation interval + 5 s) from the moment
 the last fault was healed and the last write answered, every edge serves exactly the
 central state, every stream client holds it, every revoked key is refused and every
 live one accepted (:func:`fault_verify.converge`); every acknowledged version is in
-every edge's delta log; and no client ever saw a version twice or go back.
+every edge's delta log; and no client ever saw a version twice or go back — across
+processes and across edges.
 """
 
 from __future__ import annotations
@@ -97,13 +100,15 @@ async def scenario(
         await clients.stop()
         watching.set()
         await watcher
-    details = f"{context}\nfaults: {timeline.events}\nstorm: {storm.summary()}"
+    summary = f"{storm.summary()}; {clients.roaming()}"
+    details = f"{context}\nfaults: {timeline.events}\nstorm: {summary}"
     violations = clients.violations()
     assert violations == [], "\n".join([details, *violations[:40]])
+    assert clients.roamed(), f"a roaming client never moved between edges\n{details}"
     assert await delta_chain_problems(cluster, storm) == [], details
     assert await syncd_never_ahead(cluster) == [], details
     after_heal = quiet + seconds - timeline.healed_at
-    REPORT.append(Measurement(name, seconds, BOUND, storm.summary(), timeline.events, after_heal))
+    REPORT.append(Measurement(name, seconds, BOUND, summary, timeline.events, after_heal))
     return Outcome(storm, clients, timeline, seconds)
 
 

@@ -236,3 +236,23 @@ def test_compute_delta_treats_metadata_and_evaluators() -> None:
     assert delta["metadata"] == {"flagSetId": "b"}
     assert apply_delta(old, delta) == new
     assert "metadata" not in compute_delta(None, new)
+
+
+async def test_a_reconciliation_records_the_environments_it_found_behind(store: EdgeStore) -> None:
+    epoch = await store.finish_full_sync(await store.begin_full_sync())
+    assert epoch
+    started = await store.clock()
+    assert await store.touch_reconciled(epoch, behind=["e2", "e1"], started=started)
+    state = await store.sync_state()
+    assert state.reconciled_behind == {"e1", "e2"}
+    assert state.reconciled_started == started
+    assert state.behind_at_reconciliation("e1")
+    assert not state.behind_at_reconciliation("e3")
+    # Too many to list: recorded as all of them.
+    assert await store.touch_reconciled(epoch, behind=[f"e{i}" for i in range(101)])
+    assert (await store.sync_state()).behind_at_reconciliation("e3")
+    # A full sync leaves nothing behind, and no reconciliation to go by.
+    assert await store.finish_full_sync(await store.begin_full_sync()) == epoch
+    state = await store.sync_state()
+    assert state.reconciled_behind == frozenset()
+    assert state.reconciled_started is None
