@@ -235,8 +235,9 @@ class ProjectStore:
             entity_type="project",
             entity_id=project.id,
             entity_key=key,
-            before=project.to_api(),
-            after=taken.to_api(),
+            # A deletion's row says what was there, what went with it, and no "after".
+            before={**project.to_api(), "deleted": taken.to_api()},
+            after=None,
         )
         return taken
 
@@ -252,8 +253,8 @@ class ProjectStore:
             entity_type="environment",
             entity_id=env.id,
             entity_key=key,
-            before=env.to_api(),
-            after=taken.to_api(),
+            before={**env.to_api(), "deleted": taken.to_api()},
+            after=None,
         )
         return taken
 

@@ -34,7 +34,6 @@ from redis.asyncio import Redis
 
 from crivline import httpserver, sse
 from crivline import keyspace as ks
-from crivline.delta import is_empty
 from crivline.edge_store import DeltaEntry, EdgeStore, unbroken_chain
 from crivline.errors import ServiceUnavailable
 from crivline.flags import CompiledFlagSet, compile_flag_set
@@ -168,8 +167,6 @@ def patch_event(
     its data is empty, and it stays in the chain only to link the versions. The event
     after it names as its ``base`` the last version that changed something
     (``content_base``), the one the client holds."""
-    if is_empty(delta):
-        return PatchEvent(version, base, b"")
     shown = base if content_base is None else content_base
     head: dict[str, Any] = {"version": version, "base": shown}
     if committed_at:
@@ -211,7 +208,10 @@ def build_state(
     metadata = doc.get("metadata") if isinstance(doc, dict) else None
     flag_set_id = str(metadata.get("flagSetId", "")) if isinstance(metadata, dict) else ""
     digest = content_hash(flag_set)
-    content = min(version, int(fields.get(ks.F_CONTENT_VERSION) or version))
+    # ETags, stream ids and patch bases name the version itself. (syncd also records the
+    # version whose flag set this is, but each edge computes it from its own merges, so
+    # two edges may name one flag set differently: no identity a client moves with.)
+    content = version
     etag = flag_set_etag(content, digest)
     committed_at = float(fields.get(ks.F_COMMITTED_AT) or 0.0)
     refetch = orjson.dumps(

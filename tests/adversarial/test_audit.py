@@ -75,6 +75,8 @@ def writes(key_id: str, token_id: str = NO_ID) -> list[tuple[str, str, str, Any]
          {"name": "QA", "fractionalBucketing": "v2"}),
         ("createManagementToken", "POST", "/tokens", {"scope": "read", "label": "audited"}),
         ("revokeManagementToken", "DELETE", f"/tokens/{token_id}", None),
+        ("deleteEnvironment", "DELETE", f"{P}/environments/qa", None),
+        ("deleteProject", "DELETE", P, None),
     ]  # fmt: skip
 
 
@@ -86,8 +88,13 @@ async def test_every_committed_change_has_its_audit_rows(world: World) -> None:
     db, acme = world.central.db, world.acme
     covered: set[str] = set()
     key_id = token_id = NO_ID
-    for _repeat in range(2):  # the second round changes nothing, so it audits nothing
+    # The second round repeats what the first did (which changes nothing, so audits
+    # nothing), revokes what the first made, and only then deletes the environment and the
+    # project (which would have taken the first round's key with them).
+    for repeat in range(2):
         for route, method, path, body in writes(key_id, token_id):
+            if repeat == 0 and route in ("deleteEnvironment", "deleteProject"):
+                continue
             before = await db.fetchrow(DATA, acme.tenant_id)
             mark = await last_audit_id(db)
             status, answer, _ = await world.api(acme, method, path, body)
@@ -154,6 +161,8 @@ async def test_no_write_commits_when_its_audit_row_cannot_be_written(world: Worl
         ("updateEnvironment", "PATCH", f"{P}/environments/qa", {"name": "blocked"}),
         ("createManagementToken", "POST", "/tokens", {"scope": "read"}),
         ("revokeManagementToken", "DELETE", f"/tokens/{token['token']['id']}", None),
+        ("deleteEnvironment", "DELETE", f"{P}/environments/qa", None),
+        ("deleteProject", "DELETE", P, None),
     ]  # fmt: skip
     assert {a[0] for a in attempts} == WRITE_ROUTES
     versions = "SELECT json_agg(version ORDER BY id) FROM environments"

@@ -67,7 +67,8 @@ async def test_deleting_a_project_takes_every_environment_and_is_audited(
         "SELECT actor, before, after FROM audit_log WHERE action = 'project.delete'"
     )
     assert entry is not None
-    assert entry["after"]["environments"] == ["dev", "prod"]
+    assert entry["before"]["deleted"]["environments"] == ["dev", "prod"]
+    assert entry["after"] is None
     assert entry["before"]["key"] == "shop"
     # The key can be used again: a new, empty project.
     assert (await shop.post("/projects", {"key": "shop"})).status == 201
