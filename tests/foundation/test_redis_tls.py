@@ -81,6 +81,10 @@ async def test_syncd_syncs_over_tls_with_an_acl_user(tls: Tls, database_url: str
         async with aiohttp.ClientSession() as session:
 
             async def ready() -> bool:
+                if proc.returncode is not None:  # it stopped: say why, do not wait on
+                    assert proc.stderr is not None
+                    why = (await proc.stderr.read()).decode(errors="replace")[-2000:]
+                    raise AssertionError(f"syncd exited ({proc.returncode}): {why}")
                 async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
                     return response.status == 200
 
@@ -94,7 +98,8 @@ async def test_syncd_syncs_over_tls_with_an_acl_user(tls: Tls, database_url: str
             await client.aclose()
         assert b"epoch" in state  # a full sync went through the TLS connection
     finally:
-        proc.terminate()
+        if proc.returncode is None:
+            proc.terminate()
         await proc.wait()
 
 

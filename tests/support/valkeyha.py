@@ -338,12 +338,13 @@ class AclValkey(Node):
     """A Valkey whose default user is off: only ``edge`` with ``password`` gets in."""
 
     def __init__(self, data_dir: Path, password: str) -> None:
-        self.password = password
         super().__init__(data_dir, [])
+        # Its own name: ValkeyServer.password is the default user's (requirepass).
+        self.edge_password = password
 
     def argv(self) -> list[str]:
         path = self.data_dir / "users.acl"
-        path.write_text(f"user default off\nuser edge on >{self.password} ~* &* +@all\n")
+        path.write_text(f"user default off\nuser edge on >{self.edge_password} ~* &* +@all\n")
         return [*super().argv(), "--aclfile", str(path)]
 
 
