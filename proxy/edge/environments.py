@@ -79,10 +79,10 @@ class EnvState:
     version: int
     flag_set: bytes  # canonical flagd JSON, exactly as stored
     flags: CompiledFlagSet
-    etag: str  # of the flag set: '"<content version>-<content hash>"'
-    # The version whose flag set this is: older than ``version`` when the versions since
-    # changed only keys or the plan. ETags, stream ids and patch bases name it, so an SDK
-    # is told nothing when nothing it holds changed.
+    etag: str  # of the flag set: '"<version>-<content hash>"'
+    # The version ETags, stream ids and patch bases name. Today always ``version`` (see
+    # build_state); the one place to put a flag set's own version once the central
+    # database provides one edges agree on.
     content_version: int
     content_hash: str  # 16 hex characters of BLAKE2b over flag_set
     committed_at: float
@@ -602,9 +602,7 @@ class EnvironmentCache:
         if state is not None and new.content_version != state.content_version:
             self._publish(new, patches)
         else:
-            # A first load, or a version that changed only keys or the plan: no SDK is
-            # told (no patch, no refetch), and there is no change to time. Streams that
-            # held the previous version now hold this one (their chain has no event).
+            # A first load: no SDK is told, and there is no change to time.
             if state is not None and patches is not None:
                 self._hub.publish_sdk(new.id, new.version, patches, new.put_event)
             self._told_at.pop(env, None)

@@ -1,9 +1,7 @@
 """Server-SDK endpoints: the full flag set for polling, and the SSE stream.
 
 ``GET /sdk/v1/flags`` answers the environment's flagd document exactly as syncd stored
-it, with ``ETag: "<version>-<content hash>"`` and 304 on ``If-None-Match``. The version
-in ETags, stream ids and patch bases is the one whose flag set this is: a later version
-that changed only keys or the plan is told to no SDK (see EnvState.content_version).
+it, with ``ETag: "<version>-<content hash>"`` and 304 on ``If-None-Match``.
 
 ``GET /sdk/v1/stream`` opens with ``retry:`` and ``event: put`` (the whole flag set,
 ``id:`` = version), then sends ``event: patch`` per version with only what changed::
