@@ -442,7 +442,8 @@ class EdgeStore:
             for key in snapshot.keys:
                 name = self.keyspace.api_key(key.key_hash)
                 expires = "" if key.expires_at is None else _number(key.expires_at)
-                pipe.delete(name)
+                # One HSET of every field, never DEL then HSET: a proxy reading between
+                # the two would take a live key for unknown (401).
                 pipe.hset(
                     name,
                     mapping={
@@ -456,6 +457,8 @@ class EdgeStore:
                 )
                 if key.expires_at is not None:
                     pipe.pexpireat(name, int(key.expires_at * 1000))
+                else:
+                    pipe.persist(name)  # an expiry lifted since the last write
             results = await pipe.execute()
         return bool(results[0])
 
