@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from support.waiting import eventually
 
 from crivline.edge_store import EdgeStore, apply_delta, compute_delta
 from crivline.keyspace import Keyspace
@@ -181,6 +182,41 @@ async def test_expiring_keys_carry_their_expiry_and_a_ttl(
     assert stored is not None
     assert stored.expires_at == 4102444800.0
     assert await redis.pexpiretime("t:key:" + "03" * 32) == 4102444800000
+
+
+async def test_a_live_keys_record_is_rewritten_in_place_never_deleted(
+    store: EdgeStore, redis: aioredis.Redis, redis_url: str
+) -> None:
+    """Each version rewrites the records of the live keys. A DEL before the HSET would
+    leave a moment in which a proxy reads a live key as unknown (a 401 to a valid key):
+    Valkey's keyspace events show every command that touched the record."""
+    key = EdgeKey("04" * 32, "k4", "server", 4102444800.0)
+    name = store.keyspace.api_key(key.key_hash)
+    await redis.config_set("notify-keyspace-events", "Kgh")
+    listener = aioredis.from_url(redis_url)
+    pubsub = listener.pubsub()
+    try:
+        await pubsub.subscribe(f"__keyspace@0__:{name}")
+        events: list[str] = []
+
+        async def drain() -> bool:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if message is not None:
+                events.append(message["data"].decode())
+            return events.count("hset") >= 3
+
+        assert await write(store, snapshot(1, {}, (key,)))
+        lifted = EdgeKey(key.key_hash, key.id, key.kind, None)  # its expiry lifted
+        assert await write(store, snapshot(2, {"f": flag(1)}, (lifted,)))
+        assert await write(store, snapshot(3, {"f": flag(2)}, (lifted,)))
+        await eventually(drain, within=5, what="three rewrites of the key's record")
+        assert "del" not in events, events
+        assert await redis.pttl(name) == -1  # no expiry left behind
+        assert await store.read_api_key(key.key_hash) is not None
+    finally:
+        await redis.config_set("notify-keyspace-events", "")
+        await pubsub.aclose()
+        await listener.aclose()
 
 
 async def test_remove_forgets_the_environment_and_announces_it(
