@@ -29,6 +29,9 @@ import aiohttp
 from fault_clients import Clients
 from fault_cluster import BOUND, Cluster
 from fault_storm import Storm
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from support.waiting import eventually
 
 from crivline import redisconn
 from crivline.keyspace import Keyspace
@@ -174,31 +177,50 @@ async def converge(
         await asyncio.sleep(0.1)
 
 
+async def _delta_logs(
+    url: str, keys: Keyspace, envs: list[str]
+) -> tuple[str, dict[str, tuple[list[tuple[int, int]], int]]]:
+    """Each environment's delta log spans and version in one edge Redis."""
+    client = redisconn.client(redisconn.parse("CRIVLINE_REDIS_URL", url))
+    try:
+        logs = {}
+        for env in envs:
+            entries = await client.xrange(keys.deltas(env))
+            spans = [(int(fields[b"base"]), int(fields[b"v"])) for _id, fields in entries]
+            logs[env] = (spans, int(await client.hget(keys.environment(env), "version") or 0))
+        return "read", logs
+    finally:
+        await client.aclose()
+
+
 async def delta_chain_problems(cluster: Cluster, storm: Storm) -> list[str]:
     out: list[str] = []
     for edge in cluster.edges:
         keys = Keyspace("crivline:", f"edge-{edge.name}")
-        client = redisconn.client(redisconn.parse("CRIVLINE_REDIS_URL", edge.redis_url))
-        try:
-            for env in cluster.environment_ids():
-                entries = await client.xrange(keys.deltas(env))
-                spans = [(int(fields[b"base"]), int(fields[b"v"])) for _id, fields in entries]
-                final = int(await client.hget(keys.environment(env), "version") or 0)
-                for ack in storm.acks:
-                    if ack.env != env:
-                        continue
-                    if ack.version > final:
-                        out.append(f"edge {edge.name} {env}: at {final} < acknowledged {ack}")
-                    elif not any(base < ack.version <= v for base, v in spans):
-                        out.append(
-                            f"edge {edge.name} {env}: no delta entry covers acknowledged "
-                            f"version {ack.version} ({ack.op}); entries {spans[-12:]}"
-                        )
-                previous = 0
-                for _base, v in spans:
-                    if v <= previous:
-                        out.append(f"edge {edge.name} {env}: the delta log went back at {v}")
-                    previous = v
-        finally:
-            await client.aclose()
+        # Sentinels may still be settling a failover a moment after the edge converged:
+        # a new client asks them again rather than failing the check.
+        _, logs = await eventually(
+            lambda edge=edge, keys=keys: _delta_logs(
+                edge.redis_url, keys, cluster.environment_ids()
+            ),
+            within=15,
+            what=f"edge {edge.name}'s delta logs",
+            tolerate=(RedisConnectionError, RedisTimeoutError),
+        )
+        for env, (spans, final) in logs.items():
+            for ack in storm.acks:
+                if ack.env != env:
+                    continue
+                if ack.version > final:
+                    out.append(f"edge {edge.name} {env}: at {final} < acknowledged {ack}")
+                elif not any(base < ack.version <= v for base, v in spans):
+                    out.append(
+                        f"edge {edge.name} {env}: no delta entry covers acknowledged "
+                        f"version {ack.version} ({ack.op}); entries {spans[-12:]}"
+                    )
+            previous = 0
+            for _base, v in spans:
+                if v <= previous:
+                    out.append(f"edge {edge.name} {env}: the delta log went back at {v}")
+                previous = v
     return out
