@@ -136,6 +136,13 @@ async def test_sentinel_failover_of_edge_and_bus_mid_storm(
         counts["published"], counts["woken"] = await bus_counts()
         timeline.healed(f"sentinel: both replicas promoted after {took:.2f}s")
 
+        async def woken_again() -> bool:
+            return (await bus_counts())[1] > counts["woken"]
+
+        # The storm goes on: syncd resubscribes on the bus's new master (its reconnect
+        # backoff, longer on a loaded machine) and is woken by control's next publish.
+        await wait_until(woken_again, 20, "syncd woken by the bus's new master")
+
     outcome = await scenario(cluster, "sentinel failover (edge and bus)", inject)
     assert outcome.storm.acks, outcome.storm.summary()
     # The bus followed its failover too: control published on the new master, and syncd,
