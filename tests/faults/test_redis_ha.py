@@ -155,9 +155,10 @@ async def test_sentinel_failover_of_edge_and_bus_mid_storm(
 async def test_a_promoted_replica_missing_the_last_writes_is_rewritten(
     on_sentinel: tuple[Cluster, SentinelGroup, SentinelGroup],
 ) -> None:
-    """The replica is frozen (SIGSTOP) while writes land on the master, so it lacks them
-    for certain; then the master dies and the Sentinels promote it. syncd notices the
-    versions behind Postgres and rewrites them; no proxy ever answers an older version."""
+    """The replica is frozen (SIGSTOP) and cut off while writes land on the master, so it
+    lacks them for certain; then the master dies and the Sentinels promote it. syncd
+    notices the versions behind Postgres and rewrites them; no proxy ever answers an
+    older version."""
     cluster, edge, _bus = on_sentinel
     await cluster.ensure_running()
     await asyncio.to_thread(edge.wait_replicated)
@@ -185,6 +186,13 @@ async def test_a_promoted_replica_missing_the_last_writes_is_rewritten(
     replica = next(n for n in edge.data_nodes() if n is not master)
     assert replica.proc is not None
     os.kill(replica.proc.pid, signal.SIGSTOP)
+    # Cut the frozen replica's link too: what the master sent before it died would
+    # otherwise wait in the replica's socket and be applied when it wakes up.
+    to_master = master.client()
+    try:
+        assert await to_master.client_kill_filter(_type="replica") == 1
+    finally:
+        await to_master.aclose()
     try:
         for n in range(5):
             answer = await cluster.api_ok(
