@@ -46,7 +46,7 @@ from proxy.edge.keys import KeyInfo
 from proxy.errors import error_response
 from proxy.quota import PlanBook
 
-log = logging.getLogger("proxy.edgestreams")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -31,7 +31,7 @@ from crivline.plans import EVALUATION_KINDS
 from crivline.tasks import every
 from crivline.usage import count_field, pending_field
 
-log = logging.getLogger("proxy.metering")
+log = logging.getLogger(__name__)
 
 _DAY_SECONDS = 86400
 _EVALUATIONS = frozenset(EVALUATION_KINDS)

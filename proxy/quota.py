@@ -40,7 +40,7 @@ from crivline.tasks import every
 from proxy.errors import error_response
 from proxy.metering import Meter, today
 
-log = logging.getLogger("proxy.quota")
+log = logging.getLogger(__name__)
 
 
 class PlanBook:

@@ -32,11 +32,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from crivline.keyspace import F_TENANT, Keyspace
-from crivline.logs import fields
+from crivline.logs import describe, fields
 from crivline.plans import EVALUATION_KINDS
 from crivline.usage import Batch, counts_from_fields, pending_field
 
-log = logging.getLogger("crivline.syncd.usage")
+log = logging.getLogger(__name__)
 
 SEQUENCE_FIELD = "_seq"
 
@@ -194,7 +194,7 @@ class UsageFlusher:
                     raise DeliveryFailed(f"control answered {response.status}: {text[:200]!r}")
                 answer = orjson.loads(text)
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
-            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
+            raise DeliveryFailed(describe(exc)) from None
         if not isinstance(answer, dict):
             raise DeliveryFailed("control's answer is not a JSON object")
         return answer

@@ -48,7 +48,7 @@ from crivline.logs import fields
 from crivline.tracing import SpanKind, traceparent_of
 
 api = Api()
-log = logging.getLogger("control.webhooks")
+log = logging.getLogger(__name__)
 
 _UPSERT = """
 INSERT INTO subscriptions AS s (tenant_id, plan_tier, status, stripe_customer_id,
