@@ -855,6 +855,7 @@ class Bench:
             f"{per_stream / 1024:.1f} KiB per idle stream"
         )
         lag_before = metrics(proxy)
+        stages_before = {"proxy": lag_before, "syncd": metrics(stack.syncd_url)}
         cpu_before = tree_cpu([proxy_pid])
         busy_before, wall = machine_busy_seconds()[0], time.monotonic()
         self.say(f"  writers: {write_rate:g} changes/s for {write_seconds:.0f}s …")
@@ -866,6 +867,7 @@ class Bench:
         proxy_cpu = tree_cpu([proxy_pid]) - cpu_before
         machine_cores = (machine_busy_seconds()[0] - busy_before) / (time.monotonic() - wall)
         lag_after = metrics(proxy)
+        stages_after = {"proxy": lag_after, "syncd": metrics(stack.syncd_url)}
         locust_cpu = self.terminate(proc)
         self.record_scenario(key, count, proc, locust_cpu)
         self.record_scenario(f"{key}-writers", 1, writer, writer_cpu)
@@ -889,6 +891,7 @@ class Bench:
             "proxy_side": benchreport.histogram_quantiles(
                 lag_before, lag_after, "crivline_proxy_propagation_lag_seconds_bucket"
             ),
+            "stages": benchreport.stage_quantiles(stages_before, stages_after),
             **benchreport.quantiles_ms(latencies),
             "read": benchreport.quantiles_ms(reads),
         }

@@ -124,20 +124,59 @@ def quantiles_ms(sorted_seconds: list[float]) -> dict[str, float | None]:
 
 
 def histogram_quantiles(
-    before: dict[str, float], after: dict[str, float], bucket: str
+    before: dict[str, float], after: dict[str, float], bucket: str, labels: str = ""
 ) -> dict[str, float | None]:
-    """p50/p99 upper bounds from the difference of two Prometheus histogram readings."""
+    """p50/p99 upper bounds from the difference of two Prometheus histogram readings
+    (``labels``: the series' other labels as exposed, e.g. ``stage="build"``)."""
     bounds = []
     for name, value in after.items():
-        if name.startswith(bucket + "{"):
-            le = name.split('le="', 1)[1].split('"', 1)[0]
-            bounds.append((math.inf if le == "+Inf" else float(le), value - before.get(name, 0)))
+        if not (name.startswith(bucket + "{") and name.endswith("}")):
+            continue
+        parts = name[len(bucket) + 1 : -1].split(",")
+        if labels and labels not in parts:
+            continue
+        le = next(p for p in parts if p.startswith("le=")).split('"')[1]
+        bounds.append((math.inf if le == "+Inf" else float(le), value - before.get(name, 0)))
     bounds.sort()
     total = bounds[-1][1] if bounds else 0
     out: dict[str, float | None] = {"count": total}
     for label, q in (("p50_le_ms", 0.5), ("p99_le_ms", 0.99)):
         out[label] = next((b * 1000 for b, count in bounds if total and count >= q * total), None)
     return out
+
+
+# A change's path, stage by stage, as the two parts' histograms name it: (part, stage,
+# what it covers). The first and the last write are counted from the commit.
+STAGES = (
+    ("syncd", "commit_to_wakeup", "commit → syncd woken (NOTIFY or bus)"),
+    ("syncd", "snapshot_read", "… syncd's snapshot read from Postgres"),
+    ("syncd", "redis_write", "… syncd's write to the edge Redis"),
+    ("syncd", "wakeup_to_written", "syncd woken → edge Redis written"),
+    ("proxy", "redis_to_told", "edge Redis written → proxy told"),
+    ("proxy", "build", "… building the new version"),
+    ("proxy", "told_to_applied", "proxy told → state applied"),
+    ("proxy", "fan_out", "first → last stream client's write"),
+    ("proxy", "commit_to_first_write", "commit → first client write"),
+    ("proxy", "commit_to_last_write", "commit → last client write"),
+)
+STAGE_BUCKETS = {
+    "syncd": "crivline_syncd_stage_seconds_bucket",
+    "proxy": "crivline_proxy_stage_seconds_bucket",
+}
+
+
+def stage_quantiles(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+) -> list[dict[str, Any]]:
+    """Each stage's count and p50/p99 bucket bounds between two readings of each part's
+    ``/metrics`` (``{"syncd": {...}, "proxy": {...}}``)."""
+    rows = []
+    for part, stage, what in STAGES:
+        q = histogram_quantiles(
+            before.get(part, {}), after.get(part, {}), STAGE_BUCKETS[part], f'stage="{stage}"'
+        )
+        rows.append({"part": part, "stage": stage, "what": what, **q})
+    return rows
 
 
 def save_samples(path: Path, sorted_seconds: list[float]) -> None:
@@ -151,6 +190,37 @@ def load_samples(path: Path) -> list[float]:
 
 
 # -- formatting -------------------------------------------------------------------------------
+
+
+def _stage_table(add: Any, prop: dict[str, Any]) -> None:
+    """Where a change's time goes, per streams phase: each stage's p50/p99 (bucket bounds
+    of the parts' own histograms, read before and after the phase's writes)."""
+    phases = [(phase["streams"], phase["stages"]) for phase in prop.values() if "stages" in phase]
+    if not phases:
+        return
+    add("### Where the time goes")
+    add("")
+    head = " | ".join(f"{count:,} streams: p50 / p99 ≤ ms (n)" for count, _ in phases)
+    add(f"| stage | part | {head} |")
+    add("| --- | --- | " + " | ".join(["---:"] * len(phases)) + " |")
+    for i, (part, _stage, what) in enumerate(STAGES):
+        cells = []
+        for _count, rows in phases:
+            row = rows[i]
+            cells.append(
+                f"{_f(row.get('p50_le_ms'), 1)} / {_f(row.get('p99_le_ms'), 1)} "
+                f"({_f(row.get('count'), 0)})"
+            )
+        add(f"| {what} | {part} | " + " | ".join(cells) + " |")
+    add("")
+    add(
+        "From `crivline_syncd_stage_seconds` and `crivline_proxy_stage_seconds` (upper "
+        "bounds of their buckets, so coarse: 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250 ms …). "
+        "Stages marked … are parts of the stage below them. Commit times are Postgres's "
+        "`clock_timestamp()` of the bump, compared with each part's wall clock (one machine "
+        "here)."
+    )
+    add("")
 
 
 def _f(value: Any, digits: int = 0, suffix: str = "") -> str:
@@ -375,6 +445,7 @@ def write(results: dict[str, Any], out: Path) -> Path:
                 f"{_f(phase['proxy_cpu_seconds'], 1)} | {_f(phase.get('machine_cores'), 2)} |"
             )
         add("")
+        _stage_table(add, prop)
         add(
             "Propagation = the moment the patch's bytes reached the client's socket (kernel "
             "time stamp, SO_TIMESTAMPNS) minus its "

@@ -257,6 +257,10 @@ class Stack:
         return self.root / "data"
 
     @property
+    def syncd_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['CRIVLINE_SYNCD_PORT']}"
+
+    @property
     def proxy_pid(self) -> int:
         pids = json.loads((self.data_dir / "pids.json").read_text())
         return int(pids["proxy"]["pid"])

@@ -109,6 +109,13 @@ def test_streams_measured_propagation_of_every_write(smoke: Any) -> None:
     assert phase["rss_open"] > 0
     lines = (out / "streams-20-latency.txt").read_text().split()
     assert len(lines) == phase["samples"]
+    # every stage of a change was seen by its part's histogram during the writes
+    stages = {row["stage"]: row for row in phase["stages"]}
+    for stage in ("commit_to_wakeup", "wakeup_to_written", "redis_to_told", "told_to_applied",
+                  "commit_to_first_write", "commit_to_last_write", "fan_out"):  # fmt: skip
+        counts = {name: row["count"] for name, row in stages.items()}
+        assert stages[stage]["count"] > 0, (stage, counts)
+        assert stages[stage]["p99_le_ms"] is not None, stage
 
 
 @pytest.mark.timeout(240)
@@ -139,7 +146,7 @@ def test_report_written_and_every_process_stopped(smoke: Any) -> None:
     report = (out / "report.md").read_text()
     assert f"report: {out / 'report.md'}" in output
     for heading in ("## Targets", "## Throughput", "## Workers", "## Metering", "## Streams",
-                    "## Locust"):  # fmt: skip
+                    "### Where the time goes", "## Locust"):  # fmt: skip
         assert heading in report
     for key in SCENARIOS:
         assert f"| {key} |" in report
