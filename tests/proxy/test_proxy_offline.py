@@ -140,14 +140,7 @@ async def _status_is(call: Any, wanted: int) -> Any:
 async def test_export_then_bootstrap_serves_with_neither_postgres_nor_redis(
     tmp_path: Path, central: Central, database_url: str, crivline_cmd: list[str], processes: Procs
 ) -> None:
-    await central.ok("POST", "/projects", {"key": "shop", "name": "Shop"})
-    await central.ok("POST", "/projects/shop/environments", {"key": "prod"})
-    await central.ok(
-        "POST",
-        "/projects/shop/flags",
-        {"key": "checkout", "type": "boolean", "variants": {"on": True, "off": False},
-         "defaultVariant": "off"},
-    )  # fmt: skip
+    await central.shop()
     await central.set_state("shop", "checkout", "prod", state="ENABLED", defaultVariant="on")
     server, _ = await central.create_key("shop", "prod", "server")
     flagset = await central.session.get(

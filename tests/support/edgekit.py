@@ -315,6 +315,18 @@ class Central:
         assert status in (200, 201), (method, path, status, answer)
         return answer
 
+    async def shop(self) -> None:
+        """Project ``shop`` with environment ``prod`` and a boolean flag ``checkout``
+        (variants on/off, default off; disabled until a test enables it)."""
+        await self.ok("POST", "/projects", {"key": "shop", "name": "Shop"})
+        await self.ok("POST", "/projects/shop/environments", {"key": "prod"})
+        await self.ok(
+            "POST",
+            "/projects/shop/flags",
+            {"key": "checkout", "type": "boolean", "variants": {"on": True, "off": False},
+             "defaultVariant": "off"},
+        )  # fmt: skip
+
     async def environment_id(self, project: str, env: str) -> str:
         value = await self.db.fetchval(
             "SELECT e.id::text FROM environments e JOIN projects p ON p.id = e.project_id "

@@ -98,14 +98,7 @@ async def test_status_finds_the_edge_that_is_behind_and_resync_brings_it(
     redis_url: str,
     crivline_cmd: list[str],
 ) -> None:
-    await central.ok("POST", "/projects", {"key": "shop", "name": "Shop"})
-    await central.ok("POST", "/projects/shop/environments", {"key": "prod"})
-    await central.ok(
-        "POST",
-        "/projects/shop/flags",
-        {"key": "checkout", "type": "boolean", "variants": {"on": True, "off": False},
-         "defaultVariant": "off"},
-    )  # fmt: skip
+    await central.shop()
     first = await central.set_state(
         "shop", "checkout", "prod", state="ENABLED", defaultVariant="on"
     )

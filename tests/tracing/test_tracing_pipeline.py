@@ -56,14 +56,7 @@ def exporter() -> InMemorySpanExporter:
 
 async def make_flag(central: Central) -> tuple[str, str]:
     """A project with a flag and a server key in ``prod``; the environment id and key."""
-    await central.ok("POST", "/projects", {"key": "shop", "name": "Shop"})
-    await central.ok("POST", "/projects/shop/environments", {"key": "prod"})
-    await central.ok(
-        "POST",
-        "/projects/shop/flags",
-        {"key": "checkout", "type": "boolean", "variants": {"on": True, "off": False},
-         "defaultVariant": "off"},
-    )  # fmt: skip
+    await central.shop()
     key, _ = await central.create_key("shop", "prod", "server")
     return await central.environment_id("shop", "prod"), key
 
