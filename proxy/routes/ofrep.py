@@ -47,6 +47,7 @@ from proxy.edgestreams import EDGE_STREAMS, KEY_STREAMS
 from proxy.errors import api_error_response
 from proxy.fairness import FAIRNESS
 from proxy.hub import OFREP
+from proxy.metering import today
 from proxy.routes.sdk import last_event_id
 
 routes = web.RouteTableDef()
@@ -288,7 +289,8 @@ async def events(request: web.Request) -> web.StreamResponse:
         info = await authorize(request, ANY_KIND)
     cache = app[appkeys.CACHE]
     state = await cache.obtain(info.environment)
-    if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=True)) is not None:
+    day = today()  # the UTC day read once: the quota's and the meter's
+    if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=True, day=day)) is not None:
         return refused
     if (refused := app[EDGE_STREAMS].refusal(info, ofrep=True)) is not None:
         return refused
@@ -305,7 +307,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         if outcome is not Ahead.REACHED:
             version = 0
     client = app[FAIRNESS].open_stream(info, OFREP, version)
-    app[appkeys.METER].count(info.environment, "stream")
+    app[appkeys.METER].count(info.environment, "stream", info.tenant, day)
     opening = sse.retry(app[appkeys.OPTIONS].retry_ms)
     if client.version < state.content_version:  # later versions changed no flag
         opening += state.refetch_event

@@ -28,6 +28,7 @@ from proxy.edge.environments import Ahead, newest_etag
 from proxy.edgestreams import EDGE_STREAMS, KEY_STREAMS
 from proxy.fairness import FAIRNESS
 from proxy.hub import SDK
+from proxy.metering import today
 
 routes = web.RouteTableDef()
 
@@ -71,7 +72,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     app = request.app
     cache = app[appkeys.CACHE]
     state = await cache.obtain(info.environment)
-    if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=False)) is not None:
+    day = today()  # the UTC day read once: the quota's and the meter's
+    if (refused := app[appkeys.QUOTA].refusal(info.tenant, ofrep=False, day=day)) is not None:
         return refused
     if (refused := app[EDGE_STREAMS].refusal(info, ofrep=False)) is not None:
         return refused
@@ -91,7 +93,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         state = cache.get(info.environment) or state
     # From here to hub.open nothing awaits: no event can slip between the two.
     client = app[FAIRNESS].open_stream(info, SDK, version)
-    app[appkeys.METER].count(info.environment, "stream")
+    app[appkeys.METER].count(info.environment, "stream", info.tenant, day)
     options = app[appkeys.OPTIONS]
     client.send(sse.retry(options.retry_ms) + opening)
     if opening:

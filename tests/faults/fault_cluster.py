@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from support.waiting import eventually
 from crivline.embedded import PostgresServer, ValkeyServer, free_port
 from crivline.migrate import migrate
 from crivline.roles import GROUPS, ensure_login
-from crivline.seed import create_tenant
+from crivline.seed import create_tenant, issue_edge_credential
 from crivline.snapshot import set_json_codecs
 
 INTERVAL = 0.5  # CRIVLINE_RECONCILE_INTERVAL of every syncd (and proxy)
@@ -333,12 +333,27 @@ def _part(root: Path, name: str, command: str, settings: dict[str, str]) -> Part
     return Part(name, command, port, {**common, **settings, var: str(port)}, root / f"{name}.log")
 
 
-async def build(root: Path, *, edge_redis: Any = None, bus_redis: Any = None) -> Cluster:
-    """Start everything, seed three tenants through the control API, wait until ready.
+async def build(
+    root: Path,
+    *,
+    edge_redis: Any = None,
+    bus_redis: Any = None,
+    plain: bool = False,
+    tenants: Mapping[str, str] | None = None,
+    usage_flush: float | None = None,
+) -> Cluster:
+    """Start everything, seed the tenants through the control API, wait until ready.
 
     With ``edge_redis`` (a running highly available Valkey: ``url``, ``running()``,
     ``start()``, ``stop()``, ``members()``), one edge ``a`` on it instead: one syncd (on the
-    bus too) and two proxies. ``bus_redis`` replaces the bus the same way."""
+    bus too) and two proxies. ``bus_redis`` replaces the bus the same way.
+
+    ``plain`` (without ``edge_redis``): edges a, b and c of one syncd and one proxy each,
+    none on the bus. ``tenants``: the tenants to seed, key -> plan tier (default:
+    :data:`TENANTS`, uncapped). With ``usage_flush``, every syncd reports its edge's usage
+    to control that often, with a credential of its own edge (else usage stays in the
+    edge Redis)."""
+    plans = dict.fromkeys(TENANTS, "enterprise") if tenants is None else dict(tenants)
     await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
     postgres = PostgresServer(root / "postgres", durable=True)
     bus = bus_redis or ValkeyServer(root / "bus")
@@ -358,15 +373,19 @@ async def build(root: Path, *, edge_redis: Any = None, bus_redis: Any = None) ->
     database_url = postgres.url_for(DATABASE)
     conn = await asyncpg.connect(database_url)
     tokens: dict[str, str] = {}
+    credentials: dict[str, str] = {}  # edge name -> its syncd's credential
     try:
         await set_json_codecs(conn)
         await migrate(conn)
         for part, group in GROUPS.items():  # each part as its own role, as in production
             await ensure_login(conn, part, group, None)
-        for key in TENANTS:
-            # Uncapped: the storm's pollers would otherwise meet the free tier's daily
-            # quota in a long run (quotas have their own tests).
-            tokens[key] = (await create_tenant(conn, key, plan="enterprise")).token
+        for key, tier in plans.items():
+            # Uncapped by default: the storm's pollers would otherwise meet the free tier's
+            # daily quota in a long run (quotas have their own tests).
+            tokens[key] = (await create_tenant(conn, key, plan=tier)).token
+        if usage_flush is not None:
+            for name in valkeys:
+                credentials[name] = await issue_edge_credential(conn, f"edge-{name}")
     finally:
         await conn.close()
 
@@ -390,27 +409,34 @@ async def build(root: Path, *, edge_redis: Any = None, bus_redis: Any = None) ->
         }
         if bus_url:
             settings["CRIVLINE_BUS_URL"] = bus_url
+        if usage_flush is not None:
+            settings["CRIVLINE_CONTROL_URL"] = control.url
+            settings["CRIVLINE_EDGE_CREDENTIAL"] = credentials[edge]
+            settings["CRIVLINE_USAGE_FLUSH_INTERVAL"] = str(usage_flush)
         return _part(root, f"syncd-{edge}{n}", "syncd", settings)
 
     def proxy(edge: str, n: int) -> Part:
         settings = {"CRIVLINE_REDIS_URL": valkeys[edge].url, "CRIVLINE_EDGE_ID": f"edge-{edge}"}
         return _part(root, f"proxy-{edge}{n}", "proxy", settings)
 
-    edges = [
-        Edge("a", valkeys["a"], [syncd("a", 1, bus.url)], [proxy("a", 1), proxy("a", 2)]),
-    ]
-    if edge_redis is None:
+    if plain:
+        edges = [Edge(n, valkeys[n], [syncd(n, 1)], [proxy(n, 1)]) for n in ("a", "b", "c")]
+    elif edge_redis is None:
         edges = [
             Edge("a", valkeys["a"], [syncd("a", 1)], [proxy("a", 1), proxy("a", 2)]),
             Edge("b", valkeys["b"], [syncd("b", 1), syncd("b", 2)], [proxy("b", 1)]),
             Edge("c", valkeys["c"], [syncd("c", 1, bus.url)], [proxy("c", 1)]),
+        ]
+    else:
+        edges = [
+            Edge("a", valkeys["a"], [syncd("a", 1, bus.url)], [proxy("a", 1), proxy("a", 2)]),
         ]
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
     cluster = Cluster(root, postgres, bus, control, edges, session)
     try:
         control.start()
         await wait_until(lambda: cluster.ready(control), 30, "control to be ready")
-        for key in TENANTS:
+        for key in plans:
             cluster.tenants.append(await _seed(cluster, key, tokens[key]))
         for part in cluster.parts():
             if not part.running():

@@ -6,18 +6,30 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-from support.edgekit import TEST_OPTIONS, Feeder, StartProxy, eventually, flag, make_key, new_env
+from support.edgekit import (
+    TENANT,
+    TEST_OPTIONS,
+    Feeder,
+    SSEClient,
+    StartProxy,
+    eventually,
+    flag,
+    make_key,
+    new_env,
+)
 
 from crivline.keyspace import Keyspace
+from crivline.plans import EdgePlan, edge_plan_value
 from crivline.usage import count_field
 from proxy import appkeys
-from proxy.metering import Meter
+from proxy.metering import Meter, today
 
 FLAGS: dict[str, Any] = {"f": flag({"on": True, "off": False}, "on")}
 
@@ -127,3 +139,47 @@ async def test_counts_being_flushed_still_count_against_the_quota(
         await flushing
     assert meter.used_today("tenant-1", time.time()) == 6
     assert await redis.hvals(keyspace.usage_pending) == [b"5"]
+
+
+async def test_a_stream_is_checked_and_counted_on_the_one_day_its_route_read(
+    feeder: Feeder,
+    start_proxy: StartProxy,
+    redis: aioredis.Redis,
+    open_stream: Callable[..., Awaitable[SSEClient]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each stream route reads the UTC day once and hands it to both the quota and the
+    meter (as the evaluation gate does). Today's quota is used up, but the stream routes
+    read a day when it was not: both streams are admitted and counted on that day."""
+    env, server, client = new_env(), make_key("server"), make_key("client")
+    await feeder.write(env, FLAGS, keys=[server, client])
+    await feeder.synced()
+    await redis.hset(feeder.keyspace.plans, TENANT, edge_plan_value(EdgePlan("free", 1, 10, 1)))
+    proxy = await start_proxy()
+    await eventually(lambda: proxy[appkeys.PLANS].plan(TENANT), what="the plan read")
+    async with await proxy.get("/sdk/v1/flags", headers=server.headers) as resp:
+        assert resp.status == 200  # today's one evaluation
+    async with await proxy.get("/sdk/v1/stream", headers=server.headers) as resp:
+        assert resp.status == 429  # today's quota is used up
+    earlier = today() - 2
+    for module in ("proxy.routes.sdk", "proxy.routes.ofrep"):
+        monkeypatch.setattr(f"{module}.today", lambda: earlier)
+    streams = [
+        await open_stream(proxy, "/sdk/v1/stream", headers=server.headers),
+        await open_stream(proxy, "/ofrep/v1/events", headers=client.headers),
+    ]
+    assert [s.response.status for s in streams] == [200, 200]
+    on = datetime.fromtimestamp(earlier * 86400, UTC).date()
+
+    async def counted() -> tuple[bytes | None, bytes | None]:
+        real = datetime.now(UTC).date()
+        names = [count_field(env, on, "stream"), count_field(env, real, "stream")]
+        found = await redis.hmget(feeder.keyspace.usage, names)
+        return found[0], found[1]
+
+    await eventually(lambda: _first(counted()), what="the streams counted")
+    assert await counted() == (b"2", None)
+
+
+async def _first(pair: Awaitable[tuple[Any, Any]]) -> Any:
+    return (await pair)[0]
