@@ -17,15 +17,21 @@ Module map (one concern each):
   :mod:`proxy.routes.health` (``/healthz``, ``/readyz``, ``/metrics``) and the operator
   status page, :mod:`proxy.routes.status`, with its documents, sampler and session
   beside it (``status_assets``, ``status_sampler``, ``status_session``).
-- :mod:`proxy.auth`, :mod:`proxy.access` — authentication, and the gate (auth + rate
-  limit) in front of every data endpoint.
+- :mod:`proxy.auth`, :mod:`proxy.access` — authentication, and the gate in front of every
+  evaluation (key, rate limit, environment, quota, metering, a client ahead of us).
+- :mod:`proxy.quota`, :mod:`proxy.metering`, :mod:`proxy.edgestreams`,
+  :mod:`proxy.fairness` — the plan's daily quota decided from memory; usage counted in
+  memory and flushed to Redis; stream counts across the edge's processes (per plan and
+  per key); per-tenant caps and evaluation share in this process.
 - :mod:`proxy.hub`, :mod:`proxy.streams` — fan-out to stream clients (each event's bytes
   written straight to every client's socket); serving one stream.
 - :mod:`proxy.heap` — the garbage-collector policy (freeze long-lived objects).
 - :mod:`proxy.context`, :mod:`proxy.bulkcache`, :mod:`proxy.tickets` — request bodies
   and their limits; the bulk-answer LRU; signed stream tickets.
 - :mod:`proxy.ratelimit`, :mod:`proxy.cors`, :mod:`proxy.headers`, :mod:`proxy.errors`,
-  :mod:`proxy.middleware` — the cross-cutting parts (errors rendered in ONE place).
+  :mod:`proxy.middleware`, :mod:`proxy.forwarded` — the cross-cutting parts (errors
+  rendered in ONE place; forwarded headers trusted only when configured).
+- :mod:`proxy.openapi` — the OpenAPI document of the proxy's own routes.
 - :mod:`proxy.metrics` — Prometheus.
 - :mod:`proxy.options`, :mod:`proxy.appkeys` — tunables, typed app keys. Background
   tasks are always awaited (:mod:`crivline.tasks`, shared with control and syncd).

@@ -15,6 +15,8 @@ Module map (one concern each):
 - ``http``       ``/healthz``, ``/readyz``, ``/metrics``
 - ``admin``      ``POST /admin/resync`` behind the operator token, problem+json refusals
 - ``resync``     an operator's rebuild of one environment or all, answered when done
+- ``plans``      tenants' plans into the edge Redis before their environments
+- ``usage``      the edge's usage counts to control's ingestion route, exactly once
 - ``metrics``    Prometheus metrics in a registry per daemon
 - ``backoff``    jittered backoff, bounded retries, I/O error classes
 
