@@ -26,7 +26,9 @@ Module map (one concern each):
   and their limits; the bulk-answer LRU; signed stream tickets.
 - :mod:`proxy.ratelimit`, :mod:`proxy.cors`, :mod:`proxy.headers`, :mod:`proxy.errors`,
   :mod:`proxy.middleware` — the cross-cutting parts (errors rendered in ONE place).
-- :mod:`proxy.metrics` — Prometheus.
+- :mod:`proxy.metrics` — Prometheus (every family declared there); :mod:`proxy.tally`
+  (the hot-path counters, plain dicts) and :mod:`proxy.sharedmetrics` (``--workers``:
+  one ``/metrics`` for all workers, prometheus_client's multiprocess mode).
 - :mod:`proxy.options`, :mod:`proxy.appkeys` — tunables, typed app keys. Background
   tasks are always awaited (:mod:`crivline.tasks`, shared with control and syncd).
 

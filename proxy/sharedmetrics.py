@@ -1,0 +1,193 @@
+"""One ``/metrics`` for all the workers of ``crivline proxy --workers N``.
+
+The supervisor gives its workers a private folder in ``PROMETHEUS_MULTIPROC_DIR``
+(:mod:`proxy.supervisor`); prometheus_client then keeps every value of a worker in a
+memory-mapped file of that folder, and any worker's scrape merges the files of all of
+them (``MultiProcessCollector``). prometheus_client picks its value class when it is
+imported, from the environment, so the mode is the process's: :data:`SHARED_DIR` is read
+once, at import, like the library reads it. Without the variable (a single proxy, every
+in-process test) none of this runs and a process's metrics stay in memory as before.
+
+What the files cannot see on their own is made to reach them here:
+
+- the hot-path tallies of :mod:`proxy.metrics` (plain dicts) write each increment
+  through to a file-backed counter or histogram as well (:class:`SharedTally`,
+  :class:`SharedLatencyTally`);
+- the collectors that read live objects at scrape time (the connection gate, the
+  evaluation budget, ``process_*`` and ``python_gc_*``) and the gauges bound to
+  functions are copied into file-backed metrics by :class:`Mirror` — every second in
+  every worker, and right before the scraping worker answers. Counters are copied as
+  increments (so they sum over every worker that ever ran, dead ones included); gauges
+  take the multiprocess mode their declaration gives.
+
+:func:`readings` is the pure part: a collector's families as flat, typed samples.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from proxy.tally import LatencyTally, Tally
+
+SHARED_DIR: str | None = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+GaugeMode = Literal["livesum", "livemin", "livemax", "liveall"]
+
+
+class SharedTally(Tally):
+    """A :class:`Tally` that also counts into a file-backed counter (label children kept)."""
+
+    __slots__ = ("_children", "_counter")
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...]) -> None:
+        super().__init__(name, doc, labels)
+        # Not registered: the process's own registry reads the dict, the scrape the files.
+        self._counter = Counter(name, doc, labels, registry=None)
+        self._children: dict[tuple[str, ...], Counter] = {}
+
+    def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
+        values = self.values
+        values[key] = values.get(key, 0.0) + amount
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._counter.labels(*key)
+        child.inc(amount)
+
+
+class SharedLatencyTally(LatencyTally):
+    """A :class:`LatencyTally` that also observes into a file-backed histogram."""
+
+    __slots__ = ("_children", "_histogram")
+
+    def __init__(self, name: str, doc: str, bounds: tuple[float, ...]) -> None:
+        super().__init__(name, doc, bounds)
+        self._histogram = Histogram(name, doc, ["route"], buckets=bounds, registry=None)
+        self._children: dict[str, Histogram] = {}
+
+    def observe(self, route: str, seconds: float) -> None:
+        super().observe(route, seconds)
+        child = self._children.get(route)
+        if child is None:
+            child = self._children[route] = self._histogram.labels(route)
+        child.observe(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One sample of a collector, as the mirror copies it."""
+
+    kind: Literal["counter", "gauge"]
+    family: str
+    doc: str
+    labels: tuple[str, ...]
+    values: tuple[str, ...]
+    value: float
+
+
+def readings(families: Iterable[Metric]) -> list[Reading]:
+    """Counter totals and gauge values of ``families``; anything else is left out.
+
+    A counter family's ``_created`` sample is not a count, and info, histogram and
+    summary families have no collector here that needs copying.
+    """
+    out: list[Reading] = []
+    for family in families:
+        if family.type == "counter":
+            wanted = family.name + "_total"
+        elif family.type == "gauge":
+            wanted = family.name
+        else:
+            continue
+        kind: Literal["counter", "gauge"] = "counter" if family.type == "counter" else "gauge"
+        for sample in family.samples:
+            if sample.name != wanted:
+                continue
+            names = tuple(sample.labels)
+            values = tuple(sample.labels[n] for n in names)
+            out.append(
+                Reading(kind, family.name, family.documentation, names, values, sample.value)
+            )
+    return out
+
+
+def counter_step(published: float, value: float) -> float:
+    """How much to add to a copied counter now at ``published`` for it to read ``value``.
+
+    A source that went down (it cannot, counters only grow; a replaced object could)
+    restarts the count from where it is: its new value is added.
+    """
+    return value - published if value >= published else value
+
+
+def gauge_value(mode: GaugeMode, value: float) -> float:
+    """A NaN of a ``livemax`` gauge ("never", e.g. no confirmation yet) is written as +Inf,
+    the worst value, so the merge does not depend on the order it reads the files in."""
+    return math.inf if mode == "livemax" and math.isnan(value) else value
+
+
+class Mirror:
+    """Copies per-process collectors and function gauges into the multiprocess files."""
+
+    def __init__(self, modes: Mapping[str, GaugeMode], default: GaugeMode = "livesum") -> None:
+        self._modes = modes
+        self._default = default
+        self._collectors: list[Collector] = []
+        self._functions: list[tuple[Gauge, GaugeMode, Callable[[], float]]] = []
+        self._counters: dict[str, Counter] = {}
+        self._gauges: dict[str, Gauge] = {}
+        self._published: dict[tuple[str, tuple[str, ...]], float] = {}
+
+    def add(self, collector: Collector) -> None:
+        self._collectors.append(collector)
+
+    def bind(self, gauge: Gauge, mode: GaugeMode, value: Callable[[], float]) -> None:
+        self._functions.append((gauge, mode, value))
+
+    def publish(self) -> None:
+        for gauge, mode, value in self._functions:
+            gauge.set(gauge_value(mode, float(value())))
+        for collector in self._collectors:
+            for reading in readings(collector.collect()):
+                self._copy(reading)
+
+    def _copy(self, reading: Reading) -> None:
+        if reading.kind == "counter":
+            counter = self._counters.get(reading.family)
+            if counter is None:
+                counter = Counter(reading.family, reading.doc, reading.labels, registry=None)
+                self._counters[reading.family] = counter
+            slot = (reading.family, reading.values)
+            step = counter_step(self._published.get(slot, 0.0), reading.value)
+            self._published[slot] = reading.value
+            if step:
+                (counter.labels(*reading.values) if reading.labels else counter).inc(step)
+            return
+        mode = self._modes.get(reading.family, self._default)
+        gauge = self._gauges.get(reading.family)
+        if gauge is None:
+            gauge = Gauge(
+                reading.family,
+                reading.doc,
+                reading.labels,
+                registry=None,
+                multiprocess_mode=mode,
+            )
+            self._gauges[reading.family] = gauge
+        value = gauge_value(mode, reading.value)
+        (gauge.labels(*reading.values) if reading.labels else gauge).set(value)
+
+
+def exposition_registry(path: str) -> CollectorRegistry:
+    """What a worker's ``/metrics`` renders: the merged files of every worker."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+    return registry
