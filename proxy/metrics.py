@@ -157,6 +157,11 @@ class Metrics:
             self._exposition = exposition_registry(shared_dir)
             # python_info is the same interpreter in every worker: the scraper's own.
             self._exposition.register(runtime.platform)
+        self._tallies = [
+            t
+            for t in (self.requests, self.conditional, self.cache, self.events_sent, self.latency)
+            if isinstance(t, (SharedTally, SharedLatencyTally))
+        ]
 
     def _gauge(self, name: str, doc: str, labels: tuple[str, ...] | list[str] = ()) -> Gauge:
         mode = GAUGE_MODES[name]
@@ -220,6 +225,8 @@ class Metrics:
     def publish(self) -> None:
         """Shared: write what only this process can read (collectors, bound gauges) to
         its files, for whichever worker answers the next scrape. Nothing otherwise."""
+        for tally in self._tallies:
+            tally.publish()
         if self._mirror is not None:
             self._mirror.publish()
 

@@ -10,17 +10,23 @@ in-process test) none of this runs and a process's metrics stay in memory as bef
 
 What the files cannot see on their own is made to reach them here:
 
-- the hot-path tallies of :mod:`proxy.metrics` (plain dicts) write each increment
-  through to a file-backed counter or histogram as well (:class:`SharedTally`,
-  :class:`SharedLatencyTally`);
+- the hot-path tallies of :mod:`proxy.metrics` (plain dicts: counting a request costs a
+  worker what it costs a single proxy) add what they grew to a file-backed counter or
+  histogram (:class:`SharedTally`, :class:`SharedLatencyTally`);
 - the collectors that read live objects at scrape time (the connection gate, the
   evaluation budget, ``process_*`` and ``python_gc_*``) and the gauges bound to
-  functions are copied into file-backed metrics by :class:`Mirror` — every second in
-  every worker, and right before the scraping worker answers. Counters are copied as
-  increments (so they sum over every worker that ever ran, dead ones included); gauges
-  take the multiprocess mode their declaration gives.
+  functions are copied into file-backed metrics by :class:`Mirror`.
 
-:func:`readings` is the pure part: a collector's families as flat, typed samples.
+Both happen every second in every worker (``metrics_publish_seconds``), right before
+the scraping worker answers, and when a worker stops: a scrape sees the other workers'
+counts as of their last second, and a worker killed with SIGKILL loses at most its last
+second of them. Counters are copied as increments (so they sum over every worker that
+ever ran, dead ones included); gauges take the multiprocess mode their declaration
+gives. The library's own counters, histograms and gauges (auth failures, rate limits,
+open streams, propagation lag) write through to the files as they change.
+
+:func:`readings`, :func:`counter_step` and :func:`row_steps` are the pure part: a
+collector's families as flat, typed samples; what to add to a copy to catch up.
 """
 
 from __future__ import annotations
@@ -44,41 +50,79 @@ GaugeMode = Literal["livesum", "livemin", "livemax", "liveall"]
 
 
 class SharedTally(Tally):
-    """A :class:`Tally` that also counts into a file-backed counter (label children kept)."""
+    """A :class:`Tally` whose counts reach a file-backed counter at :meth:`publish`.
 
-    __slots__ = ("_children", "_counter")
+    Counting is the plain dict's (no override: the hot path of a worker is a single
+    proxy's); each publish adds what every label set grew since the last one.
+    """
+
+    __slots__ = ("_children", "_counter", "_published")
 
     def __init__(self, name: str, doc: str, labels: tuple[str, ...]) -> None:
         super().__init__(name, doc, labels)
         # Not registered: the process's own registry reads the dict, the scrape the files.
         self._counter = Counter(name, doc, labels, registry=None)
         self._children: dict[tuple[str, ...], Counter] = {}
+        self._published: dict[tuple[str, ...], float] = {}
 
-    def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
-        values = self.values
-        values[key] = values.get(key, 0.0) + amount
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._counter.labels(*key)
-        child.inc(amount)
+    def publish(self) -> None:
+        published = self._published
+        for key, value in list(self.values.items()):
+            step = counter_step(published.get(key, 0.0), value)
+            if not step:
+                continue
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self._counter.labels(*key)
+            child.inc(step)
+            published[key] = value
 
 
 class SharedLatencyTally(LatencyTally):
-    """A :class:`LatencyTally` that also observes into a file-backed histogram."""
+    """A :class:`LatencyTally` whose buckets and sums reach a file-backed histogram at
+    :meth:`publish` (observing stays the plain list's)."""
 
-    __slots__ = ("_children", "_histogram")
+    __slots__ = ("_children", "_histogram", "_published")
 
     def __init__(self, name: str, doc: str, bounds: tuple[float, ...]) -> None:
         super().__init__(name, doc, bounds)
         self._histogram = Histogram(name, doc, ["route"], buckets=bounds, registry=None)
         self._children: dict[str, Histogram] = {}
+        self._published: dict[str, list[float]] = {}
 
-    def observe(self, route: str, seconds: float) -> None:
-        super().observe(route, seconds)
-        child = self._children.get(route)
-        if child is None:
-            child = self._children[route] = self._histogram.labels(route)
-        child.observe(seconds)
+    def publish(self) -> None:
+        for route, row in list(self.routes.items()):
+            before = self._published.get(route) or [0.0] * len(row)
+            steps = row_steps(before, row)
+            if not any(steps):
+                continue
+            child = self._children.get(route)
+            if child is None:
+                child = self._children[route] = self._histogram.labels(route)
+            _add_to_histogram(child, steps)
+            self._published[route] = list(row)
+
+
+def _add_to_histogram(child: Histogram, steps: list[float]) -> None:
+    """Add per-bucket counts (the last bucket +Inf) and, last in ``steps``, the sum.
+
+    ``Histogram.observe`` takes one value at a time; a batch goes to the child's bucket
+    and sum values directly: the same values ``observe`` increments, in the same order
+    (its upper bounds are ours plus +Inf, and a value goes to the first bound it is not
+    above, as :meth:`LatencyTally.observe`'s ``bisect_left`` puts it).
+    """
+    buckets = child._buckets
+    for value, step in zip(buckets, steps[:-1], strict=True):
+        if step:
+            value.inc(step)
+    if steps[-1]:
+        child._sum.inc(steps[-1])
+
+
+def row_steps(before: list[float], now: list[float]) -> list[float]:
+    """:func:`counter_step` of every cell of a row of counts (a histogram's buckets and
+    sum): what to add to cells that read ``before`` for them to read ``now``."""
+    return [counter_step(b, n) for b, n in zip(before, now, strict=True)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from support.edgekit import Feeder, Key, SSEClient, flag, make_key, new_env
 from support.proxyprocs import proxy_env
@@ -27,6 +29,8 @@ from proxy.supervisor import STARTUP_SECONDS
 TOKEN = "operator-token-of-the-workers-test"
 REQUESTS = 40
 STREAMS = 6
+# Each worker publishes its request counts every second (proxy.sharedmetrics): the
+# scrapes agree once the last worker's last second is in.
 
 
 def fresh() -> aiohttp.ClientSession:
@@ -144,8 +148,16 @@ async def test_workers_answer_one_metrics_exposition_that_survives_a_killed_work
     made = REQUESTS
 
     def counted(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> bool:
-        return total(samples, "crivline_proxy_requests_total", route="sdk_flags") == made
+        return (
+            total(samples, "crivline_proxy_requests_total", route="sdk_flags")
+            == total(samples, "crivline_proxy_request_duration_seconds_count", route="sdk_flags")
+            == made
+        )
 
+    # Before any scrape: each worker writes its counts to the folder on its own.
+    await eventually(
+        lambda: counted(_files(folder)), within=20, what="both workers to publish their counts"
+    )
     await eventually(
         lambda: every_scrape(url, counted),
         within=20,
@@ -208,6 +220,17 @@ async def test_workers_answer_one_metrics_exposition_that_survives_a_killed_work
     assert code == 0, err.decode()[-4000:]
     assert b"Traceback" not in err
     assert not os.path.exists(folder)  # noqa: ASYNC240 (a check, nothing waits on it)
+
+
+def _files(folder: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The workers' shared folder as this process reads it (no worker involved)."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, folder)  # type: ignore[no-untyped-call]
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in registry.collect()
+        for sample in family.samples
+    }
 
 
 def _environ(pid: int) -> dict[str, str]:
