@@ -5,8 +5,9 @@ The supervisor gives its workers a private folder in ``PROMETHEUS_MULTIPROC_DIR`
 memory-mapped file of that folder, and any worker's scrape merges the files of all of
 them (``MultiProcessCollector``). prometheus_client picks its value class when it is
 imported, from the environment, so the mode is the process's: :data:`SHARED_DIR` is read
-once, at import, like the library reads it. Without the variable (a single proxy, every
-in-process test) none of this runs and a process's metrics stay in memory as before.
+once, at import, like the library reads it, in a worker (``CRIVLINE_PROXY_WORKER``).
+Otherwise (a single proxy, every in-process test) none of this runs and a process's
+metrics stay in memory as before.
 
 What the files cannot see on their own is made to reach them here:
 
@@ -44,7 +45,13 @@ from prometheus_client.registry import Collector
 
 from proxy.tally import LatencyTally, Tally
 
-SHARED_DIR: str | None = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+# A worker of the supervisor (which sets both). A single proxy run with the variable in
+# its environment renders its own registry, as it always did.
+SHARED_DIR: str | None = (
+    os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+    if os.environ.get("CRIVLINE_PROXY_WORKER")
+    else None
+)
 
 GaugeMode = Literal["livesum", "livemin", "livemax", "liveall"]
 
