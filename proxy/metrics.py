@@ -223,8 +223,9 @@ class Metrics:
             self._mirror.add(collector)
 
     def publish(self) -> None:
-        """Shared: write what only this process can read (collectors, bound gauges) to
-        its files, for whichever worker answers the next scrape. Nothing otherwise."""
+        """Shared: add what only this process holds (the per-request tallies' growth,
+        its collectors, its bound gauges) to its files, for whichever worker answers the
+        next scrape. Nothing otherwise."""
         for tally in self._tallies:
             tally.publish()
         if self._mirror is not None:
