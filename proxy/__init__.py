@@ -32,7 +32,9 @@ Module map (one concern each):
   :mod:`proxy.middleware`, :mod:`proxy.forwarded` — the cross-cutting parts (errors
   rendered in ONE place; forwarded headers trusted only when configured).
 - :mod:`proxy.openapi` — the OpenAPI document of the proxy's own routes.
-- :mod:`proxy.metrics` — Prometheus.
+- :mod:`proxy.metrics` — Prometheus (every family declared there); :mod:`proxy.tally`
+  (the hot-path counters, plain dicts) and :mod:`proxy.sharedmetrics` (``--workers``:
+  one ``/metrics`` for all workers, prometheus_client's multiprocess mode).
 - :mod:`proxy.options`, :mod:`proxy.appkeys` — tunables, typed app keys. Background
   tasks are always awaited (:mod:`crivline.tasks`, shared with control and syncd).
 

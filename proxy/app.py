@@ -18,6 +18,7 @@ On shutdown the hub first closes every stream with a ``retry:`` hint (aiohttp ru
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
@@ -103,6 +104,7 @@ def create_app(
             _tickets,
             _subscriber,
             _health,
+            _shared_metrics,
             status_sampling,
         ]
     )
@@ -299,6 +301,24 @@ async def _subscriber(app: web.Application) -> AsyncIterator[None]:
     subscriber.start()
     yield
     await subscriber.close()
+
+
+async def _shared_metrics(app: web.Application) -> AsyncIterator[None]:
+    """Under ``--workers``: what only this process can read reaches the workers' shared
+    files every ``metrics_publish_seconds``, and once more when it stops."""
+    metrics = app[appkeys.METRICS]
+    tasks = Tasks("metrics")
+    if metrics.shared:
+        tasks.spawn(_publishing(metrics, app[appkeys.OPTIONS].metrics_publish_seconds), "publish")
+    yield
+    await tasks.close()
+    metrics.publish()
+
+
+async def _publishing(metrics: Metrics, every: float) -> None:
+    while True:
+        metrics.publish()
+        await asyncio.sleep(every)
 
 
 async def _health(app: web.Application) -> AsyncIterator[None]:

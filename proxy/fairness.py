@@ -71,7 +71,7 @@ class Fairness:
         self._owners: dict[StreamClient, tuple[str, str]] = {}
         # tenant -> [seconds of evaluation left, when last refilled]
         self._buckets: dict[str, list[float]] = {}
-        metrics.registry.register(_BudgetCollector())
+        metrics.add_collector(_BudgetCollector())
 
     # -- streams ------------------------------------------------------------------------
 

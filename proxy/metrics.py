@@ -4,31 +4,57 @@ Everything an operator needs to see the edge's health from the outside: traffic 
 route and status, latency, the share of conditional requests answered 304, cache hit
 rates, auth failures and rate limiting, open streams and events sent, how old the
 served snapshot is and how long a change took from its commit in Postgres to being
-handed to this process's stream clients.
+handed to this process's stream clients. Every family is declared here, once.
 
 Hot-path cost: the per-request families (requests, latency, conditional requests,
-cache lookups, events sent) are plain dicts turned into metric families at scrape time,
-so counting a request costs a few dict operations and no lock.
+cache lookups, events sent) are plain dicts turned into metric families at scrape time
+(:mod:`proxy.tally`), so counting a request costs a few dict operations and no lock.
+
+Under ``crivline proxy --workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set by the
+supervisor, :mod:`proxy.sharedmetrics`) ``/metrics`` answers for all the workers: it
+renders the merged files of every worker, not this process's registry. The registry
+itself (``app[METRICS].registry``) stays this process's view in both modes. Each gauge
+declares how the workers' values merge (``multiprocess_mode``; the live modes drop a
+dead worker's value): see :data:`GAUGE_MODES`.
 """
 
 from __future__ import annotations
 
-import math
-from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import (
-    CounterMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from crivline.runtime_metrics import add_runtime_collectors
 from crivline.wire import Gate, GateCollector
+from proxy.sharedmetrics import (
+    SHARED_DIR,
+    GaugeMode,
+    Mirror,
+    SharedLatencyTally,
+    SharedTally,
+    exposition_registry,
+)
+from proxy.tally import HotCollector, LatencyTally, Tally
+
+# How each gauge merges across the workers of one supervisor (ignored by a single
+# process). Open streams and connections add up; an edge is as fresh as its stalest
+# worker (max of ages), as complete as its least loaded one (min of environments) and
+# reaches Redis only if every worker does (min of redis_up). A worker's start time is
+# the youngest's (max), so a restart shows. Gauges not named here (memory, descriptors)
+# add up.
+GAUGE_MODES: dict[str, GaugeMode] = {
+    "crivline_proxy_streams_open": "livesum",
+    "crivline_proxy_connections_open": "livesum",
+    "crivline_proxy_environments_loaded": "livemin",
+    "crivline_proxy_snapshot_age_seconds": "livemax",
+    "crivline_proxy_stale_seconds": "livemax",
+    "crivline_proxy_redis_up": "livemin",
+    "process_start_time_seconds": "livemax",
+    "process_max_fds": "livemin",
+}
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _STATUS = {code: str(code) for code in range(100, 600)}
@@ -36,97 +62,41 @@ _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 _LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-class Tally:
-    """A counter family for the hot path: a dict of label values to counts, no locks.
-
-    Only the event loop's thread touches it (requests and scrapes both run there), so a
-    plain dict is safe — and six times cheaper than a prometheus_client child's locked
-    ``inc()``. :class:`_HotCollector` turns it into a counter family at scrape time.
-    """
-
-    __slots__ = ("doc", "labels", "name", "values")
-
-    def __init__(self, name: str, doc: str, labels: tuple[str, ...]) -> None:
-        self.name = name
-        self.doc = doc
-        self.labels = labels
-        self.values: dict[tuple[str, ...], float] = {}
-
-    def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
-        values = self.values
-        values[key] = values.get(key, 0.0) + amount
-
-
-class LatencyTally:
-    """A histogram family for the hot path, per route: bucket counts and sums, no locks."""
-
-    __slots__ = ("bounds", "doc", "name", "routes")
-
-    def __init__(self, name: str, doc: str, bounds: tuple[float, ...]) -> None:
-        self.name = name
-        self.doc = doc
-        self.bounds = bounds
-        self.routes: dict[str, list[float]] = {}  # counts per bucket (+Inf last), then sum
-
-    def observe(self, route: str, seconds: float) -> None:
-        row = self.routes.get(route)
-        if row is None:
-            row = self.routes[route] = [0.0] * (len(self.bounds) + 2)
-        row[bisect_left(self.bounds, seconds)] += 1
-        row[-1] += seconds
-
-
-class _HotCollector(Collector):
-    def __init__(self, tallies: list[Tally], latencies: list[LatencyTally]) -> None:
-        self._tallies = tallies
-        self._latencies = latencies
-
-    def collect(self) -> Iterable[Metric]:
-        for tally in self._tallies:
-            family = CounterMetricFamily(tally.name, tally.doc, labels=tally.labels)
-            for key, value in tally.values.items():
-                family.add_metric(key, value)
-            yield family
-        for latency in self._latencies:
-            histogram = HistogramMetricFamily(latency.name, latency.doc, labels=["route"])
-            for route, row in latency.routes.items():
-                cumulative, buckets = 0.0, []
-                for bound, count in zip((*latency.bounds, math.inf), row[:-1], strict=True):
-                    cumulative += count
-                    buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
-                histogram.add_metric([route], buckets, row[-1])
-            yield histogram
-
-
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, shared_dir: str | None = SHARED_DIR) -> None:
+        """``shared_dir``: the workers' multiprocess folder, None for a single process
+        (it must be the folder prometheus_client itself was imported with)."""
+        self.shared_dir = shared_dir
         self.registry = CollectorRegistry(auto_describe=True)
-        add_runtime_collectors(self.registry)
+        runtime = add_runtime_collectors(self.registry)
         r = self.registry
         p = "crivline_proxy_"
-        self.requests = Tally(
+        self._modes: dict[Gauge, GaugeMode] = {}
+        tally = Tally if shared_dir is None else SharedTally
+        latency = LatencyTally if shared_dir is None else SharedLatencyTally
+        self.requests = tally(
             p + "requests", "HTTP requests answered", ("route", "method", "status")
         )
-        self.latency = LatencyTally(
+        self.latency = latency(
             p + "request_duration_seconds",
             "Time to answer a request (streams: to open them)",
             _LATENCY_BUCKETS,
         )
-        self.conditional = Tally(
+        self.conditional = tally(
             p + "conditional_requests",
             "Requests with If-None-Match; result=not_modified is the 304 share",
             ("route", "result"),
         )
-        self.cache = Tally(
+        self.cache = tally(
             p + "cache_lookups",
             "In-process cache lookups (environment, key, negative_key, bulk)",
             ("cache", "result"),
         )
-        self.events_sent = Tally(
+        self.events_sent = tally(
             p + "stream_events", "SSE events handed to stream clients", ("kind", "event")
         )
         r.register(
-            _HotCollector(
+            HotCollector(
                 [self.requests, self.conditional, self.cache, self.events_sent], [self.latency]
             )
         )
@@ -136,7 +106,7 @@ class Metrics:
         self.rate_limited = Counter(
             p + "rate_limited", "Requests refused with 429", ["limit"], registry=r
         )
-        self.streams_open = Gauge(p + "streams_open", "Open SSE streams", ["kind"], registry=r)
+        self.streams_open = self._gauge(p + "streams_open", "Open SSE streams", ["kind"])
         self.stream_closed = Counter(
             p + "streams_closed", "SSE streams ended, by why", ["reason"], registry=r
         )
@@ -168,20 +138,41 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
-        self.environments = Gauge(
-            p + "environments_loaded", "Environments held in memory", registry=r
-        )
-        self.snapshot_age = Gauge(
+        self.environments = self._gauge(p + "environments_loaded", "Environments held in memory")
+        self.snapshot_age = self._gauge(
             p + "snapshot_age_seconds",
             "Seconds since syncd last confirmed this edge's Redis matches Postgres",
-            registry=r,
         )
-        self.stale = Gauge(
+        self.stale = self._gauge(
             p + "stale_seconds",
             "Seconds this process has been serving possibly stale data (0: fresh)",
-            registry=r,
         )
-        self.redis_up = Gauge(p + "redis_up", "1 while Redis is reachable", registry=r)
+        self.redis_up = self._gauge(p + "redis_up", "1 while Redis is reachable")
+        self._mirror: Mirror | None = None
+        self._exposition = self.registry
+        if shared_dir is not None:
+            self._mirror = Mirror(GAUGE_MODES)
+            self._mirror.add(runtime.process)
+            self._mirror.add(runtime.gc)
+            self._exposition = exposition_registry(shared_dir)
+            # python_info is the same interpreter in every worker: the scraper's own.
+            self._exposition.register(runtime.platform)
+        self._tallies = [
+            t
+            for t in (self.requests, self.conditional, self.cache, self.events_sent, self.latency)
+            if isinstance(t, (SharedTally, SharedLatencyTally))
+        ]
+
+    def _gauge(self, name: str, doc: str, labels: tuple[str, ...] | list[str] = ()) -> Gauge:
+        mode = GAUGE_MODES[name]
+        gauge = Gauge(name, doc, labels, registry=self.registry, multiprocess_mode=mode)
+        self._modes[gauge] = mode
+        return gauge
+
+    @property
+    def shared(self) -> bool:
+        """Whether ``/metrics`` answers for every worker of a supervisor."""
+        return self._mirror is not None
 
     # -- the hot path ------------------------------------------------------------------
 
@@ -206,18 +197,43 @@ class Metrics:
         stale: Callable[[], float],
         redis_up: Callable[[], float],
     ) -> None:
-        """Gauges read at scrape time from the live objects."""
-        self.environments.set_function(environments)
-        self.snapshot_age.set_function(snapshot_age)
-        self.stale.set_function(stale)
-        self.redis_up.set_function(redis_up)
+        """Gauges read at scrape time from the live objects (shared: written every
+        :meth:`publish`, the files cannot call a function of another process)."""
+        bound = (
+            (self.environments, environments),
+            (self.snapshot_age, snapshot_age),
+            (self.stale, stale),
+            (self.redis_up, redis_up),
+        )
+        for gauge, value in bound:
+            if self._mirror is None:
+                gauge.set_function(value)
+            else:
+                self._mirror.bind(gauge, self._modes[gauge], value)
 
     def bind_gate(self, gate: Gate) -> None:
         """The connection counts of this process's :class:`~crivline.wire.Gate`."""
-        self.registry.register(GateCollector(gate, "crivline_proxy_"))
+        self.add_collector(GateCollector(gate, "crivline_proxy_"))
+
+    def add_collector(self, collector: Collector) -> None:
+        """A collector of counters and gauges read from live objects, in this registry
+        and (shared) copied into the workers' files by :meth:`publish`."""
+        self.registry.register(collector)
+        if self._mirror is not None:
+            self._mirror.add(collector)
+
+    def publish(self) -> None:
+        """Shared: add what only this process holds (the per-request tallies' growth,
+        its collectors, its bound gauges) to its files, for whichever worker answers the
+        next scrape. Nothing otherwise."""
+        for tally in self._tallies:
+            tally.publish()
+        if self._mirror is not None:
+            self._mirror.publish()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        self.publish()
+        return generate_latest(self._exposition)
 
 
 METRICS_KEY = web.AppKey("metrics", Metrics)

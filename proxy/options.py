@@ -47,6 +47,7 @@ class ProxyOptions:
     sync_fresh_seconds: float | None = None  # None: derived from the settings
     presence_seconds: float = 2.0  # what this process serves, published for `crivline status`
     state_write_seconds: float = 1.0  # CRIVLINE_STATE_DIR: at most one write this often
+    metrics_publish_seconds: float = 1.0  # --workers: this process's gauges to the shared files
     gc_freeze_seconds: float = 1.0  # proxy.heap: freeze what is alive this often (0: off)
     gc_thaw_seconds: float = 600.0  # proxy.heap: a full collection of everything this often
     shutdown_timeout: float = httpserver.SHUTDOWN_SECONDS  # for in-flight requests on SIGTERM

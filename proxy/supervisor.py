@@ -10,18 +10,27 @@ workers because they share the edge's ticket secret through Redis (or the config
 - A worker that dies later is restarted, with backoff, while the others keep serving.
 - SIGTERM/SIGINT is forwarded to every worker; each shuts down gracefully; the exit
   code is 0 when all of them exited 0. Stragglers are killed after a grace period.
+- ``/metrics`` answers for all the workers: the supervisor creates a private (0700)
+  folder, passes it down as ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's
+  multiprocess mode, :mod:`proxy.sharedmetrics`), marks each worker that exits as dead
+  there (its live gauges go; its counts stay in the totals) and removes the folder when
+  it stops.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from types import FrameType
+
+from prometheus_client.multiprocess import mark_process_dead
 
 from crivline.logs import fields
 from crivline.settings import Settings
@@ -33,9 +42,10 @@ GRACE_SECONDS = 20.0
 
 
 class _Worker:
-    def __init__(self, index: int, env: dict[str, str]) -> None:
+    def __init__(self, index: int, env: dict[str, str], metrics_dir: str) -> None:
         self.index = index
         self.env = {**env, "CRIVLINE_PROXY_WORKER": str(index)}
+        self.metrics_dir = metrics_dir
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self.restarts = 0
@@ -46,6 +56,11 @@ class _Worker:
         )
         self.started = time.monotonic()
 
+    def exited(self) -> None:
+        """Its live gauges leave the shared metrics; its counters stay in the totals."""
+        if self.proc is not None:
+            mark_process_dead(self.proc.pid, self.metrics_dir)  # type: ignore[no-untyped-call]
+
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
             try:
@@ -55,8 +70,21 @@ class _Worker:
 
 
 def supervise(settings: Settings) -> int:
-    env = {**os.environ, **settings.environ(), "CRIVLINE_PROXY_WORKERS": "1"}
-    workers = [_Worker(i, env) for i in range(settings.proxy_workers)]
+    metrics_dir = tempfile.mkdtemp(prefix="crivline-proxy-metrics-")  # 0700, ours alone
+    try:
+        return _supervise(settings, metrics_dir)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(settings: Settings, metrics_dir: str) -> int:
+    env = {
+        **os.environ,
+        **settings.environ(),
+        "CRIVLINE_PROXY_WORKERS": "1",
+        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+    }
+    workers = [_Worker(i, env, metrics_dir) for i in range(settings.proxy_workers)]
     stopping = False
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -92,6 +120,7 @@ def _watch(workers: list[_Worker], stopping: Callable[[], bool]) -> str | None:
             if proc is None or proc.poll() is None:
                 continue
             code = proc.returncode
+            worker.exited()
             if stopping():
                 break
             if time.monotonic() - worker.started < STARTUP_SECONDS and worker.restarts == 0:
@@ -126,5 +155,6 @@ def _reap(workers: list[_Worker]) -> list[int]:
             proc.wait()
         # A worker still starting when SIGTERM came had no handler yet: the signal's
         # default action ended it, which is a clean stop too.
+        worker.exited()
         codes.append(0 if proc.returncode == -signal.SIGTERM else proc.returncode)
     return codes
