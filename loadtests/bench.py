@@ -85,6 +85,8 @@ CONTEXT = (
     '"plan":"pro","country":"JP","appVersion":"2.1.0"}}'
 )
 FIXED_CONTEXT = CONTEXT.replace("{n}", "42")
+# The stream clients of the streams-workers phase run this much nicer than the workers.
+CLIENT_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -313,11 +315,13 @@ class Bench:
     # -- processes ---------------------------------------------------------------------
 
     def spawn(
-        self, cmd: list[str], log_name: str, cpus: set[int] | None = None
+        self, cmd: list[str], log_name: str, cpus: set[int] | None = None, nice: int = 0
     ) -> subprocess.Popen[bytes]:
         def pin_self() -> None:
             if cpus is not None:
                 os.sched_setaffinity(0, cpus)
+            if nice:
+                os.nice(nice)
 
         log = open(self.out / "logs" / log_name, "ab")  # noqa: SIM115 - the child holds it
         proc = subprocess.Popen(
@@ -326,7 +330,7 @@ class Bench:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=pin_self if cpus is not None else None,
+            preexec_fn=pin_self if cpus is not None or nice else None,
             cwd=self.out,
         )
         log.close()
@@ -734,6 +738,7 @@ class Bench:
         cpus: set[int] | None = None,
         target: Path | None = None,
         rate: int | None = None,
+        nice: int = 0,
     ) -> subprocess.Popen[bytes]:
         rate = rate or self.plan.spawn_rate
         cmd = [
@@ -750,7 +755,7 @@ class Bench:
             *("--target", str(target or self.out / "target.json")),
             *extra,
         ]
-        return self.spawn(cmd, f"{name}.log", cpus)
+        return self.spawn(cmd, f"{name}.log", cpus, nice)
 
     @contextlib.contextmanager
     def proxy_pinned(self) -> Iterator[set[int] | None]:
@@ -925,7 +930,11 @@ class Bench:
         """``count`` SSE streams on a fresh ``--workers 2`` proxy, held by ``clients``
         locust processes (one process cannot hold 20,000: its open-files limit, and one
         gevent loop reading them all), while writers change flags; the samples of every
-        client process are merged. Nothing pinned: the workers need both CPUs."""
+        client process are merged. Nothing pinned: the workers need both CPUs; instead
+        the clients run at a lower priority (``CLIENT_NICE``), so that on a saturated
+        machine the generator waits for the server rather than the other way round (a
+        patch's arrival is the kernel's time stamp, so a client that reads late still
+        measures when the bytes reached it)."""
         stack = self.stack
         assert stack is not None
         key = f"streams-workers-{count}"
@@ -957,7 +966,7 @@ class Bench:
                 samples = self.out / f"{key}-c{i}-samples.json"
                 procs.append(self.locust("streams.py", f"{key}-c{i}", share, bound,
                                          "--samples-file", str(samples), target=target,
-                                         rate=rate))  # fmt: skip
+                                         rate=rate, nice=CLIENT_NICE))  # fmt: skip
             gauge = 'crivline_proxy_streams_open{kind="sdk"}'
             opened_at = time.monotonic()
             deadline = opened_at + spawn_limit
@@ -986,14 +995,16 @@ class Bench:
             before = {pid: page for pid, (_s, page) in pages.items()}
             syncd_before = metrics(stack.syncd_url)
             cpu_before = {pid: cpu_seconds(pid) for pid in workers}
+            clients_before = sum(cpu_seconds(p.pid) for p in procs)
             busy_before, wall = machine_busy_seconds()[0], time.monotonic()
             self.say(f"  writers: {write_rate:g} changes/s for {write_seconds:.0f}s …")
             writer = self.locust(
                 "writers.py", f"{key}-writers", 1, write_seconds, "--write-rate", str(write_rate)
             )
             writer_cpu = self.follow(writer, f"{key}-writers", write_seconds + 60)
-            drained = self.drain_workers(url, token)
+            drained = self.drain_workers(url, token, self.central_version())
             writing = time.monotonic() - wall
+            clients_writing = sum(cpu_seconds(p.pid) for p in procs) - clients_before
             machine_cores = (machine_busy_seconds()[0] - busy_before) / writing
             worker_cpu = {pid: cpu_seconds(pid) - cpu_before[pid] for pid in workers}
             after = {pid: page for pid, (_s, page) in worker_pages(url, token, 2).items()}
@@ -1052,7 +1063,13 @@ class Bench:
             "proxy_cpu_seconds": sum(worker_cpu.values()),
             "machine_cores": machine_cores,
             "client_cpu_seconds": sum(client_cpu),
+            "client_nice": CLIENT_NICE,
             "client_cores": sum(client_cpu) / max(max(client_seconds), 1.0),
+            # while the writers ran (and the last patches went out): what the stream
+            # clients took from the two cores the workers also run on
+            "writing_seconds": writing,
+            "client_cores_writing": clients_writing / writing,
+            "worker_cores_writing": sum(worker_cpu.values()) / writing,
             "load_average": {"start": load_start, "end": load_end},
             "stages": benchreport.stage_quantiles(
                 {"proxy": summed(list(before.values())), "syncd": syncd_before},
@@ -1071,19 +1088,36 @@ class Bench:
             f"load average {load_end[0]:.2f}"
         )
 
-    def drain_workers(self, url: str, token: str, limit: float = 20.0) -> bool:
-        """Until no worker sends patches any more (the last change is out everywhere)."""
-        name = 'crivline_proxy_stream_events_total{event="patch",kind="sdk"}'
+    def central_version(self) -> int:
+        """The bench environment's version in the central database (the last write's)."""
+        stack = self.stack
+        assert stack is not None
+        target = stack.target
+        path = f"/api/v1/projects/{target.project}/environments/{target.environment}"
+        status, _h, body = http("GET", target.control + path, token=target.token)
+        if status != 200:
+            raise BenchError(f"GET {path}: HTTP {status}: {body[:200]!r}")
+        return int(json.loads(body)["version"])
 
-        def sent() -> float:
-            return sum(page.get(name, 0.0) for _s, page in worker_pages(url, token, 2).values())
+    def drain_workers(self, url: str, token: str, version: int, limit: float = 60.0) -> bool:
+        """Until every worker holds ``version`` and none sends patches any more (the last
+        change is out everywhere); False if that takes longer than ``limit``."""
+        stack = self.stack
+        assert stack is not None
+        name = 'crivline_proxy_stream_events_total{event="patch",kind="sdk"}'
+        key = stack.target.server_keys[-1]
+
+        def reading() -> tuple[int, float]:
+            pages = worker_pages(url, token, 2, key).values()
+            served = min(int(status["servedVersion"]) for status, _page in pages)
+            return served, sum(page.get(name, 0.0) for _status, page in pages)
 
         deadline = time.monotonic() + limit
-        last = sent()
+        last = reading()
         while time.monotonic() < deadline:
-            time.sleep(0.5)
-            now = sent()
-            if now == last:
+            time.sleep(1.0)
+            now = reading()
+            if now[0] >= version and now == last:
                 return True
             last = now
         return False

@@ -249,8 +249,8 @@ def _workers_streams(add: Any, phase: dict[str, Any]) -> None:
     add(
         "| stream clients | opened in | RSS per idle stream | writes | versions | "
         "patches received / sent / expected | p50 ms | p90 ms | p99 ms | max ms | "
-        "p99 ms, read by locust | workers CPU s | clients CPU s (cores) | machine CPU | "
-        "load average start → end |"
+        "p99 ms, read by locust | workers CPU s | clients CPU s (cores) | "
+        "cores while writing: workers / clients / machine | load average start → end |"
     )
     add("| " + " | ".join(["---:"] * 15) + " |")
     load = phase["load_average"]
@@ -263,7 +263,8 @@ def _workers_streams(add: Any, phase: dict[str, Any]) -> None:
         f"{_f(phase['p90_ms'], 1)} | {_f(phase['p99_ms'], 1)} | {_f(phase['max_ms'], 1)} | "
         f"{_f(phase.get('read', {}).get('p99_ms'), 1)} | {_f(phase['proxy_cpu_seconds'], 1)} | "
         f"{_f(phase['client_cpu_seconds'], 1)} ({_f(phase['client_cores'], 2)}) | "
-        f"{_f(phase.get('machine_cores'), 2)} | {load['start'][0]:.2f} → {load['end'][0]:.2f} |"
+        f"{_f(phase.get('worker_cores_writing'), 2)} / {_f(phase.get('client_cores_writing'), 2)}"
+        f" / {_f(phase.get('machine_cores'), 2)} | {load['start'][0]:.2f} → {load['end'][0]:.2f} |"
     )
     add("")
     add("| worker pid | streams held | RSS growth per stream | patches sent | CPU s | "
@@ -281,12 +282,16 @@ def _workers_streams(add: Any, phase: dict[str, Any]) -> None:
     add(
         "A fresh `crivline proxy --workers 2` (SO_REUSEPORT spreads the connections), "
         f"unpinned; the streams come from {phase['clients']} locust processes (their samples "
-        "merged), since one process's open-files limit "
-        f"({phase.get('open_files_limit')}) and one gevent loop cannot hold them all. "
+        f"merged; niceness +{phase.get('client_nice', 0)}, so on a saturated machine they "
+        "wait for the workers rather than the other way round), since one process's "
+        f"open-files limit ({phase.get('open_files_limit')}) and one gevent loop cannot hold "
+        "them all. "
         "Sent: the patches the workers wrote (their own counters); expected: every "
         "version the clients saw, times the streams (fewer when a worker folds two quick "
         "changes into one patch). Memory: "
-        "both workers' RSS growth while the streams opened, over the streams."
+        "both workers' RSS growth while the streams opened, over the streams. Clients' "
+        "CPU: the locust processes' whole lives (opening the streams included); while "
+        "writing: from the first write until the workers stopped sending patches."
     )
     add("")
 

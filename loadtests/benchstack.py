@@ -233,12 +233,13 @@ def parse_metrics(body: bytes) -> dict[str, float]:
 
 
 def worker_pages(
-    url: str, token: str, workers: int, timeout: float = 20.0
+    url: str, token: str, workers: int, server_key: str = "", timeout: float = 20.0
 ) -> dict[int, tuple[dict[str, Any], dict[str, float]]]:
     """Each worker's ``/status`` JSON and ``/metrics`` of a ``--workers N`` proxy:
-    ``{pid: (status, metrics)}``.
+    ``{pid: (status, metrics)}``; with ``server_key``, the status also holds
+    ``servedVersion``, the version that key's environment has in that worker.
 
-    Both pages are asked on one keep-alive connection, so they come from the same worker
+    The pages are asked on one keep-alive connection, so they come from the same worker
     (the status page names its pid); SO_REUSEPORT picks the worker by the connection's
     address and port, so fresh connections reach every worker before long."""
     parts = urllib.parse.urlsplit(url)
@@ -259,6 +260,13 @@ def worker_pages(
             connection.request("GET", "/metrics")
             answer = connection.getresponse()
             page = parse_metrics(answer.read())
+            if server_key:
+                connection.request(
+                    "GET", "/sdk/v1/flags", headers={"Authorization": f"Bearer {server_key}"}
+                )
+                answer = connection.getresponse()
+                answer.read()
+                status["servedVersion"] = int(answer.headers.get("Crivline-Version") or 0)
         except (OSError, HTTPException):
             time.sleep(0.05)
             continue

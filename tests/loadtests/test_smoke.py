@@ -146,6 +146,7 @@ def test_streams_on_two_workers_reached_every_client_from_both(smoke: Any) -> No
     stats = phase["stream_stats"]
     assert stats["connects"] == 40
     assert stats["without_commit_time"] == 0
+    assert phase["drained"]  # every worker held the last version and had sent it
     assert phase["sent"] == sum(w["patches_sent"] for w in workers.values())
     assert phase["samples"] == stats["patches"] == phase["sent"]
     assert 40 <= phase["samples"] <= phase["expected"] == 40 * phase["versions"]
