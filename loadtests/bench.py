@@ -1042,7 +1042,7 @@ class Bench:
                     "rss_before": rss_before[pid],
                     "rss_open": rss_open[pid],
                     "cpu_seconds": worker_cpu[pid],
-                    "patches_sent": after[pid].get(patch, 0.0) - before[pid].get(patch, 0.0),
+                    "patch_writes": after[pid].get(patch, 0.0) - before[pid].get(patch, 0.0),
                     "proxy_side": benchreport.histogram_quantiles(
                         before[pid], after[pid], "crivline_proxy_propagation_lag_seconds_bucket"
                     ),
@@ -1054,7 +1054,9 @@ class Bench:
             "writes": self.results["scenarios"][f"{key}-writers"]["requests"],
             "versions": versions,
             "expected": versions * count,  # every version to every stream
-            "sent": sum(
+            # the workers' writes that carried patches: one write carries several when a
+            # worker applies several versions at once, so this is ≤ the patches received
+            "patch_writes": sum(
                 after[pid].get(patch, 0.0) - before[pid].get(patch, 0.0) for pid in workers
             ),
             "samples": len(latencies),
@@ -1081,7 +1083,8 @@ class Bench:
         self.results["streams_workers"] = result
         benchreport.save_samples(self.out / f"{key}-latency.txt", latencies)
         self.say(
-            f"  → {key}: {len(latencies):,} patches received, {result['sent']:,.0f} sent, "
+            f"  → {key}: {len(latencies):,} patches received "
+            f"(in {result['patch_writes']:,.0f} writes), "
             f"{result['expected']:,} expected ({versions} versions × {count:,}), "
             f"p50 {_ms(result['p50_ms'])}, p99 {_ms(result['p99_ms'])}; clients "
             f"{sum(client_cpu):.1f} CPU s; workers {result['proxy_cpu_seconds']:.1f} CPU s; "

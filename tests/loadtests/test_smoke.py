@@ -139,16 +139,16 @@ def test_streams_on_two_workers_reached_every_client_from_both(smoke: Any) -> No
     assert len(workers) == 2
     assert all(w["streams_open"] > 0 for w in workers.values()), workers
     assert sum(w["streams_open"] for w in workers.values()) == 40
-    assert all(w["patches_sent"] > 0 for w in workers.values()), workers
-    # the two client processes' samples were merged: every patch a worker sent arrived
-    # (a gap in a stream's versions fails its client: see the scenarios test), and every
-    # version reached every stream unless a worker coalesced two into one patch
+    assert all(w["patch_writes"] > 0 for w in workers.values()), workers
+    # the two client processes' samples were merged: every version reached every stream
+    # (a gap in a stream's versions fails its client: see the scenarios test); a worker
+    # may send two versions' patches in one write, never a patch in none
     stats = phase["stream_stats"]
     assert stats["connects"] == 40
     assert stats["without_commit_time"] == 0
     assert phase["drained"]  # every worker held the last version and had sent it
-    assert phase["sent"] == sum(w["patches_sent"] for w in workers.values())
-    assert phase["samples"] == stats["patches"] == phase["sent"]
+    assert phase["patch_writes"] == sum(w["patch_writes"] for w in workers.values())
+    assert phase["samples"] == stats["patches"] >= phase["patch_writes"]
     assert 40 <= phase["samples"] <= phase["expected"] == 40 * phase["versions"]
     assert 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"]
     assert phase["rss_open"] > 0
