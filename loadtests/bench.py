@@ -948,11 +948,16 @@ class Bench:
             if len(workers) != 2:
                 raise BenchError(f"{key}: expected 2 worker processes, found {workers}")
             self.remember({f"proxy-{key}-{i}": pid for i, pid in enumerate([proc.pid, *workers])})
-            pages = worker_pages(url, token, 2)
-            if set(pages) != set(workers):
-                raise BenchError(f"{key}: /status named pids {sorted(pages)}, not {workers}")
-            if not all(status["environments"] for status, _m in pages.values()):
-                raise BenchError(f"{key}: a worker serves no environment yet")
+            ready_by = time.monotonic() + 30
+            while True:  # each worker loads the environment on its own
+                pages = worker_pages(url, token, 2, stack.target.server_keys[-1])
+                if set(pages) != set(workers):
+                    raise BenchError(f"{key}: /status named pids {sorted(pages)}, not {workers}")
+                if all(status["servedVersion"] > 0 for status, _m in pages.values()):
+                    break
+                if time.monotonic() > ready_by:
+                    raise BenchError(f"{key}: a worker serves no environment after 30 s")
+                time.sleep(0.2)
             target = self.out / f"{key}-target.json"
             target.write_text(replace(stack.target, proxy=url).to_json())
             target.chmod(0o600)
