@@ -39,13 +39,14 @@ import contextlib
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -57,6 +58,7 @@ import ltflags
 from benchstack import (
     BenchError,
     Stack,
+    cpu_seconds,
     exited,
     free_port,
     http,
@@ -66,21 +68,25 @@ from benchstack import (
     pin,
     raise_open_files_limit,
     rss_bytes,
+    summed,
     tree,
     tree_cpu,
     wait_child,
     wait_listening,
+    worker_pages,
 )
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-PHASES = ("streams", "throughput", "workers", "metering", "scenarios")
+PHASES = ("streams", "streams-workers", "throughput", "workers", "metering", "scenarios")
 
 CONTEXT = (
     '{"context":{"targetingKey":"user-{n}","email":"user{n}@example.com",'
     '"plan":"pro","country":"JP","appVersion":"2.1.0"}}'
 )
 FIXED_CONTEXT = CONTEXT.replace("{n}", "42")
+# The stream clients of the streams-workers phase run this much nicer than the workers.
+CLIENT_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,8 @@ class Plan:
     warmup_seconds: float
     connections: int
     stream_phases: tuple[tuple[int, float, float], ...]  # (streams, write seconds, writes/s)
+    # (streams, stream-client processes, write seconds, writes/s) on `--workers 2`
+    worker_streams: tuple[int, int, float, float]
     spawn_rate: int
     polling: tuple[int, float]  # users, seconds
     ofrep: tuple[int, float]
@@ -104,6 +112,7 @@ FULL = Plan(
     warmup_seconds=1,
     connections=50,
     stream_phases=((10_000, 20, 1.0), (1_000, 20, 2.0)),
+    worker_streams=(20_000, 4, 20, 1.0),
     spawn_rate=1000,
     polling=(500, 20),
     ofrep=(300, 20),
@@ -116,6 +125,7 @@ SMOKE = Plan(
     warmup_seconds=0,
     connections=8,
     stream_phases=((20, 2, 3.0),),
+    worker_streams=(40, 2, 2, 3.0),
     spawn_rate=100,
     polling=(20, 2),
     ofrep=(20, 2),
@@ -305,11 +315,13 @@ class Bench:
     # -- processes ---------------------------------------------------------------------
 
     def spawn(
-        self, cmd: list[str], log_name: str, cpus: set[int] | None = None
+        self, cmd: list[str], log_name: str, cpus: set[int] | None = None, nice: int = 0
     ) -> subprocess.Popen[bytes]:
         def pin_self() -> None:
             if cpus is not None:
                 os.sched_setaffinity(0, cpus)
+            if nice:
+                os.nice(nice)
 
         log = open(self.out / "logs" / log_name, "ab")  # noqa: SIM115 - the child holds it
         proc = subprocess.Popen(
@@ -318,7 +330,7 @@ class Bench:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=pin_self if cpus is not None else None,
+            preexec_fn=pin_self if cpus is not None or nice else None,
             cwd=self.out,
         )
         log.close()
@@ -724,8 +736,11 @@ class Bench:
         seconds: float,
         *extra: str,
         cpus: set[int] | None = None,
+        target: Path | None = None,
+        rate: int | None = None,
+        nice: int = 0,
     ) -> subprocess.Popen[bytes]:
-        rate = self.plan.spawn_rate
+        rate = rate or self.plan.spawn_rate
         cmd = [
             sys.executable,
             "-m",
@@ -737,10 +752,10 @@ class Bench:
             *("--stop-timeout", "2", "--only-summary", "--loglevel", "WARNING"),
             *("--csv", str(self.out / name), "--csv-full-history"),
             *("--json-file", str(self.out / name)),  # complete stats, written at exit
-            *("--target", str(self.out / "target.json")),
+            *("--target", str(target or self.out / "target.json")),
             *extra,
         ]
-        return self.spawn(cmd, f"{name}.log", cpus)
+        return self.spawn(cmd, f"{name}.log", cpus, nice)
 
     @contextlib.contextmanager
     def proxy_pinned(self) -> Iterator[set[int] | None]:
@@ -909,6 +924,212 @@ class Bench:
         else:
             self.say(f"  → {key}: no patch received")
 
+    def streams_workers(
+        self, count: int, clients: int, write_seconds: float, write_rate: float
+    ) -> None:
+        """``count`` SSE streams on a fresh ``--workers 2`` proxy, held by ``clients``
+        locust processes (one process cannot hold 20,000: its open-files limit, and one
+        gevent loop reading them all), while writers change flags; the samples of every
+        client process are merged. Nothing pinned: the workers need both CPUs; instead
+        the clients run at a lower priority (``CLIENT_NICE``), so that on a saturated
+        machine the generator waits for the server rather than the other way round (a
+        patch's arrival is the kernel's time stamp, so a client that reads late still
+        measures when the bytes reached it)."""
+        stack = self.stack
+        assert stack is not None
+        key = f"streams-workers-{count}"
+        token = secrets.token_urlsafe(32)
+        self.say(f"{key}: a fresh --workers 2 proxy, {count:,} streams from {clients} clients …")
+        url, proc = stack.start_proxy(2, key, CRIVLINE_OPERATOR_TOKEN=token)
+        load_start = os.getloadavg()
+        try:
+            stack.wait_served(url, 1, 30)
+            workers = sorted(p for p in tree(proc.pid) if p != proc.pid)
+            if len(workers) != 2:
+                raise BenchError(f"{key}: expected 2 worker processes, found {workers}")
+            self.remember({f"proxy-{key}-{i}": pid for i, pid in enumerate([proc.pid, *workers])})
+            ready_by = time.monotonic() + 30
+            while True:  # each worker loads the environment on its own
+                pages = worker_pages(url, token, 2, stack.target.server_keys[-1])
+                if set(pages) != set(workers):
+                    raise BenchError(f"{key}: /status named pids {sorted(pages)}, not {workers}")
+                if all(status["servedVersion"] > 0 for status, _m in pages.values()):
+                    break
+                if time.monotonic() > ready_by:
+                    raise BenchError(f"{key}: a worker serves no environment after 30 s")
+                time.sleep(0.2)
+            target = self.out / f"{key}-target.json"
+            target.write_text(replace(stack.target, proxy=url).to_json())
+            target.chmod(0o600)
+            rss_before = {pid: rss_bytes(pid) for pid in workers}
+            shares = [count // clients + (1 if i < count % clients else 0) for i in range(clients)]
+            rate = max(1, self.plan.spawn_rate // clients)
+            spawn_limit = max(shares) / rate + 90
+            bound = spawn_limit + write_seconds + 60
+            procs = []
+            for i, share in enumerate(shares):
+                samples = self.out / f"{key}-c{i}-samples.json"
+                procs.append(self.locust("streams.py", f"{key}-c{i}", share, bound,
+                                         "--samples-file", str(samples), target=target,
+                                         rate=rate, nice=CLIENT_NICE))  # fmt: skip
+            gauge = 'crivline_proxy_streams_open{kind="sdk"}'
+            opened_at = time.monotonic()
+            deadline = opened_at + spawn_limit
+            next_print = opened_at + 5
+            while True:
+                pages = worker_pages(url, token, 2)
+                per_worker = {pid: page.get(gauge, 0.0) for pid, (_s, page) in pages.items()}
+                if sum(per_worker.values()) >= count:
+                    break
+                if any(exited(p) for p in procs):
+                    raise BenchError(f"{key}: a locust client exited early; see logs/")
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{key}: only {per_worker} of {count} streams opened")
+                if time.monotonic() >= next_print:
+                    next_print += 5
+                    self.say(f"  {sum(per_worker.values()):,.0f} streams open {per_worker}")
+                time.sleep(0.5)
+            open_seconds = time.monotonic() - opened_at
+            rss_open = {pid: rss_bytes(pid) for pid in workers}
+            growth = sum(rss_open.values()) - sum(rss_before.values())
+            self.say(
+                f"  {count:,} streams open in {open_seconds:.1f}s, per worker "
+                f"{ {p: int(v) for p, v in per_worker.items()} }; workers' RSS growth "
+                f"{growth / 2**20:.1f} MiB = {growth / count / 1024:.1f} KiB per idle stream"
+            )
+            before = {pid: page for pid, (_s, page) in pages.items()}
+            syncd_before = metrics(stack.syncd_url)
+            cpu_before = {pid: cpu_seconds(pid) for pid in workers}
+            clients_before = sum(cpu_seconds(p.pid) for p in procs)
+            busy_before, wall = machine_busy_seconds()[0], time.monotonic()
+            self.say(f"  writers: {write_rate:g} changes/s for {write_seconds:.0f}s …")
+            writer = self.locust(
+                "writers.py", f"{key}-writers", 1, write_seconds, "--write-rate", str(write_rate)
+            )
+            writer_cpu = self.follow(writer, f"{key}-writers", write_seconds + 60)
+            drained = self.drain_workers(url, token, self.central_version())
+            writing = time.monotonic() - wall
+            clients_writing = sum(cpu_seconds(p.pid) for p in procs) - clients_before
+            machine_cores = (machine_busy_seconds()[0] - busy_before) / writing
+            worker_cpu = {pid: cpu_seconds(pid) - cpu_before[pid] for pid in workers}
+            after = {pid: page for pid, (_s, page) in worker_pages(url, token, 2).items()}
+            syncd_after = metrics(stack.syncd_url)
+            client_cpu = [self.terminate(p) for p in procs]
+        finally:
+            stack.stop_extra(proc)
+        load_end = os.getloadavg()
+        for i, p in enumerate(procs):
+            self.record_scenario(f"{key}-c{i}", shares[i], p, client_cpu[i])
+        self.record_scenario(f"{key}-writers", 1, writer, writer_cpu)
+        docs = []
+        for i in range(clients):
+            path = self.out / f"{key}-c{i}-samples.json"
+            docs.append(json.loads(path.read_text()) if path.exists() else {})
+            with contextlib.suppress(OSError):
+                path.unlink()
+        merged = benchreport.merge_samples(docs)
+        latencies, reads = sorted(merged["latency"]), sorted(merged["read_latency"])
+        versions = len(set(merged["version"]))
+        patch = 'crivline_proxy_stream_events_total{event="patch",kind="sdk"}'
+        client_seconds = [self.lifetimes.get(p.pid, 0.0) for p in procs]
+        result = {
+            "streams": count,
+            "workers": 2,
+            "clients": clients,
+            "open_files_limit": self.results["machine"].get("open_files_limit"),
+            "open_seconds": open_seconds,
+            "rss_before": sum(rss_before.values()),
+            "rss_open": sum(rss_open.values()),
+            "rss_per_stream": growth / count,
+            "per_worker": {
+                str(pid): {
+                    "streams_open": per_worker.get(pid, 0.0),
+                    "rss_before": rss_before[pid],
+                    "rss_open": rss_open[pid],
+                    "cpu_seconds": worker_cpu[pid],
+                    "patch_writes": after[pid].get(patch, 0.0) - before[pid].get(patch, 0.0),
+                    "proxy_side": benchreport.histogram_quantiles(
+                        before[pid], after[pid], "crivline_proxy_propagation_lag_seconds_bucket"
+                    ),
+                }
+                for pid in workers
+            },
+            "write_rate": write_rate,
+            "write_seconds": write_seconds,
+            "writes": self.results["scenarios"][f"{key}-writers"]["requests"],
+            "versions": versions,
+            "expected": versions * count,  # every version to every stream
+            # the workers' writes that carried patches: one write carries several when a
+            # worker applies several versions at once, so this is ≤ the patches received
+            "patch_writes": sum(
+                after[pid].get(patch, 0.0) - before[pid].get(patch, 0.0) for pid in workers
+            ),
+            "samples": len(latencies),
+            "stream_stats": merged["stats"],
+            "drained": drained,
+            "proxy_cpu_seconds": sum(worker_cpu.values()),
+            "machine_cores": machine_cores,
+            "client_cpu_seconds": sum(client_cpu),
+            "client_nice": CLIENT_NICE,
+            "client_cores": sum(client_cpu) / max(max(client_seconds), 1.0),
+            # while the writers ran (and the last patches went out): what the stream
+            # clients took from the two cores the workers also run on
+            "writing_seconds": writing,
+            "client_cores_writing": clients_writing / writing,
+            "worker_cores_writing": sum(worker_cpu.values()) / writing,
+            "load_average": {"start": load_start, "end": load_end},
+            "stages": benchreport.stage_quantiles(
+                {"proxy": summed(list(before.values())), "syncd": syncd_before},
+                {"proxy": summed(list(after.values())), "syncd": syncd_after},
+            ),
+            **benchreport.quantiles_ms(latencies),
+            "read": benchreport.quantiles_ms(reads),
+        }
+        self.results["streams_workers"] = result
+        benchreport.save_samples(self.out / f"{key}-latency.txt", latencies)
+        self.say(
+            f"  → {key}: {len(latencies):,} patches received "
+            f"(in {result['patch_writes']:,.0f} writes), "
+            f"{result['expected']:,} expected ({versions} versions × {count:,}), "
+            f"p50 {_ms(result['p50_ms'])}, p99 {_ms(result['p99_ms'])}; clients "
+            f"{sum(client_cpu):.1f} CPU s; workers {result['proxy_cpu_seconds']:.1f} CPU s; "
+            f"load average {load_end[0]:.2f}"
+        )
+
+    def central_version(self) -> int:
+        """The bench environment's version in the central database (the last write's)."""
+        stack = self.stack
+        assert stack is not None
+        target = stack.target
+        path = f"/api/v1/projects/{target.project}/environments/{target.environment}"
+        status, _h, body = http("GET", target.control + path, token=target.token)
+        if status != 200:
+            raise BenchError(f"GET {path}: HTTP {status}: {body[:200]!r}")
+        return int(json.loads(body)["version"])
+
+    def drain_workers(self, url: str, token: str, version: int, limit: float = 60.0) -> bool:
+        """Until every worker holds ``version`` and none sends patches any more (the last
+        change is out everywhere); False if that takes longer than ``limit``."""
+        stack = self.stack
+        assert stack is not None
+        name = 'crivline_proxy_stream_events_total{event="patch",kind="sdk"}'
+        key = stack.target.server_keys[-1]
+
+        def reading() -> tuple[int, float]:
+            pages = worker_pages(url, token, 2, key).values()
+            served = min(int(status["servedVersion"]) for status, _page in pages)
+            return served, sum(page.get(name, 0.0) for _status, page in pages)
+
+        deadline = time.monotonic() + limit
+        last = reading()
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            now = reading()
+            if now[0] >= version and now == last:
+                return True
+            last = now
+        return False
+
     def drain(self, proxy: str, limit: float = 15.0) -> bool:
         """Until the proxy has stopped sending patches (the last change is out)."""
         name = 'crivline_proxy_stream_events_total{event="patch",kind="sdk"}'
@@ -946,6 +1167,8 @@ class Bench:
                 for count, seconds, rate in plan.stream_phases:
                     with self.proxy_pinned() as cpus:
                         self.streams(count, seconds, rate, cpus)
+            if "streams-workers" in self.phases:
+                self.streams_workers(*plan.worker_streams)
             if "throughput" in self.phases:
                 self.throughput()
             if "workers" in self.phases:
@@ -964,6 +1187,10 @@ class Bench:
             (self.out / "results.json").write_text(json.dumps(self.results, indent=1))
             report = benchreport.write(self.results, self.out)  # partial when it failed
         return report
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f} ms"
 
 
 def summarize_case(case: Case, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

@@ -179,6 +179,18 @@ def stage_quantiles(
     return rows
 
 
+def merge_samples(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The samples files of several stream-client processes as one: the sample lists
+    concatenated, the counters added (a missing file counts as an empty one)."""
+    out: dict[str, Any] = {"latency": [], "read_latency": [], "version": [], "stats": {}}
+    for doc in docs:
+        for name in ("latency", "read_latency", "version"):
+            out[name].extend(doc.get(name, []))
+        for name, value in doc.get("stats", {}).items():
+            out["stats"][name] = out["stats"].get(name, 0) + value
+    return out
+
+
 def save_samples(path: Path, sorted_seconds: list[float]) -> None:
     path.write_text("".join(f"{s * 1000:.3f}\n" for s in sorted_seconds))
 
@@ -192,15 +204,21 @@ def load_samples(path: Path) -> list[float]:
 # -- formatting -------------------------------------------------------------------------------
 
 
-def _stage_table(add: Any, prop: dict[str, Any]) -> None:
+def _stage_table(add: Any, prop: dict[str, Any], workers: dict[str, Any] | None) -> None:
     """Where a change's time goes, per streams phase: each stage's p50/p99 (bucket bounds
     of the parts' own histograms, read before and after the phase's writes)."""
-    phases = [(phase["streams"], phase["stages"]) for phase in prop.values() if "stages" in phase]
+    phases = [
+        (f"{phase['streams']:,} streams", phase["stages"])
+        for phase in prop.values()
+        if "stages" in phase
+    ]
+    if workers and "stages" in workers:
+        phases.append((f"{workers['streams']:,} streams, 2 workers", workers["stages"]))
     if not phases:
         return
     add("### Where the time goes")
     add("")
-    head = " | ".join(f"{count:,} streams: p50 / p99 ≤ ms (n)" for count, _ in phases)
+    head = " | ".join(f"{label}: p50 / p99 ≤ ms (n)" for label, _ in phases)
     add(f"| stage | part | {head} |")
     add("| --- | --- | " + " | ".join(["---:"] * len(phases)) + " |")
     for i, (part, _stage, what) in enumerate(STAGES):
@@ -218,7 +236,63 @@ def _stage_table(add: Any, prop: dict[str, Any]) -> None:
         "bounds of their buckets, so coarse: 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250 ms …). "
         "Stages marked … are parts of the stage below them. Commit times are Postgres's "
         "`clock_timestamp()` of the bump, compared with each part's wall clock (one machine "
-        "here)."
+        "here). With 2 workers the proxy's stages add up both workers' histograms "
+        "(each worker's own `/metrics`, read through its `/status` on one connection)."
+    )
+    add("")
+
+
+def _workers_streams(add: Any, phase: dict[str, Any]) -> None:
+    """The streams phase on ``--workers 2``: totals, then each worker."""
+    add(f"## Streams on --workers 2: {phase['streams']:,} streams")
+    add("")
+    add(
+        "| stream clients | opened in | RSS per idle stream | writes | versions | "
+        "patches received / expected (writes carrying them) | p50 ms | p90 ms | p99 ms | max ms | "
+        "p99 ms, read by locust | workers CPU s | clients CPU s (cores) | "
+        "cores while writing: workers / clients / machine | load average start → end |"
+    )
+    add("| " + " | ".join(["---:"] * 15) + " |")
+    load = phase["load_average"]
+    add(
+        f"| {phase['clients']} | {phase['open_seconds']:.1f} s | "
+        f"{phase['rss_per_stream'] / KIB:.1f} KiB | {phase['writes']:.0f} "
+        f"({phase['write_rate']:g}/s) | {phase['versions']} | "
+        f"{phase['samples']:,} / {phase['expected']:,} ({_f(phase['patch_writes'])}) | "
+        f"{_f(phase['p50_ms'], 1)} | "
+        f"{_f(phase['p90_ms'], 1)} | {_f(phase['p99_ms'], 1)} | {_f(phase['max_ms'], 1)} | "
+        f"{_f(phase.get('read', {}).get('p99_ms'), 1)} | {_f(phase['proxy_cpu_seconds'], 1)} | "
+        f"{_f(phase['client_cpu_seconds'], 1)} ({_f(phase['client_cores'], 2)}) | "
+        f"{_f(phase.get('worker_cores_writing'), 2)} / {_f(phase.get('client_cores_writing'), 2)}"
+        f" / {_f(phase.get('machine_cores'), 2)} | {load['start'][0]:.2f} → {load['end'][0]:.2f} |"
+    )
+    add("")
+    add("| worker pid | streams held | RSS growth per stream | writes carrying patches | CPU s | "
+        "commit→proxy p99 ≤ ms |")  # fmt: skip
+    add("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for pid, worker in phase["per_worker"].items():
+        held = worker["streams_open"]
+        per = (worker["rss_open"] - worker["rss_before"]) / held if held else None
+        add(
+            f"| {pid} | {held:,.0f} | {_f(per and per / KIB, 1, ' KiB')} | "
+            f"{worker['patch_writes']:,.0f} | {worker['cpu_seconds']:.1f} | "
+            f"{_f(worker['proxy_side'].get('p99_le_ms'), 0)} |"
+        )
+    add("")
+    add(
+        "A fresh `crivline proxy --workers 2` (SO_REUSEPORT spreads the connections), "
+        f"unpinned; the streams come from {phase['clients']} locust processes (their samples "
+        f"merged; niceness +{phase.get('client_nice', 0)}, so on a saturated machine they "
+        "wait for the workers rather than the other way round), since one process's "
+        f"open-files limit ({phase.get('open_files_limit')}) and one gevent loop cannot hold "
+        "them all. "
+        "Expected: every version the clients saw, times the streams (a version that "
+        "changes nothing sends no event). Writes carrying them: the workers' own counters; "
+        "a worker that applies two versions at once sends both patches in one write. "
+        "Memory: "
+        "both workers' RSS growth while the streams opened, over the streams. Clients' "
+        "CPU: the locust processes' whole lives (opening the streams included); while "
+        "writing: from the first write until the workers stopped sending patches."
     )
     add("")
 
@@ -283,6 +357,23 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "target": "≤ 16 KB resident per idle stream (10,000 open)",
                 "measured": f"{per:,.0f} bytes ({per / KIB:.1f} KiB), {biggest['streams']:,} open",
                 "ok": per <= 16_000 if biggest["streams"] >= 10_000 else None,
+            }
+        )
+    spread = results.get("streams_workers")
+    if spread and spread.get("p99_ms") is not None:
+        per = spread["rss_per_stream"]
+        rows.append(
+            {
+                "target": f"propagation p99 ≤ 500 ms with {spread['streams']:,} streams on "
+                "--workers 2 (and ≤ 16 KB per idle stream)",
+                "measured": f"p99 {spread['p99_ms']:.1f} ms (p50 {spread['p50_ms']:.1f}, "
+                f"{spread['samples']:,} of {spread['expected']:,} patches); {per:,.0f} bytes "
+                "per stream",
+                "ok": spread["p99_ms"] <= 500
+                and per <= 16_000
+                and spread["samples"] >= spread["expected"]
+                if spread["streams"] >= 20_000
+                else None,
             }
         )
     workers = results.get("workers")
@@ -445,7 +536,12 @@ def write(results: dict[str, Any], out: Path) -> Path:
                 f"{_f(phase['proxy_cpu_seconds'], 1)} | {_f(phase.get('machine_cores'), 2)} |"
             )
         add("")
-        _stage_table(add, prop)
+    spread = results.get("streams_workers")
+    if spread:
+        _workers_streams(add, spread)
+    if prop or spread:
+        _stage_table(add, prop, spread)
+    if prop:
         add(
             "Propagation = the moment the patch's bytes reached the client's socket (kernel "
             "time stamp, SO_TIMESTAMPNS) minus its "

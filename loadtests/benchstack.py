@@ -23,8 +23,10 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 from typing import Any
 
@@ -217,12 +219,70 @@ def http(
 def metrics(url: str) -> dict[str, float]:
     """A Prometheus text page as ``{"name{labels}": value}``."""
     _status, _headers, body = http("GET", url + "/metrics", timeout=10)
+    return parse_metrics(body)
+
+
+def parse_metrics(body: bytes) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in body.decode().splitlines():
         if line and not line.startswith("#"):
             name, _, value = line.rpartition(" ")
             with contextlib.suppress(ValueError):
                 out[name] = float(value)
+    return out
+
+
+def worker_pages(
+    url: str, token: str, workers: int, server_key: str = "", timeout: float = 20.0
+) -> dict[int, tuple[dict[str, Any], dict[str, float]]]:
+    """Each worker's ``/status`` JSON and ``/metrics`` of a ``--workers N`` proxy:
+    ``{pid: (status, metrics)}``; with ``server_key``, the status also holds
+    ``servedVersion``, the version that key's environment has in that worker.
+
+    The pages are asked on one keep-alive connection, so they come from the same worker
+    (the status page names its pid); SO_REUSEPORT picks the worker by the connection's
+    address and port, so fresh connections reach every worker before long."""
+    parts = urllib.parse.urlsplit(url)
+    auth = {"Authorization": f"Bearer {token}"}
+    found: dict[int, tuple[dict[str, Any], dict[str, float]]] = {}
+    deadline = time.monotonic() + timeout
+    while len(found) < workers:
+        if time.monotonic() > deadline:
+            raise BenchError(f"{url}: reached {len(found)} of {workers} workers ({sorted(found)})")
+        connection = HTTPConnection(parts.hostname, parts.port, timeout=10)
+        try:
+            connection.request("GET", "/status", headers=auth)
+            answer = connection.getresponse()
+            status_body = answer.read()
+            if answer.status != 200:
+                raise BenchError(f"{url}/status: HTTP {answer.status}: {status_body[:200]!r}")
+            status: dict[str, Any] = json.loads(status_body)
+            connection.request("GET", "/metrics")
+            answer = connection.getresponse()
+            page = parse_metrics(answer.read())
+            if server_key:
+                connection.request(
+                    "GET", "/sdk/v1/flags", headers={"Authorization": f"Bearer {server_key}"}
+                )
+                answer = connection.getresponse()
+                answer.read()
+                status["servedVersion"] = int(answer.headers.get("Crivline-Version") or 0)
+        except (OSError, HTTPException):
+            time.sleep(0.05)
+            continue
+        finally:
+            connection.close()
+        found[int(status["pid"])] = (status, page)
+    return found
+
+
+def summed(pages: list[dict[str, float]]) -> dict[str, float]:
+    """Several processes' metrics added up, series by series (right for counters and
+    histogram buckets, which is what the bench reads from them)."""
+    out: dict[str, float] = {}
+    for page in pages:
+        for name, value in page.items():
+            out[name] = out.get(name, 0.0) + value
     return out
 
 

@@ -26,7 +26,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 LOADTESTS = REPO / "loadtests"
-SCENARIOS = ("polling", "polling-writers", "ofrep", "edge-day", "streams-20", "streams-20-writers")
+SCENARIOS = (
+    "polling",
+    "polling-writers",
+    "ofrep",
+    "edge-day",
+    "streams-20",
+    "streams-20-writers",
+    "streams-workers-40-c0",
+    "streams-workers-40-c1",
+    "streams-workers-40-writers",
+)
 
 
 def _running(process: dict[str, int]) -> bool:
@@ -66,7 +76,7 @@ def _run(cmd: list[str], timeout: float) -> tuple[int, str]:
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path, str]:
     out = tmp_path_factory.mktemp("bench") / "report"
     code, output = _run([sys.executable, str(LOADTESTS / "bench.py"), "--smoke", "--out",
-                         str(out)], timeout=150)  # fmt: skip
+                         str(out)], timeout=180)  # fmt: skip
     results_file = out / "results.json"
     assert results_file.exists(), f"no results.json; bench output:\n{output[-3000:]}"
     results: dict[str, Any] = json.loads(results_file.read_text())
@@ -119,6 +129,39 @@ def test_streams_measured_propagation_of_every_write(smoke: Any) -> None:
 
 
 @pytest.mark.timeout(240)
+def test_streams_on_two_workers_reached_every_client_from_both(smoke: Any) -> None:
+    results, out, _output = smoke
+    phase = results["streams_workers"]
+    assert (phase["streams"], phase["workers"], phase["clients"]) == (40, 2, 2)
+    # both workers held streams (each worker's own metrics, reached through its pid),
+    # and together all 40; each sent patches to its own
+    workers = phase["per_worker"]
+    assert len(workers) == 2
+    assert all(w["streams_open"] > 0 for w in workers.values()), workers
+    assert sum(w["streams_open"] for w in workers.values()) == 40
+    assert all(w["patch_writes"] > 0 for w in workers.values()), workers
+    # the two client processes' samples were merged: every version reached every stream
+    # (a gap in a stream's versions fails its client: see the scenarios test); a worker
+    # may send two versions' patches in one write, never a patch in none
+    stats = phase["stream_stats"]
+    assert stats["connects"] == 40
+    assert stats["without_commit_time"] == 0
+    assert phase["drained"]  # every worker held the last version and had sent it
+    assert phase["patch_writes"] == sum(w["patch_writes"] for w in workers.values())
+    assert phase["samples"] == stats["patches"] >= phase["patch_writes"]
+    assert 40 <= phase["samples"] <= phase["expected"] == 40 * phase["versions"]
+    assert 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"]
+    assert phase["rss_open"] > 0
+    assert phase["client_cpu_seconds"] > 0
+    assert len((out / "streams-workers-40-latency.txt").read_text().split()) == phase["samples"]
+    stages = {row["stage"]: row for row in phase["stages"]}
+    for stage in ("commit_to_wakeup", "redis_to_told", "fan_out", "commit_to_last_write"):
+        assert stages[stage]["count"] > 0, stage
+    # both workers' histograms were read: each applied at least one version
+    assert stages["told_to_applied"]["count"] >= 2
+
+
+@pytest.mark.timeout(240)
 def test_throughput_measured_proxy_and_baseline_alike(smoke: Any) -> None:
     results, _out, _output = smoke
     cases = results["throughput"]
@@ -146,8 +189,11 @@ def test_report_written_and_every_process_stopped(smoke: Any) -> None:
     report = (out / "report.md").read_text()
     assert f"report: {out / 'report.md'}" in output
     for heading in ("## Targets", "## Throughput", "## Workers", "## Metering", "## Streams",
-                    "### Where the time goes", "## Locust"):  # fmt: skip
+                    "## Streams on --workers 2", "### Where the time goes",
+                    "## Locust"):  # fmt: skip
         assert heading in report
+    assert "| propagation p99 ≤ 500 ms with 40 streams on --workers 2" in report
+    assert "40 streams, 2 workers: p50 / p99" in report
     for key in SCENARIOS:
         assert f"| {key} |" in report
     if importlib.util.find_spec("matplotlib") is not None:
