@@ -50,8 +50,8 @@ async def create_token(request: web.Request) -> web.Response:
 @api.operation(
     "DELETE", "/tokens/{token_id}", operation_id="revokeManagementToken", tag="tokens",
     scope=Scope.ADMIN,
-    summary="Revoke a management token (it stops working at once)",
-    replies=(Reply(200, "The revoked token", "ManagementToken"),), problems=(401, 404),
+    summary="Revoke a management token (it stops working at once; never the last admin token)",
+    replies=(Reply(200, "The revoked token", "ManagementToken"),), problems=(401, 404, 409),
 )  # fmt: skip
 async def revoke_token(request: web.Request) -> web.Response:
     token_id = path_uuid(request, "token_id")

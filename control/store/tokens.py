@@ -13,7 +13,7 @@ import asyncpg
 
 from control.store.scope import TenantScope
 from crivline import seed
-from crivline.errors import NotFound
+from crivline.errors import Conflict, NotFound
 from crivline.jsontypes import JSON
 
 _SELECT = """
@@ -72,8 +72,26 @@ class TokenStore:
         self.scope.actions.append("management_token.create")
         return await self._get(issued.id), issued.secret
 
+    async def _keep_an_admin(self, token_id: str) -> None:
+        """Refuse to revoke the tenant's last live admin token: nobody could issue or
+        revoke tokens (or API keys) after it. The live admin tokens are locked, in one
+        order, so two revocations racing for the last two cannot both pass."""
+        live = await self.conn.fetch(
+            "SELECT id::text AS id FROM management_tokens"
+            " WHERE tenant_id = $1 AND scope = 'admin' AND revoked_at IS NULL"
+            " ORDER BY id FOR UPDATE",
+            self.tenant_id,
+        )
+        if [row["id"] for row in live] == [token_id]:  # live, and the only one
+            raise Conflict(
+                f"management token {token_id} is the tenant's last admin token: issue "
+                "another admin token first, or nobody could manage tokens and keys"
+            )
+
     async def revoke(self, token_id: str) -> ManagementToken:
         """Revoke a token (idempotent: revoking a revoked token changes nothing)."""
+        if (await self._get(token_id)).scope == "admin":
+            await self._keep_an_admin(token_id)  # locks the admin tokens first, in order
         current = await self._get(token_id, "FOR UPDATE")
         if current.revoked_at is not None:
             return current

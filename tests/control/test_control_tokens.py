@@ -3,6 +3,8 @@ revoked through the API by an admin token, audited, stored only as hashes."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import orjson
 from support.control_testkit import Control
@@ -154,3 +156,44 @@ async def test_the_openapi_document_names_each_operations_scope(control: Control
             if scope is not None:
                 assert op["security"] == [{"managementToken": [scope]}]
                 assert ("403" in op["responses"]) == (scope != "read")
+
+
+async def test_the_last_admin_token_cannot_be_revoked(
+    shop: Control, db: asyncpg.Connection
+) -> None:
+    listed = await shop.get(TOKENS)
+    (first,) = [t["id"] for t in listed.body["items"] if t["scope"] == "admin"]
+    refused = await shop.delete(f"{TOKENS}/{first}")
+    assert refused.status == 409
+    assert "last admin token" in refused.problem["detail"]
+    assert (await shop.get("/projects")).status == 200  # still live, nothing audited
+    assert not await db.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'management_token.revoke'"
+    )
+    # With a second admin token, either may go; then the other is the last one.
+    second = await shop.post(TOKENS, {"scope": "admin", "label": "ops"})
+    second_secret, second_id = second.body["secret"], second.body["token"]["id"]
+    assert (await shop.delete(f"{TOKENS}/{first}")).status == 200
+    assert (await shop.get("/projects")).status == 401  # the first token is gone
+    assert (await shop.delete(f"{TOKENS}/{second_id}", token=second_secret)).status == 409
+
+
+async def test_two_admins_revoking_each_other_at_once_leave_one(
+    shop: Control, db: asyncpg.Connection
+) -> None:
+    second = await shop.post(TOKENS, {"scope": "admin"})
+    second_id, second_secret = second.body["token"]["id"], second.body["secret"]
+    listed = await shop.get(TOKENS)
+    first_id = next(t["id"] for t in listed.body["items"] if t["id"] != second_id)
+    answers = await asyncio.gather(
+        shop.delete(f"{TOKENS}/{first_id}", token=second_secret),
+        shop.delete(f"{TOKENS}/{second_id}"),
+    )
+    statuses = sorted(a.status for a in answers)
+    # One wins; the other is refused as the last admin, or finds its own token revoked.
+    assert statuses[0] == 200, answers
+    assert statuses[1] in (401, 409), answers
+    live = await db.fetchval(
+        "SELECT count(*) FROM management_tokens WHERE scope = 'admin' AND revoked_at IS NULL"
+    )
+    assert live == 1
