@@ -396,7 +396,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "target": f"metering + quota checks cost ≤ 3% of polling ({name})",
                     "measured": f"on = {case['ratio']:.3f}× off ({case['on_rps']:,.0f} vs "
                     f"{case['off_rps']:,.0f} req/s)",
-                    "ok": case["ratio"] >= metering["target"],
+                    "ok": case["ratio"] >= (metering or {})["target"],
                 }
             )
     return rows
@@ -665,7 +665,7 @@ def _plots(results: dict[str, Any], out: Path) -> list[tuple[str, str]]:
     if thr:
         fig, ax = plt.subplots(figsize=(9, 4.5))
         names = list(thr)
-        xs = range(len(names))
+        xs = list(range(len(names)))
         proxy = [thr[n]["proxy_rps"] for n in names]
         base = [thr[n]["baseline_rps"] for n in names]
         ax.bar([x - 0.2 for x in xs], base, width=0.4, label="baseline", color="#9aa")

@@ -249,7 +249,7 @@ def worker_pages(
     while len(found) < workers:
         if time.monotonic() > deadline:
             raise BenchError(f"{url}: reached {len(found)} of {workers} workers ({sorted(found)})")
-        connection = HTTPConnection(parts.hostname, parts.port, timeout=10)
+        connection = HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
         try:
             connection.request("GET", "/status", headers=auth)
             answer = connection.getresponse()

@@ -1,0 +1,240 @@
+"""Instructions per request on the polling paths, counted by valgrind's callgrind.
+
+Throughput on a shared two-core machine swings ±40% between runs of the same code, far
+more than the few percent a feature costs. The CPU instructions a request executes do
+not depend on the machine's other load, so this counts them: each server runs under
+``valgrind --tool=callgrind``; once it serves and is warmed up, its counters are read
+(``callgrind_control``) over an idle window and then over N requests on one keep-alive
+connection. What one request costs is the second count, less the idle rate (timers that
+run whatever the traffic) over the time the requests took, divided by N.
+
+Variants: the proxy as shipped, the proxy with ``CRIVLINE_METERING=off`` (no usage
+counted, no quota or stream-cap check) and the bench's bare aiohttp baseline, each on
+``GET /sdk/v1/flags`` answered 304 (``If-None-Match``) and 200.
+
+    .venv/bin/python loadtests/instructions.py [--requests 1000] [--repeat 3] [--out DIR]
+
+Needs ``valgrind`` (Debian: ``apt-get install valgrind``). Takes a few minutes: Python
+runs ~50× slower under callgrind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import benchstack
+from benchstack import BenchError, Stack, free_port, wait_listening
+
+WARM_UP = 100  # requests before counting
+IDLE_SECONDS = 20.0  # the idle window
+
+
+def instructions(pid: int) -> int:
+    """The instructions ``pid`` (running under callgrind) executed since its counters were
+    last zeroed, all threads."""
+    out = subprocess.run(
+        ["callgrind_control", "-e", "Ir", str(pid)], capture_output=True, text=True, check=True
+    ).stdout
+    total, seen = 0, False
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "Th" and parts[1].isdigit():
+            total += int(parts[2].replace(",", ""))
+            seen = True
+    if not seen:
+        raise BenchError(f"callgrind_control found no counters for pid {pid}:\n{out}")
+    return total
+
+
+def zero(pid: int) -> None:
+    subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
+
+
+def drive(port: int, path: str, headers: dict[str, str], count: int, status: int) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        for _ in range(count):
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status != status:
+                raise BenchError(f"expected HTTP {status}, got {response.status}")
+    finally:
+        conn.close()
+
+
+@dataclass
+class Measured:
+    per_request: float
+    idle_per_second: float
+    requests_seconds: float
+
+
+def measure(
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    out: Path,
+    prepare: Callable[[], None],
+    request: tuple[str, dict[str, str], int],
+    count: int,
+) -> Measured:
+    """Start ``argv`` under callgrind, ``prepare`` it, warm it up, count an idle window and
+    ``count`` requests, stop it."""
+    path, headers, status = request
+    log = open(out.with_suffix(".log"), "wb")  # noqa: SIM115 - the child holds it
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
+        env={**env, "PYTHONHASHSEED": "0"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log.close()
+    try:
+        wait_listening(port, proc, 600)
+        prepare()
+        drive(port, path, headers, WARM_UP, status)
+        zero(proc.pid)
+        started = time.monotonic()
+        time.sleep(IDLE_SECONDS)  # the window itself is what is measured
+        idle = instructions(proc.pid) / (time.monotonic() - started)
+        zero(proc.pid)
+        started = time.monotonic()
+        drive(port, path, headers, count, status)
+        seconds = time.monotonic() - started
+        busy = instructions(proc.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(300)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+    return Measured((busy - idle * seconds) / count, idle, seconds)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per server and case (the median counts)"
+    )
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
+        return 1
+    out = args.out or Path(tempfile.mkdtemp(prefix="crivline-instructions-"))
+    out.mkdir(parents=True, exist_ok=True)
+    stack = Stack(say=lambda line: print(line, flush=True))
+    results: dict[str, Any] = {"requests": args.requests}
+    try:
+        stack.start()
+        stack.provision()
+        key = stack.target.server_keys[2]
+        auth = {"Authorization": f"Bearer {key}"}
+        cases = {"304": (auth | {"If-None-Match": stack.etag}, 304), "200": (auth, 200)}
+
+        def proxy_argv(metering: str) -> tuple[list[str], dict[str, str], int]:
+            port = free_port()
+            env = dict(stack.env)
+            env.update(
+                {
+                    "CRIVLINE_REDIS_URL": stack.doc["redis_url"],
+                    "CRIVLINE_PROXY_PORT": str(port),
+                    "CRIVLINE_PROXY_WORKERS": "1",
+                    "CRIVLINE_METERING": metering,
+                }
+            )
+            return [sys.executable, "-m", "crivline", "proxy"], env, port
+
+        def baseline_argv() -> tuple[list[str], dict[str, str], int]:
+            port = free_port()
+            body = out / "flagset.json"
+            body.write_bytes(stack.flag_set_bytes)
+            script = Path(benchstack.__file__).parent / "baseline.py"
+            argv = [sys.executable, str(script), "--port", str(port), "--body-file", str(body)]
+            return argv, dict(os.environ), port
+
+        variants = {
+            "proxy, metering on": lambda: proxy_argv("on"),
+            "proxy, metering off": lambda: proxy_argv("off"),
+            "baseline": baseline_argv,
+        }
+        baseline_etag = f'"{hashlib.blake2b(stack.flag_set_bytes, digest_size=8).hexdigest()}"'
+        measured: dict[tuple[str, str], list[Measured]] = {}
+        for round_ in range(args.repeat):  # rounds alternate the servers
+            for name, make in variants.items():
+                for case, (headers, status) in cases.items():
+                    path = "/sdk/v1/flags"
+                    if name == "baseline":
+                        path = "/bytes"
+                        headers = {"If-None-Match": baseline_etag} if status == 304 else {}
+                    slug = f"{name.replace(', ', '-').replace(' ', '-')}-{case}-{round_}"
+                    for attempt in range(3):  # a free port can be taken before the server binds
+                        argv, env, port = make()
+                        url = f"http://127.0.0.1:{port}"
+
+                        def prepare(url: str = url, name: str = name) -> None:
+                            if name != "baseline":
+                                stack.wait_served(url, 1, 600)
+
+                        try:
+                            got = measure(
+                                argv, env, port, out / slug, prepare, (path, headers, status),
+                                args.requests,
+                            )  # fmt: skip
+                            break
+                        except BenchError as exc:
+                            if attempt == 2 or "during start-up" not in str(exc):
+                                raise
+                    measured.setdefault((name, case), []).append(got)
+                    print(
+                        f"round {round_ + 1}: {name:20} {case}: {got.per_request:,.0f} "
+                        f"instructions per request ({args.requests} requests in "
+                        f"{got.requests_seconds:.0f} s; idle {got.idle_per_second:,.0f}/s)",
+                        flush=True,
+                    )
+        for (name, case), runs in measured.items():
+            results.setdefault(name, {})[case] = statistics.median(r.per_request for r in runs)
+            results.setdefault("runs", {})[f"{name} {case}"] = [r.per_request for r in runs]
+    finally:
+        stack.stop()
+    for case in ("304", "200"):
+        on = results["proxy, metering on"][case]
+        off = results["proxy, metering off"][case]
+        base = results["baseline"][case]
+        results[f"ratios {case}"] = {
+            "metering cost (on/off - 1)": on / off - 1,
+            "baseline/proxy (throughput ratio if CPU-bound)": base / on,
+        }
+        print(
+            f"{case}: metering costs {100 * (on / off - 1):+.1f}% instructions per request; "
+            f"baseline/proxy = {base / on:.2f}"
+        )
+    (out / "instructions.json").write_text(json.dumps(results, indent=2))
+    print(f"results: {out / 'instructions.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
