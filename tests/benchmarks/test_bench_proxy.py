@@ -98,6 +98,9 @@ async def fill(application: web.Application) -> None:
     hub = Hub(metrics, options, max_streams=100_000, max_streams_per_key=100_000)
     status = application[appkeys.STATUS]
     status.redis_back()
+    # Fresh, as a running edge is: loaded, syncd alive and reconciled (no Crivline-Stale).
+    status.loaded(True)
+    status.observed(syncd_alive=True, epoch="bench", reconciled_at=time.time())
     cache = EnvironmentCache(
         redis, keyspace, keys=keys, hub=hub, metrics=metrics, status=status, options=options
     )
