@@ -167,6 +167,10 @@ async def read_body(request: web.Request, max_bytes: int, seconds: float = BODY_
     if not request.body_exists:
         return b""
     try:
+        if request.content.is_eof():
+            # All of it has arrived (a small body comes with the headers): reading it
+            # cannot wait, so no timer is armed for it.
+            return await request.read()
         async with asyncio.timeout(seconds):
             return await request.read()
     except TimeoutError:

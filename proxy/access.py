@@ -10,7 +10,7 @@ from aiohttp import web
 
 from crivline.errors import TooManyRequests
 from proxy import appkeys, headers
-from proxy.auth import authenticate, resolve
+from proxy.auth import authenticate, identify, known, resolve
 from proxy.edge.environments import Ahead, EnvState
 from proxy.edge.keys import KeyInfo
 from proxy.metering import today
@@ -19,7 +19,7 @@ from proxy.metering import today
 async def authorize(request: web.Request, allowed: frozenset[str]) -> KeyInfo:
     app = request.app
     info = await authenticate(request, app[appkeys.KEYS], app[appkeys.METRICS], allowed)
-    admit(request, info)
+    admit(app, info)
     return info
 
 
@@ -27,12 +27,11 @@ async def authorize_hash(request: web.Request, digest: str, allowed: frozenset[s
     """The same gate for a key known by its hash (a stream ticket)."""
     app = request.app
     info = await resolve(digest, app[appkeys.KEYS], app[appkeys.METRICS], allowed)
-    admit(request, info)
+    admit(app, info)
     return info
 
 
-def admit(request: web.Request, info: KeyInfo) -> None:
-    app = request.app
+def admit(app: web.Application, info: KeyInfo) -> None:
     limiter = app[appkeys.LIMITER]
     retry_after = limiter.admit(info.id)
     if retry_after:
@@ -55,12 +54,12 @@ class Evaluation:
     state: EnvState
     day: int
     refused: web.Response | None
+    app: web.Application
 
     def meter(self, kind: str) -> None:
         """Count this request as ``kind`` (poll, poll_not_modified, ofrep_single…)."""
-        self.request.app[appkeys.METER].count(
-            self.info.environment, kind, self.info.tenant, self.day
-        )
+        info = self.info
+        self.app[appkeys.METER].count(info.environment, kind, info.tenant, self.day)
 
     async def held_newer(
         self, held: tuple[int, str] | None, route: str, kind: str | None
@@ -72,7 +71,7 @@ class Evaluation:
         to answer from."""
         if held is None or held[0] <= self.state.version:
             return None
-        app = self.request.app
+        app = self.app
         wait = app[appkeys.OPTIONS].refetch_wait_seconds
         outcome, self.state = await app[appkeys.CACHE].ahead(self.info.environment, held[0], wait)
         if outcome is not Ahead.NOT_YET:
@@ -90,13 +89,21 @@ async def evaluation(
     request: web.Request, allowed: frozenset[str], *, ofrep: bool, kind: str | None = None
 ) -> Evaluation:
     """The gate of an evaluation request: key, rate limit, environment, quota; and, when
-    ``kind`` is given and the quota admits it, the request metered as that."""
-    info = await authorize(request, allowed)
+    ``kind`` is given and the quota admits it, the request metered as that.
+
+    A key in the key index and an environment in memory (every request but a process's
+    first few) are taken without awaiting anything: only a key or an environment that
+    has to be read from Redis costs a coroutine."""
     app = request.app
-    state = await app[appkeys.CACHE].obtain(info.environment)
+    keys, metrics = app[appkeys.KEYS], app[appkeys.METRICS]
+    digest = identify(request, metrics)
+    info = known(digest, keys, metrics, allowed) or await resolve(digest, keys, metrics, allowed)
+    admit(app, info)
+    cache = app[appkeys.CACHE]
+    state = cache.held(info.environment) or await cache.obtain(info.environment)
     day = today()
     refused = app[appkeys.QUOTA].refusal(info.tenant, ofrep=ofrep, day=day)
-    admitted = Evaluation(request, info, state, day, refused)
+    admitted = Evaluation(request, info, state, day, refused, app)
     if refused is None and kind is not None:
         admitted.meter(kind)
     return admitted

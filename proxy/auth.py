@@ -50,9 +50,9 @@ def key_hash(key: str) -> str:
     return tokens.hex_digest(key)
 
 
-async def authenticate(
-    request: web.Request, keys: KeyIndex, metrics: Metrics, allowed: frozenset[str]
-) -> KeyInfo:
+def identify(request: web.Request, metrics: Metrics) -> str:
+    """The hash of the key a request presents, or a refusal when it presents none or
+    something that is not one of our keys."""
     key = presented_key(request)
     if key is None:
         metrics.auth_failures.labels("missing").inc()
@@ -62,40 +62,57 @@ async def authenticate(
     if len(key) > _MAX_KEY_LENGTH or not key.startswith(_PREFIXES):
         metrics.auth_failures.labels("malformed").inc()
         raise Unauthorized("this is not a Crivline API key (crv_srv_… or crv_cli_…)")
-    return await resolve(key_hash(key), keys, metrics, allowed)
+    return key_hash(key)
+
+
+async def authenticate(
+    request: web.Request, keys: KeyIndex, metrics: Metrics, allowed: frozenset[str]
+) -> KeyInfo:
+    return await resolve(identify(request, metrics), keys, metrics, allowed)
+
+
+def known(digest: str, keys: KeyIndex, metrics: Metrics, allowed: frozenset[str]) -> KeyInfo | None:
+    """:func:`resolve` without awaiting, when the key index can answer alone (the hot
+    path: no coroutine); None when Redis must be asked."""
+    found = keys.cached(digest)
+    if isinstance(found, KeyInfo):
+        metrics.cache_lookup("key", True)
+        return _allowed(found, metrics, allowed)
+    if found:
+        return None
+    metrics.cache_lookup("negative_key", True)
+    return _allowed(None, metrics, allowed)
 
 
 async def resolve(
     digest: str, keys: KeyIndex, metrics: Metrics, allowed: frozenset[str]
 ) -> KeyInfo:
     """The live key with SHA-256 ``digest``, allowed for this route, or a refusal."""
-    found = keys.cached(digest)
-    info: KeyInfo | None
-    if isinstance(found, KeyInfo):
-        metrics.cache_lookup("key", True)
-        info = found
-    elif found:
-        metrics.cache_lookup("key", False)
-        try:
-            info = await keys.lookup(digest)
-        except EdgeIncomplete:
-            metrics.auth_failures.labels("edge_incomplete").inc()
-            raise ServiceUnavailable(
-                "cannot check this key yet: this edge is still loading its keys; retry shortly",
-                headers={"Retry-After": "1"},
-            ) from None
-        except Exception:
-            raise ServiceUnavailable(
-                "cannot check this key now: it is not known to this proxy and Redis is unavailable",
-                headers={"Retry-After": "1"},
-            ) from None
-    else:
-        metrics.cache_lookup("negative_key", True)
-        info = None
+    info = known(digest, keys, metrics, allowed)
+    if info is not None:
+        return info
+    metrics.cache_lookup("key", False)
+    try:
+        found = await keys.lookup(digest)
+    except EdgeIncomplete:
+        metrics.auth_failures.labels("edge_incomplete").inc()
+        raise ServiceUnavailable(
+            "cannot check this key yet: this edge is still loading its keys; retry shortly",
+            headers={"Retry-After": "1"},
+        ) from None
+    except Exception:
+        raise ServiceUnavailable(
+            "cannot check this key now: it is not known to this proxy and Redis is unavailable",
+            headers={"Retry-After": "1"},
+        ) from None
+    return _allowed(found, metrics, allowed)
+
+
+def _allowed(info: KeyInfo | None, metrics: Metrics, allowed: frozenset[str]) -> KeyInfo:
     if info is None:
         metrics.auth_failures.labels("unknown").inc()
         raise Unauthorized("unknown or revoked API key")
-    if info.expired(time.time()):
+    if info.expires_at is not None and info.expired(time.time()):
         metrics.auth_failures.labels("expired").inc()
         raise Unauthorized("this API key has expired")
     if info.kind not in allowed:

@@ -82,8 +82,12 @@ def check_limits(context: dict[str, Any], max_depth: int, max_nodes: int) -> str
     values = context.values()
     if len(context) > max_nodes:
         return f"context has {len(context)} attributes; the limit is {max_nodes} values"
-    # Fast path: a flat context of scalars, the common case.
-    if all(type(v) is not dict and type(v) is not list for v in values):
+    # Fast path: a flat context of scalars, the common case (a loop: no generator).
+    for value in values:
+        kind = type(value)
+        if kind is dict or kind is list:
+            break
+    else:
         return None
     nodes = 0
     stack: list[tuple[Any, int]] = [(context, 1)]

@@ -24,8 +24,11 @@ _SIMPLE = (
 )
 
 
+PREFIX = "/ofrep/"  # the paths CORS applies to
+
+
 def applies(path: str) -> bool:
-    return path.startswith("/ofrep/")
+    return path.startswith(PREFIX)
 
 
 def is_preflight(request: web.Request) -> bool:

@@ -30,10 +30,26 @@ CACHING = {"Cache-Control": "private, no-cache", "Vary": "Authorization, X-API-K
 
 
 def answer(state: EnvState, status: EdgeStatus) -> dict[str, str]:
-    """:func:`served` plus :data:`CACHING`: the headers of an answer to a key."""
+    """:func:`served` plus :data:`CACHING`: the headers of an answer to a key (a new
+    dict the caller may add to). While the edge is fresh they are a copy of the ones
+    built once per version of the environment."""
+    if status.degraded_since is None:
+        built = _fresh.get(state.id)
+        if built is None or built[0] is not state:
+            built = _fresh[state.id] = (state, {VERSION: state.version_text, **CACHING})
+            if len(_fresh) > _FRESH_MAX:  # environments that left: cheaper to rebuild
+                _fresh.clear()
+                _fresh[state.id] = built
+        return built[1].copy()
     headers = served(state, status)
     headers.update(CACHING)
     return headers
+
+
+# environment id -> (the version's state, its fresh answer headers); replaced on each
+# version, so at most one entry per environment this process serves.
+_fresh: dict[str, tuple[EnvState, dict[str, str]]] = {}
+_FRESH_MAX = 100_000
 
 
 def served(state: EnvState, status: EdgeStatus) -> dict[str, str]:

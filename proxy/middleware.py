@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -40,8 +40,8 @@ TRACED_ROUTES = frozenset({"sdk_flags", "ofrep_flag", "ofrep_bulk"})
 
 @web.middleware
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    with_cors = cors.applies(request.path)
+    started = perf_counter()
+    with_cors = request.path.startswith(cors.PREFIX)
     response: web.StreamResponse
     if with_cors and cors.is_preflight(request):
         response = cors.preflight()
@@ -63,9 +63,11 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if with_cors:
         cors.decorate(response)
     route = request.match_info.route.name or "unmatched"
-    elapsed = request.get(OPENED)
+    # A stream (already sent: prepared) counts the time to open it, which it recorded;
+    # any other answer the time until now. Only streams look the request's state up.
+    elapsed = request.get(OPENED) if response.prepared else None
     if elapsed is None:
-        elapsed = time.perf_counter() - started
+        elapsed = perf_counter() - started
     request.app[appkeys.METRICS].observe_request(route, request.method, response.status, elapsed)
     return response
 

@@ -301,11 +301,18 @@ class EnvironmentCache:
     def states(self) -> Iterable[EnvState]:
         return self._states.values()
 
-    async def obtain(self, env: str) -> EnvState:
-        """The environment, loading it first if this process does not hold it yet."""
+    def held(self, env: str) -> EnvState | None:
+        """:meth:`obtain`'s answer without awaiting when this process holds the
+        environment (counted as a hit); None: :meth:`obtain` must load it."""
         state = self._states.get(env)
         if state is not None:
             self._metrics.cache_lookup("environment", True)
+        return state
+
+    async def obtain(self, env: str) -> EnvState:
+        """The environment, loading it first if this process does not hold it yet."""
+        state = self.held(env)
+        if state is not None:
             return state
         self._metrics.cache_lookup("environment", False)
         failed = self._failed_at.get(env)

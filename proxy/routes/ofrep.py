@@ -68,7 +68,7 @@ async def evaluate_flag(request: web.Request) -> web.Response:
     gate = await evaluation(request, ANY_KIND, ofrep=True, kind="ofrep_single")
     if gate.refused is not None:
         return gate.refused
-    app = request.app
+    app = gate.app
     info, state = gate.info, gate.state
     out = headers.answer(state, app[appkeys.STATUS])
     try:
@@ -88,7 +88,7 @@ async def evaluate_all(request: web.Request) -> web.Response:
     gate = await evaluation(request, ANY_KIND, ofrep=True, kind="ofrep_bulk")
     if gate.refused is not None:
         return gate.refused
-    app = request.app
+    app = gate.app
     info = gate.info
     if request.query_string:
         gate.state = await _honour_refetch_hints(request, app[appkeys.CACHE], gate.state)

@@ -38,7 +38,7 @@ async def flags(request: web.Request) -> web.Response:
     gate = await evaluation(request, SERVER_ONLY, ofrep=False)
     if gate.refused is not None:
         return gate.refused
-    app = request.app
+    app = gate.app
     if_none_match = request.headers.get("If-None-Match")
     hit = if_none_match is not None and httpserver.etag_matches(if_none_match, gate.state.etag)
     if if_none_match is not None and not hit:

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from subprocess import DEVNULL
 from typing import Any
+from unittest import mock
 
 import aiohttp
 import orjson
@@ -38,6 +39,7 @@ from proxy.app import create_app
 from proxy.context import parse_context
 from proxy.edge.environments import EnvironmentCache, build_state, patch_event
 from proxy.edge.keys import KeyIndex, KeyInfo
+from proxy.fairness import FAIRNESS, Fairness
 from proxy.hub import SDK, Hub
 from proxy.metering import Meter
 from proxy.options import ProxyOptions
@@ -98,6 +100,9 @@ async def fill(application: web.Application) -> None:
     hub = Hub(metrics, options, max_streams=100_000, max_streams_per_key=100_000)
     status = application[appkeys.STATUS]
     status.redis_back()
+    # Fresh, as a running edge is: loaded, syncd alive and reconciled (no Crivline-Stale).
+    status.loaded(True)
+    status.observed(syncd_alive=True, epoch="bench", reconciled_at=time.time())
     cache = EnvironmentCache(
         redis, keyspace, keys=keys, hub=hub, metrics=metrics, status=status, options=options
     )
@@ -115,6 +120,14 @@ async def fill(application: web.Application) -> None:
     application[appkeys.METER], application[appkeys.PLANS] = meter, plans
     application[appkeys.QUOTA] = Quota(plans, meter, enforce=True)
     application[appkeys.TICKETS] = signer
+    settings = application[appkeys.SETTINGS]
+    application[FAIRNESS] = Fairness(
+        hub,
+        metrics,
+        max_streams_per_tenant=settings.max_streams_per_tenant,
+        max_streams_per_environment=settings.max_streams_per_environment,
+        evaluation_share=settings.tenant_evaluation_share,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +194,48 @@ def test_single_evaluation_response(benchmark: Any, app: web.Application, key: s
         return state.flags.evaluate(key, context).to_json()
 
     assert b'"reason"' in benchmark(single)
+
+
+BATCH = 100
+
+
+@pytest.mark.parametrize("key", ["static-3", "targeted-3"])
+def test_ofrep_single_handler_x100(benchmark: Any, app: web.Application, key: str) -> None:
+    """The whole OFREP single-evaluation handler (gate, body, context, evaluation,
+    answer), :data:`BATCH` requests in one task: a round's time / 100 is one request's."""
+    body = b'{"context":{"targetingKey":"user-123","plan":"free","email":"a@example.com"}}'
+    loop = asyncio.new_event_loop()
+    payload = aiohttp.StreamReader(mock.Mock(_reading_paused=False), 2**16, loop=loop)
+    payload.feed_data(body)
+    payload.feed_eof()
+    path = f"/ofrep/v1/evaluate/flags/{key}"
+    req = make_mocked_request(
+        "POST",
+        path,
+        headers=CIMultiDict(
+            {
+                "Authorization": f"Bearer {SECRET}",
+                "Content-Type": "application/json",
+                "Content-Length": str(len(body)),
+            }
+        ),
+        app=app,
+        payload=payload,
+        match_info={"key": key},
+    )
+
+    async def batch() -> web.Response:
+        for _ in range(BATCH):
+            response = await routes_ofrep.evaluate_flag(req)
+        return response
+
+    try:
+        response = benchmark(lambda: loop.run_until_complete(batch()))
+    finally:
+        loop.close()
+    assert response.status == 200
+    assert isinstance(response.body, bytes)
+    assert b'"reason"' in response.body
 
 
 def bulk_request(app: web.Application, body: bytes) -> tuple[web.Request, Callable[[], Any]]:
