@@ -8,7 +8,7 @@
   same logical stream; a patch must start where the client is (its ``base``).
 - :class:`Poller`: ``/sdk/v1/flags`` with ``If-None-Match``, sticky to one proxy
   process and failing over to the next on a connection error. The ``Crivline-Version``
-  it sees must never go down.
+  it sees must never go down, nor the flag set's version its ETag names.
 
 Roaming clients (``edge`` ``"roam"``) hold the proxies of every edge and move on to a
 process of the next edge every few answers (a poller) or every couple of seconds (a
@@ -189,6 +189,7 @@ class Poller:
     observed: list[Observation] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     version: int = 0
+    etag_version: int = 0  # the flag set's version the ETag it holds names
     body: bytes | None = None
     failovers: int = 0
     roam_every: int = 0  # answers from one process before moving on (0: sticky)
@@ -227,6 +228,7 @@ class Poller:
                             self._saw(name, version, response.status)
                             if response.status == 200:
                                 etag = response.headers.get("ETag")
+                                self._saw_etag(name, etag)
                                 self.body = body
                         else:
                             self.statuses.append(response.status)
@@ -241,6 +243,19 @@ class Poller:
                     await asyncio.sleep(0.05)
                     continue
                 await asyncio.sleep(self.interval)
+
+    def _saw_etag(self, proxy: str, etag: str | None) -> None:
+        try:
+            named = int((etag or "").strip('"').split("-", 1)[0])
+        except ValueError:
+            self.violations.append(f"{time.time():.3f} {self.edge}/{proxy} poll: ETag {etag!r}")
+            return
+        if named < self.etag_version:
+            self.violations.append(
+                f"{time.time():.3f} {self.edge}/{proxy} poll {self.env}: ETag went back "
+                f"{self.etag_version} -> {named}"
+            )
+        self.etag_version = max(self.etag_version, named)
 
     def _saw(self, proxy: str, version: int, status: int) -> None:
         if version < self.version:
