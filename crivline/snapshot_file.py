@@ -163,11 +163,14 @@ def _environment(raw: Any, source: str, where: str, saved_at: float) -> StoredEn
         f"{where}.version",
         "must be a whole number above 0",
     )
-    flags_version = raw.get("flagsVersion", version)
+    flags_version = raw.get("flagsVersion")
     _require(
-        isinstance(flags_version, int)
-        and not isinstance(flags_version, bool)
-        and 0 < flags_version <= version,
+        flags_version is None
+        or (
+            isinstance(flags_version, int)
+            and not isinstance(flags_version, bool)
+            and 0 < flags_version <= version
+        ),
         source,
         f"{where}.flagsVersion",
         "must be a whole number above 0, at most the version",
@@ -191,10 +194,11 @@ def _environment(raw: Any, source: str, where: str, saved_at: float) -> StoredEn
         ks.F_TENANT: raw["tenant"].encode(),
         ks.F_TENANT_KEY: str(raw.get("tenantKey") or "").encode(),
         ks.F_VERSION: str(version).encode(),
-        ks.F_FLAGS_VERSION: str(flags_version).encode(),
         ks.F_COMMITTED_AT: repr(float(committed)).encode(),
         ks.F_FLAGSET: serialize_flag_set(flag_set),
     }
+    if flags_version is not None:  # else an older file: the version is the flag set's
+        fields[ks.F_FLAGS_VERSION] = str(flags_version).encode()
     parsed = tuple(_key(k, source, f"{where}.keys[{i}]") for i, k in enumerate(keys))
     return StoredEnvironment(fields, parsed, saved_at)
 
