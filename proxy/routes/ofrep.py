@@ -193,11 +193,14 @@ def _event_streams(request: web.Request, info: KeyInfo, state: EnvState, now: fl
     if origin is None:
         return b""  # no URL to advertise: the client polls instead
     links = app[appkeys.STREAM_LINKS]
-    cache_key = (info.key_hash, state.id, state.version, tickets.expiry(now), origin)
+    # The ticket names the flag set's version the evaluation was made against (like the
+    # ETag and the events' ids): a stream opened with it is told to refetch only if the
+    # flag set changed since, and waits on no edge for key or plan versions.
+    cache_key = (info.key_hash, state.id, state.content_version, tickets.expiry(now), origin)
     cached = links.get(cache_key)
     if cached is not None:
         return cached
-    ticket = tickets.issue(state.id, info.key_hash, state.version, now)
+    ticket = tickets.issue(state.id, info.key_hash, state.content_version, now)
     if ticket is None:
         return b""  # no secret yet: clients poll instead (not cached: it will come)
     entry = {

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 from support.edgekit import (
+    EDGE,
+    PREFIX,
     Central,
     Feeder,
     SSEClient,
@@ -25,6 +27,7 @@ from support.edgekit import (
 )
 
 from crivline import keyspace as ks
+from crivline.edge_store import EdgeStore
 from proxy import appkeys
 
 OpenStream = Callable[..., Awaitable[SSEClient]]
@@ -292,3 +295,36 @@ async def test_a_resume_from_a_version_this_edge_merged_away_is_a_patch_from_the
     data = orjson.loads(patch.data)
     assert data["base"] == 2
     assert set(data["flags"]) == {"b"}
+
+
+async def test_a_ticket_names_the_flag_set_so_an_edge_without_the_key_versions_does_not_wait(
+    feeder: Feeder, start_proxy: StartProxy, open_stream: OpenStream
+) -> None:
+    """A browser's stream ticket from an edge that applied a key version (3, flag set 2)
+    opens at once on an edge that has only version 2: the flag set is the same, so no
+    refetch and no wait; the next flag change is its first event."""
+    other_keys = ks.Keyspace(OTHER_PREFIX, OTHER_EDGE)
+    other = Feeder(feeder.redis, other_keys, EdgeStore(feeder.redis, other_keys))
+    env, key = new_env(), make_key("client")
+    flags = {"a": flag({"on": True, "off": False}, "on")}
+    for edge in (feeder, other):
+        await edge.write(env, flags, keys=[key])
+        await edge.write(env, {**flags, "b": flag({"x": 1}, "x")})
+    await feeder.write(env, keys=[make_key("server")], keys_only=True)
+    secret = "one-ticket-secret-for-both-edges"  # a browser's ticket is good on either
+    ahead = await start_proxy(edge_id=EDGE, key_prefix=PREFIX, ticket_secret=secret)
+    behind = await start_proxy(edge_id=OTHER_EDGE, key_prefix=OTHER_PREFIX, ticket_secret=secret)
+    await ahead.loaded(env, 3)
+    await behind.loaded(env, 2)
+    bulk = await ahead.post("/ofrep/v1/evaluate/flags", json={"context": {}}, headers=key.headers)
+    assert etag_version(bulk.headers["ETag"]) == 2
+    url = (await bulk.json())["eventStreams"][0]["url"].removeprefix(ahead.url)
+    stream = await open_stream(behind, url)
+    assert "Crivline-Resume" not in stream.response.headers  # neither behind nor elsewhere
+    waited = behind[appkeys.METRICS].registry.get_sample_value(
+        "crivline_proxy_client_ahead_total", {"outcome": "reached"}
+    )
+    assert not waited
+    changed = await other.write(env, {**flags, "b": flag({"x": 2}, "x")})
+    refetch = await stream.next_event()
+    assert (refetch.event, refetch.id) == ("message", str(changed))
