@@ -100,7 +100,7 @@ async def end_periods(conn: asyncpg.Connection, done: Pass) -> None:
                 },
             )
             ids = [r[0] for r in await conn.fetch(_LIVE_ENVIRONMENTS, tenant)]
-            await scope.bump(ids)
+            await scope.bump(ids, flags=False)  # the plan, not the flag set
         done.period_ends.append(tenant)
         done.changes += scope.changes
 

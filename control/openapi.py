@@ -102,6 +102,11 @@ _HEADERS: dict[str, dict[str, Any]] = {
                  "schema": {"type": "string"}},
     "Crivline-Version": {"description": "The environment version of this flag set.",
                          "required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+    "Crivline-Flags-Version": {
+        "description": "The flag set's version: the environment version of the last change "
+                       "to the flag set (later versions changed only keys or the plan). The "
+                       "edge's ETags and stream ids name it.",
+        "required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}},
     "WWW-Authenticate": {"description": "The Bearer challenge.", "required": True,
                          "schema": {"type": "string"}},
 }  # fmt: skip

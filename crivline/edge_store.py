@@ -45,7 +45,7 @@ from redis.asyncio import Redis
 from crivline import keyspace as ks
 from crivline import redisconn
 from crivline.delta import apply_delta as apply_delta  # re-exported: stream clients use it
-from crivline.delta import compute_delta, is_empty
+from crivline.delta import compute_delta
 from crivline.jsontypes import JSON
 from crivline.keyspace import Keyspace
 from crivline.snapshot import EnvironmentSnapshot
@@ -71,7 +71,7 @@ _APPLY_ARGS = (
     "environment_key",
     "traceparent",
     "key_count",
-    "unchanged",
+    "flags_version",
 )
 
 _APPLY = Template("""
@@ -116,12 +116,6 @@ end
 if #batch > 0 then
   redis.call('SADD', KEYS[3], unpack(batch))
 end
--- The version of the flag set's content: kept when the flag set is the one written
--- before (the delta was computed against the version still stored).
-local content = version
-if unchanged == '1' and current > 0 and current == tonumber(base) then
-  content = redis.call('HGET', KEYS[1], '$F_CONTENT_VERSION') or tostring(current)
-end
 -- The environment, whole.
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], '$F_VERSION', version, '$F_FLAGSET', flagset,
@@ -129,16 +123,17 @@ redis.call('HSET', KEYS[1], '$F_VERSION', version, '$F_FLAGSET', flagset,
            '$F_TENANT_KEY', tenant_key, '$F_PROJECT_KEY', project_key,
            '$F_ENVIRONMENT_KEY', environment_key,
            '$F_COMMITTED_AT', committed_at, '$F_APPLIED_AT', applied_at,
-           '$F_CONTENT_VERSION', content)
+           '$F_FLAGS_VERSION', flags_version)
 if traceparent ~= '' then
   redis.call('HSET', KEYS[1], '$F_TRACEPARENT', traceparent)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_length, '*',
              'v', version, 'base', base, 'delta', delta, 'at', committed_at,
-             'tp', traceparent)
+             'fv', flags_version, 'tp', traceparent)
 else
   redis.call('HDEL', KEYS[1], '$F_TRACEPARENT')  -- no older write's trace for this one
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_length, '*',
-             'v', version, 'base', base, 'delta', delta, 'at', committed_at)
+             'v', version, 'base', base, 'delta', delta, 'at', committed_at,
+             'fv', flags_version)
 end
 local flag = 'false'
 local changed = 0
@@ -168,7 +163,7 @@ return out
     F_ENVIRONMENT_KEY=ks.F_ENVIRONMENT_KEY,
     F_COMMITTED_AT=ks.F_COMMITTED_AT,
     F_APPLIED_AT=ks.F_APPLIED_AT,
-    F_CONTENT_VERSION=ks.F_CONTENT_VERSION,
+    F_FLAGS_VERSION=ks.F_FLAGS_VERSION,
     F_TRACEPARENT=ks.F_TRACEPARENT,
 )
 
@@ -266,6 +261,14 @@ class DeltaEntry:
     delta: dict[str, JSON]
     committed_at: float
     traceparent: str | None = None  # ``tp``: syncd's span that wrote it, when traced
+    flags_version: int = 0  # ``fv``: the flag set's version at ``v`` (0: not logged)
+
+    @property
+    def served_version(self) -> int:
+        """The flag set's version at ``version`` (``version`` itself when not logged)."""
+        if 0 < self.flags_version <= self.version:
+            return self.flags_version
+        return self.version
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,7 +399,7 @@ class EdgeStore:
             "environment_key": snapshot.environment_key,
             "traceparent": traceparent or "",
             "key_count": len(snapshot.keys),
-            "unchanged": "1" if base_version > 0 and is_empty(delta) else "0",
+            "flags_version": snapshot.served_version,
         }
         args: list[str | bytes | int] = [named[name] for name in _APPLY_ARGS]
         args += [key.key_hash for key in snapshot.keys]
@@ -656,7 +659,7 @@ class EdgeStore:
         return [_entry(fields) for _id, fields in entries if fields is not None]
 
     async def deltas_since(
-        self, environment_id: str, version: int, *, page: int = 64
+        self, environment_id: str, version: int, *, page: int = 64, flags: bool = False
     ) -> list[DeltaEntry] | None:
         """The entries that take a client from ``version`` to the newest logged version.
 
@@ -664,6 +667,11 @@ class EdgeStore:
         unbroken chain from ``version`` (too old, trimmed, or a writer race) — send the
         full flag set then. The caller compares the last entry's version with the one it
         serves.
+
+        ``flags``: ``version`` is a flag set's version (what SDKs hold: a stream id),
+        not a replication version. The client then holds the flag set of every logged
+        version whose ``fv`` is ``version``, and the chain starts after the newest of them
+        (or at an entry whose ``base`` is ``version``).
         """
         name = self.keyspace.deltas(environment_id)
         newer: list[DeltaEntry] = []
@@ -676,7 +684,11 @@ class EdgeStore:
                 if fields is None:  # an entry deleted while we read
                     continue
                 entry = _entry(fields)
-                if entry.version <= version:
+                if flags and entry.served_version <= version:
+                    if entry.served_version != version:
+                        return None  # this edge never held that flag set alone
+                    return unbroken_chain(newer[::-1], entry.version)
+                if not flags and entry.version <= version:
                     return unbroken_chain(newer[::-1], version)
                 newer.append(entry)
             last_id = _text(batch[-1][0])
@@ -695,7 +707,17 @@ def _entry(fields: Mapping[Any, Any]) -> DeltaEntry:
         delta=delta if isinstance(delta, dict) else {},
         committed_at=_commit_time(raw.get("at")),
         traceparent=valid_traceparent(_text(raw.get("tp"))),
+        flags_version=_whole(raw.get("fv")),
     )
+
+
+def _whole(raw: bytes | None) -> int:
+    """A positive whole number, or 0 when absent or not one."""
+    try:
+        value = int(raw) if raw else 0
+    except ValueError:
+        return 0
+    return max(value, 0)
 
 
 def _commit_time(raw: bytes | None) -> float:

@@ -16,6 +16,11 @@ Per environment (``env`` is the environment's uuid):
 
 ``{p}env:{<env>}``  hash — the environment as served, always written whole and atomically:
     ``version``       the replication clock (environments.version), decimal
+    ``flags_version`` the flag set's version (environments.flags_version, read with the
+                      snapshot): the version of the last write that changed the flag
+                      set; below ``version`` after writes that changed only keys or the
+                      plan. SDKs are shown it. Absent (written by an older syncd): take
+                      ``version``
     ``flagset``       the flag set, canonical flagd JSON bytes (sorted keys)
     ``tenant``, ``project``, ``environment``   ids (uuids)
     ``tenant_key``, ``project_key``, ``environment_key``   slugs
@@ -33,6 +38,8 @@ Per environment (``env`` is the environment's uuid):
               ``"metadata"`` (the new top-level flag-set metadata, whole) only when that
               changed; applied to the flag set of version ``base`` it gives that of ``v``
               (an entry may be empty: a version that changed only keys)
+    ``fv``    the flag set's version at ``v`` (absent in entries of an older syncd: ``v``);
+              an entry whose ``fv`` is the one before it changed only keys or the plan
     ``at``    commit time, epoch seconds
     ``tp``    W3C trace context of syncd's span that wrote it (only while tracing is on)
     A stream client resuming from version X is sent the entries after X only if they form
@@ -154,10 +161,12 @@ F_PROJECT_KEY = "project_key"
 F_ENVIRONMENT_KEY = "environment_key"
 F_COMMITTED_AT = "committed_at"
 F_APPLIED_AT = "applied_at"
-# The version whose flag set this is: the version itself, or, when a write changed only
-# the environment's keys (or its plan) and left the flag set as it was, the content
-# version before it. SDKs see it (ETag, stream ids): their copy did not change.
-F_CONTENT_VERSION = "content_version"
+# The flag set's version, from the central database (environments.flags_version): the
+# version itself, or, when writes since changed only the environment's keys (or its
+# plan), the version of the last one that changed the flag set. SDKs see it (ETags,
+# stream ids). Every edge reads the same number for a version: it is never derived
+# from what one edge applied.
+F_FLAGS_VERSION = "flags_version"
 F_TRACEPARENT = "traceparent"
 
 

@@ -19,6 +19,9 @@ from crivline.errors import Conflict, NotFound
 from crivline.plans import FREE_TIER, UNCAPPED_TIER, effective_tier
 
 SYSTEM_ACTOR = "system:bootstrap"
+# A bump for a write that changed keys or the plan and no flag (migration 0007): the
+# edges learn it, SDKs keep the flag set's version they hold.
+BUMP_KEYS_ONLY = "SELECT crivline_bump_environment($1::uuid, NULL::text, false)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +217,8 @@ async def set_plan(
                 tenant_id,
             )
             for env in envs:  # in id order, like every writer: no deadlock between them
-                await conn.execute("SELECT crivline_bump_environment($1)", env["id"])
+                # The limits the edges enforce change; the flag set does not.
+                await conn.execute(BUMP_KEYS_ONLY, env["id"])
     return PlanChange(tenant_key, had, tier)
 
 
@@ -410,5 +414,5 @@ async def reissue_demo_secrets(conn: asyncpg.Connection, tenant_key: str = "demo
                 )
                 for kind in (tokens.SecretKind.SERVER, tokens.SecretKind.CLIENT)
             }
-            await conn.execute("SELECT crivline_bump_environment($1)", env["id"])
+            await conn.execute(BUMP_KEYS_ONLY, env["id"])
     return demo

@@ -1,10 +1,10 @@
 """The edge's view of one environment, read from the central Postgres.
 
-``load_snapshot`` reads, in one REPEATABLE READ transaction, the environment's version,
-its live flags as a flagd flag-set document, and its live API keys — so the three always
-belong together. ``build_flag_set`` is the pure part: rows in, document out. The control
-API's ``GET …/flagset`` and syncd both use this module, so what control shows is exactly
-what an edge serves.
+``load_snapshot`` reads, in one REPEATABLE READ transaction, the environment's version
+(and its flag set's version), its live flags as a flagd flag-set document, and its live
+API keys — so they always belong together. ``build_flag_set`` is the pure part: rows
+in, document out. The control API's ``GET …/flagset`` and syncd both use this module, so
+what control shows is exactly what an edge serves.
 """
 
 from __future__ import annotations
@@ -41,6 +41,17 @@ class EnvironmentSnapshot:
     version: int
     flag_set: dict[str, JSON]
     keys: tuple[EdgeKey, ...]
+    # environments.flags_version: the version of the last bump that changed the flag set
+    # (a bump for keys or the plan leaves it). 0: not given (a snapshot made by hand),
+    # taken as ``version``.
+    flags_version: int = 0
+
+    @property
+    def served_version(self) -> int:
+        """The version SDKs are shown for this flag set (ETags, stream ids)."""
+        if 0 < self.flags_version <= self.version:
+            return self.flags_version
+        return self.version
 
     def flag_set_bytes(self) -> bytes:
         return serialize_flag_set(self.flag_set)
@@ -107,7 +118,7 @@ def build_flag_set(
 
 
 _ENVIRONMENT = """
-SELECT e.id::text AS id, e.key, e.version, e.fractional_bucketing,
+SELECT e.id::text AS id, e.key, e.version, e.flags_version, e.fractional_bucketing,
        p.id::text AS project_id, p.key AS project_key,
        t.id::text AS tenant_id, t.key AS tenant_key
   FROM environments e
@@ -179,6 +190,7 @@ async def load_snapshot(
         tenant_id=env["tenant_id"],
         tenant_key=env["tenant_key"],
         version=env["version"],
+        flags_version=env["flags_version"],
         flag_set=flag_set,
         keys=tuple(
             EdgeKey(k["key_hash"], k["id"], k["kind"], _epoch(k["expires_at"])) for k in keys

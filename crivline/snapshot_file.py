@@ -7,15 +7,18 @@ One JSON document, the same shape everywhere::
      "environments": [{"environment": uuid, "environmentKey": slug,
                        "project": uuid, "projectKey": slug,
                        "tenant": uuid, "tenantKey": slug,
-                       "version": 12, "committedAt": epoch seconds,
+                       "version": 12, "flagsVersion": 11, "committedAt": epoch seconds,
                        "flagSet": {…the flagd document…},
                        "keys": [{"hash": hex SHA-256, "id": uuid, "kind": "server",
                                  "expiresAt": epoch seconds | null}]}]}
 
-Keys are their SHA-256 hashes only: a file gives nobody a usable key. ``savedAt`` is
-when the content was last known current (the export, or the proxy's write), which is
-what a proxy serving it reports as its staleness. The flag set is stored as an object
-and serialised back canonically (sorted keys), the bytes syncd writes to Redis.
+``flagsVersion`` is the flag set's version (what SDKs are shown; below ``version`` when
+the last writes changed only keys or the plan); a file without it (from an older
+release) means ``version``. Keys are their SHA-256 hashes only: a file gives nobody a
+usable key. ``savedAt`` is when the content was last known current (the export, or the
+proxy's write), which is what a proxy serving it reports as its staleness. The flag set
+is stored as an object and serialised back canonically (sorted keys), the bytes syncd
+writes to Redis.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def environment_entry(fields: Mapping[str, bytes], keys: Sequence[EdgeKey]) -> d
         "tenant": _text(fields, ks.F_TENANT),
         "tenantKey": _text(fields, ks.F_TENANT_KEY),
         "version": int(fields[ks.F_VERSION]),
+        **({"flagsVersion": int(flags)} if (flags := fields.get(ks.F_FLAGS_VERSION)) else {}),
         "committedAt": _number(fields, ks.F_COMMITTED_AT),
         "flagSet": orjson.loads(fields[ks.F_FLAGSET]),
         "keys": [
@@ -100,6 +104,7 @@ def snapshot_entry(snapshot: EnvironmentSnapshot, committed_at: float) -> dict[s
         ks.F_TENANT: snapshot.tenant_id.encode(),
         ks.F_TENANT_KEY: snapshot.tenant_key.encode(),
         ks.F_VERSION: str(snapshot.version).encode(),
+        ks.F_FLAGS_VERSION: str(snapshot.served_version).encode(),
         ks.F_COMMITTED_AT: repr(committed_at).encode(),
         ks.F_FLAGSET: snapshot.flag_set_bytes(),
     }
@@ -158,6 +163,18 @@ def _environment(raw: Any, source: str, where: str, saved_at: float) -> StoredEn
         f"{where}.version",
         "must be a whole number above 0",
     )
+    flags_version = raw.get("flagsVersion")
+    _require(
+        flags_version is None
+        or (
+            isinstance(flags_version, int)
+            and not isinstance(flags_version, bool)
+            and 0 < flags_version <= version
+        ),
+        source,
+        f"{where}.flagsVersion",
+        "must be a whole number above 0, at most the version",
+    )
     committed = raw.get("committedAt", 0)
     _require(_finite(committed), source, f"{where}.committedAt", "must be a number")
     flag_set = raw.get("flagSet")
@@ -180,6 +197,8 @@ def _environment(raw: Any, source: str, where: str, saved_at: float) -> StoredEn
         ks.F_COMMITTED_AT: repr(float(committed)).encode(),
         ks.F_FLAGSET: serialize_flag_set(flag_set),
     }
+    if flags_version is not None:  # else an older file: the version is the flag set's
+        fields[ks.F_FLAGS_VERSION] = str(flags_version).encode()
     parsed = tuple(_key(k, source, f"{where}.keys[{i}]") for i, k in enumerate(keys))
     return StoredEnvironment(fields, parsed, saved_at)
 

@@ -54,11 +54,16 @@ KEEPALIVE = sse.comment("keep-alive")
 
 @dataclass(frozen=True, slots=True)
 class PatchEvent:
-    """One ``patch`` event, finished bytes, taking a client from ``base`` to ``version``."""
+    """One ``patch`` event, finished bytes, taking a client from ``base`` to ``version``
+    (replication versions: how the chain links). ``content_base``/``content`` are the flag
+    set's versions before and after it, which its bytes name (``base``, ``id:``); equal
+    when the version changed only keys or the plan — then ``data`` is empty."""
 
     version: int
     base: int
     data: bytes
+    content: int = 0
+    content_base: int = 0
 
 
 class Transport(Protocol):
@@ -350,6 +355,13 @@ class Hub:
             self._metrics.events(SDK, "put", puts)
         if sent_patches:
             self._metrics.events(SDK, "patch", sent_patches)
+
+    def advance_sdk(self, env: str, flags_version: int, version: int) -> None:
+        """A version that changed no flag set: the SDK streams that hold the current one
+        (at ``flags_version`` or later) are now at ``version``. Nothing is sent."""
+        for client in self._by_env.get((env, SDK), ()):
+            if flags_version <= client.version < version:
+                client.version = version
 
     def publish_ofrep(self, env: str, version: int, event: bytes) -> None:
         clients = self._by_env.get((env, OFREP))

@@ -3,8 +3,8 @@
 A browser's ``EventSource`` cannot send headers, so the OFREP bulk response advertises
 its event stream as a URL carrying a ticket — never the key itself. A ticket names the
 environment, the key (by its SHA-256, so revoking the key also kills its tickets and
-their streams), the version the client had just been served (a stream opened after a
-newer change is told to refetch at once) and an expiry.
+their streams), the flag set's version the client had just been served (a stream opened
+after a newer change of the flag set is told to refetch at once) and an expiry.
 
 Tickets are deterministic within a window (``ticket_window_seconds``, 15 min by
 default) and stay valid until the end of the *next* window, so any ticket is good for at

@@ -16,14 +16,16 @@ from crivline.snapshot import load_snapshot
 api = Api("/api/v1")
 _ENV = "/projects/{project}/environments/{environment}"
 VERSION_HEADER = "Crivline-Version"
+FLAGS_VERSION_HEADER = "Crivline-Flags-Version"
+_VERSION_HEADERS = ("ETag", VERSION_HEADER, FLAGS_VERSION_HEADER)
 
 
 @api.operation(
     "GET", _ENV + "/flagset", operation_id="getFlagSet", tag="flag sets",
     summary="The environment's flag set, byte for byte as the edge serves it",
     headers=("IfNoneMatch",),
-    replies=(Reply(200, "The flagd document", "FlagSet", ("ETag", "Crivline-Version")),
-             Reply(304, "Unchanged since the ETag given", None, ("ETag", "Crivline-Version"),
+    replies=(Reply(200, "The flagd document", "FlagSet", _VERSION_HEADERS),
+             Reply(304, "Unchanged since the ETag given", None, _VERSION_HEADERS,
                    media_type="")),
     problems=(401, 404),
 )  # fmt: skip
@@ -37,7 +39,11 @@ async def get_flag_set(request: web.Request) -> web.Response:
     if snapshot is None:  # deleted between the two reads
         raise NotFound(f"no environment {env_key!r} in project {project_key!r}")
     tag = etag(snapshot.version)
-    headers = {"ETag": tag, VERSION_HEADER: str(snapshot.version)}
+    headers = {
+        "ETag": tag,
+        VERSION_HEADER: str(snapshot.version),
+        FLAGS_VERSION_HEADER: str(snapshot.served_version),
+    }
     if if_none_match(request, tag):
         return web.Response(status=304, headers=headers)
     return web.Response(

@@ -60,7 +60,8 @@ class KeyStore:
             expires_at=expires_at,
         )
         self.scope.actions.append("api_key.create")
-        versions = await self.scope.bump([env.id])  # the edge learns the new key's hash
+        # The edge learns the new key's hash; SDKs' flag set is as it was.
+        versions = await self.scope.bump([env.id], flags=False)
         return await self._get(env, issued.id), issued.secret, versions[env.id]
 
     async def revoke(self, project_key: str, env_key: str, key_id: str) -> ApiKey:
@@ -75,7 +76,8 @@ class KeyStore:
             key_id,
         )
         after = await self._get(env, key_id)
-        await self.scope.bump([env.id])  # edges drop the key and close its streams
+        # Edges drop the key and close its streams; other SDKs' flag set is as it was.
+        await self.scope.bump([env.id], flags=False)
         await self.scope.audit(
             project_id=env.project_id,
             action="api_key.revoke",

@@ -211,8 +211,8 @@ class PlanStore:
             after=after.to_api(),
         )
         tier_before = FREE_TIER if before is None else before.tier_at(now)
-        if tier_before != after.tier_at(now):
-            await self.scope.bump(await self.environment_ids())
+        if tier_before != after.tier_at(now):  # limits the edges enforce: no flag changed
+            await self.scope.bump(await self.environment_ids(), flags=False)
 
 
 def _over_limit(limits: Limits, name: str, limit: int, what: str) -> Unprocessable:

@@ -79,10 +79,11 @@ class EnvState:
     version: int
     flag_set: bytes  # canonical flagd JSON, exactly as stored
     flags: CompiledFlagSet
-    etag: str  # of the flag set: '"<version>-<content hash>"'
-    # The version ETags, stream ids and patch bases name. Today always ``version`` (see
-    # build_state); the one place to put a flag set's own version once the central
-    # database provides one edges agree on.
+    etag: str  # of the flag set: '"<content version>-<content hash>"'
+    # The flag set's version (environments.flags_version, through syncd): ``version``
+    # itself, or older when the versions since changed only keys or the plan. ETags,
+    # stream ids and patch bases name it, so an SDK is told nothing when nothing it
+    # holds changed; every edge reads the same number for a version.
     content_version: int
     content_hash: str  # 16 hex characters of BLAKE2b over flag_set
     committed_at: float
@@ -98,11 +99,24 @@ class EnvState:
     content_text: str
 
     def patches_since(self, version: int) -> bytes | None:
-        """The patch events from ``version`` to this one, joined; None if not in the ring."""
-        if version in (self.version, self.content_version):
-            return b""  # the client holds this flag set
+        """The patch events from replication version ``version`` to this one, joined;
+        None if not in the ring."""
+        if version == self.version:
+            return b""
         for i, event in enumerate(self.ring):
             if event.base == version:
+                return b"".join(e.data for e in self.ring[i:])
+        return None
+
+    def patches_since_flags(self, flags_version: int) -> bytes | None:
+        """The patch events for a client holding the flag set of ``flags_version`` (a
+        stream id), joined; None if not in the ring. The client is at every version
+        whose flag set that is: the chain starts at the first event from one of them
+        (the events of versions that changed no flag set are empty)."""
+        if flags_version == self.content_version:
+            return b""  # the client holds this flag set
+        for i, event in enumerate(self.ring):
+            if event.content_base == flags_version:
                 return b"".join(e.data for e in self.ring[i:])
         return None
 
@@ -157,31 +171,44 @@ def patch_event(
     delta: Mapping[str, Any],
     committed_at: float | None = None,
     *,
+    content: int | None = None,
     content_base: int | None = None,
 ) -> PatchEvent:
-    """The ``patch`` event of one delta entry. ``committedAt`` (epoch seconds, the commit
+    """The ``patch`` event of one delta entry (``version``/``base``: its replication
+    versions). Its bytes name the flag set's versions: ``content`` (the entry's ``fv``:
+    ``id:`` and ``version``) and ``content_base`` (the one the client holds: ``base``);
+    each defaults to its replication version. ``committedAt`` (epoch seconds, the commit
     in the central Postgres, from the entry's ``at``) lets a client measure how long the
     change took to reach it; it is left out when the entry has no commit time.
 
-    An entry that changes nothing (the version moved for keys or the plan) has no event:
-    its data is empty, and it stays in the chain only to link the versions. The event
-    after it names as its ``base`` the last version that changed something
-    (``content_base``), the one the client holds."""
-    shown = base if content_base is None else content_base
-    head: dict[str, Any] = {"version": version, "base": shown}
+    An entry that leaves the flag set's version where it was (the version moved for
+    keys or the plan) has no event: its data is empty, and it stays in the chain only to
+    link the versions."""
+    shown = version if content is None else content
+    shown_base = base if content_base is None else content_base
+    if shown <= shown_base:
+        return PatchEvent(version, base, b"", shown_base, shown_base)
+    head: dict[str, Any] = {"version": shown, "base": shown_base}
     if committed_at:
         head["committedAt"] = committed_at
     data = orjson.dumps({**head, **delta})
-    return PatchEvent(version, base, sse.event(data, name="patch", id=version))
+    return PatchEvent(version, base, sse.event(data, name="patch", id=shown), shown, shown_base)
 
 
 def _patches(entries: Sequence[DeltaEntry], content_base: int) -> list[PatchEvent]:
-    """The events of a chain of entries starting at a client that holds ``content_base``."""
+    """The events of a chain of entries starting at a client that holds the flag set of
+    ``content_base``; each entry names the flag set's version it brings (``fv``)."""
     events: list[PatchEvent] = []
     for e in entries:
-        event = patch_event(e.version, e.base, e.delta, e.committed_at, content_base=content_base)
-        if event.data:
-            content_base = e.version
+        event = patch_event(
+            e.version,
+            e.base,
+            e.delta,
+            e.committed_at,
+            content=e.served_version,
+            content_base=content_base,
+        )
+        content_base = event.content
         events.append(event)
     return events
 
@@ -208,10 +235,9 @@ def build_state(
     metadata = doc.get("metadata") if isinstance(doc, dict) else None
     flag_set_id = str(metadata.get("flagSetId", "")) if isinstance(metadata, dict) else ""
     digest = content_hash(flag_set)
-    # ETags, stream ids and patch bases name the version itself. (syncd also records the
-    # version whose flag set this is, but each edge computes it from its own merges, so
-    # two edges may name one flag set differently: no identity a client moves with.)
-    content = version
+    # ETags, stream ids and patch bases name the flag set's version, which syncd read
+    # from Postgres with the snapshot (absent: written by an older syncd, the version).
+    content = _flags_version(fields.get(ks.F_FLAGS_VERSION), version)
     etag = flag_set_etag(content, digest)
     committed_at = float(fields.get(ks.F_COMMITTED_AT) or 0.0)
     refetch = orjson.dumps(
@@ -240,6 +266,15 @@ def build_state(
         version_text=str(version),
         content_text=str(content),
     )
+
+
+def _flags_version(raw: bytes | None, version: int) -> int:
+    """The flag set's version of a hash (``version`` when absent or not in 1..version)."""
+    try:
+        value = int(raw) if raw else version
+    except ValueError:
+        return version
+    return value if 0 < value <= version else version
 
 
 class EnvironmentCache:
@@ -609,9 +644,11 @@ class EnvironmentCache:
         if state is not None and new.content_version != state.content_version:
             self._publish(new, patches)
         else:
-            # A first load: no SDK is told, and there is no change to time.
-            if state is not None and patches is not None:
-                self._hub.publish_sdk(new.id, new.version, patches, new.put_event)
+            # A first load, or versions that changed only keys or the plan: no SDK is
+            # told (no patch, no refetch), and there is no change to time. Streams that
+            # held the flag set now hold this version (nothing to send them).
+            if state is not None:
+                self._hub.advance_sdk(new.id, new.content_version, new.version)
             self._told_at.pop(env, None)
             self._lag_from.pop(env, None)
         self._metrics.refreshes.labels("loaded" if state is None else "updated").inc()
@@ -677,21 +714,25 @@ class EnvironmentCache:
     # -- Last-Event-ID ------------------------------------------------------------------
 
     async def catch_up(self, env: str, since: int) -> tuple[bytes, int]:
-        """What a stream client at version ``since`` must be sent, and the version it is
-        then at. Prefers the in-memory ring, then Redis's delta log, else a ``put``.
-        The part after the last await is synchronous, so the caller can register the
-        client right after without missing or repeating an event."""
+        """What a stream client whose last event id is ``since`` (a flag set's version)
+        must be sent, and the (replication) version it is then at. Prefers the in-memory
+        ring, then Redis's delta log, else a ``put``. The part after the last await is
+        synchronous, so the caller can register the client right after without missing
+        or repeating an event.
+
+        Ids and versions compare on one axis: the flag set of version ``since`` is the
+        one every version from ``since`` up to the next change of the flag set has. So a
+        client at ``since`` above this process's version is ahead (it waits), and one at
+        or below it holds either this flag set or an older one, never a newer one."""
         state = self._states[env]
         if since >= state.version:
             return b"", since  # current (or ahead of this process: it will wait)
-        if since == state.content_version:
-            return b"", state.version  # it holds this flag set: later versions changed none
-        joined = state.patches_since(since)
+        joined = state.patches_since_flags(since)
         if joined is not None:
             return joined, state.version
         entries = None
         try:
-            entries = await self._store.deltas_since(env, since)
+            entries = await self._store.deltas_since(env, since, flags=True)
         except Exception as exc:
             log.info(
                 "delta log unavailable for a resume; sending the full flag set",

@@ -7,8 +7,9 @@ once per version (the evaluator prebuilds every result it can).
 
 ``POST /ofrep/v1/evaluate/flags`` answers every flag for one context with a weak ETag
 over (flag-set content, context, ticket window): the same context against unchanged
-flags gets 304, a different context never matches. The ETag starts with the version
-(``W/"<version>-<content hash>-<tag>"``), so a client holding a newer version than this
+flags gets 304, a different context never matches. The ETag starts with the flag set's
+version (``W/"<flag set version>-<content hash>-<tag>"``: keys and plans do not move it),
+so a client holding a newer version than this
 process (from a sibling or another edge) is recognised: see
 :meth:`proxy.edge.environments.EnvironmentCache.ahead`. Evaluated bodies are kept in a
 small LRU, so a 200 for a context seen before is also only a lookup. The body
@@ -18,8 +19,8 @@ key. A refetch that carries ``flagConfigEtag`` / ``flagConfigLastModified`` (fro
 + Retry-After rather than answer stale data as if it were fresh.
 
 ``GET /ofrep/v1/events`` sends ``event: message`` with ``{"type": "refetchEvaluation",
-"etag": <flag-set ETag>, "lastModified": <commit epoch seconds>}`` and ``id:`` = version
-whenever the environment changes. Tickets carry the version that was served, so a
+"etag": <flag-set ETag>, "lastModified": <commit epoch seconds>}`` and ``id:`` = the flag
+set's version whenever the flag set changes. Tickets carry the version that was served, so a
 stream opened after a later change is told to refetch at once; ``Last-Event-ID`` works
 the same way.
 """
@@ -193,11 +194,14 @@ def _event_streams(request: web.Request, info: KeyInfo, state: EnvState, now: fl
     if origin is None:
         return b""  # no URL to advertise: the client polls instead
     links = app[appkeys.STREAM_LINKS]
-    cache_key = (info.key_hash, state.id, state.version, tickets.expiry(now), origin)
+    # The ticket names the flag set's version the evaluation was made against (like the
+    # ETag and the events' ids): a stream opened with it is told to refetch only if the
+    # flag set changed since, and waits on no edge for key or plan versions.
+    cache_key = (info.key_hash, state.id, state.content_version, tickets.expiry(now), origin)
     cached = links.get(cache_key)
     if cached is not None:
         return cached
-    ticket = tickets.issue(state.id, info.key_hash, state.version, now)
+    ticket = tickets.issue(state.id, info.key_hash, state.content_version, now)
     if ticket is None:
         return b""  # no secret yet: clients poll instead (not cached: it will come)
     entry = {

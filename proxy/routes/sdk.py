@@ -1,15 +1,19 @@
 """Server-SDK endpoints: the full flag set for polling, and the SSE stream.
 
 ``GET /sdk/v1/flags`` answers the environment's flagd document exactly as syncd stored
-it, with ``ETag: "<version>-<content hash>"`` and 304 on ``If-None-Match``.
+it, with ``ETag: "<flag set version>-<content hash>"`` and 304 on ``If-None-Match``. The
+flag set's version (environments.flags_version) is the version of the last write that
+changed the flag set: versions that changed only keys or the plan keep the ETag.
 
 ``GET /sdk/v1/stream`` opens with ``retry:`` and ``event: put`` (the whole flag set,
-``id:`` = version), then sends ``event: patch`` per version with only what changed::
+``id:`` = the flag set's version), then sends ``event: patch`` per change of the flag
+set (none for a version that changed only keys or the plan) with only what changed::
 
     {"version": 13, "base": 12, "flags": {key: definition}, "removed": [key],
      "evaluators": {name: fragment}, "removedEvaluators": [name], "metadata"?: {...}}
 
-A client reconnecting with ``Last-Event-ID: N`` gets just the patches after N when they
+A client reconnecting with ``Last-Event-ID: N`` (a flag set's version, on the same axis
+as the environment's versions) gets just the patches after N when they
 form an unbroken chain (from memory, else from the delta log in Redis), or a ``put``.
 Both need a server key.
 """

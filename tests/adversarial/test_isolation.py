@@ -33,14 +33,20 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-async def control_flagset(world: World, tenant: str, env: str) -> tuple[bytes, int]:
+async def control_flagset(world: World, tenant: str, env: str) -> tuple[bytes, int, int]:
+    """The flag set control shows, its version and the flag set's version (what ETags
+    and stream ids name: the keys created after the flags did not move it)."""
     t = world.tenants[tenant]
     async with world.central.session.get(
         f"{world.central.url}/api/v1/projects/shop/environments/{env}/flagset",
         headers=auth(t.token),
     ) as response:
         assert response.status == 200
-        return await response.read(), int(response.headers["ETag"].strip('"'))
+        return (
+            await response.read(),
+            int(response.headers["ETag"].strip('"')),
+            int(response.headers["Crivline-Flags-Version"]),
+        )
 
 
 async def test_every_key_reads_exactly_its_own_environment(
@@ -49,7 +55,7 @@ async def test_every_key_reads_exactly_its_own_environment(
     proxy = world.proxy
     for tenant in TENANTS:
         for env in ENVS:
-            flag_set, version = await control_flagset(world, tenant, env)
+            flag_set, version, flags_version = await control_flagset(world, tenant, env)
             for kind in KINDS:
                 key = world.tenants[tenant].key(env, kind)
                 where = (tenant, env, kind)
@@ -62,6 +68,7 @@ async def test_every_key_reads_exactly_its_own_environment(
                         assert await r.read() == flag_set, where
                         assert r.headers["Crivline-Version"] == str(version)
                         etag = r.headers["ETag"]
+                        assert etag.startswith(f'"{flags_version}-'), (where, etag)
                 # Evaluation: the marker of this environment matches; any other does not.
                 for other_tenant in TENANTS:
                     for other_env in ENVS:
@@ -84,14 +91,14 @@ async def test_every_key_reads_exactly_its_own_environment(
                 if kind == "server":
                     stream = await open_stream(proxy, "/sdk/v1/stream", headers=auth(key))
                     put = await stream.next_event()
-                    assert (put.event, put.id) == ("put", str(version))
+                    assert (put.event, put.id) == ("put", str(flags_version))
                     assert orjson.loads(put.data) == orjson.loads(flag_set)
                     stream.close()
                 events = await open_stream(
                     proxy, "/ofrep/v1/events", headers={**auth(key), "Last-Event-ID": "0"}
                 )
                 refetch = await events.next_event()
-                assert refetch.id == str(version), where
+                assert refetch.id == str(flags_version), where
                 assert orjson.loads(refetch.data)["etag"] == etag, where
                 events.close()
 

@@ -172,6 +172,14 @@ async def test_a_row_for_another_tenant_is_refused(
         )
         assert await control_db.fetchval("SELECT crivline_bump_environment(id) FROM environments"
                                          " WHERE tenant_id = $1", two.b) is None  # fmt: skip
+        for form in ("(id, NULL::text, false)", "(id, NULL::text, true)"):
+            assert await control_db.fetchval(
+                f"SELECT crivline_bump_environment{form} FROM environments WHERE tenant_id = $1",
+                two.b,
+            ) is None  # fmt: skip
+        assert await control_db.execute(  # another tenant's flag-set version: untouchable
+            "UPDATE environments SET flags_version = 1 WHERE tenant_id = $1", two.b
+        ) == "UPDATE 0"  # fmt: skip
     assert await db.fetchval("SELECT count(*) FROM projects WHERE name = 'taken'") == (
         await db.fetchval("SELECT count(*) FROM projects WHERE tenant_id = $1", two.a)
     )
@@ -241,6 +249,8 @@ async def test_syncd_reads_every_tenant_and_writes_nothing(
             (two.a, env),
         ),
         ("SELECT crivline_bump_environment($1)", (env,)),
+        ("SELECT crivline_bump_environment($1, NULL::text)", (env,)),
+        ("SELECT crivline_bump_environment($1, NULL::text, false)", (env,)),
         ("SELECT * FROM crivline_management_token(sha256('x'))", ()),
         (
             "SELECT crivline_add_usage(ARRAY[$1::uuid], ARRAY[current_date], ARRAY['poll'],"
@@ -267,6 +277,10 @@ async def test_the_relay_reads_nothing(relay_db: asyncpg.Connection, two: Two) -
     for table in ALL_TABLES:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await relay_db.fetch(f"SELECT * FROM {table} LIMIT 1")
+    env = "00000000-0000-0000-0000-000000000000"
+    for form in ("($1::uuid)", "($1::uuid, NULL::text)", "($1::uuid, NULL::text, false)"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await relay_db.execute(f"SELECT crivline_bump_environment{form}", env)
 
 
 async def test_no_part_owns_a_table_or_holds_a_dangerous_attribute(

@@ -84,9 +84,18 @@ async def test_an_unpaid_period_that_ends_bumps_the_tenant_once_audited(
         " updated_at = now() - interval '1 hour' WHERE tenant_id = $1",
         control.tenant_id,
     )
+    flags_before = await db.fetch(
+        "SELECT id, flags_version FROM environments WHERE tenant_id = $1 ORDER BY id",
+        control.tenant_id,
+    )
     done = await housekeep(pool, retention_days=30)
 
     assert done.period_ends == [control.tenant_id]
+    # The plan is the edge's to enforce: the flag sets SDKs hold keep their version.
+    assert flags_before == await db.fetch(
+        "SELECT id, flags_version FROM environments WHERE tenant_id = $1 ORDER BY id",
+        control.tenant_id,
+    )
     after = await _versions(db, control.tenant_id)
     assert {env: after[env] - before[env] for env in after} == {"dev": 1, "prod": 1}
     assert sorted(c.environment_id for c in done.changes) == sorted(

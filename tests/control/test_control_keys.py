@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 from support.control_testkit import Control
 
+from control.store.scope import TenantScope
 from crivline import tokens
 from crivline.snapshot import load_snapshot
 
@@ -18,6 +19,7 @@ async def env_id(db: asyncpg.Connection, key: str) -> str:
 async def test_create_list_and_revoke(shop: Control, db: asyncpg.Connection) -> None:
     prod = await env_id(db, "prod")
     version = await db.fetchval("SELECT version FROM environments WHERE id = $1", prod)
+    flags_version = await db.fetchval("SELECT flags_version FROM environments WHERE id = $1", prod)
     created = await shop.post(KEYS, {"kind": "server", "label": "checkout service"})
     assert created.status == 201
     secret = created.body["key"]
@@ -49,6 +51,9 @@ async def test_create_list_and_revoke(shop: Control, db: asyncpg.Connection) -> 
     assert after == version + 3  # created twice, revoked once
     snapshot = await load_snapshot(db, prod)
     assert snapshot is not None
+    # Keys are the edge's business: the flag set SDKs are shown kept its version.
+    assert (snapshot.version, snapshot.flags_version) == (after, flags_version)
+    assert snapshot.served_version == flags_version
     assert tokens.hex_digest(secret) not in [k.key_hash for k in snapshot.keys]
 
     again = await shop.delete(f"{KEYS}/{record['id']}")  # revoking twice changes nothing
@@ -84,3 +89,25 @@ async def test_key_input_and_unknown_ids(shop: Control) -> None:
     assert (
         await shop.post("/projects/shop/environments/qa/keys", {"kind": "server"})
     ).status == 404
+
+
+async def test_a_flag_change_after_a_key_in_one_transaction_moves_the_flag_set_version(
+    shop: Control, db: asyncpg.Connection
+) -> None:
+    """One bump per transaction: a write that bumped for a key and then changes the flag
+    set leaves both versions at that one bump."""
+    prod = await env_id(db, "prod")
+    tenant = str(await db.fetchval("SELECT tenant_id FROM environments WHERE id = $1", prod))
+    before = await db.fetchval("SELECT version FROM environments WHERE id = $1", prod)
+    async with db.transaction():
+        scope = TenantScope(db, tenant, "test")
+        keys = await scope.bump([prod], flags=False)
+        assert (
+            await db.fetchval("SELECT flags_version FROM environments WHERE id = $1", prod)
+            < keys[prod]
+        )
+        flags = await scope.bump([prod])
+    assert keys == flags == {prod: before + 1}
+    row = await db.fetchrow("SELECT version, flags_version FROM environments WHERE id = $1", prod)
+    assert (row["version"], row["flags_version"]) == (before + 1, before + 1)
+    assert len(scope.changes) == 1

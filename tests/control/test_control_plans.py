@@ -81,6 +81,14 @@ async def _versions(db: asyncpg.Connection, tenant_id: str) -> dict[str, int]:
     return {r["id"]: r["version"] for r in rows}
 
 
+async def _flags_versions(db: asyncpg.Connection, tenant_id: str) -> dict[str, int]:
+    """What SDKs are shown: a plan is enforced by the edge, no flag set changes with it."""
+    rows = await db.fetch(
+        "SELECT id::text AS id, flags_version FROM environments WHERE tenant_id = $1", tenant_id
+    )
+    return {r["id"]: r["flags_version"] for r in rows}
+
+
 async def _written(db: asyncpg.Connection) -> tuple[int, int, int]:
     return (
         await db.fetchval("SELECT count(*) FROM stripe_events"),
@@ -96,6 +104,7 @@ async def test_a_subscription_event_sets_the_plan_audited_and_bumped(
     billing: Control, db: asyncpg.Connection
 ) -> None:
     before = await _versions(db, billing.tenant_id)
+    flags_before = await _flags_versions(db, billing.tenant_id)
     answer = await _send(billing, _subscription_event("evt_a", kind="created"))
     assert answer.status == 200, answer
     assert answer.body["result"] == "applied"
@@ -105,6 +114,7 @@ async def test_a_subscription_event_sets_the_plan_audited_and_bumped(
     assert plan["subscription"]["stripeSubscriptionId"] == "sub_1"
     after = await _versions(db, billing.tenant_id)
     assert all(after[env] == before[env] + 1 for env in before)  # every environment
+    assert await _flags_versions(db, billing.tenant_id) == flags_before
     entry = await db.fetchrow(
         "SELECT actor, action, after FROM audit_log WHERE entity_type = 'subscription'"
     )
@@ -280,9 +290,11 @@ async def test_a_manual_plan_is_audited_and_bumps_every_environment(
     billing: Control, db: asyncpg.Connection
 ) -> None:
     versions = await _versions(db, billing.tenant_id)
+    flags_before = await _flags_versions(db, billing.tenant_id)
     change = await set_plan(db, "acme", "enterprise", actor="cli:test")
     assert (change.before, change.after) == ("free", "enterprise")
     assert all(v == versions[e] + 1 for e, v in (await _versions(db, billing.tenant_id)).items())
+    assert await _flags_versions(db, billing.tenant_id) == flags_before
     assert not (await set_plan(db, "acme", "enterprise")).changed
     plan = (await billing.get("/plan")).body
     assert plan["tier"] == "enterprise"

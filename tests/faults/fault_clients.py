@@ -7,8 +7,11 @@
   ``Last-Event-ID``. Every event id it sees must be higher than the one before, on the
   same logical stream; a patch must start where the client is (its ``base``).
 - :class:`Poller`: ``/sdk/v1/flags`` with ``If-None-Match``, sticky to one proxy
-  process and failing over to the next on a connection error. The ``Crivline-Version``
-  it sees must never go down.
+  process and failing over to the next on a connection error. The flag set's version
+  its ETag names must never go down, nor the ``Crivline-Version`` of an answer with a
+  body (a 200). A 304 says the client's flag set is current: it comes from a process
+  that holds at least that flag set's version, perhaps without the key or plan versions
+  after it that another process had (they change nothing the poller holds).
 
 Roaming clients (``edge`` ``"roam"``) hold the proxies of every edge and move on to a
 process of the next edge every few answers (a poller) or every couple of seconds (a
@@ -189,6 +192,7 @@ class Poller:
     observed: list[Observation] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     version: int = 0
+    etag_version: int = 0  # the flag set's version the ETag it holds names
     body: bytes | None = None
     failovers: int = 0
     roam_every: int = 0  # answers from one process before moving on (0: sticky)
@@ -224,10 +228,13 @@ class Poller:
                         if response.status in (200, 304):
                             answers += 1
                             version = int(response.headers["Crivline-Version"])
-                            self._saw(name, version, response.status)
                             if response.status == 200:
+                                self._saw(name, version, response.status)
                                 etag = response.headers.get("ETag")
+                                self._saw_etag(name, etag)
                                 self.body = body
+                            else:
+                                self._saw_current(name, version)
                         else:
                             self.statuses.append(response.status)
                             if response.status in (401, 403):
@@ -241,6 +248,31 @@ class Poller:
                     await asyncio.sleep(0.05)
                     continue
                 await asyncio.sleep(self.interval)
+
+    def _saw_etag(self, proxy: str, etag: str | None) -> None:
+        try:
+            named = int((etag or "").strip('"').split("-", 1)[0])
+        except ValueError:
+            self.violations.append(f"{time.time():.3f} {self.edge}/{proxy} poll: ETag {etag!r}")
+            return
+        if named < self.etag_version:
+            self.violations.append(
+                f"{time.time():.3f} {self.edge}/{proxy} poll {self.env}: ETag went back "
+                f"{self.etag_version} -> {named}"
+            )
+        self.etag_version = max(self.etag_version, named)
+
+    def _saw_current(self, proxy: str, version: int) -> None:
+        """A 304: the process holds the flag set of the ETag, so its version is not below
+        that flag set's."""
+        if version < self.etag_version:
+            self.violations.append(
+                f"{time.time():.3f} {self.edge}/{proxy} poll {self.env}: 304 at version "
+                f"{version} for a flag set of version {self.etag_version}"
+            )
+        if version > self.version:
+            self.observed.append(Observation(time.time(), version, "poll", proxy))
+            self.version = version
 
     def _saw(self, proxy: str, version: int, status: int) -> None:
         if version < self.version:

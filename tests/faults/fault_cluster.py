@@ -217,8 +217,8 @@ class Cluster:
         assert status in (200, 201), (method, path, status, answer)
         return answer
 
-    async def central_flagset(self, env: str) -> tuple[int, bytes]:
-        """(version, bytes) of the environment's flag set, from control."""
+    async def central_flagset(self, env: str) -> tuple[int, int, bytes]:
+        """(version, the flag set's version, bytes) of the environment, from control."""
         tenant = self.tenant_of(env)
         path = f"/projects/{tenant.project}/environments/{self.environment_key(env)}/flagset"
         async with self.session.get(
@@ -227,7 +227,11 @@ class Cluster:
             body = await response.read()
             if response.status != 200:
                 raise AssertionError(f"control answered {response.status} for the flag set")
-            return int(response.headers["Crivline-Version"]), body
+            return (
+                int(response.headers["Crivline-Version"]),
+                int(response.headers["Crivline-Flags-Version"]),
+                body,
+            )
 
     async def ready(self, part: Part) -> bool:
         path = "/readyz?strict=1" if part.command == "proxy" else "/readyz"

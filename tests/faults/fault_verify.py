@@ -81,7 +81,7 @@ async def problems(cluster: Cluster, storm: Storm, clients: Clients) -> list[str
     out: list[str] = []
     session = cluster.session
     envs = cluster.environment_ids()
-    central: dict[str, tuple[int, bytes]] = {}
+    central: dict[str, tuple[int, int, bytes]] = {}
     try:
         answers = await asyncio.gather(*(cluster.central_flagset(env) for env in envs))
     except (aiohttp.ClientError, OSError, TimeoutError, AssertionError) as exc:
@@ -112,7 +112,7 @@ async def problems(cluster: Cluster, storm: Storm, clients: Clients) -> list[str
         checks, results, strict=True
     ):
         where = f"{edge_name}/{proxy_name} {env}"
-        want_version, want_body = central[env]
+        want_version, _, want_body = central[env]
         if what == "flags":
             if status != 200:
                 out.append(f"{where}: /sdk/v1/flags answered {status} {body[:120]!r}")
@@ -124,15 +124,16 @@ async def problems(cluster: Cluster, storm: Storm, clients: Clients) -> list[str
             out.append(f"{where}: a live key is refused (HTTP {status})")
 
     for watcher in clients.watchers:
-        want_version, want_body = central[watcher.env]
-        if watcher.version != want_version or watcher.flag_set_bytes() != want_body:
+        # A stream's ids name the flag set's version (key-only versions send nothing).
+        _, want_flags, want_body = central[watcher.env]
+        if watcher.version != want_flags or watcher.flag_set_bytes() != want_body:
             out.append(
-                f"stream {watcher.edge} {watcher.env}: at version {watcher.version}, "
-                f"central is {want_version}"
-                + ("" if watcher.version != want_version else " (the flag set differs)")
+                f"stream {watcher.edge} {watcher.env}: at flag set version {watcher.version}, "
+                f"central is {want_flags}"
+                + ("" if watcher.version != want_flags else " (the flag set differs)")
             )
     for poller in clients.pollers:
-        want_version, want_body = central[poller.env]
+        want_version, _, want_body = central[poller.env]
         if poller.version != want_version or poller.body != want_body:
             out.append(
                 f"poller {poller.edge} {poller.env}: at version {poller.version}, "

@@ -253,3 +253,94 @@ async def test_an_upgrade_keeps_existing_environments_on_v2_bucketing(
         admin = await asyncpg.connect(f"{base}/postgres")
         await admin.execute('DROP DATABASE "upgrade_target" WITH (FORCE)')
         await admin.close()
+
+
+async def test_an_upgrade_starts_each_flag_set_version_at_its_version(
+    pg_server: object, database_url: str
+) -> None:
+    """Migration 0007 on existing rows: the flag set's version starts at the version (every
+    earlier bump changed what SDKs saw, so the ETags they hold stay valid). From then on
+    a bump for keys or the plan moves only the version; the older forms of the bump, and
+    a caller that cannot say (NULL), move both."""
+    base, _, _ = database_url.rpartition("/")
+    admin = await asyncpg.connect(f"{base}/postgres")
+    await admin.execute('CREATE DATABASE "flags_version_upgrade"')
+    await admin.close()
+    conn = await asyncpg.connect(f"{base}/flags_version_upgrade")
+    try:
+        await set_json_codecs(conn)
+        migrations = bundled_migrations()
+        earlier = [m for m in migrations if m.name < "0007"]
+        assert [m.name for m in migrations[len(earlier) :]][:1] == ["0007_flags_version.sql"]
+        await migrate(conn, earlier)
+        tenant = await conn.fetchval(
+            "INSERT INTO tenants (key, name) VALUES ('acme', 'Acme') RETURNING id"
+        )
+        project = await conn.fetchval(
+            "INSERT INTO projects (tenant_id, key, name) VALUES ($1, 'web', 'Web') RETURNING id",
+            tenant,
+        )
+        env = await conn.fetchval(
+            "INSERT INTO environments (tenant_id, project_id, key, name)"
+            " VALUES ($1, $2, 'prod', 'Prod') RETURNING id",
+            tenant,
+            project,
+        )
+        for _ in range(2):
+            await conn.execute("SELECT crivline_bump_environment($1)", env)
+        await migrate(conn)
+
+        async def versions() -> tuple[int, int]:
+            row = await conn.fetchrow(
+                "SELECT version, flags_version FROM environments WHERE id = $1", env
+            )
+            return row["version"], row["flags_version"]
+
+        assert await versions() == (3, 3)
+        steps = [
+            ("SELECT crivline_bump_environment($1, NULL::text, false)", (4, 3)),
+            ("SELECT crivline_bump_environment($1, NULL::text, false)", (5, 3)),
+            ("SELECT crivline_bump_environment($1, NULL::text, true)", (6, 6)),
+            ("SELECT crivline_bump_environment($1, NULL::text, false)", (7, 6)),
+            ("SELECT crivline_bump_environment($1, NULL::text)", (8, 8)),
+            ("SELECT crivline_bump_environment($1, NULL::text, false)", (9, 8)),
+            ("SELECT crivline_bump_environment($1)", (10, 10)),
+            ("SELECT crivline_bump_environment($1, NULL::text, false)", (11, 10)),
+            ("SELECT crivline_bump_environment($1, NULL::text, NULL::boolean)", (12, 12)),
+        ]
+        for statement, expected in steps:
+            assert await conn.fetchval(statement, env) == expected[0]
+            assert await versions() == expected, statement
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                "UPDATE environments SET flags_version = version + 1 WHERE id = $1", env
+            )
+        fresh = await conn.fetchrow(
+            "INSERT INTO environments (tenant_id, project_id, key, name)"
+            " VALUES ($1, $2, 'new', 'New') RETURNING version, flags_version",
+            tenant,
+            project,
+        )
+        assert tuple(fresh) == (1, 1)
+    finally:
+        await conn.close()
+        admin = await asyncpg.connect(f"{base}/postgres")
+        await admin.execute('DROP DATABASE "flags_version_upgrade" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_a_key_only_bump_notifies_like_any_other(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    """The edges need the key: the notification is the one every bump sends."""
+    ids = await _project(db, "tenant-a")
+    listener = await asyncpg.connect(database_url)
+    received: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener("crivline_changes", lambda *args: received.put_nowait(args[3]))
+    try:
+        v = await db.fetchval("SELECT crivline_bump_environment($1, NULL::text, false)", ids["env"])
+        payload = orjson.loads(await asyncio.wait_for(received.get(), 5))
+        assert set(payload) == {"e", "v", "t", "p", "at"}
+        assert (payload["e"], payload["v"]) == (str(ids["env"]), v)
+    finally:
+        await listener.close()

@@ -134,5 +134,8 @@ async def shop(
 
 
 async def central_version(central: Central) -> int:
+    """The flag set's version of shop/prod: what a provider that holds it names."""
     env = await central.environment_id("shop", "prod")
-    return int(await central.db.fetchval("SELECT version FROM environments WHERE id = $1", env))
+    return int(
+        await central.db.fetchval("SELECT flags_version FROM environments WHERE id = $1", env)
+    )

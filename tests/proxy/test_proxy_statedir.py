@@ -54,6 +54,24 @@ def test_an_older_version_never_replaces_a_newer_file(tmp_path: Path) -> None:
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
+def test_a_flag_set_version_goes_to_the_file_and_back(tmp_path: Path) -> None:
+    """A state file keeps the flag set's version Redis held, so a proxy started from it
+    names the ETag every edge names; a file without one (an older release) means the
+    version, and one that names a flag set newer than its version is refused."""
+    held = {**redis_fields(7), ks.F_FLAGS_VERSION: b"5"}
+    entry = environment_entry(held, [KEY])
+    assert entry["flagsVersion"] == 5
+    assert write_environment(tmp_path, entry, 1.0)
+    (stored,) = load_dir(tmp_path)
+    assert stored.fields == held
+    assert "flagsVersion" not in environment_entry(redis_fields(7), [KEY])
+    document = {"format": "crivline-snapshot/1", "savedAt": 1.0, "environments": [entry]}
+    for bad in (8, 0, "5", True):
+        entry["flagsVersion"] = bad
+        with pytest.raises(SnapshotFileError, match=r"environments\[0\]\.flagsVersion: must be"):
+            decode(orjson.dumps(document), "x.json")
+
+
 def _write_versions(folder: str, versions: list[int]) -> None:
     for v in versions:
         write_environment(Path(folder), environment_entry(redis_fields(v), [KEY]), float(v))

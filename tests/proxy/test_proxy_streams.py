@@ -208,8 +208,13 @@ async def test_revoked_key_stream_is_closed_within_a_second(
     assert raw.endswith(b": key revoked\n\n")
     refused = await proxy.get("/sdk/v1/flags", headers=doomed.headers)
     assert refused.status == 401
-    # The other key's stream got the change (a key-only version) and stays open.
-    assert (await survivor.next_event()).id == "2"
+    # A key-only version is sent to no stream: the next event the other key's stream
+    # gets is the next real change, as a patch from the flag set it holds.
+    changed = await feeder.write(env, {"a": OFF})
+    patch = await survivor.next_event()
+    assert (patch.event, patch.id) == ("patch", str(changed))
+    assert orjson.loads(patch.data)["base"] == 1
+    assert not survivor.events
     assert not survivor.eof
 
 

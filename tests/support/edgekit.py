@@ -88,6 +88,7 @@ class Feeder:
     store: EdgeStore
     keys: dict[str, list[EdgeKey]] = field(default_factory=dict)
     flag_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    flags_versions: dict[str, int] = field(default_factory=dict)
 
     async def write(
         self,
@@ -98,9 +99,13 @@ class Feeder:
         evaluators: dict[str, Any] | None = None,
         version: int | None = None,
         committed_at: float | None = None,
+        keys_only: bool = False,
+        flags_version: int | None = None,
     ) -> int:
         """Write ``env`` (flags default to the previous ones; keys are added to the
-        live set); returns the version written."""
+        live set); returns the version written. ``keys_only``: a version like control's
+        for a key or a plan, which leaves the flag set's version (migration 0007);
+        ``flags_version`` names it outright (a write that merged several versions)."""
         base, base_set = await self.store.read_current(env)
         if flags is None:
             flags = dict(self.flag_sets.get(env, {}).get("flags", {}))
@@ -110,6 +115,11 @@ class Feeder:
         self.flag_sets[env] = doc
         live = self.keys.setdefault(env, [])
         live.extend(k.edge for k in keys or ())
+        written = version if version is not None else base + 1
+        if flags_version is None:
+            flags_version = written
+            if keys_only and env in self.flags_versions:
+                flags_version = self.flags_versions[env]
         snapshot = EnvironmentSnapshot(
             environment_id=env,
             environment_key="production",
@@ -117,9 +127,10 @@ class Feeder:
             project_key="app",
             tenant_id=TENANT,
             tenant_key="acme",
-            version=version if version is not None else base + 1,
+            version=written,
             flag_set=doc,
             keys=tuple(live),
+            flags_version=flags_version,
         )
         result = await self.store.apply(
             snapshot,
@@ -128,11 +139,13 @@ class Feeder:
             committed_at=time.time() if committed_at is None else committed_at,
         )
         assert result.applied, f"version {snapshot.version} not applied over {base}"
+        self.flags_versions[env] = flags_version
         return snapshot.version
 
     async def revoke(self, env: str, key: Key) -> int:
+        """Revoke a key as control does: a version that changes no flag set."""
         self.keys[env] = [k for k in self.keys.get(env, []) if k.key_hash != key.edge.key_hash]
-        return await self.write(env)
+        return await self.write(env, keys_only=True)
 
     async def synced(self) -> None:
         """What syncd writes when the edge is complete and fresh."""

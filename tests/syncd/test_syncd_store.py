@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -138,6 +139,34 @@ async def test_delta_chain_replays_to_the_current_flag_set(store: EdgeStore) -> 
     )
     assert await store.deltas_since(ENV, 4) == []
     assert await store.deltas_since(ENV, 0) is not None  # from nothing: the first entry has base 0
+
+
+async def test_the_flag_set_version_is_stored_and_a_resume_by_it_follows_the_log(
+    store: EdgeStore, redis: aioredis.Redis
+) -> None:
+    """The hash and each log entry carry the flag set's version the snapshot read from
+    Postgres; a resume from a flag set's version starts after the newest logged version
+    that has it — also when that version was merged with later ones into one entry."""
+    one, two = {"a": flag(1)}, {"a": flag(2)}
+    writes = [(1, 1, one), (3, 2, two), (4, 2, two), (5, 5, {**two, "b": flag(3)})]
+    for version, flags_version, flags in writes:
+        assert await write(store, replace(snapshot(version, flags), flags_version=flags_version))
+    held = await redis.hget(store.keyspace.environment(ENV), "flags_version")
+    assert held == b"5"
+    log = await store.delta_log(ENV)
+    assert [(e.base, e.version, e.flags_version) for e in log] == [
+        (0, 1, 1), (1, 3, 2), (3, 4, 2), (4, 5, 5),
+    ]  # fmt: skip
+    from_two = await store.deltas_since(ENV, 2, flags=True)
+    assert from_two is not None
+    assert [e.version for e in from_two] == [5]  # after 4, the newest version with 2
+    from_one = await store.deltas_since(ENV, 1, flags=True)
+    assert from_one is not None
+    assert [e.version for e in from_one] == [3, 4, 5]
+    assert await store.deltas_since(ENV, 5, flags=True) == []
+    assert await store.deltas_since(ENV, 3, flags=True) is None  # never a flag set here
+    # By replication version, 2 is no version this edge held: no chain from it.
+    assert await store.deltas_since(ENV, 2) is None
 
 
 async def test_a_racing_writer_breaks_the_chain_instead_of_sending_a_wrong_patch(
