@@ -8,6 +8,8 @@ not depend on the machine's other load, so this counts them: each server runs un
 connection. What one request costs is the second count, less the idle rate (timers that
 run whatever the traffic) over the time the requests took, divided by N.
 
+First, the quota check and the meter alone, as the evaluation gate calls them for each
+request, metering on and off: an exact count (no server, no timers). Then the servers.
 Variants: the proxy as shipped, the proxy with ``CRIVLINE_METERING=off`` (no usage
 counted, no quota or stream-cap check) and the bench's bare aiohttp baseline, each on
 ``GET /sdk/v1/flags`` answered 304 (``If-None-Match``) and 200.
@@ -132,6 +134,57 @@ def measure(
     return Measured((busy - idle * seconds) / count, idle, seconds)
 
 
+# The quota check and the meter as the evaluation gate runs them per request
+# (proxy.access): a tenant on a plan with a daily limit, the UTC day read once.
+_GATE = """
+import sys, uuid
+from redis.asyncio import Redis
+from crivline.keyspace import Keyspace
+from crivline.plans import EdgePlan
+from proxy.metering import Meter, today
+from proxy.quota import PlanBook, Quota
+tenant, environment = str(uuid.uuid4()), str(uuid.uuid4())
+count, enabled = int(sys.argv[1]), sys.argv[2] == "on"
+redis, keyspace = Redis(), Keyspace("bench:", "edge")  # never contacted
+meter, plans = Meter(redis, keyspace, enabled=enabled), PlanBook(redis, keyspace)
+plans.plans[tenant] = EdgePlan("free", 10**15, None)
+quota = Quota(plans, meter, enforce=enabled)
+for _ in range(count):
+    day = today()
+    quota.refusal(tenant, ofrep=False, day=day)
+    meter.count(environment, "poll", tenant, day)
+"""
+GATE_CALLS = 100_000
+
+
+def gate_instructions(out: Path) -> dict[str, float]:
+    """Instructions per request of the quota check and the meter, metering on and off
+    (``CRIVLINE_METERING``): no server, no timers, so the count is exact."""
+    script = out / "gate.py"
+    script.write_text(_GATE)
+    totals: dict[str, int] = {}
+    for label, count, enabled in (("start", 0, "on"), ("on", GATE_CALLS, "on"),
+                                  ("off", GATE_CALLS, "off")):  # fmt: skip
+        target = out / f"gate-{label}.callgrind"
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={target}",
+             sys.executable, str(script), str(count), enabled],
+            env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, check=True,
+        )  # fmt: skip
+        totals[label] = callgrind_total(target)
+    on = (totals["on"] - totals["start"]) / GATE_CALLS
+    off = (totals["off"] - totals["start"]) / GATE_CALLS
+    return {"on": on, "off": off, "metering": on - off}
+
+
+def callgrind_total(path: Path) -> int:
+    """The ``totals:`` (or ``summary:``) instruction count of a callgrind output file."""
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith(("totals:", "summary:")):
+            return int(line.split()[1])
+    raise BenchError(f"{path}: no totals line")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
@@ -147,6 +200,12 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     stack = Stack(say=lambda line: print(line, flush=True))
     results: dict[str, Any] = {"requests": args.requests}
+    gate = results["gate"] = gate_instructions(out)
+    print(
+        f"quota check + meter per request: {gate['on']:,.0f} instructions with metering on, "
+        f"{gate['off']:,.0f} off: metering adds {gate['metering']:,.0f}",
+        flush=True,
+    )
     try:
         stack.start()
         stack.provision()
@@ -225,11 +284,14 @@ def main() -> int:
         base = results["baseline"][case]
         results[f"ratios {case}"] = {
             "metering cost (on/off - 1)": on / off - 1,
+            "metering cost (gate's count / request)": gate["metering"] / on,
             "baseline/proxy (throughput ratio if CPU-bound)": base / on,
         }
         print(
-            f"{case}: metering costs {100 * (on / off - 1):+.1f}% instructions per request; "
-            f"baseline/proxy = {base / on:.2f}"
+            f"{case}: {on:,.0f} instructions per request (metering off {off:,.0f}, baseline "
+            f"{base:,.0f}); metering adds {100 * gate['metering'] / on:.1f}% (the gate's exact "
+            f"count), {100 * (on / off - 1):+.1f}% (whole servers, noisier); baseline/proxy "
+            f"= {base / on:.2f}"
         )
     (out / "instructions.json").write_text(json.dumps(results, indent=2))
     print(f"results: {out / 'instructions.json'}")
