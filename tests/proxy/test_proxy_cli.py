@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 from support.edgekit import Feeder, Key, SSEClient, flag, make_key, new_env
-from support.proxyprocs import proxy_env
+from support.proxyprocs import proxy_env, start_workers
 from support.waiting import eventually
 
 from crivline.embedded import free_port
@@ -78,23 +78,8 @@ async def test_workers_share_the_port_and_the_ticket_secret_and_stop_cleanly(
     await feeder.write(env, {"a": flag({"on": True}, "on")}, keys=[key, server])
     port = free_port()
     log = tmp_path / "proxy.log"
-    with log.open("wb") as sink:
-        proc = await asyncio.create_subprocess_exec(
-            *crivline_cmd,
-            "proxy",
-            "--workers",
-            "2",
-            env=proxy_env(redis_url, port),
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
-    processes.append(proc)
+    proc = await start_workers(crivline_cmd, proxy_env(redis_url, port), log, processes)
     url = f"http://127.0.0.1:{port}"
-    await eventually(
-        lambda: log.read_bytes().count(b'"proxy listening"') == 2,
-        within=30,
-        what="both workers listening",
-    )
     await eventually(lambda: served(url, server), within=10, what="the workers to serve")
 
     # A ticket issued by one worker opens a stream on whichever worker a new connection

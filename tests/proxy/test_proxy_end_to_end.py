@@ -31,18 +31,7 @@ class Shop:
 
 
 async def make_shop(central: Central) -> Shop:
-    await central.ok("POST", "/projects", {"key": "shop", "name": "Shop"})
-    await central.ok("POST", "/projects/shop/environments", {"key": "prod"})
-    await central.ok(
-        "POST",
-        "/projects/shop/flags",
-        {
-            "key": "checkout",
-            "type": "boolean",
-            "variants": {"on": True, "off": False},
-            "defaultVariant": "off",
-        },
-    )
+    await central.shop()
     await central.set_state("shop", "checkout", "prod", state="ENABLED", defaultVariant="off")
     server, server_id = await central.create_key("shop", "prod", "server")
     client, _ = await central.create_key("shop", "prod", "client")

@@ -43,18 +43,7 @@ def bearer(key: str) -> dict[str, str]:
 async def set_up_shop(central: Central) -> tuple[str, str, str, int]:
     """A project with one flag in ``prod``; returns (environment id, server key, client
     key, the flag set's version)."""
-    await central.ok("POST", "/projects", {"key": "shop", "name": "Shop"})
-    await central.ok("POST", "/projects/shop/environments", {"key": "prod"})
-    await central.ok(
-        "POST",
-        "/projects/shop/flags",
-        {
-            "key": "checkout",
-            "type": "boolean",
-            "variants": {"on": True, "off": False},
-            "defaultVariant": "off",
-        },
-    )
+    await central.shop()
     server, _ = await central.create_key("shop", "prod", "server")
     client, _ = await central.create_key("shop", "prod", "client")
     changed = await central.set_state(

@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import stat
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from support.edgekit import Feeder, Key, SSEClient, flag, make_key, new_env
-from support.proxyprocs import proxy_env
+from support.proxyprocs import proxy_env, start_workers
 from support.waiting import eventually
 
 from crivline.embedded import free_port
@@ -102,23 +101,9 @@ async def test_workers_answer_one_metrics_exposition_that_survives_a_killed_work
     await feeder.write(env, {"a": flag({"on": True}, "on")}, keys=[key])
     port = free_port()
     log = tmp_path / "proxy.log"
-    with log.open("wb") as sink:
-        proc = await asyncio.create_subprocess_exec(
-            *crivline_cmd,
-            "proxy",
-            "--workers",
-            "2",
-            env=proxy_env(redis_url, port, CRIVLINE_OPERATOR_TOKEN=TOKEN),
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
-    processes.append(proc)
+    settings = proxy_env(redis_url, port, CRIVLINE_OPERATOR_TOKEN=TOKEN)
+    proc = await start_workers(crivline_cmd, settings, log, processes)
     url = f"http://127.0.0.1:{port}"
-    await eventually(
-        lambda: log.read_bytes().count(b'"proxy listening"') == 2,
-        within=30,
-        what="both workers listening",
-    )
     first = await eventually(
         lambda: workers_seen(url),
         within=20,

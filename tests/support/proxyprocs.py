@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import pytest
 
 from support.edgekit import EDGE, PREFIX
+from support.waiting import eventually
 
 
 def proxy_env(redis_url: str, port: int, **extra: str) -> dict[str, str]:
@@ -24,6 +27,28 @@ def proxy_env(redis_url: str, port: int, **extra: str) -> dict[str, str]:
         }
     )
     return env
+
+
+async def start_workers(
+    crivline_cmd: Sequence[str],
+    env: dict[str, str],
+    log: Path,
+    processes: list[asyncio.subprocess.Process],
+    workers: int = 2,
+) -> asyncio.subprocess.Process:
+    """``crivline proxy --workers N`` (its stderr in ``log``), once every worker listens."""
+    with log.open("wb") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            *crivline_cmd, "proxy", "--workers", str(workers), env=env,
+            stdout=subprocess.DEVNULL, stderr=sink,
+        )  # fmt: skip
+    processes.append(proc)
+    await eventually(
+        lambda: log.read_bytes().count(b'"proxy listening"') == workers,
+        within=30,
+        what=f"{workers} workers listening",
+    )
+    return proc
 
 
 @pytest.fixture
