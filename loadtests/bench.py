@@ -61,6 +61,7 @@ from benchstack import (
     cpu_seconds,
     exited,
     free_port,
+    freshest,
     http,
     identity,
     machine_busy_seconds,
@@ -68,7 +69,6 @@ from benchstack import (
     pin,
     raise_open_files_limit,
     rss_bytes,
-    summed,
     tree,
     tree_cpu,
     wait_child,
@@ -972,13 +972,16 @@ class Bench:
                 procs.append(self.locust("streams.py", f"{key}-c{i}", share, bound,
                                          "--samples-file", str(samples), target=target,
                                          rate=rate, nice=CLIENT_NICE))  # fmt: skip
-            gauge = 'crivline_proxy_streams_open{kind="sdk"}'
             opened_at = time.monotonic()
             deadline = opened_at + spawn_limit
             next_print = opened_at + 5
             while True:
                 pages = worker_pages(url, token, 2)
-                per_worker = {pid: page.get(gauge, 0.0) for pid, (_s, page) in pages.items()}
+                # each worker's own streams (its status page; /metrics is the whole edge's)
+                per_worker = {
+                    pid: float(status["streamsByKind"].get("sdk", 0))
+                    for pid, (status, _page) in pages.items()
+                }
                 if sum(per_worker.values()) >= count:
                     break
                 if any(exited(p) for p in procs):
@@ -997,7 +1000,7 @@ class Bench:
                 f"{ {p: int(v) for p, v in per_worker.items()} }; workers' RSS growth "
                 f"{growth / 2**20:.1f} MiB = {growth / count / 1024:.1f} KiB per idle stream"
             )
-            before = {pid: page for pid, (_s, page) in pages.items()}
+            before = freshest([page for _status, page in pages.values()])
             syncd_before = metrics(stack.syncd_url)
             cpu_before = {pid: cpu_seconds(pid) for pid in workers}
             clients_before = sum(cpu_seconds(p.pid) for p in procs)
@@ -1012,7 +1015,7 @@ class Bench:
             clients_writing = sum(cpu_seconds(p.pid) for p in procs) - clients_before
             machine_cores = (machine_busy_seconds()[0] - busy_before) / writing
             worker_cpu = {pid: cpu_seconds(pid) - cpu_before[pid] for pid in workers}
-            after = {pid: page for pid, (_s, page) in worker_pages(url, token, 2).items()}
+            after = freshest([page for _s, page in worker_pages(url, token, 2).values()])
             syncd_after = metrics(stack.syncd_url)
             client_cpu = [self.terminate(p) for p in procs]
         finally:
@@ -1047,10 +1050,6 @@ class Bench:
                     "rss_before": rss_before[pid],
                     "rss_open": rss_open[pid],
                     "cpu_seconds": worker_cpu[pid],
-                    "patch_writes": after[pid].get(patch, 0.0) - before[pid].get(patch, 0.0),
-                    "proxy_side": benchreport.histogram_quantiles(
-                        before[pid], after[pid], "crivline_proxy_propagation_lag_seconds_bucket"
-                    ),
                 }
                 for pid in workers
             },
@@ -1061,8 +1060,9 @@ class Bench:
             "expected": versions * count,  # every version to every stream
             # the workers' writes that carried patches: one write carries several when a
             # worker applies several versions at once, so this is ≤ the patches received
-            "patch_writes": sum(
-                after[pid].get(patch, 0.0) - before[pid].get(patch, 0.0) for pid in workers
+            "patch_writes": after.get(patch, 0.0) - before.get(patch, 0.0),
+            "proxy_side": benchreport.histogram_quantiles(
+                before, after, "crivline_proxy_propagation_lag_seconds_bucket"
             ),
             "samples": len(latencies),
             "stream_stats": merged["stats"],
@@ -1079,8 +1079,8 @@ class Bench:
             "worker_cores_writing": sum(worker_cpu.values()) / writing,
             "load_average": {"start": load_start, "end": load_end},
             "stages": benchreport.stage_quantiles(
-                {"proxy": summed(list(before.values())), "syncd": syncd_before},
-                {"proxy": summed(list(after.values())), "syncd": syncd_after},
+                {"proxy": before, "syncd": syncd_before},
+                {"proxy": after, "syncd": syncd_after},
             ),
             **benchreport.quantiles_ms(latencies),
             "read": benchreport.quantiles_ms(reads),
@@ -1118,7 +1118,7 @@ class Bench:
         def reading() -> tuple[int, float]:
             pages = worker_pages(url, token, 2, key).values()
             served = min(int(status["servedVersion"]) for status, _page in pages)
-            return served, sum(page.get(name, 0.0) for _status, page in pages)
+            return served, freshest([page for _status, page in pages]).get(name, 0.0)
 
         deadline = time.monotonic() + limit
         last = reading()

@@ -276,13 +276,15 @@ def worker_pages(
     return found
 
 
-def summed(pages: list[dict[str, float]]) -> dict[str, float]:
-    """Several processes' metrics added up, series by series (right for counters and
-    histogram buckets, which is what the bench reads from them)."""
+def freshest(pages: list[dict[str, float]]) -> dict[str, float]:
+    """The edge's metrics from several workers' ``/metrics``: each page is already the
+    whole edge's (the workers share one exposition), but a worker adds its per-request
+    counts every second, so each series is taken at its highest (counters and histogram
+    buckets only grow)."""
     out: dict[str, float] = {}
     for page in pages:
         for name, value in page.items():
-            out[name] = out.get(name, 0.0) + value
+            out[name] = max(out.get(name, value), value)
     return out
 
 

@@ -32,6 +32,10 @@ REVIEWED = {
         "the SHA-256 of a request (method, path, body): no secret in it",
     ("proxy/routes/ofrep.py", "info.environment != ticket.environment"):
         "environment ids, after the ticket's MAC was checked in constant time",
+    ("control/store/tokens.py", '[row["id"] for row in live] == [token_id]'):
+        "management tokens' row ids (public uuids, listed by GET /tokens), not secrets",
+    ("control/store/tokens.py", '(await self._get(token_id)).scope == "admin"'):
+        "a token's scope name (read/write/admin), not its secret",
 }  # fmt: skip
 
 

@@ -133,13 +133,12 @@ def test_streams_on_two_workers_reached_every_client_from_both(smoke: Any) -> No
     results, out, _output = smoke
     phase = results["streams_workers"]
     assert (phase["streams"], phase["workers"], phase["clients"]) == (40, 2, 2)
-    # both workers held streams (each worker's own metrics, reached through its pid),
-    # and together all 40; each sent patches to its own
+    # both workers held streams (each worker's status page, reached through its pid),
+    # and together all 40
     workers = phase["per_worker"]
     assert len(workers) == 2
     assert all(w["streams_open"] > 0 for w in workers.values()), workers
     assert sum(w["streams_open"] for w in workers.values()) == 40
-    assert all(w["patch_writes"] > 0 for w in workers.values()), workers
     # the two client processes' samples were merged: every version reached every stream
     # (a gap in a stream's versions fails its client: see the scenarios test); a worker
     # may send two versions' patches in one write, never a patch in none
@@ -147,8 +146,7 @@ def test_streams_on_two_workers_reached_every_client_from_both(smoke: Any) -> No
     assert stats["connects"] == 40
     assert stats["without_commit_time"] == 0
     assert phase["drained"]  # every worker held the last version and had sent it
-    assert phase["patch_writes"] == sum(w["patch_writes"] for w in workers.values())
-    assert phase["samples"] == stats["patches"] >= phase["patch_writes"]
+    assert phase["samples"] == stats["patches"] >= phase["patch_writes"] > 0
     assert 40 <= phase["samples"] <= phase["expected"] == 40 * phase["versions"]
     assert 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"]
     assert phase["rss_open"] > 0
