@@ -211,18 +211,21 @@ async def test_a_promoted_replica_missing_the_last_writes_is_rewritten(
         await asyncio.to_thread(master.kill)
     finally:
         os.kill(replica.proc.pid, signal.SIGCONT)
-
-    async def promoted() -> bool:
-        await served()  # the proxies are watched all along
-        return await asyncio.to_thread(edge.current_master) is replica
-
-    await wait_until(promoted, 30, "the Sentinels to promote the replica")
-    promoted_at = time.monotonic()
     keys = Keyspace("crivline:", "edge-a")
     direct = replica.client()
     try:
+        # Read what the replica holds now, while it is still a read-only replica of a dead
+        # master: the Sentinels need down-after-milliseconds to act, and once they have
+        # promoted it syncd may rewrite it before a poll of the promotion could look.
         behind = int(await direct.hget(keys.environment(env), "version") or 0)
-        assert behind < final  # the promoted replica really lacks the last writes
+        assert behind < final  # the replica really lacks the last writes
+
+        async def promoted() -> bool:
+            await served()  # the proxies are watched all along
+            return await asyncio.to_thread(edge.current_master) is replica
+
+        await wait_until(promoted, 30, "the Sentinels to promote the replica")
+        promoted_at = time.monotonic()
 
         async def rewritten() -> bool:
             await served()
