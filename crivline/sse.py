@@ -22,7 +22,7 @@ sent as several ``data:`` lines, which a reader joins with ``\\n``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 __all__ = ["Event", "Parser", "comment", "event", "retry"]
@@ -108,18 +108,30 @@ class Parser:
         self.comments: list[str] = []
 
     def feed(self, chunk: bytes) -> list[Event]:
-        buffer = self._buffer + chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
         if self._first and buffer:
             if buffer.startswith(b"\xef\xbb\xbf"):
                 buffer = buffer[3:]
             if len(buffer) >= 1:
                 self._first = False
         events: list[Event] = []
-        for line in self._lines(buffer):
+        for line in self._split(buffer):
             dispatched = self._line(line)
             if dispatched is not None:
                 events.append(dispatched)
         return events
+
+    def _split(self, buffer: bytes) -> Iterable[str]:
+        """The complete lines of ``buffer``; the rest waits in ``_buffer``. Streams that
+        end lines with LF alone (ours, and most servers') are split and decoded in one
+        pass each; a CR anywhere takes the general path. A line break is never part of a
+        UTF-8 sequence, so decoding the lines together or one by one gives the same text."""
+        if b"\r" in buffer:
+            return self._lines(buffer)
+        complete, newline, self._buffer = buffer.rpartition(b"\n")
+        if not newline:
+            return ()
+        return complete.decode("utf-8", "replace").split("\n")
 
     def _lines(self, buffer: bytes) -> Iterator[str]:
         start = 0

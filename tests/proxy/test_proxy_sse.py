@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from itertools import pairwise
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crivline import sse
 
@@ -62,3 +67,44 @@ def test_parser_handles_cr_and_crlf_split_across_chunks() -> None:
     assert parser.feed(b"event: e\n\n") == []  # no data: nothing dispatched
     assert parser.feed(b"id: a\x00b\nretry: soon\ndata: x\n\n") == [sse.Event("x")]
     assert parser.retry is None
+
+
+class _GeneralPathParser(sse.Parser):
+    """The reader with its line-by-line path only (the one any CR takes)."""
+
+    def _split(self, buffer: bytes) -> Iterable[str]:
+        return self._lines(buffer)
+
+
+_NAMES = [b"data", b"event", b"id", b"retry", b"", b"x", b"data\xff", b"\xef\xbb\xbf"]
+_VALUES = [b"", b" ", b":", b"x", b"12", b"\xc3\xa9", b"\xe2\x82", b"\x00", b"\xff", b"\xc3"]
+_line = st.tuples(
+    st.sampled_from(_NAMES),
+    st.sampled_from([b": ", b":", b""]),
+    st.lists(st.sampled_from(_VALUES), max_size=4).map(b"".join),
+    st.sampled_from([b"\n", b"\n", b"\n", b"\r", b"\r\n"]),
+).map(b"".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    lines=st.lists(_line, max_size=20),
+    lf_only=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+)
+def test_the_lf_fast_path_reads_exactly_what_the_general_path_reads(
+    lines: list[bytes], lf_only: bool, cuts: list[int]
+) -> None:
+    stream = b"".join(lines)
+    if lf_only:  # the fast path's own ground: no CR anywhere
+        stream = stream.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    fast, general = sse.Parser(), _GeneralPathParser()
+    for start, end in pairwise(bounds):
+        chunk = stream[start:end]
+        assert fast.feed(chunk) == general.feed(chunk)
+    assert (fast.last_event_id, fast.retry, fast.comments) == (
+        general.last_event_id,
+        general.retry,
+        general.comments,
+    )
