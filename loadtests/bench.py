@@ -85,8 +85,13 @@ CONTEXT = (
     '"plan":"pro","country":"JP","appVersion":"2.1.0"}}'
 )
 FIXED_CONTEXT = CONTEXT.replace("{n}", "42")
-# The stream clients of the streams-workers phase run this much nicer than the workers.
+# The stream clients of the streams-workers phase yield the CPU to the workers: with
+# "idle" they run under SCHED_IDLE (only when nothing else is runnable, and their
+# wake-ups never preempt a worker), with "nice" at this niceness. Either way a patch's
+# arrival is the kernel's time stamp on the client's socket, so a client that reads late
+# still measures when the bytes reached it.
 CLIENT_NICE = 10
+CLIENT_SCHEDULING = ("idle", "nice")
 
 
 @dataclass(frozen=True)
@@ -295,6 +300,7 @@ class Bench:
     generator_choice: str = "auto"
     keep: bool = False
     phases: tuple[str, ...] = PHASES
+    client_scheduling: str = CLIENT_SCHEDULING[0]  # the streams-workers clients'
     started: float = field(default_factory=time.monotonic)
     results: dict[str, Any] = field(default_factory=dict)
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -315,13 +321,20 @@ class Bench:
     # -- processes ---------------------------------------------------------------------
 
     def spawn(
-        self, cmd: list[str], log_name: str, cpus: set[int] | None = None, nice: int = 0
+        self,
+        cmd: list[str],
+        log_name: str,
+        cpus: set[int] | None = None,
+        nice: int = 0,
+        idle: bool = False,
     ) -> subprocess.Popen[bytes]:
         def pin_self() -> None:
             if cpus is not None:
                 os.sched_setaffinity(0, cpus)
             if nice:
                 os.nice(nice)
+            if idle:
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
         log = open(self.out / "logs" / log_name, "ab")  # noqa: SIM115 - the child holds it
         proc = subprocess.Popen(
@@ -330,7 +343,7 @@ class Bench:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=pin_self if cpus is not None or nice else None,
+            preexec_fn=pin_self if cpus is not None or nice or idle else None,
             cwd=self.out,
         )
         log.close()
@@ -739,6 +752,7 @@ class Bench:
         target: Path | None = None,
         rate: int | None = None,
         nice: int = 0,
+        idle: bool = False,
     ) -> subprocess.Popen[bytes]:
         rate = rate or self.plan.spawn_rate
         cmd = [
@@ -755,7 +769,7 @@ class Bench:
             *("--target", str(target or self.out / "target.json")),
             *extra,
         ]
-        return self.spawn(cmd, f"{name}.log", cpus, nice)
+        return self.spawn(cmd, f"{name}.log", cpus, nice, idle)
 
     @contextlib.contextmanager
     def proxy_pinned(self) -> Iterator[set[int] | None]:
@@ -924,6 +938,12 @@ class Bench:
         else:
             self.say(f"  → {key}: no patch received")
 
+    def client_priority(self) -> dict[str, Any]:
+        """How the streams-workers clients are spawned (see ``CLIENT_SCHEDULING``)."""
+        if self.client_scheduling == "idle":
+            return {"idle": True}
+        return {"nice": CLIENT_NICE}
+
     def streams_workers(
         self, count: int, clients: int, write_seconds: float, write_rate: float
     ) -> None:
@@ -931,7 +951,7 @@ class Bench:
         locust processes (one process cannot hold 20,000: its open-files limit, and one
         gevent loop reading them all), while writers change flags; the samples of every
         client process are merged. Nothing pinned: the workers need both CPUs; instead
-        the clients run at a lower priority (``CLIENT_NICE``), so that on a saturated
+        the clients yield the CPU to them (``CLIENT_SCHEDULING``), so that on a saturated
         machine the generator waits for the server rather than the other way round (a
         patch's arrival is the kernel's time stamp, so a client that reads late still
         measures when the bytes reached it)."""
@@ -971,8 +991,9 @@ class Bench:
                 samples = self.out / f"{key}-c{i}-samples.json"
                 procs.append(self.locust("streams.py", f"{key}-c{i}", share, bound,
                                          "--samples-file", str(samples), target=target,
-                                         rate=rate, nice=CLIENT_NICE))  # fmt: skip
+                                         rate=rate, **self.client_priority()))  # fmt: skip
             opened_at = time.monotonic()
+            policies = sorted({_policy_name(p.pid) for p in procs})
             deadline = opened_at + spawn_limit
             next_print = opened_at + 5
             while True:
@@ -1070,7 +1091,9 @@ class Bench:
             "proxy_cpu_seconds": sum(worker_cpu.values()),
             "machine_cores": machine_cores,
             "client_cpu_seconds": sum(client_cpu),
-            "client_nice": CLIENT_NICE,
+            "client_scheduling": self.client_scheduling,
+            "client_policies": policies,  # as the kernel reported them for the clients
+            "client_nice": CLIENT_NICE if self.client_scheduling == "nice" else 0,
             "client_cores": sum(client_cpu) / max(max(client_seconds), 1.0),
             # while the writers ran (and the last patches went out): what the stream
             # clients took from the two cores the workers also run on
@@ -1254,12 +1277,29 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _policy_name(pid: int) -> str:
+    """A process's scheduling policy, by name ("gone" when it has exited)."""
+    try:
+        policy = os.sched_getscheduler(pid)
+    except ProcessLookupError:
+        return "gone"
+    names = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_IDLE: "SCHED_IDLE"}
+    return names.get(policy, str(policy))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="Crivline Edge load benchmark")
     parser.add_argument("--smoke", action="store_true", help="a few seconds per phase")
     parser.add_argument("--out", type=Path, help="report folder (default loadtests/results/…)")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--keep", action="store_true", help="keep the stack's data folder")
+    parser.add_argument(
+        "--client-scheduling",
+        choices=CLIENT_SCHEDULING,
+        default=CLIENT_SCHEDULING[0],
+        help="how the streams-workers phase's clients yield the CPU to the workers: "
+        f"SCHED_IDLE (default) or niceness +{CLIENT_NICE}",
+    )
     parser.add_argument(
         "--phases",
         default=",".join(PHASES),
@@ -1273,7 +1313,14 @@ def main() -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = (args.out or RESULTS / f"{stamp}{'-smoke' if args.smoke else ''}").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    bench = Bench(SMOKE if args.smoke else FULL, out, args.generator, args.keep, phases)
+    bench = Bench(
+        SMOKE if args.smoke else FULL,
+        out,
+        args.generator,
+        args.keep,
+        phases,
+        client_scheduling=args.client_scheduling,
+    )
 
     def stop(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")

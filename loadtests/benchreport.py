@@ -285,7 +285,7 @@ def _workers_streams(add: Any, phase: dict[str, Any]) -> None:
     add(
         "A fresh `crivline proxy --workers 2` (SO_REUSEPORT spreads the connections), "
         f"unpinned; the streams come from {phase['clients']} locust processes (their samples "
-        f"merged; niceness +{phase.get('client_nice', 0)}, so on a saturated machine they "
+        f"merged; {_client_priority(phase)}, so on a saturated machine they "
         "wait for the workers rather than the other way round), since one process's "
         f"open-files limit ({phase.get('open_files_limit')}) and one gevent loop cannot hold "
         "them all. "
@@ -692,3 +692,9 @@ def _plots(results: dict[str, Any], out: Path) -> list[tuple[str, str]]:
         plt.close(fig)
         made.append(("proxy vs baseline throughput", "ratios.png"))
     return made
+
+
+def _client_priority(phase: dict[str, Any]) -> str:
+    if phase.get("client_scheduling") == "idle":
+        return "under SCHED_IDLE"
+    return f"at niceness +{phase.get('client_nice', 0)}"

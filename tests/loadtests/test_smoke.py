@@ -151,6 +151,9 @@ def test_streams_on_two_workers_reached_every_client_from_both(smoke: Any) -> No
     assert 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"]
     assert phase["rss_open"] > 0
     assert phase["client_cpu_seconds"] > 0
+    # the clients yield the CPU to the workers: the kernel runs them under SCHED_IDLE
+    assert phase["client_scheduling"] == "idle"
+    assert phase["client_policies"] == ["SCHED_IDLE"]
     assert len((out / "streams-workers-40-latency.txt").read_text().split()) == phase["samples"]
     stages = {row["stage"]: row for row in phase["stages"]}
     for stage in ("commit_to_wakeup", "redis_to_told", "fan_out", "commit_to_last_write"):
