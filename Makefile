@@ -32,8 +32,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The packages, then the load tests (scripts that import each other: checked as files).
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy loadtests/*.py
 
 unit: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)

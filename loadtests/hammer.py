@@ -125,7 +125,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     for _ in range(args.connections):
         done: asyncio.Future[None] = loop.create_future()
         await loop.create_connection(
-            lambda d=done: Connection(build, stats, deadline, d),  # type: ignore[misc]
+            lambda d=done: Connection(build, stats, deadline, d),
             parts.hostname,
             parts.port or 80,
         )

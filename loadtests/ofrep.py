@@ -54,6 +54,7 @@ class OfrepServerUser(FastHttpUser):
 
 class OfrepFrontendUser(FastHttpUser):
     crivline_host = "proxy"
+    session_requests = 1  # bulk requests per evaluation context (configure sets it)
 
     @classmethod
     def configure(cls, opts: Any) -> None:
@@ -65,7 +66,7 @@ class OfrepFrontendUser(FastHttpUser):
         keys = ltlocust.TARGET.client_keys or ltlocust.TARGET.server_keys
         self.auth = f"Bearer {ltlocust.pick(keys, index)}"
         self.calls = 0
-        self.body = b""
+        self.body = ""
         self.etag: str | None = None
 
     @task
@@ -73,7 +74,7 @@ class OfrepFrontendUser(FastHttpUser):
         new_session = self.calls % self.session_requests == 0
         if new_session:
             context = ltflags.context(random.randrange(10_000_000))
-            self.body = json.dumps({"context": context}).encode()
+            self.body = json.dumps({"context": context})
             self.etag = None
         self.calls += 1
         headers = {"Authorization": self.auth, "Content-Type": "application/json"}
