@@ -15,10 +15,17 @@ workers because they share the edge's ticket secret through Redis (or the config
   multiprocess mode, :mod:`proxy.sharedmetrics`), marks each worker that exits as dead
   there (its live gauges go; its counts stay in the totals) and removes the folder when
   it stops.
+- A supervisor that is killed outright (SIGKILL, the OOM killer) takes its workers with
+  it: each is started with the kernel's parent-death signal (SIGTERM, Linux), so no
+  orphan keeps serving the port beside the supervisor that replaces it. Its folder,
+  which it had no chance to remove, is removed by the next supervisor to start on the
+  machine once none of its processes is alive.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -41,6 +48,27 @@ STARTUP_SECONDS = 5.0
 GRACE_SECONDS = 20.0
 
 
+_FOLDER_PREFIX = "crivline-proxy-metrics-"
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """A child's pre-exec step: SIGTERM when ``parent`` (this process) dies; and if it
+    already has (between the fork and here), exit at once."""
+
+    prctl = None
+    with contextlib.suppress(OSError, AttributeError):  # Linux only; looked up before the fork
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def arm() -> None:
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arm
+
+
 class _Worker:
     def __init__(self, index: int, env: dict[str, str], metrics_dir: str) -> None:
         self.index = index
@@ -52,7 +80,10 @@ class _Worker:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.worker"], env=self.env, stdin=subprocess.DEVNULL
+            [sys.executable, "-m", "proxy.worker"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with(os.getpid()),
         )
         self.started = time.monotonic()
 
@@ -70,11 +101,66 @@ class _Worker:
 
 
 def supervise(settings: Settings) -> int:
-    metrics_dir = tempfile.mkdtemp(prefix="crivline-proxy-metrics-")  # 0700, ours alone
+    root = tempfile.gettempdir()
+    sweep_orphaned_folders(root)
+    # 0700, ours alone; named after this process so that a successor can tell it is gone
+    metrics_dir = tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-", dir=root)
     try:
         return _supervise(settings, metrics_dir)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def sweep_orphaned_folders(root: str) -> list[str]:
+    """Remove the metrics folders of supervisors that were killed before they could:
+    ours (same user), whose supervisor is gone and none of whose workers (the pids in
+    the file names prometheus_client writes) is alive. Returns what it removed."""
+    removed = []
+    with contextlib.suppress(OSError), os.scandir(root) as entries:
+        for entry in entries:
+            if not entry.name.startswith(_FOLDER_PREFIX):
+                continue
+            owner = entry.name[len(_FOLDER_PREFIX) :].partition("-")[0]
+            try:
+                if not owner.isdigit() or not entry.is_dir(follow_symlinks=False):
+                    continue
+                if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                    continue
+                pids = {int(owner)} | _file_pids(entry.path)
+            except OSError:
+                continue
+            if any(_alive(pid) for pid in pids):
+                continue
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    if removed:
+        log.info("removed metrics folders of stopped proxies", extra=fields(folders=removed))
+    return removed
+
+
+def _file_pids(folder: str) -> set[int]:
+    """The pids in prometheus_client's file names (``counter_1234.db``,
+    ``gauge_livesum_1234.db``)."""
+    pids = set()
+    for name in os.listdir(folder):
+        tail = name.removesuffix(".db").rpartition("_")[2]
+        if tail.isdigit():
+            pids.add(int(tail))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    try:  # a zombie (exited, not yet reaped: a container's init may never reap it) is gone
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _supervise(settings: Settings, metrics_dir: str) -> int:
