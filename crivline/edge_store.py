@@ -41,6 +41,9 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from crivline import keyspace as ks
 from crivline import redisconn
@@ -72,6 +75,7 @@ _APPLY_ARGS = (
     "traceparent",
     "key_count",
     "flags_version",
+    "strict",
 )
 
 _APPLY = Template("""
@@ -79,6 +83,9 @@ $arguments
 local current = tonumber(redis.call('HGET', KEYS[1], '$F_VERSION') or '0')
 if current >= tonumber(version) then
   return {0, current, 0}
+end
+if strict ~= '' and current ~= tonumber(base) then
+  return {2, current, 0}  -- the delta was computed against another version: not written
 end
 local env = environment
 -- Live keys: the set of this environment (the records themselves sit in other slots and
@@ -231,9 +238,20 @@ def _number(value: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
-    applied: bool  # False: Redis already held this version or a newer one
+    applied: bool  # False: Redis already held this version or a newer one (or see below)
     previous: int  # the version Redis held before (0: none)
     keys_changed: bool
+    # ``strict_base`` only: not written because Redis held another version than the base.
+    base_moved: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """A script to run before an environment's write, in its round trip (a tenant's plan)."""
+
+    script: AsyncScript
+    keys: list[str]
+    args: list[str | bytes | int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,13 +388,25 @@ class EdgeStore:
         committed_at: float,
         applied_at: float | None = None,
         traceparent: str | None = None,
+        strict_base: bool = False,
+        before: Sequence[ScriptCall] = (),
+        key_records: bool = True,
     ) -> ApplyResult:
         """Write ``snapshot`` if its version is newer than Redis's, atomically.
 
         ``base_version``/``base_flag_set`` are what :meth:`read_current` returned just
         before: the delta is computed against that flag set and recorded with that base.
-        ``traceparent`` (the writer's span, when tracing is on) is stored with the
-        version, in the hash and the delta-log entry.
+        With ``strict_base`` the write happens only if Redis still holds ``base_version``
+        (else ``base_moved``: read the base again), so the delta is exactly the one from
+        what Redis holds — and the base may come from the caller's memory of its own last
+        write. ``traceparent`` (the writer's span, when tracing is on) is stored with the
+        version, in the hash and the delta-log entry. ``before`` runs first.
+        ``key_records=False`` (with ``strict_base`` only) leaves the served set and the key
+        records as they are: the caller wrote them, unchanged, with ``base_version``.
+
+        On a single Redis it is one round trip: ``before``, the key records and the script
+        in one pipeline (one connection runs them in order). On a cluster the records sit
+        on other nodes, whose order a pipeline does not keep: they go first, then the script.
         """
         env = snapshot.environment_id
         delta = compute_delta(base_flag_set if base_version > 0 else None, snapshot.flag_set)
@@ -400,21 +430,24 @@ class EdgeStore:
             "traceparent": traceparent or "",
             "key_count": len(snapshot.keys),
             "flags_version": snapshot.served_version,
+            "strict": "1" if strict_base else "",
         }
         args: list[str | bytes | int] = [named[name] for name in _APPLY_ARGS]
         args += [key.key_hash for key in snapshot.keys]
-        joined = False
-        if snapshot.version > base_version:
-            joined = await self._write_key_records(snapshot)
-        result = await self._apply(
-            keys=[
-                self.keyspace.environment(env),
-                self.keyspace.deltas(env),
-                self.keyspace.environment_keys(env),
-            ],
-            args=args,
-        )
+        keys = [
+            self.keyspace.environment(env),
+            self.keyspace.deltas(env),
+            self.keyspace.environment_keys(env),
+        ]
+        if not key_records and not strict_base:
+            raise ValueError("key records are only left as they are on a strict base")
+        # Records of an older snapshot than Redis's would revive what it dropped.
+        records = key_records and snapshot.version > base_version
+        write = self._apply_on_cluster if self.cluster else self._apply_in_one_trip
+        result, joined = await write(snapshot, records, keys, args, before)
         applied, previous, keys_changed = (int(x) for x in result[:3])
+        if applied == 2:
+            return ApplyResult(False, previous, False, base_moved=True)
         dropped = [_text(h) or "" for h in result[3:]]
         if dropped:
             await self.redis.delete(*(self.keyspace.api_key(h) for h in dropped))
@@ -423,6 +456,56 @@ class EdgeStore:
             # them on the edge's channel that this one joined.
             await self.redis.spublish(self.keyspace.edge_changes, self._announcement(snapshot))
         return ApplyResult(bool(applied), previous, bool(keys_changed))
+
+    async def _apply_in_one_trip(
+        self,
+        snapshot: EnvironmentSnapshot,
+        records: bool,
+        keys: list[str],
+        args: list[str | bytes | int],
+        before: Sequence[ScriptCall],
+    ) -> tuple[list[Any], bool]:
+        calls = [*before, ScriptCall(self._apply, keys, args)]
+        while True:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for call in calls[:-1]:
+                    pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+                if records:
+                    self._queue_key_records(pipe, snapshot)
+                pipe.evalsha(self._apply.sha, len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+            missing = [
+                call
+                for call, outcome in zip(calls, [*results[: len(before)], results[-1]], strict=True)
+                if isinstance(outcome, NoScriptError)
+            ]
+            if not missing:
+                break
+            # A Redis that restarted has forgotten the scripts: load them, send it all
+            # again (the records and the plan write are idempotent; the script did nothing).
+            for call in missing:
+                await self.redis.script_load(call.script.script)
+        for outcome in results:
+            if isinstance(outcome, Exception):
+                raise outcome
+        return results[-1], records and bool(results[len(before)])
+
+    async def _apply_on_cluster(
+        self,
+        snapshot: EnvironmentSnapshot,
+        records: bool,
+        keys: list[str],
+        args: list[str | bytes | int],
+        before: Sequence[ScriptCall],
+    ) -> tuple[list[Any], bool]:
+        for call in before:
+            await call.script(keys=call.keys, args=call.args)
+        joined = False
+        if records:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self._queue_key_records(pipe, snapshot)
+                joined = bool((await pipe.execute())[0])
+        return await self._apply(keys=keys, args=args), joined
 
     def _publish_to(self, env: str) -> tuple[str, str]:
         """The command and channel an environment's announcements go out on."""
@@ -434,36 +517,33 @@ class EdgeStore:
     def _announcement(snapshot: EnvironmentSnapshot) -> bytes:
         return orjson.dumps({"e": snapshot.environment_id, "v": snapshot.version, "keys": True})
 
-    async def _write_key_records(self, snapshot: EnvironmentSnapshot) -> bool:
-        """Before the apply script: the environment joins the served set and every live
-        key's record is written whole (records live in their own hash slots; a record is
-        only honoured while its hash is in its environment's key set, which the script
-        writes). Returns whether the environment was new to the served set."""
+    def _queue_key_records(self, pipe: Pipeline, snapshot: EnvironmentSnapshot) -> None:
+        """Before the apply script: the environment joins the served set (the first
+        reply: whether it was new there) and every live key's record is written whole
+        (records live in their own hash slots; a record is only honoured while its hash
+        is in its environment's key set, which the script writes)."""
         env = snapshot.environment_id
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(self.keyspace.served, env)
-            for key in snapshot.keys:
-                name = self.keyspace.api_key(key.key_hash)
-                expires = "" if key.expires_at is None else _number(key.expires_at)
-                # One HSET of every field, never DEL then HSET: a proxy reading between
-                # the two would take a live key for unknown (401).
-                pipe.hset(
-                    name,
-                    mapping={
-                        "environment": env,
-                        "project": snapshot.project_id,
-                        "tenant": snapshot.tenant_id,
-                        "id": key.id,
-                        "kind": key.kind,
-                        "expires_at": expires,
-                    },
-                )
-                if key.expires_at is not None:
-                    pipe.pexpireat(name, int(key.expires_at * 1000))
-                else:
-                    pipe.persist(name)  # an expiry lifted since the last write
-            results = await pipe.execute()
-        return bool(results[0])
+        pipe.sadd(self.keyspace.served, env)
+        for key in snapshot.keys:
+            name = self.keyspace.api_key(key.key_hash)
+            expires = "" if key.expires_at is None else _number(key.expires_at)
+            # One HSET of every field, never DEL then HSET: a proxy reading between
+            # the two would take a live key for unknown (401).
+            pipe.hset(
+                name,
+                mapping={
+                    "environment": env,
+                    "project": snapshot.project_id,
+                    "tenant": snapshot.tenant_id,
+                    "id": key.id,
+                    "kind": key.kind,
+                    "expires_at": expires,
+                },
+            )
+            if key.expires_at is not None:
+                pipe.pexpireat(name, int(key.expires_at * 1000))
+            else:
+                pipe.persist(name)  # an expiry lifted since the last write
 
     async def remove(self, environment_id: str) -> bool:
         """Forget an environment (its flag set, deltas and keys); announce it if it was here."""
