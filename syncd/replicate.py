@@ -206,7 +206,13 @@ class Replicator:
 
     async def _sync(self, env: str, want: Want, span: Span | None) -> Outcome:
         current: int | None = None  # the version Redis holds, when looked at
-        if want.version:
+        held = self.written.get(env)
+        if held is not None and self.known.get(env) == held.version < want.version:
+            # Redis holds our last write, as far as this process knows: no look first.
+            # The write checks it (a wake-up another syncd applied meanwhile costs a
+            # snapshot read, then the write refuses it).
+            pass
+        elif want.version:
             current = await self.store.version(env)
             self.known[env] = current
             if current >= want.version:
