@@ -2,8 +2,9 @@
 
 A plan change bumps every environment of the tenant; when syncd rebuilds one of them it
 first reads the tenant's plan from Postgres (one statement) and writes it to
-``{p}edge:{edge}:plans`` ahead of the environment, in the same round trip (so the plan
-is in Redis before the change is announced), never over a newer revision.
+``{p}edge:{edge}:plans`` ahead of the environment (in the same script on a single Redis:
+:meth:`crivline.edge_store.EdgeStore.apply`), so the plan is in Redis before the change
+is announced, never over a newer revision.
 The proxies read that hash on their usage flush interval, so a plan reaches them
 within the flag-change bound plus that interval.
 """
@@ -14,10 +15,8 @@ from datetime import UTC, datetime
 from typing import cast
 
 import asyncpg
-from redis.asyncio import Redis
 
-from crivline.edge_store import ScriptCall
-from crivline.keyspace import Keyspace
+from crivline.edge_store import PlanWrite
 from crivline.plans import FREE_TIER, EdgePlan, edge_plan_value, effective_tier
 
 # The plan in one statement: the subscription, the limits of its tier and those of the
@@ -33,19 +32,6 @@ SELECT s.plan_tier, s.status, s.current_period_end,
   LEFT JOIN plans pl ON pl.tier = s.plan_tier
   LEFT JOIN plans fr ON fr.tier = $2
  WHERE t.id = $1
-"""
-
-# KEYS: plans hash. ARGV: tenant, revision, "revision|json".
-_WRITE = """
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-if current then
-    local rev = tonumber(string.match(current, '^(%d+)|'))
-    if rev and rev > tonumber(ARGV[2]) then
-        return 0
-    end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return 1
 """
 
 
@@ -64,18 +50,14 @@ async def load_plan(conn: asyncpg.Connection, tenant_id: str, now: datetime) -> 
 
 
 class PlanPublisher:
-    def __init__(self, pool: asyncpg.Pool, redis: Redis, keyspace: Keyspace) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self.keyspace = keyspace
-        self._write = redis.register_script(_WRITE)
 
-    async def read(self, tenant_id: str) -> ScriptCall | None:
-        """The tenant's plan as the write that puts it into the edge Redis (None: no such
-        tenant). The caller sends it before the environment's write, in its round trip."""
+    async def read(self, tenant_id: str) -> PlanWrite | None:
+        """The tenant's plan as the edge Redis holds it (None: no such tenant); the
+        environment's write puts it there first (:meth:`EdgeStore.apply`)."""
         async with self.pool.acquire() as conn:
             plan = await load_plan(cast(asyncpg.Connection, conn), tenant_id, datetime.now(UTC))
         if plan is None:
             return None
-        return ScriptCall(
-            self._write, [self.keyspace.plans], [tenant_id, plan.revision, edge_plan_value(plan)]
-        )
+        return PlanWrite(tenant_id, plan.revision, edge_plan_value(plan))

@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from crivline.edge_store import EdgeStore, ScriptCall
+from crivline.edge_store import EdgeStore, PlanWrite
 from crivline.jsontypes import JSON
 from crivline.logs import fields
 from crivline.snapshot import EnvironmentSnapshot
@@ -153,9 +153,9 @@ class Replicator:
         self.names: dict[str, str] = {}
         # Called when a write finds an environment gone that Redis held before.
         self.on_loss: Callable[[], None] | None = None
-        # Called with the tenant before an environment is applied: the write of its plan,
-        # which goes to Redis first, in the environment write's round trip.
-        self.plans: Callable[[str], Awaitable[ScriptCall | None]] | None = None
+        # Called with the tenant before an environment is applied: its plan, which the
+        # write puts into Redis first.
+        self.plans: Callable[[str], Awaitable[PlanWrite | None]] | None = None
         # Snapshots as last written: the base of the next delta (memory: ~the flag sets'
         # size, for the ``remembered`` environments written last).
         self.written = _Written(remembered)
@@ -274,7 +274,7 @@ class Replicator:
                 committed_at=committed_at,
                 traceparent=traceparent_of(span),
                 strict_base=True,
-                before=() if plan is None else (plan,),
+                plan=plan,
                 # Redis holding our last write holds its key records: rewrite them only
                 # when the keys changed.
                 key_records=held is None or not _same_keys(held, snapshot),
