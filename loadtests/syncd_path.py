@@ -4,8 +4,8 @@ On a busy machine every await is a point where syncd waits for the CPU, so the f
 that matter and do not depend on the machine's load are the round trips (Postgres
 statements, Redis requests) and the CPU one applied change costs. This counts them
 against real servers: embedded PostgreSQL and Valkey in a temporary folder, the demo
-tenant with the bench's 100-flag set (:mod:`ltflags`) and 32 server keys in its
-``production`` environment, syncd's own pools and Redis client built as ``crivline
+tenant with the bench's 100-flag set (:mod:`ltflags`) and 32 server keys besides its
+own two in its ``production`` environment, syncd's own pools and Redis client built as ``crivline
 syncd`` builds them (syncd's least-privilege login, the production pool settings).
 
 Each change is written the way control writes one (a flag's state and the bump, in one
