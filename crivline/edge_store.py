@@ -19,10 +19,12 @@ environment half written:
 - :meth:`EdgeStore.touch_reconciled` / :meth:`EdgeStore.heartbeat`.
 
 The delta of an entry (:mod:`crivline.delta`) is computed here, against the flag set
-read from Redis just before the write; the entry's ``base`` is the version of that flag
-set. If another writer got in between, the entry's ``base`` is not the previous entry's
-``v`` and stream clients get a full flag set instead — a race costs a bigger message,
-never a wrong patch.
+the caller names as the base (read from Redis just before, or remembered from its own
+last write); the entry's ``base`` is the version of that flag set. With ``strict_base``
+(syncd) the script writes only if Redis holds exactly that version, so the delta is the
+one from what Redis holds. Without it, if another writer got in between, the entry's
+``base`` is not the previous entry's ``v`` and stream clients get a full flag set
+instead — a race costs a bigger message, never a wrong patch.
 
 The proxy reads with :meth:`EdgeStore.read_refresh` (an environment and its newest
 deltas, checked with :func:`unbroken_chain`), :meth:`EdgeStore.deltas_since`,
@@ -41,6 +43,8 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from crivline import keyspace as ks
 from crivline import redisconn
@@ -72,13 +76,38 @@ _APPLY_ARGS = (
     "traceparent",
     "key_count",
     "flags_version",
+    "strict",
+    "plan_tenant",
+    "plan_revision",
+    "plan_value",
 )
+
+# A tenant's plan into the edge's plans hash (KEYS[$plans]), never over a newer revision.
+_PLAN_WRITE = """
+local held = redis.call('HGET', KEYS[$plans], plan_tenant)
+local newer = false
+if held then
+  local rev = tonumber(string.match(held, '^(%d+)|'))
+  newer = rev ~= nil and rev > tonumber(plan_revision)
+end
+if not newer then
+  redis.call('HSET', KEYS[$plans], plan_tenant, plan_value)
+end
+"""
 
 _APPLY = Template("""
 $arguments
+-- The tenant's plan first (a single Redis only: on a cluster the plans hash sits in
+-- another slot and is written before this script), whatever becomes of the version.
+if plan_tenant ~= '' then
+$plan
+end
 local current = tonumber(redis.call('HGET', KEYS[1], '$F_VERSION') or '0')
 if current >= tonumber(version) then
   return {0, current, 0}
+end
+if strict ~= '' and current ~= tonumber(base) then
+  return {2, current, 0}  -- the delta was computed against another version: not written
 end
 local env = environment
 -- Live keys: the set of this environment (the records themselves sit in other slots and
@@ -153,6 +182,7 @@ return out
         f"local {name} = ARGV[{number}]" for number, name in enumerate(_APPLY_ARGS, start=1)
     ),
     first_key=len(_APPLY_ARGS) + 1,
+    plan=Template(_PLAN_WRITE).substitute(plans=4),
     F_VERSION=ks.F_VERSION,
     F_FLAGSET=ks.F_FLAGSET,
     F_TENANT=ks.F_TENANT,
@@ -165,6 +195,12 @@ return out
     F_APPLIED_AT=ks.F_APPLIED_AT,
     F_FLAGS_VERSION=ks.F_FLAGS_VERSION,
     F_TRACEPARENT=ks.F_TRACEPARENT,
+)
+
+# The plan alone (a cluster's syncd): KEYS the plans hash; ARGV tenant, revision, value.
+_WRITE_PLAN = (
+    "local plan_tenant, plan_revision, plan_value = ARGV[1], ARGV[2], ARGV[3]\n"
+    + Template(_PLAN_WRITE).substitute(plans=1)
 )
 
 _REMOVE = """
@@ -231,9 +267,20 @@ def _number(value: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
-    applied: bool  # False: Redis already held this version or a newer one
+    applied: bool  # False: Redis already held this version or a newer one (or see below)
     previous: int  # the version Redis held before (0: none)
     keys_changed: bool
+    # ``strict_base`` only: not written because Redis held another version than the base.
+    base_moved: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PlanWrite:
+    """A tenant's plan as the edge's plans hash holds it, written before an environment."""
+
+    tenant_id: str
+    revision: int  # never written over a newer one
+    value: bytes  # ``{revision}|{plan JSON}`` (:func:`crivline.plans.edge_plan_value`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +402,7 @@ class EdgeStore:
         self.delta_log_length = delta_log_length
         self.cluster = redisconn.is_cluster(redis)
         self._apply = redis.register_script(_APPLY)
+        self._write_plan = redis.register_script(_WRITE_PLAN)
         self._remove = redis.register_script(_REMOVE)
         self._finish = redis.register_script(_FINISH_FULL_SYNC)
         self._touch = redis.register_script(_TOUCH_RECONCILED)
@@ -370,17 +418,35 @@ class EdgeStore:
         committed_at: float,
         applied_at: float | None = None,
         traceparent: str | None = None,
+        strict_base: bool = False,
+        plan: PlanWrite | None = None,
+        key_records: bool = True,
     ) -> ApplyResult:
         """Write ``snapshot`` if its version is newer than Redis's, atomically.
 
         ``base_version``/``base_flag_set`` are what :meth:`read_current` returned just
         before: the delta is computed against that flag set and recorded with that base.
-        ``traceparent`` (the writer's span, when tracing is on) is stored with the
-        version, in the hash and the delta-log entry.
+        With ``strict_base`` the write happens only if Redis still holds ``base_version``
+        (else ``base_moved``: read the base again), so the delta is exactly the one from
+        what Redis holds — and the base may come from the caller's memory of its own last
+        write. ``traceparent`` (the writer's span, when tracing is on) is stored with the
+        version, in the hash and the delta-log entry. ``plan`` (the tenant's) is written
+        first, even when the version is not: never an environment before its plan.
+        ``key_records=False`` (with ``strict_base`` only) leaves the served set and the key
+        records as they are: the caller wrote them, unchanged, with ``base_version``.
+
+        On a single Redis it is one round trip: the key records and the script (the plan
+        inside it) in one pipeline, which one connection runs in order. On a cluster the
+        plan and the records sit on other nodes, whose order a pipeline does not keep:
+        they go first, then the script.
         """
+        if not key_records and not strict_base:
+            raise ValueError("key records are only left as they are on a strict base")
         env = snapshot.environment_id
         delta = compute_delta(base_flag_set if base_version > 0 else None, snapshot.flag_set)
         publish, channel = self._publish_to(env)
+        # On a single Redis the plan rides in the script (KEYS[4]); a cluster writes it first.
+        in_script = plan if plan is not None and not self.cluster else None
         named: dict[str, str | bytes | int] = {
             "version": snapshot.version,
             "base": base_version,
@@ -400,21 +466,29 @@ class EdgeStore:
             "traceparent": traceparent or "",
             "key_count": len(snapshot.keys),
             "flags_version": snapshot.served_version,
+            "strict": "1" if strict_base else "",
+            "plan_tenant": in_script.tenant_id if in_script else "",
+            "plan_revision": in_script.revision if in_script else 0,
+            "plan_value": in_script.value if in_script else "",
         }
         args: list[str | bytes | int] = [named[name] for name in _APPLY_ARGS]
         args += [key.key_hash for key in snapshot.keys]
-        joined = False
-        if snapshot.version > base_version:
-            joined = await self._write_key_records(snapshot)
-        result = await self._apply(
-            keys=[
-                self.keyspace.environment(env),
-                self.keyspace.deltas(env),
-                self.keyspace.environment_keys(env),
-            ],
-            args=args,
-        )
+        keys = [
+            self.keyspace.environment(env),
+            self.keyspace.deltas(env),
+            self.keyspace.environment_keys(env),
+        ]
+        if in_script is not None:
+            keys.append(self.keyspace.plans)
+        # Records of an older snapshot than Redis's would revive what it dropped.
+        records = key_records and snapshot.version > base_version
+        if self.cluster:
+            result, joined = await self._apply_on_cluster(snapshot, records, keys, args, plan)
+        else:
+            result, joined = await self._apply_in_one_trip(snapshot, records, keys, args)
         applied, previous, keys_changed = (int(x) for x in result[:3])
+        if applied == 2:
+            return ApplyResult(False, previous, False, base_moved=True)
         dropped = [_text(h) or "" for h in result[3:]]
         if dropped:
             await self.redis.delete(*(self.keyspace.api_key(h) for h in dropped))
@@ -423,6 +497,48 @@ class EdgeStore:
             # them on the edge's channel that this one joined.
             await self.redis.spublish(self.keyspace.edge_changes, self._announcement(snapshot))
         return ApplyResult(bool(applied), previous, bool(keys_changed))
+
+    async def _apply_in_one_trip(
+        self,
+        snapshot: EnvironmentSnapshot,
+        records: bool,
+        keys: list[str],
+        args: list[str | bytes | int],
+    ) -> tuple[list[Any], bool]:
+        while True:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                if records:
+                    self._queue_key_records(pipe, snapshot)
+                pipe.evalsha(self._apply.sha, len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+            if not isinstance(results[-1], NoScriptError):
+                break
+            # A Redis that restarted has forgotten the script: load it and send it all
+            # again (the records are written whole each time; the script did nothing).
+            await self.redis.script_load(self._apply.script)
+        for outcome in results:
+            if isinstance(outcome, Exception):
+                raise outcome
+        return results[-1], records and bool(results[0])
+
+    async def _apply_on_cluster(
+        self,
+        snapshot: EnvironmentSnapshot,
+        records: bool,
+        keys: list[str],
+        args: list[str | bytes | int],
+        plan: PlanWrite | None,
+    ) -> tuple[list[Any], bool]:
+        if plan is not None:
+            await self._write_plan(
+                keys=[self.keyspace.plans], args=[plan.tenant_id, plan.revision, plan.value]
+            )
+        joined = False
+        if records:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self._queue_key_records(pipe, snapshot)
+                joined = bool((await pipe.execute())[0])
+        return await self._apply(keys=keys, args=args), joined
 
     def _publish_to(self, env: str) -> tuple[str, str]:
         """The command and channel an environment's announcements go out on."""
@@ -434,36 +550,33 @@ class EdgeStore:
     def _announcement(snapshot: EnvironmentSnapshot) -> bytes:
         return orjson.dumps({"e": snapshot.environment_id, "v": snapshot.version, "keys": True})
 
-    async def _write_key_records(self, snapshot: EnvironmentSnapshot) -> bool:
-        """Before the apply script: the environment joins the served set and every live
-        key's record is written whole (records live in their own hash slots; a record is
-        only honoured while its hash is in its environment's key set, which the script
-        writes). Returns whether the environment was new to the served set."""
+    def _queue_key_records(self, pipe: Pipeline, snapshot: EnvironmentSnapshot) -> None:
+        """Before the apply script: the environment joins the served set (the first
+        reply: whether it was new there) and every live key's record is written whole
+        (records live in their own hash slots; a record is only honoured while its hash
+        is in its environment's key set, which the script writes)."""
         env = snapshot.environment_id
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(self.keyspace.served, env)
-            for key in snapshot.keys:
-                name = self.keyspace.api_key(key.key_hash)
-                expires = "" if key.expires_at is None else _number(key.expires_at)
-                # One HSET of every field, never DEL then HSET: a proxy reading between
-                # the two would take a live key for unknown (401).
-                pipe.hset(
-                    name,
-                    mapping={
-                        "environment": env,
-                        "project": snapshot.project_id,
-                        "tenant": snapshot.tenant_id,
-                        "id": key.id,
-                        "kind": key.kind,
-                        "expires_at": expires,
-                    },
-                )
-                if key.expires_at is not None:
-                    pipe.pexpireat(name, int(key.expires_at * 1000))
-                else:
-                    pipe.persist(name)  # an expiry lifted since the last write
-            results = await pipe.execute()
-        return bool(results[0])
+        pipe.sadd(self.keyspace.served, env)
+        for key in snapshot.keys:
+            name = self.keyspace.api_key(key.key_hash)
+            expires = "" if key.expires_at is None else _number(key.expires_at)
+            # One HSET of every field, never DEL then HSET: a proxy reading between
+            # the two would take a live key for unknown (401).
+            pipe.hset(
+                name,
+                mapping={
+                    "environment": env,
+                    "project": snapshot.project_id,
+                    "tenant": snapshot.tenant_id,
+                    "id": key.id,
+                    "kind": key.kind,
+                    "expires_at": expires,
+                },
+            )
+            if key.expires_at is not None:
+                pipe.pexpireat(name, int(key.expires_at * 1000))
+            else:
+                pipe.persist(name)  # an expiry lifted since the last write
 
     async def remove(self, environment_id: str) -> bool:
         """Forget an environment (its flag set, deltas and keys); announce it if it was here."""

@@ -51,6 +51,13 @@ class Clients:
                     pass
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Nothing to reset when a connection goes back to the pool: syncd's pooled connections
+    never change their session (no SET, LISTEN, advisory lock or cursor; LISTEN has its
+    own connection), and a transaction left open is still rolled back by asyncpg first.
+    asyncpg's default reset is a statement — a round trip on every snapshot read."""
+
+
 def postgres_pool(url: str, config: SyncdConfig, *, min_size: int = 1) -> asyncpg.Pool:
     """A pool for snapshot and version reads (awaiting it connects ``min_size``)."""
     return asyncpg.create_pool(
@@ -58,6 +65,7 @@ def postgres_pool(url: str, config: SyncdConfig, *, min_size: int = 1) -> asyncp
         min_size=min_size,
         max_size=config.concurrency + 2,
         init=set_json_codecs,
+        reset=_keep_session,
         timeout=config.io_timeout,
         command_timeout=config.io_timeout,
         server_settings={"application_name": APPLICATION_NAME},

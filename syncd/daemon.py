@@ -87,7 +87,7 @@ class Daemon:
             self.source, self.store, config.scope, self.metrics, tracing=tracing
         )
         self.replicator.on_loss = self.trigger_reconcile
-        self.replicator.before_apply = PlanPublisher(primary, redis, config.keyspace).publish
+        self.replicator.plans = PlanPublisher(primary).read
         self.queue = WorkQueue(self.replicator.known, self.metrics)
         self.reconciler = Reconciler(
             self.source,

@@ -100,7 +100,7 @@ class Reconciler:
         self._marker = None
         if epoch is None:
             self.metrics.redis_data_lost.inc()
-            self.replicator.known.clear()
+            self.replicator.forget()
             raise RedisLostData("the edge Redis lost data during the full sync")
         if self.epoch is not None and epoch != self.epoch:
             log.info("new epoch", extra=fields(epoch=epoch, previous=self.epoch))
@@ -152,7 +152,7 @@ class Reconciler:
     def _lost(self, why: str) -> None:
         self.synced = False
         self.metrics.redis_data_lost.inc()
-        self.replicator.known.clear()
+        self.replicator.forget()
         log.warning("edge redis lost our data, rebuilding everything", extra=fields(why=why))
 
     async def _scope(self) -> dict[str, ScopedEnvironment]:

@@ -5,6 +5,13 @@ environment are serialised (a per-environment lock), calls for different environ
 run side by side. ``known`` caches the version each environment has in Redis, as far as
 this process last saw; it lets wake-ups that are already applied be dropped without a
 round trip, and is cleared when Redis is found to have lost its data.
+
+The delta of a write is computed against the flag set Redis holds. Rather than read it
+back on every change, the replicator remembers the flag set it last wrote for an
+environment (a bounded memory) and offers it as the base with ``strict_base``: the
+write script then checks, atomically, that Redis still holds exactly that version, and
+when it does not (another writer, a Redis that lost data) the base is read from Redis
+and the write tried again. The delta is always exactly the one against what Redis holds.
 """
 
 from __future__ import annotations
@@ -12,13 +19,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from crivline.edge_store import EdgeStore
+from crivline.edge_store import EdgeStore, PlanWrite
+from crivline.jsontypes import JSON
 from crivline.logs import fields
+from crivline.snapshot import EnvironmentSnapshot
 from crivline.tracing import DISABLED, Span, Tracing, traceparent_of
 from syncd.metrics import SyncdMetrics
 from syncd.scope import Scope
@@ -69,6 +79,13 @@ class Want:
         return replace(newer, received=min(received) if received else None, traced=traced)
 
 
+def _same_keys(old: EnvironmentSnapshot, new: EnvironmentSnapshot) -> bool:
+    """Whether the key records of ``new`` are exactly those written for ``old``."""
+    return (
+        old.keys == new.keys and old.project_id == new.project_id and old.tenant_id == new.tenant_id
+    )
+
+
 class _KeyedLocks:
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -90,6 +107,31 @@ class _KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+class _Written:
+    """The snapshot this process last wrote per environment: the newest ``limit``
+    environments written (least recently written forgotten first)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: OrderedDict[str, EnvironmentSnapshot] = OrderedDict()
+
+    def get(self, env: str) -> EnvironmentSnapshot | None:
+        return self._held.get(env)
+
+    def put(self, snapshot: EnvironmentSnapshot) -> None:
+        env = snapshot.environment_id
+        self._held[env] = snapshot
+        self._held.move_to_end(env)
+        while len(self._held) > self.limit:
+            self._held.popitem(last=False)
+
+    def forget(self, env: str | None = None) -> None:
+        if env is None:
+            self._held.clear()
+        else:
+            self._held.pop(env, None)
+
+
 class Replicator:
     def __init__(
         self,
@@ -99,6 +141,7 @@ class Replicator:
         metrics: SyncdMetrics,
         *,
         tracing: Tracing = DISABLED,
+        remembered: int = 128,
     ) -> None:
         self.source = source
         self.tracing = tracing
@@ -110,9 +153,18 @@ class Replicator:
         self.names: dict[str, str] = {}
         # Called when a write finds an environment gone that Redis held before.
         self.on_loss: Callable[[], None] | None = None
-        # Called with the tenant before an environment is applied (its plan goes first).
-        self.before_apply: Callable[[str], Awaitable[object]] | None = None
+        # Called with the tenant before an environment is applied: its plan, which the
+        # write puts into Redis first.
+        self.plans: Callable[[str], Awaitable[PlanWrite | None]] | None = None
+        # Snapshots as last written: the base of the next delta (memory: ~the flag sets'
+        # size, for the ``remembered`` environments written last).
+        self.written = _Written(remembered)
         self._locks = _KeyedLocks()
+
+    def forget(self) -> None:
+        """Redis lost data: nothing this process remembers of it holds any more."""
+        self.known.clear()
+        self.written.forget()
 
     async def sync(self, environment_id: str, want: Want) -> Outcome:
         async with self._locks.hold(environment_id):
@@ -143,6 +195,7 @@ class Replicator:
     async def _remove(self, env: str, reason: str) -> bool:
         removed = await self.store.remove(env)
         self.known.pop(env, None)
+        self.written.forget(env)
         if removed:
             self.metrics.removed.inc()
             log.info(
@@ -152,14 +205,21 @@ class Replicator:
         return removed
 
     async def _sync(self, env: str, want: Want, span: Span | None) -> Outcome:
-        if want.version:
+        current: int | None = None  # the version Redis holds, when looked at
+        held = self.written.get(env)
+        if held is not None and self.known.get(env) == held.version < want.version:
+            # Redis holds our last write, as far as this process knows: no look first.
+            # The write checks it (a wake-up another syncd applied meanwhile costs a
+            # snapshot read, then the write refuses it).
+            pass
+        elif want.version:
             current = await self.store.version(env)
             self.known[env] = current
             if current >= want.version:
                 return Outcome.CURRENT
         started = time.perf_counter()
         try:
-            outcome = await self._rebuild(env, want, span)
+            outcome = await self._rebuild(env, want, span, current)
         except BaseException:
             self.metrics.rebuilds.labels("error").inc()
             raise
@@ -168,7 +228,9 @@ class Replicator:
             self.metrics.rebuild_seconds.observe(time.perf_counter() - started)
         return outcome
 
-    async def _rebuild(self, env: str, want: Want, span: Span | None) -> Outcome:
+    async def _rebuild(
+        self, env: str, want: Want, span: Span | None, current: int | None
+    ) -> Outcome:
         read_started = time.perf_counter()
         try:
             loaded = await self.source.snapshot(env, at_least=want.version)
@@ -188,30 +250,52 @@ class Replicator:
         ):
             await self._remove(env, "out of scope")
             return Outcome.OUT_OF_SCOPE
-        # Read the base as late as possible: the delta is computed against it.
-        base, base_flag_set = await self.store.read_current(env)
+        # The base of the delta: the flag set this process last wrote, unless Redis was
+        # seen holding another version; the write checks that Redis still holds it.
+        held = self.written.get(env)
+        base_flag_set: dict[str, JSON] | None
+        if held is not None and current in (None, held.version):
+            base, base_flag_set = held.version, held.flag_set
+        else:
+            held = None
+            base, base_flag_set = await self.store.read_current(env)
         if base >= snapshot.version:
             self.known[env] = base
             return Outcome.CURRENT
         exact = want.at is not None and want.version == snapshot.version
         committed_at = want.at if exact and want.at is not None else loaded.updated_at
-        if self.before_apply is not None:
-            await self.before_apply(snapshot.tenant_id)
+        plan = await self.plans(snapshot.tenant_id) if self.plans is not None else None
         write_started = time.perf_counter()
-        result = await self.store.apply(
-            snapshot,
-            base_version=base,
-            base_flag_set=base_flag_set,
-            committed_at=committed_at,
-            traceparent=traceparent_of(span),
-        )
+        while True:
+            result = await self.store.apply(
+                snapshot,
+                base_version=base,
+                base_flag_set=base_flag_set,
+                committed_at=committed_at,
+                traceparent=traceparent_of(span),
+                strict_base=True,
+                plan=plan,
+                # Redis holding our last write holds its key records: rewrite them only
+                # when the keys changed.
+                key_records=held is None or not _same_keys(held, snapshot),
+            )
+            if not result.base_moved:
+                break
+            # Redis holds another version than the base offered: read it, and retry.
+            held = None
+            self.written.forget(env)
+            base, base_flag_set = await self.store.read_current(env)
         self.metrics.stages.labels("redis_write").observe(time.perf_counter() - write_started)
         if not result.applied:  # another writer got there first
+            self.written.forget(env)
             self.known[env] = max(result.previous, self.known.get(env, 0))
             return Outcome.CURRENT
-        if base == 0 and self.known.get(env, 0) > 0 and self.on_loss is not None:
-            self.on_loss()  # Redis had this environment and lost it: check everything now
+        if base == 0 and self.known.get(env, 0) > 0:
+            self.written.forget()  # Redis had this environment and lost it
+            if self.on_loss is not None:
+                self.on_loss()  # check everything now
         self.known[env] = snapshot.version
+        self.written.put(snapshot)
         self.metrics.versions_applied.inc()
         if span is not None:
             span.set_attributes({"crivline.version": snapshot.version, "crivline.base": base})

@@ -33,9 +33,6 @@ from syncd.scope import Scope, ScopedEnvironment, environments_in_scope
 log = logging.getLogger(__name__)
 
 _VERSION = "SELECT version FROM environments WHERE id = $1"
-_UPDATED_AT = (
-    "SELECT extract(epoch FROM updated_at)::float8 FROM environments WHERE id = $1 AND version = $2"
-)
 
 
 class StandbyBehind(Exception):
@@ -147,16 +144,10 @@ class Source:
     async def _load(
         self, pool: asyncpg.Pool, environment_id: str, *, from_replica: bool
     ) -> Loaded | None:
-        # One REPEATABLE READ transaction around load_snapshot's (a savepoint inside it),
-        # so the bump time belongs to the version read.
-        async with (
-            asyncio.timeout(self.timeout),
-            pool.acquire() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
+        # load_snapshot is one statement: one snapshot of the database, bump time included.
+        async with asyncio.timeout(self.timeout), pool.acquire() as conn:
             snapshot = await load_snapshot(cast(asyncpg.Connection, conn), environment_id)
-            if snapshot is None:
-                return None
-            updated_at = await conn.fetchval(_UPDATED_AT, environment_id, snapshot.version)
+        if snapshot is None:
+            return None
         self.metrics.snapshot_reads.labels("replica" if from_replica else "primary").inc()
-        return Loaded(snapshot, float(updated_at), from_replica)
+        return Loaded(snapshot, snapshot.updated_at, from_replica)

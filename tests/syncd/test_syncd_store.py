@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from support.waiting import eventually
 
-from crivline.edge_store import EdgeStore, apply_delta, compute_delta
+from crivline.edge_store import EdgeStore, PlanWrite, apply_delta, compute_delta
 from crivline.keyspace import Keyspace
 from crivline.snapshot import EdgeKey, EnvironmentSnapshot
 
@@ -321,3 +321,72 @@ async def test_a_reconciliation_records_the_environments_it_found_behind(store: 
     state = await store.sync_state()
     assert state.reconciled_behind == frozenset()
     assert state.reconciled_started is None
+
+
+async def test_a_strict_base_is_written_only_while_redis_holds_it(store: EdgeStore) -> None:
+    assert await write(store, snapshot(1, {"a": flag(1)}))
+    remembered = snapshot(1, {"a": flag(1)}).flag_set
+    assert await write(store, snapshot(2, {"a": flag(2)}))  # another writer moves Redis on
+    result = await store.apply(
+        snapshot(3, {"a": flag(3)}), base_version=1, base_flag_set=remembered,
+        committed_at=1.0, strict_base=True,
+    )  # fmt: skip
+    assert not result.applied
+    assert result.base_moved
+    assert result.previous == 2
+    assert [e.version for e in await store.delta_log(ENV)] == [1, 2]  # nothing written
+    base, held = await store.read_current(ENV)
+    result = await store.apply(
+        snapshot(3, {"a": flag(3)}), base_version=base, base_flag_set=held,
+        committed_at=1.0, strict_base=True,
+    )  # fmt: skip
+    assert result.applied
+    assert await store.deltas_since(ENV, 1) is not None  # 1 -> 2 -> 3 is one chain
+    with pytest.raises(ValueError, match="strict base"):
+        await store.apply(
+            snapshot(4, {}), base_version=3, base_flag_set=None, committed_at=1.0,
+            key_records=False,
+        )  # fmt: skip
+
+
+async def test_the_plan_goes_in_before_the_environment_and_never_back(
+    store: EdgeStore, redis: aioredis.Redis
+) -> None:
+    tenant = snapshot(1, {}).tenant_id
+    plan = PlanWrite(tenant, 20, b"20|{}")
+    result = await store.apply(snapshot(1, {}), base_version=0, base_flag_set=None,
+                               committed_at=1.0, plan=plan)  # fmt: skip
+    assert result.applied
+    assert await redis.hget(store.keyspace.plans, tenant) == b"20|{}"
+    # An older revision never replaces it, even with a newer version of the environment;
+    # a plan is written even when the environment's version is not.
+    older = PlanWrite(tenant, 10, b"10|{}")
+    assert (await store.apply(snapshot(2, {}), base_version=1, base_flag_set={},
+                              committed_at=1.0, plan=older)).applied  # fmt: skip
+    assert await redis.hget(store.keyspace.plans, tenant) == b"20|{}"
+    newer = PlanWrite(tenant, 30, b"30|{}")
+    await redis.script_flush()  # and after a restart's empty script cache
+    assert not (await store.apply(snapshot(2, {}), base_version=2, base_flag_set={},
+                                  committed_at=1.0, plan=newer)).applied  # fmt: skip
+    assert await redis.hget(store.keyspace.plans, tenant) == b"30|{}"
+
+
+async def test_key_records_left_alone_only_on_request(
+    store: EdgeStore, redis: aioredis.Redis
+) -> None:
+    key = EdgeKey("05" * 32, "k5", "server", None)
+    assert await write(store, snapshot(1, {}, (key,)))
+    await redis.hset(store.keyspace.api_key(key.key_hash), "kind", "changed-by-hand")
+    result = await store.apply(
+        snapshot(2, {}, (key,)), base_version=1, base_flag_set=snapshot(1, {}).flag_set,
+        committed_at=1.0, strict_base=True, key_records=False,
+    )  # fmt: skip
+    assert result.applied
+    stored = await store.read_api_key(key.key_hash)
+    assert stored is not None
+    assert stored.kind == "changed-by-hand"  # not rewritten
+    assert await store.environment_key_hashes(ENV) == {key.key_hash}
+    assert await write(store, snapshot(3, {}, (key,)))  # the default rewrites them
+    stored = await store.read_api_key(key.key_hash)
+    assert stored is not None
+    assert stored.kind == "server"
