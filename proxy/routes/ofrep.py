@@ -65,7 +65,12 @@ def _context(request: web.Request, body: bytes, key: str | None) -> dict[str, ob
 
 @routes.post("/ofrep/v1/evaluate/flags/{key}", name="ofrep_flag")
 async def evaluate_flag(request: web.Request) -> web.Response:
-    key = request.match_info["key"]
+    return await evaluate_one(request, request.match_info["key"])
+
+
+async def evaluate_one(request: web.Request, key: str) -> web.Response:
+    """The single evaluation of ``key`` (:mod:`proxy.fastlane` calls it with the key it
+    took from the path itself)."""
     gate = await evaluation(request, ANY_KIND, ofrep=True, kind="ofrep_single")
     if gate.refused is not None:
         return gate.refused
