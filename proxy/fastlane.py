@@ -6,7 +6,7 @@ dispatcher and entering the middleware chain aiohttp builds is work done again a
 again to reach the same handler. The front door (:data:`crivline.wire.FRONT_DOOR`,
 installed by :func:`proxy.app.create_app` when no request is traced) recognises them from
 the request's raw target with a string comparison, gives the request the same route
-match the router would, and runs :func:`proxy.middleware.edge_middleware` around the
+match the router would, and runs :func:`proxy.middleware.around` (the middleware) around the
 same handler: same answers, errors, CORS headers and metrics. Anything else — another
 path or method, a query string, a percent-encoded or dot-segment key, an ``Expect``
 header (its 100-continue is the router's route's business) — goes through the app as
@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
 
-from proxy.middleware import edge_middleware
+from proxy.middleware import around
 from proxy.routes import ofrep, sdk
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -62,7 +62,7 @@ def front_door(app: web.Application, fallback: Handler) -> Handler:
             if request.method == hdrs.METH_GET and hdrs.EXPECT not in request.headers:
                 assert isinstance(request, web.Request)
                 request._match_info = flags_match
-                return await edge_middleware(request, flags)
+                return await around(request, flags, "sdk_flags", False)
         elif raw.startswith(SINGLE):
             key = raw[len(SINGLE) :]
             if (
@@ -73,7 +73,7 @@ def front_door(app: web.Application, fallback: Handler) -> Handler:
             ):
                 assert isinstance(request, web.Request)
                 request._match_info = single_match
-                return await edge_middleware(request, lambda r: evaluate_one(r, key))
+                return await around(request, lambda r: evaluate_one(r, key), "ofrep_flag", True)
         return await fallback(request)
 
     return door
