@@ -26,6 +26,8 @@ traceback. Here, instead (:class:`Runner`, used by :func:`crivline.httpserver.li
   full ``write_seconds`` after it was handed over (a reader that stopped reading, its
   socket full) loses its connection, counted in :attr:`Gate.write_timeouts`. Streams
   have their own bound (the hub cuts a stream reader that holds too much unsent).
+- **a front door** (optional, :data:`FRONT_DOOR`): a part may take requests before
+  aiohttp's router and middlewares and hand the rest on (the proxy's hot routes).
 """
 
 from __future__ import annotations
