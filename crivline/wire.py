@@ -26,13 +26,15 @@ traceback. Here, instead (:class:`Runner`, used by :func:`crivline.httpserver.li
   full ``write_seconds`` after it was handed over (a reader that stopped reading, its
   socket full) loses its connection, counted in :attr:`Gate.write_timeouts`. Streams
   have their own bound (the hub cuts a stream reader that holds too much unsent).
+- **a front door** (optional, :data:`FRONT_DOOR`): a part may take requests before
+  aiohttp's router and middlewares and hand the rest on (the proxy's hot routes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, cast
@@ -186,6 +188,15 @@ class Gate:
 
 
 GATE = web.AppKey("crivline_wire_gate", Gate)
+
+# An app's front door (optional): given the app and aiohttp's request handler (the
+# router and the middlewares), the handler every request of a connection goes to. The
+# proxy answers its few hottest routes there, before the router (proxy.fastlane).
+FrontDoor = Callable[
+    [web.Application, Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]],
+    Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+]
+FRONT_DOOR: web.AppKey[FrontDoor] = web.AppKey("crivline_wire_front_door")
 
 
 class GateCollector(Collector):
@@ -350,8 +361,12 @@ class Runner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         gate = gate_of(self.app)  # before start-up freezes the app
         server = await super()._make_server()
+        handler = server.request_handler
+        front = self.app.get(FRONT_DOOR)
+        if front is not None:
+            handler = front(self.app, handler)
         return _Server(
-            server.request_handler,
+            handler,
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             gate=gate,

@@ -12,9 +12,12 @@ First, the quota check and the meter alone, as the evaluation gate calls them fo
 request, metering on and off: an exact count (no server, no timers). Then the servers.
 Variants: the proxy as shipped, the proxy with ``CRIVLINE_METERING=off`` (no usage
 counted, no quota or stream-cap check) and the bench's bare aiohttp baseline, each on
-``GET /sdk/v1/flags`` answered 304 (``If-None-Match``) and 200.
+``GET /sdk/v1/flags`` answered 304 (``If-None-Match``) and 200, and on the OFREP single
+evaluation (``POST /ofrep/v1/evaluate/flags/{key}``, a new context every request; the
+baseline's counterpart is ``POST /json``, as in the bench).
 
     .venv/bin/python loadtests/instructions.py [--requests 1000] [--repeat 3] [--out DIR]
+        [--no-metering-off]
 
 Needs ``valgrind`` (Debian: ``apt-get install valgrind``). Takes a few minutes: Python
 runs ~50× slower under callgrind.
@@ -41,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import benchstack
+import ltflags
+from bench import CONTEXT
 from benchstack import BenchError, Stack, free_port, wait_listening
 
 WARM_UP = 100  # requests before counting
@@ -68,11 +73,26 @@ def zero(pid: int) -> None:
     subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
 
 
-def drive(port: int, path: str, headers: dict[str, str], count: int, status: int) -> None:
+@dataclass(frozen=True)
+class Request:
+    """What one case sends: ``body`` (``{n}``: a number new for every request) makes it
+    a POST."""
+
+    path: str
+    headers: dict[str, str]
+    status: int
+    body: str | None = None
+
+
+def drive(port: int, request: Request, count: int, start: int = 0) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    path, headers, status, body = request.path, request.headers, request.status, request.body
     try:
-        for _ in range(count):
-            conn.request("GET", path, headers=headers)
+        for n in range(start, start + count):
+            if body is None:
+                conn.request("GET", path, headers=headers)
+            else:
+                conn.request("POST", path, body.replace("{n}", str(n)).encode(), headers)
             response = conn.getresponse()
             response.read()
             if response.status != status:
@@ -94,12 +114,11 @@ def measure(
     port: int,
     out: Path,
     prepare: Callable[[], None],
-    request: tuple[str, dict[str, str], int],
+    request: Request,
     count: int,
 ) -> Measured:
     """Start ``argv`` under callgrind, ``prepare`` it, warm it up, count an idle window and
     ``count`` requests, stop it."""
-    path, headers, status = request
     log = open(out.with_suffix(".log"), "wb")  # noqa: SIM115 - the child holds it
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
@@ -113,14 +132,14 @@ def measure(
     try:
         wait_listening(port, proc, 600)
         prepare()
-        drive(port, path, headers, WARM_UP, status)
+        drive(port, request, WARM_UP)
         zero(proc.pid)
         started = time.monotonic()
         time.sleep(IDLE_SECONDS)  # the window itself is what is measured
         idle = instructions(proc.pid) / (time.monotonic() - started)
         zero(proc.pid)
         started = time.monotonic()
-        drive(port, path, headers, count, status)
+        drive(port, request, count, WARM_UP)
         seconds = time.monotonic() - started
         busy = instructions(proc.pid)
     finally:
@@ -192,6 +211,11 @@ def main() -> int:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per server and case (the median counts)"
     )
+    parser.add_argument(
+        "--no-metering-off",
+        action="store_true",
+        help="skip the proxy with metering off (a third fewer runs)",
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
@@ -211,7 +235,22 @@ def main() -> int:
         stack.provision()
         key = stack.target.server_keys[2]
         auth = {"Authorization": f"Bearer {key}"}
-        cases = {"304": (auth | {"If-None-Match": stack.etag}, 304), "200": (auth, 200)}
+        json_body = {"Content-Type": "application/json"}
+        baseline_etag = f'"{hashlib.blake2b(stack.flag_set_bytes, digest_size=8).hexdigest()}"'
+        flags = "/sdk/v1/flags"
+        single = f"/ofrep/v1/evaluate/flags/{ltflags.TARGETED_FLAG}"
+        # case -> (the proxy's request, the baseline's)
+        cases = {
+            "304": (
+                Request(flags, auth | {"If-None-Match": stack.etag}, 304),
+                Request("/bytes", {"If-None-Match": baseline_etag}, 304),
+            ),
+            "200": (Request(flags, auth, 200), Request("/bytes", {}, 200)),
+            "ofrep-single": (
+                Request(single, auth | json_body, 200, CONTEXT),
+                Request("/json", json_body, 200, CONTEXT),
+            ),
+        }
 
         def proxy_argv(metering: str) -> tuple[list[str], dict[str, str], int]:
             port = free_port()
@@ -239,15 +278,13 @@ def main() -> int:
             "proxy, metering off": lambda: proxy_argv("off"),
             "baseline": baseline_argv,
         }
-        baseline_etag = f'"{hashlib.blake2b(stack.flag_set_bytes, digest_size=8).hexdigest()}"'
+        if args.no_metering_off:
+            del variants["proxy, metering off"]
         measured: dict[tuple[str, str], list[Measured]] = {}
         for round_ in range(args.repeat):  # rounds alternate the servers
             for name, make in variants.items():
-                for case, (headers, status) in cases.items():
-                    path = "/sdk/v1/flags"
-                    if name == "baseline":
-                        path = "/bytes"
-                        headers = {"If-None-Match": baseline_etag} if status == 304 else {}
+                for case, (proxy_request, baseline_request) in cases.items():
+                    request = baseline_request if name == "baseline" else proxy_request
                     slug = f"{name.replace(', ', '-').replace(' ', '-')}-{case}-{round_}"
                     for attempt in range(3):  # a free port can be taken before the server binds
                         argv, env, port = make()
@@ -259,8 +296,7 @@ def main() -> int:
 
                         try:
                             got = measure(
-                                argv, env, port, out / slug, prepare, (path, headers, status),
-                                args.requests,
+                                argv, env, port, out / slug, prepare, request, args.requests,
                             )  # fmt: skip
                             break
                         except BenchError as exc:
@@ -278,20 +314,21 @@ def main() -> int:
             results.setdefault("runs", {})[f"{name} {case}"] = [r.per_request for r in runs]
     finally:
         stack.stop()
-    for case in ("304", "200"):
+    for case in ("304", "200", "ofrep-single"):
         on = results["proxy, metering on"][case]
-        off = results["proxy, metering off"][case]
         base = results["baseline"][case]
-        results[f"ratios {case}"] = {
-            "metering cost (on/off - 1)": on / off - 1,
+        ratios = results[f"ratios {case}"] = {
             "metering cost (gate's count / request)": gate["metering"] / on,
             "baseline/proxy (throughput ratio if CPU-bound)": base / on,
         }
+        line = f"{case}: {on:,.0f} instructions per request (baseline {base:,.0f}"
+        if "proxy, metering off" in results:
+            off = results["proxy, metering off"][case]
+            ratios["metering cost (on/off - 1)"] = on / off - 1
+            line += f", metering off {off:,.0f}: {100 * (on / off - 1):+.1f}%, whole servers"
         print(
-            f"{case}: {on:,.0f} instructions per request (metering off {off:,.0f}, baseline "
-            f"{base:,.0f}); metering adds {100 * gate['metering'] / on:.1f}% (the gate's exact "
-            f"count), {100 * (on / off - 1):+.1f}% (whole servers, noisier); baseline/proxy "
-            f"= {base / on:.2f}"
+            f"{line}); metering adds {100 * gate['metering'] / on:.1f}% (the gate's exact "
+            f"count); baseline/proxy = {base / on:.2f}"
         )
     (out / "instructions.json").write_text(json.dumps(results, indent=2))
     print(f"results: {out / 'instructions.json'}")

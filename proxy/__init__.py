@@ -17,6 +17,9 @@ Module map (one concern each):
   :mod:`proxy.routes.health` (``/healthz``, ``/readyz``, ``/metrics``) and the operator
   status page, :mod:`proxy.routes.status`, with its documents, sampler and session
   beside it (``status_assets``, ``status_sampler``, ``status_session``).
+- :mod:`proxy.fastlane`, :mod:`proxy.prerendered` — the hot routes (polling, OFREP
+  single) answered before aiohttp's router, through the same middleware and handlers;
+  their keep-alive answers written as pre-rendered bytes.
 - :mod:`proxy.auth`, :mod:`proxy.access` — authentication, and the gate in front of every
   evaluation (key, rate limit, environment, quota, metering, a client ahead of us).
 - :mod:`proxy.quota`, :mod:`proxy.metering`, :mod:`proxy.edgestreams`,

@@ -34,7 +34,7 @@ from crivline.settings import Settings
 from crivline.snapshot_file import StoredEnvironment
 from crivline.tasks import Tasks
 from crivline.tracing import DISABLED, Tracing
-from proxy import appkeys, openapi
+from proxy import appkeys, fastlane, openapi
 from proxy.bulkcache import BulkCache
 from proxy.edge import monitor
 from proxy.edge.environments import EnvironmentCache
@@ -84,6 +84,8 @@ def create_app(
         render=error_format,
     )
     app[wire.GATE] = gate
+    if not sampled:  # a traced request takes the middleware chain, span and all
+        app[wire.FRONT_DOOR] = fastlane.front_door
     app[appkeys.METRICS].bind_gate(gate)
     fresh = options.sync_fresh_seconds or max(
         3 * settings.reconcile_interval, settings.heartbeat_ttl

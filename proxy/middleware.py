@@ -40,8 +40,16 @@ TRACED_ROUTES = frozenset({"sdk_flags", "ofrep_flag", "ofrep_bulk"})
 
 @web.middleware
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    return await around(request, handler, None, request.path.startswith(cors.PREFIX))
+
+
+async def around(
+    request: web.Request, handler: Handler, route: str | None, with_cors: bool
+) -> web.StreamResponse:
+    """What :func:`edge_middleware` does around ``handler``. :mod:`proxy.fastlane` calls
+    it with the route's name and whether CORS applies, which it knows from the path it
+    matched (None: read from the request's route match after the handler)."""
     started = perf_counter()
-    with_cors = request.path.startswith(cors.PREFIX)
     response: web.StreamResponse
     if with_cors and cors.is_preflight(request):
         response = cors.preflight()
@@ -62,7 +70,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             response = internal_error_response()
     if with_cors:
         cors.decorate(response)
-    route = request.match_info.route.name or "unmatched"
+    if route is None:
+        route = request.match_info.route.name or "unmatched"
     # A stream (already sent: prepared) counts the time to open it, which it recorded;
     # any other answer the time until now. Only streams look the request's state up.
     elapsed = request.get(OPENED) if response.prepared else None

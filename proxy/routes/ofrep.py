@@ -38,7 +38,7 @@ from aiohttp import web
 from crivline import httpserver, sse, strictjson
 from crivline.errors import ApiError, ServiceUnavailable, Unauthorized
 from crivline.flags import ErrorCode, ofrep_flags_part
-from proxy import appkeys, cors, forwarded, headers, streams
+from proxy import appkeys, cors, forwarded, headers, prerendered, streams
 from proxy.access import authorize, authorize_hash, evaluation
 from proxy.auth import ANY_KIND
 from proxy.context import parse_context, read_body
@@ -64,8 +64,13 @@ def _context(request: web.Request, body: bytes, key: str | None) -> dict[str, ob
 
 
 @routes.post("/ofrep/v1/evaluate/flags/{key}", name="ofrep_flag")
-async def evaluate_flag(request: web.Request) -> web.Response:
-    key = request.match_info["key"]
+async def evaluate_flag(request: web.Request) -> web.StreamResponse:
+    return await evaluate_one(request, request.match_info["key"])
+
+
+async def evaluate_one(request: web.Request, key: str) -> web.StreamResponse:
+    """The single evaluation of ``key`` (:mod:`proxy.fastlane` calls it with the key it
+    took from the path itself)."""
     gate = await evaluation(request, ANY_KIND, ofrep=True, kind="ofrep_single")
     if gate.refused is not None:
         return gate.refused
@@ -79,9 +84,7 @@ async def evaluate_flag(request: web.Request) -> web.Response:
     result = app[FAIRNESS].evaluate(info.tenant, lambda: state.flags.evaluate(key, context))
     code = result.error_code
     status = 200 if code is None else 404 if code is ErrorCode.FLAG_NOT_FOUND else 400
-    return web.Response(
-        status=status, body=result.to_json(), headers=out, content_type=httpserver.APPLICATION_JSON
-    )
+    return prerendered.respond(request, status, out, result.to_json(), httpserver.APPLICATION_JSON)
 
 
 @routes.post("/ofrep/v1/evaluate/flags", name="ofrep_bulk")

@@ -25,7 +25,7 @@ import time
 from aiohttp import web
 
 from crivline import httpserver, sse
-from proxy import appkeys, headers, streams
+from proxy import appkeys, headers, prerendered, streams
 from proxy.access import authorize, evaluation
 from proxy.auth import SERVER_ONLY
 from proxy.edge.environments import Ahead, newest_etag
@@ -38,7 +38,7 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/sdk/v1/flags", name="sdk_flags")
-async def flags(request: web.Request) -> web.Response:
+async def flags(request: web.Request) -> web.StreamResponse:
     gate = await evaluation(request, SERVER_ONLY, ofrep=False)
     if gate.refused is not None:
         return gate.refused
@@ -57,9 +57,9 @@ async def flags(request: web.Request) -> web.Response:
         app[appkeys.METRICS].conditional_request("sdk_flags", hit)
         if hit:
             gate.meter("poll_not_modified")
-            return web.Response(status=304, headers=out)
+            return prerendered.respond(request, 304, out)
     gate.meter("poll")
-    return web.Response(body=state.flag_set, headers=out, content_type="application/json")
+    return prerendered.respond(request, 200, out, state.flag_set, httpserver.APPLICATION_JSON)
 
 
 def last_event_id(request: web.Request) -> int | None:
