@@ -9,7 +9,7 @@ and writes head and body in one ``write_eof`` of the request's writer. The bytes
 the ones aiohttp would send: the same header order (the handler's, then what the
 middleware adds, then ``Content-Length``, ``Date``, ``Server``), the same ``Date``
 (whole seconds, the clock read per request as aiohttp does) — pinned by
-``tests/proxy/test_proxy_prerendered.py`` against a ``web.Response``.
+``tests/proxy/test_proxy_fastlane.py`` against a ``web.Response``.
 
 A request aiohttp would answer differently (HTTP/1.0, or one that closes the connection:
 a ``Connection`` header to add) gets a ``web.Response`` (:func:`respond`).
