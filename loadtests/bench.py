@@ -92,6 +92,7 @@ FIXED_CONTEXT = CONTEXT.replace("{n}", "42")
 # still measures when the bytes reached it.
 CLIENT_NICE = 10
 CLIENT_SCHEDULING = ("idle", "nice")
+AUTOGROUP_NICE = 19  # the clients' session group, under SCHED_IDLE
 
 
 @dataclass(frozen=True)
@@ -335,6 +336,13 @@ class Bench:
                 os.nice(nice)
             if idle:
                 os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            if nice or idle:
+                # The child leads a new session, and with the kernel's autogroups on
+                # (Linux's default) each session is a scheduling group of its own that
+                # gets a fair share against the others whatever the niceness or policy
+                # of its processes: lower the group itself too.
+                with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as group:
+                    group.write(str(AUTOGROUP_NICE if idle else nice))
 
         log = open(self.out / "logs" / log_name, "ab")  # noqa: SIM115 - the child holds it
         proc = subprocess.Popen(
@@ -994,6 +1002,7 @@ class Bench:
                                          rate=rate, **self.client_priority()))  # fmt: skip
             opened_at = time.monotonic()
             policies = sorted({_policy_name(p.pid) for p in procs})
+            groups = sorted({_autogroup_nice(p.pid) for p in procs}, key=str)
             deadline = opened_at + spawn_limit
             next_print = opened_at + 5
             while True:
@@ -1093,6 +1102,7 @@ class Bench:
             "client_cpu_seconds": sum(client_cpu),
             "client_scheduling": self.client_scheduling,
             "client_policies": policies,  # as the kernel reported them for the clients
+            "client_autogroup_nice": groups,  # their session groups' (None: no autogroups)
             "client_nice": CLIENT_NICE if self.client_scheduling == "nice" else 0,
             "client_cores": sum(client_cpu) / max(max(client_seconds), 1.0),
             # while the writers ran (and the last patches went out): what the stream
@@ -1285,6 +1295,16 @@ def _policy_name(pid: int) -> str:
         return "gone"
     names = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_IDLE: "SCHED_IDLE"}
     return names.get(policy, str(policy))
+
+
+def _autogroup_nice(pid: int) -> int | None:
+    """The niceness of a process's autogroup (``/proc/PID/autogroup``: "/autogroup-N nice
+    K"); None where the kernel has no autogroups."""
+    try:
+        with open(f"/proc/{pid}/autogroup") as group:
+            return int(group.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def main() -> int:

@@ -154,6 +154,8 @@ def test_streams_on_two_workers_reached_every_client_from_both(smoke: Any) -> No
     # the clients yield the CPU to the workers: the kernel runs them under SCHED_IDLE
     assert phase["client_scheduling"] == "idle"
     assert phase["client_policies"] == ["SCHED_IDLE"]
+    # ... and their session groups are lowered too, where the kernel groups sessions
+    assert phase["client_autogroup_nice"] in ([19], [None])
     assert len((out / "streams-workers-40-latency.txt").read_text().split()) == phase["samples"]
     stages = {row["stage"]: row for row in phase["stages"]}
     for stage in ("commit_to_wakeup", "redis_to_told", "fan_out", "commit_to_last_write"):
