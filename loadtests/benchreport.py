@@ -282,6 +282,13 @@ def _workers_streams(add: Any, phase: dict[str, Any]) -> None:
         f"{_f(phase['proxy_side'].get('p99_le_ms'), 0)} ms."
     )
     add("")
+    coalesced = phase.get("stream_stats", {}).get("coalesced_patches", 0)
+    add(
+        f"Patches that reached a client in one read with a later patch: {coalesced:,} of "
+        f"{phase['samples']:,}. A read has one kernel time stamp (its last segment's), so "
+        "theirs is an upper bound: a client that fell a change behind shows it as latency."
+    )
+    add("")
     add(
         "A fresh `crivline proxy --workers 2` (SO_REUSEPORT spreads the connections), "
         f"unpinned; the streams come from {phase['clients']} locust processes (their samples "

@@ -34,7 +34,16 @@ RECEIVED = array("d")
 LATENCY = array("d")
 READ_LATENCY = array("d")
 VERSION = array("q")
-STREAM_STATS = {"patches": 0, "puts_after_open": 0, "without_commit_time": 0, "connects": 0}
+# coalesced_patches: patches that reached a client in the same read as a later one. A
+# read carries one kernel time stamp (its last segment's), so theirs is an upper bound:
+# a client that fell behind by a change's interval shows it as latency.
+STREAM_STATS = {
+    "patches": 0,
+    "puts_after_open": 0,
+    "without_commit_time": 0,
+    "connects": 0,
+    "coalesced_patches": 0,
+}
 
 _counter = itertools.count()
 

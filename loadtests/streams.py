@@ -73,6 +73,10 @@ class StreamUser(User):
         try:
             while True:
                 arrived, read, events = connection.read()
+                if len(events) > 1:
+                    patches = sum(1 for event in events if event.event == "patch")
+                    if patches > 1:
+                        ltlocust.STREAM_STATS["coalesced_patches"] += patches - 1
                 for event in events:
                     if event.event == "patch":
                         self._patch(event.data, arrived, read)
