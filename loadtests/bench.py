@@ -861,13 +861,20 @@ class Bench:
         samples = self.out / f"{key}-samples.json"
         spawn_limit = count / self.plan.spawn_rate + 60
         bound = spawn_limit + write_seconds + 60  # locust's own -t: never runs away
+        gauge = 'crivline_proxy_streams_open{kind="sdk"}'
+        # The previous phase's streams must be gone first: the proxy closing them while
+        # this phase counts its own would start the writes before every client is in.
+        closed_by = time.monotonic() + 60
+        while (left := metrics(proxy).get(gauge, 0.0)) > 0:
+            if time.monotonic() > closed_by:
+                raise BenchError(f"{key}: {left:.0f} streams of an earlier phase still open")
+            time.sleep(0.2)
         rss_before = rss_bytes(proxy_pid)
         self.say(f"streams: opening {count:,} SSE streams …")
         opened_at = time.monotonic()
         proc = self.locust(
             "streams.py", key, count, bound, "--samples-file", str(samples), cpus=cpus
         )
-        gauge = 'crivline_proxy_streams_open{kind="sdk"}'
         deadline = time.monotonic() + spawn_limit
         open_now = 0.0
         next_print = time.monotonic() + 5
