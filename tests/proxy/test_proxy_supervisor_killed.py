@@ -12,7 +12,7 @@ import asyncio
 import signal
 from pathlib import Path
 
-from support.proxyprocs import proxy_env, start_workers
+from support.proxyprocs import environ_of, proxy_env, start_workers
 from support.waiting import eventually
 
 from crivline.embedded import free_port
@@ -21,12 +21,6 @@ from crivline.embedded import free_port
 def _children(pid: int) -> set[int]:
     raw = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return {int(p) for p in raw.split()}
-
-
-def _environ(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes()
-    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-    return {k.decode(): v.decode() for k, v in pairs}
 
 
 def _listing(folder: Path) -> list[str]:
@@ -54,7 +48,7 @@ async def test_workers_stop_with_a_killed_supervisor_and_its_folder_is_swept(
     first = await start_workers(crivline_cmd, settings, tmp_path / "first.log", processes)
     workers = _children(first.pid)
     assert len(workers) == 2
-    folders = {_environ(pid)["PROMETHEUS_MULTIPROC_DIR"] for pid in workers}
+    folders = {environ_of(pid)["PROMETHEUS_MULTIPROC_DIR"] for pid in workers}
     assert len(folders) == 1
     folder = Path(folders.pop())
     assert _listing(scratch) == [folder.name]

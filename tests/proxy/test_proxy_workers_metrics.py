@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from support.edgekit import Feeder, Key, SSEClient, flag, make_key, new_env
-from support.proxyprocs import proxy_env, start_workers
+from support.proxyprocs import environ_of, proxy_env, start_workers
 from support.waiting import eventually
 
 from crivline.embedded import free_port
@@ -112,12 +112,12 @@ async def test_workers_answer_one_metrics_exposition_that_survives_a_killed_work
     )
     assert len(first) == 2
     # The folder the supervisor made for its workers: private, and only theirs.
-    folders = {_environ(pid).get("PROMETHEUS_MULTIPROC_DIR") for pid in first}
+    folders = {environ_of(pid).get("PROMETHEUS_MULTIPROC_DIR") for pid in first}
     assert len(folders) == 1
     folder = folders.pop()
     assert folder is not None
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
-    assert "PROMETHEUS_MULTIPROC_DIR" not in _environ(proc.pid)
+    assert "PROMETHEUS_MULTIPROC_DIR" not in environ_of(proc.pid)
 
     await eventually(
         lambda: all_loaded(url, env), within=20, what="both workers to hold the environment"
@@ -216,12 +216,6 @@ def _files(folder: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         for family in registry.collect()
         for sample in family.samples
     }
-
-
-def _environ(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes()
-    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-    return {k.decode(): v.decode() for k, v in pairs}
 
 
 async def all_loaded(url: str, env: str) -> bool:

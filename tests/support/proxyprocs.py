@@ -15,6 +15,13 @@ from support.edgekit import EDGE, PREFIX
 from support.waiting import eventually
 
 
+def environ_of(pid: int) -> dict[str, str]:
+    """The environment a running process was started with (``/proc/PID/environ``)."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(): v.decode() for k, v in pairs}
+
+
 def proxy_env(redis_url: str, port: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRIVLINE_")}
     env.update(
